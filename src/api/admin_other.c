@@ -1,0 +1,323 @@
+/* admin_other.c - /admin/domains, /admin/legions, /admin/news. */
+#include "../common/strutil.h"
+#include "../common/validate.h"
+#include "admin.h"
+#include "fields.h"
+#include "routes.h"
+
+#include <arpa/inet.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- domains: mapped to a customer without the DNS check ---- */
+
+static void h_admin_domains_list(req_t *r)
+{
+    err_t e = {0};
+    db_res_t *res = db_query(r->db, &e,
+                             "SELECT d.id, d.name, d.uuid, c.username FROM domains d "
+                             "JOIN customers c ON c.id = d.customer_id ORDER BY d.name",
+                             DB_NOARGS);
+    if (!res)
+        return reply_internal(r, &e);
+    json_t *out = json_array();
+    for (int i = 0; i < res->nrows; i++)
+        json_array_append_new(out, json_pack("{s:I,s:s,s:s,s:s}", "id",
+                                             (json_int_t)db_get_int(res, i, 0), "name",
+                                             db_get(res, i, 1), "uuid", db_get(res, i, 2),
+                                             "customer", db_get(res, i, 3)));
+    db_res_free(res);
+    reply(r, 200, out);
+}
+
+static void h_admin_domain_create(req_t *r)
+{
+    static const field_spec spec[] = {{"name", FT_STRING}, {"customer", FT_STRING}, {NULL, 0}};
+    static const char *const required[] = {"name", "customer", NULL};
+    if (fields_check(r, spec) < 0 || fields_require(r, required) < 0)
+        return;
+    char name[256], why[256];
+    if (!domain_name_normalize(field_str(r, "name"), name, sizeof name, why, sizeof why))
+        return reply_bad_request(r, "%s", why);
+    err_t e = {0};
+    long long cid = admin_customer_id(r->db, &e, field_str(r, "customer"));
+    if (cid < 0)
+        return reply_internal(r, &e);
+    if (cid == 0)
+        return reply_bad_request(r, "'customer': no customer '%s'", field_str(r, "customer"));
+    char uuid[37];
+    uuid_v4(uuid);
+    long long id = db_scalar_int(r->db, &e, 0,
+                                 "INSERT INTO domains (customer_id, name, uuid, created) "
+                                 "VALUES ($1, $2, $3, $4) RETURNING id",
+                                 DB_ARGS(DB_INT(cid), DB_TEXT(name), DB_TEXT(uuid),
+                                         DB_INT(time(NULL))));
+    if (id <= 0) {
+        if (e.kind == ERR_CONSTRAINT)
+            return reply_conflict(r, "the domain '%s' already belongs to a customer", name);
+        return reply_internal(r, &e);
+    }
+    reply(r, 201, json_pack("{s:s,s:I,s:s,s:s}", "message", "Created", "id", (json_int_t)id,
+                            "name", name, "uuid", uuid));
+}
+
+static void h_admin_domain_delete(req_t *r)
+{
+    err_t e = {0};
+    long long n = db_exec(r->db, &e, "DELETE FROM domains WHERE name = $1",
+                          DB_ARGS(DB_TEXT(r->segs[1])));
+    if (n < 0)
+        return reply_internal(r, &e);
+    if (n == 0)
+        return reply_error(r, 404, "no such domain");
+    reply_ok(r);
+}
+
+/* ---- legions ---- */
+
+static json_t *legions_json(db_t *db, err_t *e)
+{
+    db_res_t *res = db_query(db, e,
+                             "SELECT id, name, address, key, quorum, note FROM legions "
+                             "ORDER BY name",
+                             DB_NOARGS);
+    if (!res)
+        return NULL;
+    json_t *out = json_array();
+    for (int i = 0; i < res->nrows; i++) {
+        db_res_t *nodes = db_query(db, e,
+                                   "SELECT s.name FROM legion_nodes n JOIN servers s "
+                                   "ON s.id = n.server_id WHERE n.legion_id = $1 ORDER BY s.name",
+                                   DB_ARGS(DB_INT(db_get_int(res, i, 0))));
+        if (!nodes) {
+            json_decref(out);
+            db_res_free(res);
+            return NULL;
+        }
+        json_t *names = json_array();
+        for (int k = 0; k < nodes->nrows; k++)
+            json_array_append_new(names, json_string(db_get(nodes, k, 0)));
+        db_res_free(nodes);
+        json_array_append_new(
+            out, json_pack("{s:I,s:s,s:s,s:s,s:I,s:s,s:o}", "id",
+                           (json_int_t)db_get_int(res, i, 0), "name", db_get(res, i, 1),
+                           "address", db_get(res, i, 2), "key", db_get(res, i, 3), "quorum",
+                           (json_int_t)db_get_int(res, i, 4), "note", db_get(res, i, 5),
+                           "nodes", names));
+    }
+    db_res_free(res);
+    return out;
+}
+
+static void h_admin_legions_list(req_t *r)
+{
+    err_t e = {0};
+    json_t *out = legions_json(r->db, &e);
+    if (!out)
+        return reply_internal(r, &e);
+    reply(r, 200, out);
+}
+
+static const field_spec legion_spec[] = {
+    {"name", FT_STRING}, {"address", FT_STRING}, {"key", FT_STRING},
+    {"quorum", FT_INT},  {"nodes", FT_STRING_LIST}, {"note", FT_STRING},
+    {NULL, 0},
+};
+
+static int legion_apply(req_t *r, long long id, err_t *e)
+{
+    static const char *const strs[] = {"name", "address", "key", "note"};
+    char sql[96];
+    for (int i = 0; i < 4; i++) {
+        const char *v = field_str(r, strs[i]);
+        snprintf(sql, sizeof sql, "UPDATE legions SET %s = $1 WHERE id = $2", strs[i]);
+        if (v && db_exec(r->db, e, sql, DB_ARGS(DB_TEXT(v), DB_INT(id))) < 0)
+            return -1;
+    }
+    if (field_has(r, "quorum") &&
+        db_exec(r->db, e, "UPDATE legions SET quorum = $1 WHERE id = $2",
+                DB_ARGS(DB_INT(field_int(r, "quorum")), DB_INT(id))) < 0)
+        return -1;
+    json_t *nodes = field_list(r, "nodes");
+    if (!nodes)
+        return 0;
+    if (db_exec(r->db, e, "DELETE FROM legion_nodes WHERE legion_id = $1",
+                DB_ARGS(DB_INT(id))) < 0)
+        return -1;
+    size_t i;
+    json_t *n;
+    json_array_foreach(nodes, i, n)
+    {
+        long long sid = admin_server_id(r->db, e, json_string_value(n));
+        if (sid < 0)
+            return -1;
+        if (sid == 0)
+            return err_set(e, ERR_INPUT, "'nodes': no server '%s'", json_string_value(n));
+        if (db_exec(r->db, e,
+                    "INSERT INTO legion_nodes (legion_id, server_id) VALUES ($1, $2) "
+                    "ON CONFLICT DO NOTHING",
+                    DB_ARGS(DB_INT(id), DB_INT(sid))) < 0)
+            return -1;
+    }
+    /* Containers show their server's legion_address: they need a restart
+     * to pick up a new Lord address. */
+    return db_exec(r->db, e,
+                   "UPDATE containers SET generation = generation + 1 WHERE server_id IN "
+                   "(SELECT server_id FROM legion_nodes WHERE legion_id = $1)",
+                   DB_ARGS(DB_INT(id))) < 0
+               ? -1
+               : 0;
+}
+
+static int legion_check(req_t *r)
+{
+    struct in_addr a;
+    const char *addr = field_str(r, "address"), *name = field_str(r, "name");
+    if (addr && inet_pton(AF_INET, addr, &a) != 1)
+        return reply_bad_request(r, "'address' must be an IPv4 address"), -1;
+    if (name && !*name)
+        return reply_bad_request(r, "'name' must not be empty"), -1;
+    if (field_has(r, "quorum") && field_int(r, "quorum") < 1)
+        return reply_bad_request(r, "'quorum' must be at least 1"), -1;
+    return 0;
+}
+
+static void legion_write(req_t *r, long long id)
+{
+    err_t e = {0};
+    if (db_begin(r->db, &e) < 0)
+        return reply_internal(r, &e);
+    if (!id) {
+        id = db_scalar_int(r->db, &e, 0,
+                           "INSERT INTO legions (name, address) VALUES ($1, $2) RETURNING id",
+                           DB_ARGS(DB_TEXT(field_str(r, "name")),
+                                   DB_TEXT(field_str(r, "address"))));
+        if (id <= 0)
+            goto fail;
+    }
+    if (legion_apply(r, id, &e) < 0 || db_commit(r->db, &e) < 0)
+        goto fail;
+    json_t *all = legions_json(r->db, &e);
+    if (!all)
+        return reply_internal(r, &e);
+    size_t i;
+    json_t *l;
+    json_array_foreach(all, i, l) if (json_integer_value(json_object_get(l, "id")) == id)
+        reply(r, r->nsegs == 1 ? 201 : 200, json_incref(l));
+    json_decref(all);
+    return;
+fail:
+    db_rollback(r->db);
+    if (e.kind == ERR_CONSTRAINT)
+        return reply_conflict(r, "a legion with that name already exists");
+    reply_err(r, &e);
+}
+
+static void h_admin_legion_create(req_t *r)
+{
+    static const char *const required[] = {"name", "address", NULL};
+    if (fields_check(r, legion_spec) < 0 || fields_require(r, required) < 0 ||
+        legion_check(r) < 0)
+        return;
+    legion_write(r, 0);
+}
+
+static long long path_legion(req_t *r)
+{
+    err_t e = {0};
+    long long id = db_scalar_int(r->db, &e, 0, "SELECT id FROM legions WHERE name = $1",
+                                 DB_ARGS(DB_TEXT(r->segs[1])));
+    if (id < 0)
+        reply_internal(r, &e);
+    else if (id == 0)
+        reply_error(r, 404, "no such legion");
+    return id > 0 ? id : -1;
+}
+
+static void h_admin_legion_modify(req_t *r)
+{
+    long long id = path_legion(r);
+    if (id < 0 || fields_check(r, legion_spec) < 0 || legion_check(r) < 0)
+        return;
+    legion_write(r, id);
+}
+
+static void h_admin_legion_delete(req_t *r)
+{
+    long long id = path_legion(r);
+    if (id < 0)
+        return;
+    err_t e = {0};
+    if (db_exec(r->db, &e, "DELETE FROM legions WHERE id = $1", DB_ARGS(DB_INT(id))) < 0)
+        return reply_internal(r, &e);
+    reply_ok(r);
+}
+
+/* ---- news ---- */
+
+static void h_admin_news_list(req_t *r)
+{
+    err_t e = {0};
+    db_res_t *res = db_query(r->db, &e,
+                             "SELECT id, content, date, public FROM news ORDER BY date DESC, "
+                             "id DESC",
+                             DB_NOARGS);
+    if (!res)
+        return reply_internal(r, &e);
+    json_t *out = json_array();
+    for (int i = 0; i < res->nrows; i++)
+        json_array_append_new(out, json_pack("{s:I,s:s,s:I,s:b}", "id",
+                                             (json_int_t)db_get_int(res, i, 0), "content",
+                                             db_get(res, i, 1), "date",
+                                             (json_int_t)db_get_int(res, i, 2), "public",
+                                             (int)db_get_int(res, i, 3)));
+    db_res_free(res);
+    reply(r, 200, out);
+}
+
+static void h_admin_news_create(req_t *r)
+{
+    static const field_spec spec[] = {{"content", FT_STRING}, {"public", FT_BOOL}, {NULL, 0}};
+    static const char *const required[] = {"content", NULL};
+    if (fields_check(r, spec) < 0 || fields_require(r, required) < 0)
+        return;
+    if (!*field_str(r, "content"))
+        return reply_bad_request(r, "'content' must not be empty");
+    err_t e = {0};
+    long long id = db_scalar_int(r->db, &e, 0,
+                                 "INSERT INTO news (content, public, date) VALUES ($1, $2, $3) "
+                                 "RETURNING id",
+                                 DB_ARGS(DB_TEXT(field_str(r, "content")),
+                                         DB_INT(field_bool(r, "public")), DB_INT(time(NULL))));
+    if (id <= 0)
+        return reply_internal(r, &e);
+    reply(r, 201, json_pack("{s:s,s:I}", "message", "Created", "id", (json_int_t)id));
+}
+
+static void h_admin_news_delete(req_t *r)
+{
+    long long id = parse_id(r->segs[1]);
+    err_t e = {0};
+    long long n = id < 0 ? 0
+                         : db_exec(r->db, &e, "DELETE FROM news WHERE id = $1",
+                                   DB_ARGS(DB_INT(id)));
+    if (n < 0)
+        return reply_internal(r, &e);
+    if (n == 0)
+        return reply_error(r, 404, "no such news");
+    reply_ok(r);
+}
+
+const route_t admin_other_routes[] = {
+    {"GET", "domains", h_admin_domains_list, AUTH_ADMIN},
+    {"POST", "domains", h_admin_domain_create, AUTH_ADMIN},
+    {"DELETE", "domains/*", h_admin_domain_delete, AUTH_ADMIN},
+    {"GET", "legions", h_admin_legions_list, AUTH_ADMIN},
+    {"POST", "legions", h_admin_legion_create, AUTH_ADMIN},
+    {"POST", "legions/*", h_admin_legion_modify, AUTH_ADMIN},
+    {"DELETE", "legions/*", h_admin_legion_delete, AUTH_ADMIN},
+    {"GET", "news", h_admin_news_list, AUTH_ADMIN},
+    {"POST", "news", h_admin_news_create, AUTH_ADMIN},
+    {"DELETE", "news/*", h_admin_news_delete, AUTH_ADMIN},
+    {NULL, NULL, NULL, 0},
+};

@@ -1,0 +1,103 @@
+/* api.h - the imperium-api daemon: its context and the request object every
+ * handler receives. */
+#ifndef IMP_API_H
+#define IMP_API_H
+
+#include "../common/db.h"
+#include "../common/err.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#define API_MAX_BODY (64 * 1024)
+#define API_MAX_SEGS 8
+
+typedef struct auth_cache auth_cache_t;
+
+/* A fixed pool of database connections shared by the HTTP worker threads. */
+typedef struct {
+    db_t **conns;
+    bool *busy;
+    int n;
+    pthread_mutex_t lock;
+    pthread_cond_t freed;
+} db_pool_t;
+
+typedef struct {
+    char listen_addr[64];
+    int port;
+    char db_url[1024];
+    char prefix[64];       /* customer API prefix, "/api" */
+    char admin_prefix[64]; /* admin API prefix, "/admin" */
+    char admin_token_file[1024];
+    int threads;
+    int auth_cache_ttl;    /* seconds a verified password stays cached */
+} api_config_t;
+
+typedef struct api {
+    api_config_t cfg;
+    char admin_token[128];
+    db_pool_t pool;
+    auth_cache_t *auth;
+} api_t;
+
+/* The authenticated customer of a request. */
+typedef struct {
+    long long id;
+    char uuid[37];
+    char username[128];
+} customer_t;
+
+typedef struct req {
+    api_t *api;
+    db_t *db;
+    const char *method;
+    const char *path;       /* the full URL path */
+    char *segs[API_MAX_SEGS];
+    int nsegs;              /* path segments after the prefix */
+    char *segbuf;
+    const char *body;
+    size_t body_len;
+    json_t *json;           /* the parsed body, for handlers that take one */
+    void *conn;             /* struct MHD_Connection * */
+    customer_t me;
+    bool authed;
+    /* The response. */
+    int status;
+    json_t *out;
+    const char *extra_header[2];
+} req_t;
+
+/* Answer helpers: every handler ends with exactly one of these. */
+void reply(req_t *r, int status, json_t *body); /* steals body */
+void reply_ok(req_t *r);                        /* 200 {"message": "Ok"} */
+void reply_error(req_t *r, int status, const char *reason);
+void reply_bad_request(req_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void reply_conflict(req_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* 500, logging the internal message (never sent to the client). */
+void reply_internal(req_t *r, const err_t *e);
+/* The status an error kind stands for: 400, 403, 404, 409 with e->msg as
+ * the reason, or 500 for ERR_INTERNAL. */
+void reply_err(req_t *r, const err_t *e);
+
+/* A query string argument, or NULL. */
+const char *req_arg(req_t *r, const char *name);
+const char *req_header(req_t *r, const char *name);
+
+/* Parse the body as a JSON object into r->json.  On failure it answers 400
+ * itself and returns -1. */
+int req_parse_object(req_t *r);
+
+/* Customer authentication (auth.c).  Answers 401 itself on failure. */
+int auth_customer(req_t *r);
+int auth_admin(req_t *r);
+int auth_optional(req_t *r);
+auth_cache_t *auth_cache_new(int ttl);
+void auth_cache_free(auth_cache_t *c);
+
+/* Password hashing (auth.c): argon2id via libsodium. */
+int password_hash(const char *password, char out[128], err_t *e);
+
+#endif

@@ -1,0 +1,616 @@
+/* containers.c - /containers/, /me/containers/, /regenerate_secret_uuid/. */
+#include "containers.h"
+#include "../common/strutil.h"
+#include "../common/validate.h"
+#include "fields.h"
+#include "routes.h"
+#include "tags.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define NAME_MAX_LEN 63
+#define MAX_SSH_KEYS 64
+
+/* Columns of CONTAINER_SELECT, in order. */
+enum {
+    C_ID, C_NAME, C_MEMORY, C_STORAGE, C_UUID, C_DISTRO, C_DISTRO_NAME, C_CDISTRO,
+    C_CDISTRO_NAME, C_SERVER, C_SERVER_ADDR, C_NOTE, C_QUOTA, C_JID, C_JID_DEST,
+    C_PO_USER, C_PO_TOKEN, C_PO_SOUND, C_PB_TOKEN, C_SLACK, C_ALARM_FREQ, C_NOFOLLOW,
+    C_CDS, C_SECRET_UUID, C_SERVER_ID,
+};
+
+#define CONTAINER_SELECT                                                                   \
+    "SELECT c.id, c.name, c.memory, c.storage, c.uuid, c.distro_id, d.name, "             \
+    "c.custom_distro_id, cd.name, s.name, s.address, c.note, c.quota_threshold, c.jid, "  \
+    "c.jid_destinations, c.pushover_user, c.pushover_token, c.pushover_sound, "           \
+    "c.pushbullet_token, c.slack_webhook, c.alarm_freq, c.nofollow, "                     \
+    "c.custom_distros_storage, c.secret_uuid, c.server_id "                               \
+    "FROM containers c JOIN servers s ON s.id = c.server_id "                             \
+    "LEFT JOIN distros d ON d.id = c.distro_id "                                          \
+    "LEFT JOIN custom_distros cd ON cd.id = c.custom_distro_id "
+
+static json_t *nullable_int(db_res_t *res, int row, int col)
+{
+    return db_is_null(res, row, col) ? json_null() : json_integer(db_get_int(res, row, col));
+}
+
+static json_t *nullable_str(db_res_t *res, int row, int col)
+{
+    return db_is_null(res, row, col) ? json_null() : json_string(db_get(res, row, col));
+}
+
+static json_t *int_column(db_t *db, err_t *e, const char *sql, long long arg, long long add)
+{
+    db_res_t *res = db_query(db, e, sql, DB_ARGS(DB_INT(arg)));
+    if (!res)
+        return NULL;
+    json_t *out = json_array();
+    for (int i = 0; i < res->nrows; i++)
+        json_array_append_new(out, json_integer(db_get_int(res, i, 0) + add));
+    db_res_free(res);
+    return out;
+}
+
+static json_t *str_column(db_t *db, err_t *e, const char *sql, long long arg)
+{
+    db_res_t *res = db_query(db, e, sql, DB_ARGS(DB_INT(arg)));
+    if (!res)
+        return NULL;
+    json_t *out = json_array();
+    for (int i = 0; i < res->nrows; i++)
+        json_array_append_new(out, json_string(db_get(res, i, 0)));
+    db_res_free(res);
+    return out;
+}
+
+/* The fields every container object has (list and full forms). */
+static json_t *container_short(db_t *db, err_t *e, db_res_t *res, int row)
+{
+    long long id = db_get_int(res, row, C_ID);
+    char ip[32] = "", hostname[NAME_MAX_LEN + 1];
+    container_ip(id, ip, sizeof ip);
+    container_hostname(db_get(res, row, C_NAME), hostname, sizeof hostname);
+    json_t *tags = tags_of(db, e, TAGGED_CONTAINER, id);
+    if (!tags)
+        return NULL;
+    json_t *o = json_pack(
+        "{s:I,s:s,s:s,s:s,s:I,s:I,s:s,s:o,s:o,s:o,s:o,s:s,s:s,s:o}", "uid",
+        (json_int_t)container_uid(id), "name", db_get(res, row, C_NAME), "hostname", hostname,
+        "ip", ip, "memory", (json_int_t)db_get_int(res, row, C_MEMORY), "storage",
+        (json_int_t)db_get_int(res, row, C_STORAGE), "uuid", db_get(res, row, C_UUID),
+        "distro", nullable_int(res, row, C_DISTRO), "distro_name",
+        nullable_str(res, row, C_DISTRO_NAME), "custom_distro",
+        nullable_int(res, row, C_CDISTRO), "custom_distro_name",
+        nullable_str(res, row, C_CDISTRO_NAME), "server", db_get(res, row, C_SERVER),
+        "server_address", db_get(res, row, C_SERVER_ADDR), "tags", tags);
+    if (!o)
+        err_set(e, ERR_INTERNAL, "out of memory");
+    return o;
+}
+
+static int container_add_full(db_t *db, err_t *e, json_t *o, db_res_t *res, int row)
+{
+    long long id = db_get_int(res, row, C_ID);
+    static const struct {
+        const char *key;
+        int col;
+    } strs[] = {
+        {"note", C_NOTE}, {"jid", C_JID}, {"jid_destinations", C_JID_DEST},
+        {"pushover_user", C_PO_USER}, {"pushover_token", C_PO_TOKEN},
+        {"pushover_sound", C_PO_SOUND}, {"pushbullet_token", C_PB_TOKEN},
+        {"slack_webhook", C_SLACK}, {"secret_uuid", C_SECRET_UUID},
+    };
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        json_object_set_new(o, strs[i].key, json_string(db_get(res, row, strs[i].col)));
+    json_object_set_new(o, "quota_threshold", json_integer(db_get_int(res, row, C_QUOTA)));
+    json_object_set_new(o, "alarm_freq", json_integer(db_get_int(res, row, C_ALARM_FREQ)));
+    json_object_set_new(o, "nofollow", json_boolean(db_get_int(res, row, C_NOFOLLOW)));
+    json_object_set_new(o, "custom_distros_storage",
+                        json_boolean(db_get_int(res, row, C_CDS)));
+    json_t *keys = str_column(db, e, "SELECT key FROM ssh_keys WHERE container_id = $1 "
+                                     "ORDER BY pos", id);
+    json_t *links = int_column(db, e, "SELECT to_id FROM links WHERE container_id = $1 "
+                                      "ORDER BY to_id", id, UID_BASE);
+    json_t *legions = str_column(db, e,
+                                 "SELECT l.address FROM legions l JOIN legion_nodes n "
+                                 "ON n.legion_id = l.id WHERE n.server_id = $1 ORDER BY l.id",
+                                 db_get_int(res, row, C_SERVER_ID));
+    if (!keys || !links || !legions) {
+        json_decref(keys);
+        json_decref(links);
+        json_decref(legions);
+        return -1;
+    }
+    json_object_set_new(o, "ssh_keys", keys);
+    json_object_set_new(o, "linked_to", links);
+    json_object_set_new(o, "legion_address", legions);
+    return 0;
+}
+
+json_t *container_json(db_t *db, err_t *e, long long id, bool full)
+{
+    db_res_t *res = db_query(db, e, CONTAINER_SELECT "WHERE c.id = $1", DB_ARGS(DB_INT(id)));
+    if (!res)
+        return NULL;
+    json_t *o = NULL;
+    if (res->nrows == 0)
+        err_set(e, ERR_NOTFOUND, "no container %lld", container_uid(id));
+    else if ((o = container_short(db, e, res, 0)) && full &&
+             container_add_full(db, e, o, res, 0) < 0) {
+        json_decref(o);
+        o = NULL;
+    }
+    db_res_free(res);
+    return o;
+}
+
+static void h_containers_list(req_t *r)
+{
+    err_t e = {0};
+    db_res_t *res = db_query(r->db, &e, CONTAINER_SELECT "WHERE c.customer_id = $1 "
+                                                         "ORDER BY c.id",
+                             DB_ARGS(DB_INT(r->me.id)));
+    if (!res)
+        return reply_internal(r, &e);
+    const char *filter = req_arg(r, "tags");
+    json_t *out = json_array();
+    for (int i = 0; i < res->nrows; i++) {
+        json_t *o = container_short(r->db, &e, res, i);
+        if (!o) {
+            json_decref(out);
+            db_res_free(res);
+            return reply_internal(r, &e);
+        }
+        if (tags_match(filter, json_object_get(o, "tags")))
+            json_array_append_new(out, o);
+        else
+            json_decref(o);
+    }
+    db_res_free(res);
+    reply(r, 200, out);
+}
+
+/* The internal id of the caller's container named by path segment `seg`;
+ * anything else (missing, someone else's, not a uid) answers 403. */
+static long long own_container(req_t *r, const char *seg)
+{
+    long long id = container_id_from_uid(seg);
+    err_t e = {0};
+    long long found = id < 0 ? 0
+                             : db_scalar_int(r->db, &e, 0,
+                                             "SELECT id FROM containers WHERE id = $1 AND "
+                                             "customer_id = $2",
+                                             DB_ARGS(DB_INT(id), DB_INT(r->me.id)));
+    if (found < 0) {
+        reply_internal(r, &e);
+        return -1;
+    }
+    if (found == 0) {
+        reply_error(r, 403, NULL);
+        return -1;
+    }
+    return id;
+}
+
+static void reply_container(req_t *r, int status, long long id)
+{
+    err_t e = {0};
+    json_t *o = container_json(r->db, &e, id, true);
+    if (!o)
+        return reply_err(r, &e);
+    reply(r, status, o);
+}
+
+static void h_container_get(req_t *r)
+{
+    long long id = own_container(r, r->segs[1]);
+    if (id > 0)
+        reply_container(r, 200, id);
+}
+
+int container_name_check(const char *name, err_t *e)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len > NAME_MAX_LEN)
+        return err_set(e, ERR_INPUT, "'name' must be 1 to %d characters", NAME_MAX_LEN);
+    return 0;
+}
+
+int server_check_capacity(db_t *db, err_t *e, long long server_id, long long exclude_id,
+                          long long memory, long long storage)
+{
+    db_res_t *res = db_query(
+        db, e,
+        "SELECT s.memory, s.storage, "
+        "(SELECT COALESCE(SUM(memory), 0) FROM containers WHERE server_id = s.id AND id != $2),"
+        "(SELECT COALESCE(SUM(storage), 0) FROM containers WHERE server_id = s.id AND id != $2)"
+        " FROM servers s WHERE s.id = $1",
+        DB_ARGS(DB_INT(server_id), DB_INT(exclude_id)));
+    if (!res)
+        return -1;
+    int rc = 0;
+    if (res->nrows == 0)
+        rc = err_set(e, ERR_NOTFOUND, "no such server");
+    else if (db_get_int(res, 0, 2) + memory > db_get_int(res, 0, 0))
+        rc = err_set(e, ERR_CONFLICT, "not enough memory");
+    else if (db_get_int(res, 0, 3) + storage > db_get_int(res, 0, 1))
+        rc = err_set(e, ERR_CONFLICT, "not enough storage");
+    db_res_free(res);
+    return rc;
+}
+
+int container_create(db_t *db, err_t *e, long long customer_id, long long server_id,
+                     const char *name, long long memory, long long storage, long long *id)
+{
+    if (container_name_check(name, e) < 0)
+        return -1;
+    if (memory <= 0 || storage <= 0)
+        return err_set(e, ERR_INPUT, "'memory' and 'storage' must be positive (MB)");
+    if (db_begin(db, e) < 0)
+        return -1;
+    char uuid[37], secret[37];
+    uuid_v4(uuid);
+    uuid_v4(secret);
+    db_res_t *res = NULL;
+    if (server_check_capacity(db, e, server_id, 0, memory, storage) < 0 ||
+        !(res = db_query(db, e,
+                         "INSERT INTO containers (customer_id, server_id, name, memory, "
+                         "storage, uuid, secret_uuid, created) VALUES ($1, $2, $3, $4, $5, "
+                         "$6, $7, $8) RETURNING id",
+                         DB_ARGS(DB_INT(customer_id), DB_INT(server_id), DB_TEXT(name),
+                                 DB_INT(memory), DB_INT(storage), DB_TEXT(uuid),
+                                 DB_TEXT(secret), DB_INT(time(NULL))))) ||
+        db_commit(db, e) < 0) {
+        db_res_free(res);
+        db_rollback(db);
+        return -1;
+    }
+    *id = db_get_int(res, 0, 0);
+    db_res_free(res);
+    return 0;
+}
+
+static void h_container_create(req_t *r)
+{
+    static const field_spec spec[] = {{"server", FT_STRING}, {"name", FT_STRING},
+                                      {"memory", FT_INT},    {"storage", FT_INT},
+                                      {NULL, 0}};
+    static const char *const required[] = {"server", "name", "memory", "storage", NULL};
+    if (fields_check(r, spec) < 0 || fields_require(r, required) < 0)
+        return;
+    err_t e = {0};
+    long long server_id = db_scalar_int(r->db, &e, 0,
+                                        "SELECT id FROM servers WHERE address = $1 AND "
+                                        "owner_id = $2",
+                                        DB_ARGS(DB_TEXT(field_str(r, "server")),
+                                                DB_INT(r->me.id)));
+    if (server_id < 0)
+        return reply_internal(r, &e);
+    if (server_id == 0)
+        return reply_error(r, 403, "you do not own that server");
+    long long id;
+    if (container_create(r->db, &e, r->me.id, server_id, field_str(r, "name"),
+                         field_int(r, "memory"), field_int(r, "storage"), &id) < 0)
+        return reply_err(r, &e);
+    reply(r, 201, json_pack("{s:s,s:I}", "message", "Created", "uid",
+                            (json_int_t)container_uid(id)));
+}
+
+/* ---- POST /containers/<uid> ---- */
+
+/* String fields stored as given.  `restart` marks the ones that change what
+ * the container runs (the alarm settings are read by its Emperor). */
+static const struct {
+    const char *name;
+    bool restart;
+} string_fields[] = {
+    {"name", true},           {"note", false},          {"jid", true},
+    {"jid_secret", true},     {"jid_destinations", true}, {"pushover_user", true},
+    {"pushover_token", true}, {"pushover_sound", true}, {"pushbullet_token", true},
+    {"slack_webhook", true},
+};
+
+static const field_spec update_spec[] = {
+    {"name", FT_STRING},          {"note", FT_STRING},
+    {"quota_threshold", FT_INT},  {"jid", FT_STRING},
+    {"jid_secret", FT_STRING},    {"jid_destinations", FT_STRING},
+    {"nofollow", FT_BOOL},        {"pushover_user", FT_STRING},
+    {"pushover_token", FT_STRING}, {"pushover_sound", FT_STRING},
+    {"alarm_freq", FT_INT},       {"pushbullet_token", FT_STRING},
+    {"slack_webhook", FT_STRING}, {"custom_distros_storage", FT_BOOL},
+    {"ssh_keys", FT_STRING_LIST}, {"distro", FT_INT_OR_NULL},
+    {"custom_distro", FT_INT_OR_NULL}, {"memory", FT_INT},
+    {"storage", FT_INT},          {"tags", FT_STRING_LIST},
+    {"link", FT_INT},             {"unlink", FT_INT},
+    {"reboot", FT_BOOL},          {NULL, 0},
+};
+
+/* Checks that need no database: answer 400 and return -1 on the first. */
+static int update_check_values(req_t *r)
+{
+    err_t e = {0};
+    const char *name = field_str(r, "name");
+    if (name && container_name_check(name, &e) < 0) {
+        reply_bad_request(r, "%s", e.msg);
+        return -1;
+    }
+    if (field_has(r, "quota_threshold") &&
+        (field_int(r, "quota_threshold") < 0 || field_int(r, "quota_threshold") > 100)) {
+        reply_bad_request(r, "'quota_threshold' is a percentage from 0 to 100");
+        return -1;
+    }
+    if ((field_has(r, "memory") && field_int(r, "memory") <= 0) ||
+        (field_has(r, "storage") && field_int(r, "storage") <= 0)) {
+        reply_bad_request(r, "'memory' and 'storage' must be positive (MB)");
+        return -1;
+    }
+    json_t *keys = field_list(r, "ssh_keys");
+    if (keys && json_array_size(keys) > MAX_SSH_KEYS) {
+        reply_bad_request(r, "at most %d ssh keys", MAX_SSH_KEYS);
+        return -1;
+    }
+    size_t i;
+    json_t *k;
+    json_array_foreach(keys, i, k)
+    {
+        char why[256];
+        if (!ssh_key_valid(json_string_value(k), why, sizeof why)) {
+            reply_bad_request(r, "ssh_keys[%zu]: %s", i, why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+typedef struct {
+    long long id, server_id, customer_id;
+    bool restart;
+} update_t;
+
+static int update_strings(req_t *r, update_t *u, err_t *e)
+{
+    for (size_t i = 0; i < sizeof string_fields / sizeof string_fields[0]; i++) {
+        const char *v = field_str(r, string_fields[i].name);
+        if (!v)
+            continue;
+        char sql[128];
+        /* The column name comes from the fixed table above, never the client. */
+        snprintf(sql, sizeof sql, "UPDATE containers SET %s = $1 WHERE id = $2",
+                 string_fields[i].name);
+        if (db_exec(r->db, e, sql, DB_ARGS(DB_TEXT(v), DB_INT(u->id))) < 0)
+            return -1;
+        u->restart |= string_fields[i].restart;
+    }
+    return 0;
+}
+
+static int update_numbers(req_t *r, update_t *u, err_t *e)
+{
+    if (field_has(r, "quota_threshold")) {
+        if (db_exec(r->db, e, "UPDATE containers SET quota_threshold = $1 WHERE id = $2",
+                    DB_ARGS(DB_INT(field_int(r, "quota_threshold")), DB_INT(u->id))) < 0)
+            return -1;
+        u->restart = true;
+    }
+    if (field_has(r, "alarm_freq")) {
+        long long f = field_int(r, "alarm_freq");
+        if (db_exec(r->db, e, "UPDATE containers SET alarm_freq = $1 WHERE id = $2",
+                    DB_ARGS(DB_INT(f < 60 ? 60 : f), DB_INT(u->id))) < 0)
+            return -1;
+        u->restart = true;
+    }
+    if (field_has(r, "nofollow")) {
+        if (db_exec(r->db, e, "UPDATE containers SET nofollow = $1 WHERE id = $2",
+                    DB_ARGS(DB_INT(field_bool(r, "nofollow")), DB_INT(u->id))) < 0)
+            return -1;
+        u->restart = true;
+    }
+    if (field_has(r, "custom_distros_storage")) {
+        if (db_exec(r->db, e,
+                    "UPDATE containers SET custom_distros_storage = $1 WHERE id = $2",
+                    DB_ARGS(DB_INT(field_bool(r, "custom_distros_storage")),
+                            DB_INT(u->id))) < 0)
+            return -1;
+        u->restart = true;
+    }
+    if (field_has(r, "reboot") && field_bool(r, "reboot"))
+        u->restart = true;
+    return 0;
+}
+
+static int update_resources(req_t *r, update_t *u, err_t *e)
+{
+    if (!field_has(r, "memory") && !field_has(r, "storage"))
+        return 0;
+    long long owner = db_scalar_int(r->db, e, 0, "SELECT owner_id FROM servers WHERE id = $1",
+                                    DB_ARGS(DB_INT(u->server_id)));
+    if (owner < 0)
+        return -1;
+    if (owner != u->customer_id)
+        return err_set(e, ERR_FORBIDDEN,
+                       "memory and storage can be changed only on a server you own");
+    db_res_t *cur = db_query(r->db, e, "SELECT memory, storage FROM containers WHERE id = $1",
+                             DB_ARGS(DB_INT(u->id)));
+    if (!cur)
+        return -1;
+    long long mem = field_has(r, "memory") ? field_int(r, "memory") : db_get_int(cur, 0, 0);
+    long long sto = field_has(r, "storage") ? field_int(r, "storage") : db_get_int(cur, 0, 1);
+    db_res_free(cur);
+    if (server_check_capacity(r->db, e, u->server_id, u->id, mem, sto) < 0)
+        return -1;
+    if (db_exec(r->db, e, "UPDATE containers SET memory = $1, storage = $2 WHERE id = $3",
+                DB_ARGS(DB_INT(mem), DB_INT(sto), DB_INT(u->id))) < 0)
+        return -1;
+    u->restart = true;
+    return 0;
+}
+
+static int update_distro(req_t *r, update_t *u, err_t *e)
+{
+    if (field_has(r, "distro")) {
+        long long d = field_is_null(r, "distro") ? 0 : field_int(r, "distro");
+        if (d) {
+            long long found = db_scalar_int(r->db, e, 0,
+                                            "SELECT id FROM distros WHERE id = $1",
+                                            DB_ARGS(DB_INT(d)));
+            if (found < 0)
+                return -1;
+            if (found == 0)
+                return err_set(e, ERR_INPUT, "'distro': no distro with id %lld", d);
+        }
+        /* A container boots one root filesystem: a distro replaces a custom one. */
+        if (db_exec(r->db, e,
+                    "UPDATE containers SET distro_id = $1, custom_distro_id = NULL "
+                    "WHERE id = $2",
+                    DB_ARGS(d ? DB_INT(d) : DB_NULL, DB_INT(u->id))) < 0)
+            return -1;
+        u->restart = true;
+    }
+    if (field_has(r, "custom_distro")) {
+        long long d = field_is_null(r, "custom_distro") ? 0 : field_int(r, "custom_distro");
+        if (d) {
+            long long found = db_scalar_int(
+                r->db, e, 0,
+                "SELECT cd.id FROM custom_distros cd JOIN containers s "
+                "ON s.id = cd.container_id WHERE cd.id = $1 AND s.customer_id = $2 AND "
+                "s.server_id = $3 AND s.id != $4 AND s.custom_distros_storage = 1",
+                DB_ARGS(DB_INT(d), DB_INT(u->customer_id), DB_INT(u->server_id),
+                        DB_INT(u->id)));
+            if (found < 0)
+                return -1;
+            if (found == 0)
+                return err_set(e, ERR_INPUT,
+                               "'custom_distro': no custom distro %lld usable by this "
+                               "container",
+                               d);
+        }
+        if (db_exec(r->db, e,
+                    "UPDATE containers SET custom_distro_id = $1, distro_id = "
+                    "CASE WHEN $1 IS NULL THEN distro_id ELSE NULL END WHERE id = $2",
+                    DB_ARGS(d ? DB_INT(d) : DB_NULL, DB_INT(u->id))) < 0)
+            return -1;
+        u->restart = true;
+    }
+    return 0;
+}
+
+static int update_links(req_t *r, update_t *u, err_t *e)
+{
+    static const char *const ops[] = {"link", "unlink"};
+    for (int op = 0; op < 2; op++) {
+        if (!field_has(r, ops[op]))
+            continue;
+        long long uid = field_int(r, ops[op]);
+        long long to = uid > UID_BASE ? uid - UID_BASE : -1;
+        long long exists = to < 0 ? 0
+                                  : db_scalar_int(r->db, e, 0,
+                                                  "SELECT id FROM containers WHERE id = $1",
+                                                  DB_ARGS(DB_INT(to)));
+        if (exists < 0)
+            return -1;
+        if (exists == 0)
+            return err_set(e, ERR_INPUT, "'%s': no container %lld", ops[op], uid);
+        if (to == u->id)
+            return err_set(e, ERR_CONFLICT, "a container cannot link itself");
+        const char *sql = op == 0 ? "INSERT INTO links (container_id, to_id) VALUES ($1, $2) "
+                                    "ON CONFLICT DO NOTHING"
+                                  : "DELETE FROM links WHERE container_id = $1 AND to_id = $2";
+        long long changed = db_exec(r->db, e, sql, DB_ARGS(DB_INT(u->id), DB_INT(to)));
+        if (changed < 0)
+            return -1;
+        if (changed == 0)
+            return err_set(e, ERR_CONFLICT,
+                           op == 0 ? "already linked to %lld" : "not linked to %lld", uid);
+        u->restart = true;
+    }
+    return 0;
+}
+
+static int update_keys_and_tags(req_t *r, update_t *u, err_t *e)
+{
+    json_t *keys = field_list(r, "ssh_keys");
+    if (keys) {
+        if (db_exec(r->db, e, "DELETE FROM ssh_keys WHERE container_id = $1",
+                    DB_ARGS(DB_INT(u->id))) < 0)
+            return -1;
+        size_t i;
+        json_t *k;
+        json_array_foreach(keys, i, k)
+        {
+            if (db_exec(r->db, e,
+                        "INSERT INTO ssh_keys (container_id, pos, key) VALUES ($1, $2, $3)",
+                        DB_ARGS(DB_INT(u->id), DB_INT((long long)i),
+                                DB_TEXT(json_string_value(k)))) < 0)
+                return -1;
+        }
+        /* Keys are rewritten in place by the node: no restart. */
+        if (db_exec(r->db, e,
+                    "UPDATE containers SET ssh_generation = ssh_generation + 1 WHERE id = $1",
+                    DB_ARGS(DB_INT(u->id))) < 0)
+            return -1;
+    }
+    json_t *tags = field_list(r, "tags");
+    if (tags && tags_set(r->db, e, TAGGED_CONTAINER, u->id, u->customer_id, tags) < 0)
+        return -1;
+    return 0;
+}
+
+static int container_update(req_t *r, update_t *u, err_t *e)
+{
+    if (update_strings(r, u, e) < 0 || update_numbers(r, u, e) < 0 ||
+        update_resources(r, u, e) < 0 || update_distro(r, u, e) < 0 ||
+        update_links(r, u, e) < 0 || update_keys_and_tags(r, u, e) < 0)
+        return -1;
+    if (u->restart &&
+        db_exec(r->db, e, "UPDATE containers SET generation = generation + 1 WHERE id = $1",
+                DB_ARGS(DB_INT(u->id))) < 0)
+        return -1;
+    return 0;
+}
+
+static void h_container_post(req_t *r)
+{
+    long long id = own_container(r, r->segs[1]);
+    if (id < 0 || fields_check(r, update_spec) < 0 || update_check_values(r) < 0)
+        return;
+    err_t e = {0};
+    update_t u = {.id = id, .customer_id = r->me.id};
+    u.server_id = db_scalar_int(r->db, &e, 0, "SELECT server_id FROM containers WHERE id = $1",
+                                DB_ARGS(DB_INT(id)));
+    if (u.server_id <= 0)
+        return reply_internal(r, &e);
+    /* One transaction: a request rejected half-way changes nothing. */
+    if (db_begin(r->db, &e) < 0)
+        return reply_internal(r, &e);
+    if (container_update(r, &u, &e) < 0 || db_commit(r->db, &e) < 0) {
+        db_rollback(r->db);
+        return reply_err(r, &e);
+    }
+    reply_container(r, 200, id);
+}
+
+static void h_regenerate_secret_uuid(req_t *r)
+{
+    long long id = own_container(r, r->segs[1]);
+    if (id < 0)
+        return;
+    char uuid[37];
+    uuid_v4(uuid);
+    err_t e = {0};
+    if (db_exec(r->db, &e, "UPDATE containers SET secret_uuid = $1 WHERE id = $2",
+                DB_ARGS(DB_TEXT(uuid), DB_INT(id))) < 0)
+        return reply_internal(r, &e);
+    reply_ok(r);
+}
+
+const route_t container_routes[] = {
+    {"GET", "me/containers", h_containers_list, AUTH_CUSTOMER},
+    {"GET", "containers", h_containers_list, AUTH_CUSTOMER},
+    {"POST", "containers", h_container_create, AUTH_CUSTOMER},
+    {"GET", "containers/*", h_container_get, AUTH_CUSTOMER},
+    {"POST", "containers/*", h_container_post, AUTH_CUSTOMER},
+    {"POST", "regenerate_secret_uuid/*", h_regenerate_secret_uuid, AUTH_CUSTOMER},
+    {NULL, NULL, NULL, 0},
+};

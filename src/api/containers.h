@@ -1,0 +1,25 @@
+/* containers.h - the container model, shared by the customer and admin APIs. */
+#ifndef IMP_CONTAINERS_H
+#define IMP_CONTAINERS_H
+
+#include "api.h"
+
+/* The container's JSON object as API.md lists it: the short form of lists,
+ * or the full form of GET /containers/<uid>.  NULL with e set, or with
+ * e->kind ERR_NOTFOUND when there is no such container. */
+json_t *container_json(db_t *db, err_t *e, long long id, bool full);
+
+/* Check that a server can hold `memory` and `storage` more MB beside its
+ * other containers (excluding `exclude_id`); ERR_CONFLICT "not enough ...". */
+int server_check_capacity(db_t *db, err_t *e, long long server_id, long long exclude_id,
+                          long long memory, long long storage);
+
+/* Create a container; checks name and sizes (ERR_INPUT) and capacity
+ * (ERR_CONFLICT).  Runs in its own transaction. */
+int container_create(db_t *db, err_t *e, long long customer_id, long long server_id,
+                     const char *name, long long memory, long long storage, long long *id);
+
+/* Validate a container name: 1 to 63 characters (it becomes the hostname). */
+int container_name_check(const char *name, err_t *e);
+
+#endif

@@ -1,0 +1,62 @@
+#include "db_pool.h"
+
+#include <stdlib.h>
+
+int db_pool_open(db_pool_t *p, const char *url, int n, err_t *e)
+{
+    p->conns = calloc((size_t)n, sizeof *p->conns);
+    p->busy = calloc((size_t)n, sizeof *p->busy);
+    if (!p->conns || !p->busy) {
+        free(p->conns);
+        free(p->busy);
+        return err_set(e, ERR_INTERNAL, "out of memory");
+    }
+    p->n = n;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->freed, NULL);
+    for (int i = 0; i < n; i++) {
+        if (!(p->conns[i] = db_open(url, e))) {
+            db_pool_close(p);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void db_pool_close(db_pool_t *p)
+{
+    if (!p->conns)
+        return;
+    for (int i = 0; i < p->n; i++)
+        db_close(p->conns[i]);
+    free(p->conns);
+    free(p->busy);
+    p->conns = NULL;
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->freed);
+}
+
+db_t *db_pool_acquire(db_pool_t *p)
+{
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        for (int i = 0; i < p->n; i++) {
+            if (!p->busy[i]) {
+                p->busy[i] = true;
+                pthread_mutex_unlock(&p->lock);
+                return p->conns[i];
+            }
+        }
+        pthread_cond_wait(&p->freed, &p->lock);
+    }
+}
+
+void db_pool_release(db_pool_t *p, db_t *db)
+{
+    pthread_mutex_lock(&p->lock);
+    for (int i = 0; i < p->n; i++)
+        if (p->conns[i] == db)
+            p->busy[i] = false;
+    pthread_cond_signal(&p->freed);
+    pthread_mutex_unlock(&p->lock);
+}

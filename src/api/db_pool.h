@@ -1,0 +1,13 @@
+/* db_pool.h - a fixed set of database connections for the worker threads. */
+#ifndef IMP_DB_POOL_H
+#define IMP_DB_POOL_H
+
+#include "api.h"
+
+int db_pool_open(db_pool_t *p, const char *url, int n, err_t *e);
+void db_pool_close(db_pool_t *p);
+/* Blocks until a connection is free. */
+db_t *db_pool_acquire(db_pool_t *p);
+void db_pool_release(db_pool_t *p, db_t *db);
+
+#endif

@@ -1,0 +1,243 @@
+/* main.c - imperium-api: configuration, start-up and clean shutdown. */
+#include "../common/config.h"
+#include "../common/log.h"
+#include "../common/strutil.h"
+#include "api.h"
+#include "db_pool.h"
+#include "http.h"
+#include "schema.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char usage[] =
+    "usage: imperium-api [options]\n"
+    "  -c, --config FILE            read settings from FILE (key = value lines)\n"
+    "  -l, --listen ADDR            IPv4 address to listen on (default 127.0.0.1)\n"
+    "  -p, --port N                 TCP port (default 8080)\n"
+    "  -d, --database URL           sqlite:/path/to/imperium.db (default ./imperium.db)\n"
+    "      --prefix PATH            customer API prefix (default /api)\n"
+    "      --admin-prefix PATH      admin API prefix (default /admin)\n"
+    "      --admin-token-file FILE  the supplier's admin token; created if missing\n"
+    "      --threads N              HTTP worker threads (default 4)\n"
+    "      --log-level LEVEL        error, warn, info or debug (default info)\n"
+    "      --migrate-only           apply schema migrations and exit\n"
+    "  -h, --help\n";
+
+static const char *const config_keys[] = {
+    "listen", "port", "database", "prefix", "admin_prefix", "admin_token_file",
+    "threads", "log_level", "auth_cache_ttl", NULL,
+};
+
+static int set_int(const char *name, const char *v, int lo, int hi, int *out, err_t *e)
+{
+    long long n;
+    if (!str_to_ll(v, &n) || n < lo || n > hi)
+        return err_set(e, ERR_INPUT, "%s must be an integer from %d to %d, not '%s'", name, lo,
+                       hi, v);
+    *out = (int)n;
+    return 0;
+}
+
+static int set_str(const char *name, const char *v, char *out, size_t len, err_t *e)
+{
+    if (strlen(v) >= len)
+        return err_set(e, ERR_INPUT, "%s is too long", name);
+    memcpy(out, v, strlen(v) + 1);
+    return 0;
+}
+
+static int set_prefix(const char *name, const char *v, char *out, size_t len, err_t *e)
+{
+    if (v[0] != '/' || (strlen(v) > 1 && v[strlen(v) - 1] == '/'))
+        return err_set(e, ERR_INPUT, "%s must start with '/' and not end with one: '%s'", name,
+                       v);
+    return set_str(name, v, out, len, e);
+}
+
+/* One setting, from the config file or a flag. */
+static int apply_setting(api_config_t *c, const char *key, const char *v, err_t *e)
+{
+    if (!strcmp(key, "listen"))
+        return set_str(key, v, c->listen_addr, sizeof c->listen_addr, e);
+    if (!strcmp(key, "port"))
+        return set_int(key, v, 1, 65535, &c->port, e);
+    if (!strcmp(key, "database"))
+        return set_str(key, v, c->db_url, sizeof c->db_url, e);
+    if (!strcmp(key, "prefix"))
+        return set_prefix(key, v, c->prefix, sizeof c->prefix, e);
+    if (!strcmp(key, "admin_prefix"))
+        return set_prefix(key, v, c->admin_prefix, sizeof c->admin_prefix, e);
+    if (!strcmp(key, "admin_token_file"))
+        return set_str(key, v, c->admin_token_file, sizeof c->admin_token_file, e);
+    if (!strcmp(key, "threads"))
+        return set_int(key, v, 1, 256, &c->threads, e);
+    if (!strcmp(key, "auth_cache_ttl"))
+        return set_int(key, v, 0, 86400, &c->auth_cache_ttl, e);
+    if (!strcmp(key, "log_level")) {
+        enum log_level l;
+        if (log_parse_level(v, &l) < 0)
+            return err_set(e, ERR_INPUT, "log_level must be error, warn, info or debug");
+        log_set_level(l);
+        return 0;
+    }
+    return err_set(e, ERR_INPUT, "unknown setting '%s'", key);
+}
+
+/* Read the admin token, or create one (readable by root only) on first start. */
+static int load_admin_token(api_t *api, err_t *e)
+{
+    const char *path = api->cfg.admin_token_file;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        char line[sizeof api->admin_token];
+        if (!fgets(line, sizeof line, f))
+            line[0] = '\0';
+        fclose(f);
+        char *t = str_trim(line);
+        if (strlen(t) < 16)
+            return err_set(e, ERR_INPUT, "admin token in %s is shorter than 16 characters",
+                           path);
+        snprintf(api->admin_token, sizeof api->admin_token, "%s", t);
+        return 0;
+    }
+    if (errno != ENOENT)
+        return err_set(e, ERR_INPUT, "cannot read admin token %s: %s", path, strerror(errno));
+    unsigned char raw[24];
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2hex(api->admin_token, sizeof api->admin_token, raw, sizeof raw);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0)
+        return err_set(e, ERR_INPUT, "cannot create admin token %s: %s", path, strerror(errno));
+    bool ok = dprintf(fd, "%s\n", api->admin_token) > 0;
+    ok &= close(fd) == 0;
+    if (!ok)
+        return err_set(e, ERR_INTERNAL, "cannot write admin token %s", path);
+    log_info("created admin token file %s", path);
+    return 0;
+}
+
+static int parse_args(api_t *api, int argc, char **argv, bool *migrate_only, err_t *e)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"listen", required_argument, NULL, 'l'},
+        {"port", required_argument, NULL, 'p'},
+        {"database", required_argument, NULL, 'd'},
+        {"prefix", required_argument, NULL, 1},
+        {"admin-prefix", required_argument, NULL, 2},
+        {"admin-token-file", required_argument, NULL, 3},
+        {"threads", required_argument, NULL, 4},
+        {"log-level", required_argument, NULL, 5},
+        {"migrate-only", no_argument, NULL, 6},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    static const char *const flag_keys[] = {
+        [1] = "prefix", [2] = "admin_prefix", [3] = "admin_token_file",
+        [4] = "threads", [5] = "log_level",
+    };
+    /* The config file first, wherever -c appears, so flags override it. */
+    for (int i = 1; i + 1 < argc; i++) {
+        if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
+            conf_t conf;
+            if (conf_load(&conf, argv[i + 1], e) < 0)
+                return -1;
+            int rc = conf_check_keys(&conf, config_keys, e);
+            for (size_t k = 0; rc == 0 && k < conf.n; k++)
+                rc = apply_setting(&api->cfg, conf.entries[k].key, conf.entries[k].value, e);
+            conf_free(&conf);
+            if (rc < 0)
+                return -1;
+        }
+    }
+    int c;
+    while ((c = getopt_long(argc, argv, "c:l:p:d:h", opts, NULL)) != -1) {
+        int rc = 0;
+        switch (c) {
+        case 'c': break;
+        case 'l': rc = apply_setting(&api->cfg, "listen", optarg, e); break;
+        case 'p': rc = apply_setting(&api->cfg, "port", optarg, e); break;
+        case 'd': rc = apply_setting(&api->cfg, "database", optarg, e); break;
+        case 1: case 2: case 3: case 4: case 5:
+            rc = apply_setting(&api->cfg, flag_keys[c], optarg, e);
+            break;
+        case 6: *migrate_only = true; break;
+        case 'h': fputs(usage, stdout); exit(0);
+        default: return err_set(e, ERR_INPUT, "see imperium-api --help");
+        }
+        if (rc < 0)
+            return -1;
+    }
+    if (optind < argc)
+        return err_set(e, ERR_INPUT, "unexpected argument '%s'", argv[optind]);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    api_t api = {
+        .cfg = {.listen_addr = "127.0.0.1", .port = 8080, .db_url = "sqlite:imperium.db",
+                .prefix = "/api", .admin_prefix = "/admin",
+                .admin_token_file = "admin.token", .threads = 4, .auth_cache_ttl = 300},
+    };
+    err_t e = {0};
+    bool migrate_only = false;
+    if (sodium_init() < 0) {
+        fprintf(stderr, "imperium-api: libsodium failed to initialise\n");
+        return 1;
+    }
+    if (parse_args(&api, argc, argv, &migrate_only, &e) < 0) {
+        fprintf(stderr, "imperium-api: %s\n", e.msg);
+        return 2;
+    }
+    /* Signals are taken by sigwait below, never by a worker thread. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int rc = 1;
+    http_server_t *srv = NULL;
+    /* Two spare connections beyond the workers, for slow admin calls. */
+    if (db_pool_open(&api.pool, api.cfg.db_url, api.cfg.threads + 2, &e) < 0 ||
+        schema_migrate(api.pool.conns[0], &e) < 0) {
+        log_error("database %s: %s", api.cfg.db_url, e.msg);
+        goto out;
+    }
+    if (migrate_only) {
+        rc = 0;
+        goto out;
+    }
+    if (load_admin_token(&api, &e) < 0 || !(api.auth = auth_cache_new(api.cfg.auth_cache_ttl))) {
+        log_error("%s", e.msg[0] ? e.msg : "out of memory");
+        goto out;
+    }
+    if (!(srv = http_start(&api, &e))) {
+        log_error("%s", e.msg);
+        goto out;
+    }
+    log_info("imperium-api listening on http://%s:%d%s (admin %s, database %s)",
+             api.cfg.listen_addr, api.cfg.port, api.cfg.prefix, api.cfg.admin_prefix,
+             api.cfg.db_url);
+    int sig;
+    sigwait(&sigs, &sig);
+    log_info("signal %d: shutting down", sig);
+    rc = 0;
+out:
+    http_stop(srv);
+    auth_cache_free(api.auth);
+    db_pool_close(&api.pool);
+    sodium_memzero(api.admin_token, sizeof api.admin_token);
+    return rc;
+}

@@ -1,0 +1,43 @@
+/* routes.h - the API's URL map.  Every handler file exports one route
+ * table; routes.c lists the tables. */
+#ifndef IMP_ROUTES_H
+#define IMP_ROUTES_H
+
+#include "api.h"
+
+typedef void (*handler_fn)(req_t *r);
+
+enum route_auth {
+    AUTH_CUSTOMER, /* Basic or hex headers; 401 otherwise */
+    AUTH_OPTIONAL, /* the handler looks at r->authed itself */
+    AUTH_ALARM,    /* customer credentials or ?key=<alarm key> (alarms.c) */
+    AUTH_ADMIN,    /* the supplier's admin token */
+};
+
+typedef struct {
+    const char *method;
+    const char *pattern; /* segments joined by '/', '*' matches one segment */
+    handler_fn fn;
+    enum route_auth auth;
+} route_t;
+
+/* Find the route for a request's method and segments in a NULL-terminated
+ * list of tables.  Returns the route, or NULL with *path_known telling 405
+ * (the path exists for another method) from 404. */
+const route_t *route_find(const route_t *const *tables, const char *method, char *const *segs,
+                          int nsegs, bool *path_known);
+
+/* Each handler file owns its routes; these tables are searched in order. */
+extern const route_t *const customer_tables[];
+extern const route_t *const admin_tables[];
+
+extern const route_t me_routes[];
+extern const route_t container_routes[];
+extern const route_t distro_routes[];
+extern const route_t tag_routes[];
+extern const route_t admin_customer_routes[];
+extern const route_t admin_server_routes[];
+extern const route_t admin_container_routes[];
+extern const route_t admin_other_routes[];
+
+#endif

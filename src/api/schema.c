@@ -1,0 +1,217 @@
+/* schema.c - the database schema for the whole API contract.
+ *
+ * Migrations are append-only: a released step is never edited, a change is a
+ * new step.  Booleans are 0/1 integers and times are unix seconds, so the
+ * queries built on this schema stay portable to PostgreSQL. */
+#include "schema.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const migrations[] = {
+    /* 1: everything API.md describes. */
+    "CREATE TABLE customers ("
+    "  id INTEGER PRIMARY KEY,"
+    "  username TEXT NOT NULL UNIQUE,"
+    "  password_hash TEXT NOT NULL,"
+    "  uuid TEXT NOT NULL UNIQUE,"
+    "  company TEXT NOT NULL DEFAULT '',"
+    "  vat TEXT NOT NULL DEFAULT '',"
+    "  email TEXT NOT NULL DEFAULT '',"
+    "  rsa_key TEXT NOT NULL,"      /* PEM private key: signs router subscriptions */
+    "  rsa_pubkey TEXT NOT NULL,"
+    "  created INTEGER NOT NULL);"
+    "CREATE TABLE servers ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  address TEXT NOT NULL UNIQUE,"
+    "  memory INTEGER NOT NULL,"
+    "  storage INTEGER NOT NULL,"
+    "  disk TEXT NOT NULL DEFAULT '',"
+    "  owner_id INTEGER REFERENCES customers(id) ON DELETE SET NULL,"
+    "  weight INTEGER NOT NULL DEFAULT 9999,"
+    "  datacenter TEXT NOT NULL DEFAULT '',"
+    "  etc_hosts TEXT NOT NULL DEFAULT '',"
+    "  etc_resolv_conf TEXT NOT NULL DEFAULT '',"
+    "  node_secret_hash TEXT,"         /* the node's channel credential */
+    "  portmap_generation INTEGER NOT NULL DEFAULT 1,"
+    "  note TEXT NOT NULL DEFAULT '');"
+    "CREATE TABLE distros ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL,"
+    "  path TEXT NOT NULL);"
+    "CREATE TABLE containers ("
+    "  id INTEGER PRIMARY KEY,"
+    "  customer_id INTEGER NOT NULL REFERENCES customers(id),"
+    "  server_id INTEGER NOT NULL REFERENCES servers(id),"
+    "  name TEXT NOT NULL,"
+    "  note TEXT NOT NULL DEFAULT '',"
+    "  memory INTEGER NOT NULL,"
+    "  storage INTEGER NOT NULL,"
+    "  distro_id INTEGER REFERENCES distros(id) ON DELETE SET NULL,"
+    "  custom_distro_id INTEGER,"
+    "  uuid TEXT NOT NULL UNIQUE,"
+    "  secret_uuid TEXT NOT NULL,"
+    "  quota_threshold INTEGER NOT NULL DEFAULT 90,"
+    "  jid TEXT NOT NULL DEFAULT '',"
+    "  jid_secret TEXT NOT NULL DEFAULT '',"
+    "  jid_destinations TEXT NOT NULL DEFAULT '',"
+    "  pushover_user TEXT NOT NULL DEFAULT '',"
+    "  pushover_token TEXT NOT NULL DEFAULT '',"
+    "  pushover_sound TEXT NOT NULL DEFAULT '',"
+    "  pushbullet_token TEXT NOT NULL DEFAULT '',"
+    "  slack_webhook TEXT NOT NULL DEFAULT '',"
+    "  alarm_freq INTEGER NOT NULL DEFAULT 60,"
+    "  nofollow INTEGER NOT NULL DEFAULT 0,"
+    "  custom_distros_storage INTEGER NOT NULL DEFAULT 0,"
+    "  alarm_key TEXT,"
+    "  max_alarms INTEGER NOT NULL DEFAULT 100,"
+    /* generation: bumped by every change that must restart the container;
+     * ssh_generation: bumped when only its authorized keys change. */
+    "  generation INTEGER NOT NULL DEFAULT 1,"
+    "  ssh_generation INTEGER NOT NULL DEFAULT 1,"
+    "  created INTEGER NOT NULL);"
+    "CREATE INDEX containers_customer ON containers(customer_id);"
+    "CREATE INDEX containers_server ON containers(server_id);"
+    "CREATE TABLE ssh_keys ("
+    "  container_id INTEGER NOT NULL REFERENCES containers(id) ON DELETE CASCADE,"
+    "  pos INTEGER NOT NULL,"
+    "  key TEXT NOT NULL,"
+    "  PRIMARY KEY (container_id, pos));"
+    "CREATE TABLE links ("
+    "  container_id INTEGER NOT NULL REFERENCES containers(id) ON DELETE CASCADE,"
+    "  to_id INTEGER NOT NULL REFERENCES containers(id) ON DELETE CASCADE,"
+    "  PRIMARY KEY (container_id, to_id));"
+    "CREATE TABLE tags ("
+    "  id INTEGER PRIMARY KEY,"
+    "  customer_id INTEGER NOT NULL REFERENCES customers(id) ON DELETE CASCADE,"
+    "  name TEXT NOT NULL,"
+    "  note TEXT NOT NULL DEFAULT '',"
+    "  UNIQUE (customer_id, name));"
+    "CREATE TABLE container_tags ("
+    "  container_id INTEGER NOT NULL REFERENCES containers(id) ON DELETE CASCADE,"
+    "  tag_id INTEGER NOT NULL REFERENCES tags(id) ON DELETE CASCADE,"
+    "  PRIMARY KEY (container_id, tag_id));"
+    "CREATE TABLE domains ("
+    "  id INTEGER PRIMARY KEY,"
+    "  customer_id INTEGER NOT NULL REFERENCES customers(id) ON DELETE CASCADE,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  uuid TEXT NOT NULL UNIQUE,"
+    "  note TEXT NOT NULL DEFAULT '',"
+    "  created INTEGER NOT NULL);"
+    "CREATE INDEX domains_customer ON domains(customer_id);"
+    "CREATE TABLE domain_tags ("
+    "  domain_id INTEGER NOT NULL REFERENCES domains(id) ON DELETE CASCADE,"
+    "  tag_id INTEGER NOT NULL REFERENCES tags(id) ON DELETE CASCADE,"
+    "  PRIMARY KEY (domain_id, tag_id));"
+    "CREATE TABLE loopboxes ("
+    "  id INTEGER PRIMARY KEY,"
+    "  container_id INTEGER NOT NULL REFERENCES containers(id) ON DELETE CASCADE,"
+    "  filename TEXT NOT NULL,"
+    "  mountpoint TEXT NOT NULL,"
+    "  ro INTEGER NOT NULL DEFAULT 0,"
+    "  UNIQUE (container_id, filename),"
+    "  UNIQUE (container_id, mountpoint));"
+    "CREATE TABLE loopbox_tags ("
+    "  loopbox_id INTEGER NOT NULL REFERENCES loopboxes(id) ON DELETE CASCADE,"
+    "  tag_id INTEGER NOT NULL REFERENCES tags(id) ON DELETE CASCADE,"
+    "  PRIMARY KEY (loopbox_id, tag_id));"
+    "CREATE TABLE alarms ("
+    "  id INTEGER PRIMARY KEY,"
+    "  container_id INTEGER NOT NULL REFERENCES containers(id) ON DELETE CASCADE,"
+    "  level INTEGER NOT NULL,"
+    "  color TEXT NOT NULL DEFAULT '',"
+    "  class TEXT NOT NULL DEFAULT '',"
+    "  vassal TEXT NOT NULL DEFAULT '',"
+    "  line INTEGER,"
+    "  filename TEXT NOT NULL DEFAULT '',"
+    "  func TEXT NOT NULL DEFAULT '',"
+    "  unix INTEGER NOT NULL,"
+    "  msg TEXT NOT NULL);"
+    "CREATE INDEX alarms_container ON alarms(container_id, id);"
+    "CREATE TABLE portmappings ("
+    "  id INTEGER PRIMARY KEY,"
+    "  server_id INTEGER NOT NULL REFERENCES servers(id) ON DELETE CASCADE,"
+    "  container_id INTEGER NOT NULL REFERENCES containers(id) ON DELETE CASCADE,"
+    "  proto TEXT NOT NULL,"
+    "  public_port INTEGER NOT NULL,"
+    "  private_port INTEGER NOT NULL,"
+    "  UNIQUE (server_id, proto, public_port));"
+    "CREATE TABLE custom_distros ("
+    "  id INTEGER PRIMARY KEY,"
+    "  container_id INTEGER NOT NULL REFERENCES containers(id) ON DELETE CASCADE,"
+    "  name TEXT NOT NULL,"
+    "  path TEXT NOT NULL,"
+    "  note TEXT NOT NULL DEFAULT '',"
+    "  uuid TEXT NOT NULL UNIQUE);"
+    "CREATE TABLE container_metrics ("
+    "  container_id INTEGER NOT NULL REFERENCES containers(id) ON DELETE CASCADE,"
+    "  metric TEXT NOT NULL,"
+    "  unix INTEGER NOT NULL,"
+    "  value INTEGER NOT NULL);"
+    "CREATE INDEX container_metrics_idx ON container_metrics(container_id, metric, unix);"
+    "CREATE TABLE domain_metrics ("
+    "  domain_id INTEGER NOT NULL REFERENCES domains(id) ON DELETE CASCADE,"
+    "  container_id INTEGER REFERENCES containers(id) ON DELETE CASCADE,"
+    "  metric TEXT NOT NULL,"
+    "  unix INTEGER NOT NULL,"
+    "  value INTEGER NOT NULL);"
+    "CREATE INDEX domain_metrics_idx ON domain_metrics(domain_id, metric, unix);"
+    "CREATE TABLE news ("
+    "  id INTEGER PRIMARY KEY,"
+    "  content TEXT NOT NULL,"
+    "  public INTEGER NOT NULL DEFAULT 0,"
+    "  date INTEGER NOT NULL);"
+    "CREATE TABLE legions ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  address TEXT NOT NULL,"
+    "  key TEXT NOT NULL DEFAULT '',"
+    "  quorum INTEGER NOT NULL DEFAULT 1,"
+    "  note TEXT NOT NULL DEFAULT '');"
+    "CREATE TABLE legion_nodes ("
+    "  legion_id INTEGER NOT NULL REFERENCES legions(id) ON DELETE CASCADE,"
+    "  server_id INTEGER NOT NULL REFERENCES servers(id) ON DELETE CASCADE,"
+    "  PRIMARY KEY (legion_id, server_id));"
+    /* The node's report of what it runs (the public platform never showed it). */
+    "CREATE TABLE container_status ("
+    "  container_id INTEGER PRIMARY KEY REFERENCES containers(id) ON DELETE CASCADE,"
+    "  state TEXT NOT NULL,"
+    "  since INTEGER NOT NULL,"
+    "  restarts INTEGER NOT NULL DEFAULT 0,"
+    "  last_error TEXT,"
+    "  generation INTEGER NOT NULL DEFAULT 0);",
+};
+
+int schema_latest_version(void) { return (int)(sizeof migrations / sizeof migrations[0]); }
+
+int schema_migrate(db_t *db, err_t *e)
+{
+    if (db_exec(db, e,
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+                DB_NOARGS) < 0)
+        return -1;
+    long long have = db_scalar_int(db, e, 0, "SELECT MAX(version) FROM schema_version",
+                                   DB_NOARGS);
+    if (have < 0)
+        return -1;
+    if (have > schema_latest_version())
+        return err_set(e, ERR_INTERNAL,
+                       "database schema version %lld is newer than this binary (%d)", have,
+                       schema_latest_version());
+    for (int v = (int)have + 1; v <= schema_latest_version(); v++) {
+        if (db_begin(db, e) < 0)
+            return -1;
+        if (db_exec_script(db, e, migrations[v - 1]) < 0 ||
+            db_exec(db, e, "INSERT INTO schema_version (version) VALUES ($1)",
+                    DB_ARGS(DB_INT(v))) < 0 ||
+            db_commit(db, e) < 0) {
+            char msg[sizeof e->msg];
+            snprintf(msg, sizeof msg, "%s", e ? e->msg : "");
+            db_rollback(db);
+            return err_set(e, ERR_INTERNAL, "schema migration %d failed: %s", v, msg);
+        }
+    }
+    return 0;
+}

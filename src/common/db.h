@@ -1,0 +1,71 @@
+/* db.h - the one small storage interface.
+ *
+ * Handlers speak plain SQL with numbered `$1, $2 ...` placeholders, which
+ * both backends understand (PostgreSQL natively, SQLite as named parameters),
+ * and read back a fully materialised result of text cells.  Keeping the
+ * interface at this level lets SQLite (the embedded default) and PostgreSQL
+ * (several API instances, one database) share every query. */
+#ifndef IMP_DB_H
+#define IMP_DB_H
+
+#include "err.h"
+
+#include <stdbool.h>
+
+typedef struct db db_t;
+
+typedef enum { DBV_NULL, DBV_INT, DBV_TEXT } db_vtype;
+
+typedef struct {
+    db_vtype t;
+    long long i;
+    const char *s;
+} db_val;
+
+static inline db_val db_text_val(const char *s)
+{
+    return (db_val){.t = s ? DBV_TEXT : DBV_NULL, .s = s};
+}
+
+#define DB_INT(x) ((db_val){.t = DBV_INT, .i = (long long)(x)})
+/* A NULL C string binds SQL NULL. */
+#define DB_TEXT(x) db_text_val(x)
+#define DB_NULL ((db_val){.t = DBV_NULL})
+#define DB_ARGS(...)                                                                       \
+    (int)(sizeof((db_val[]){__VA_ARGS__}) / sizeof(db_val)), (db_val[]){__VA_ARGS__}
+#define DB_NOARGS 0, NULL
+
+typedef struct {
+    int nrows, ncols;
+    char **cells; /* nrows * ncols, NULL for SQL NULL */
+    long long changes;
+} db_res_t;
+
+/* Open "sqlite:/path/file.db" or a plain path (SQLite). */
+db_t *db_open(const char *url, err_t *e);
+void db_close(db_t *db);
+
+/* Run one statement; on success returns a result (possibly zero rows) the
+ * caller frees with db_res_free.  NULL on failure, with kind ERR_CONSTRAINT
+ * for uniqueness / foreign key violations. */
+db_res_t *db_query(db_t *db, err_t *e, const char *sql, int n, const db_val *args);
+/* Run a statement whose rows are not needed; returns rows changed or -1. */
+long long db_exec(db_t *db, err_t *e, const char *sql, int n, const db_val *args);
+/* Run a script of several statements (schema migrations); no parameters. */
+int db_exec_script(db_t *db, err_t *e, const char *sql);
+
+int db_begin(db_t *db, err_t *e); /* a write transaction */
+int db_commit(db_t *db, err_t *e);
+void db_rollback(db_t *db);
+
+void db_res_free(db_res_t *r);
+const char *db_get(const db_res_t *r, int row, int col);
+long long db_get_int(const db_res_t *r, int row, int col);
+bool db_is_null(const db_res_t *r, int row, int col);
+
+/* A single integer from the first row and column (COUNT, lookups);
+ * returns -1 with e set on failure, `dflt` when there is no row. */
+long long db_scalar_int(db_t *db, err_t *e, long long dflt, const char *sql, int n,
+                        const db_val *args);
+
+#endif

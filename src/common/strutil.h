@@ -1,0 +1,29 @@
+/* strutil.h - small string helpers shared by every binary. */
+#ifndef IMP_STRUTIL_H
+#define IMP_STRUTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Strip leading and trailing white space in place; returns the new start. */
+char *str_trim(char *s);
+bool str_starts_with(const char *s, const char *prefix);
+/* Parse a whole string as a base-10 long long; false on junk or overflow. */
+bool str_to_ll(const char *s, long long *out);
+/* snprintf into a fresh heap string; NULL on allocation failure. */
+char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A growable byte buffer (always NUL-terminated). */
+typedef struct {
+    char *data;
+    size_t len, cap;
+} buf_t;
+
+int buf_append(buf_t *b, const void *data, size_t len);
+int buf_appends(buf_t *b, const char *s);
+void buf_free(buf_t *b);
+
+/* Write a random RFC 4122 version 4 UUID (36 chars + NUL) into out. */
+void uuid_v4(char out[37]);
+
+#endif

@@ -1,0 +1,169 @@
+"""End-to-end fixtures: start the real imperium-api (the sanitizer build by
+default) on a temporary SQLite file and a free loopback port, and talk to it
+over HTTP the way customers and the supplier do."""
+
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.environ.get("IMPERIUM_BIN", os.path.join(ROOT, "build", "asan"))
+
+_names = itertools.count(1)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def unique(prefix):
+    return f"{prefix}{os.getpid()}x{next(_names)}"
+
+
+class Api:
+    """A running imperium-api and helpers to drive it."""
+
+    def __init__(self, workdir, port, proc, logpath):
+        self.workdir = workdir
+        self.port = port
+        self.proc = proc
+        self.logpath = logpath
+        self.base = f"http://127.0.0.1:{port}"
+        self.token_file = os.path.join(workdir, "admin.token")
+        with open(self.token_file) as f:
+            self.token = f.read().strip()
+
+    # ---- customer API ----
+    def url(self, path):
+        return self.base + "/api" + path
+
+    def get(self, path, auth=None, **kw):
+        return requests.get(self.url(path), auth=auth, timeout=30, **kw)
+
+    def post(self, path, auth=None, json=None, **kw):
+        return requests.post(self.url(path), auth=auth, json=json, timeout=30, **kw)
+
+    def delete(self, path, auth=None, json=None, **kw):
+        return requests.delete(self.url(path), auth=auth, json=json, timeout=30, **kw)
+
+    # ---- admin API (what `imperium admin` calls) ----
+    def admin(self, method, path, json=None, expect=None):
+        r = requests.request(method, self.base + "/admin" + path, json=json, timeout=30,
+                             headers={"Authorization": "Bearer " + self.token})
+        if expect is not None:
+            assert r.status_code == expect, (method, path, r.status_code, r.text)
+        return r
+
+    def new_customer(self, username=None, password="secret", **fields):
+        username = username or unique("cust")
+        body = {"username": username, "password": password, **fields}
+        info = self.admin("POST", "/customers", body, expect=201).json()
+        return (username, password), info
+
+    def new_server(self, owner=None, memory=10000, storage=100000, **fields):
+        n = next(_names)
+        # Server addresses are unique: derive one from a counter.
+        body = {"name": unique("srv"), "address": f"198.51.{n // 250}.{n % 250 + 1}",
+                "memory": memory, "storage": storage, **fields}
+        if owner:
+            body["owner"] = owner
+        return self.admin("POST", "/servers", body, expect=201).json()
+
+    def new_distro(self, name=None, path="/"):
+        return self.admin("POST", "/distros", {"name": name or unique("distro"),
+                                               "path": path}, expect=201).json()
+
+    def new_container(self, customer, server, name="changeme", memory=500, storage=1000):
+        body = {"customer": customer, "server": server, "name": name,
+                "memory": memory, "storage": storage}
+        return self.admin("POST", "/containers", body, expect=201).json()["uid"]
+
+    def log(self):
+        with open(self.logpath, errors="replace") as f:
+            return f.read()
+
+
+def start_api(workdir, extra_args=()):
+    port = free_port()
+    logpath = os.path.join(workdir, "api.log")
+    env = dict(os.environ)
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+    with open(logpath, "w") as log:
+        proc = subprocess.Popen(
+            [os.path.join(BIN, "imperium-api"), "--port", str(port),
+             "--database", "sqlite:" + os.path.join(workdir, "imperium.db"),
+             "--admin-token-file", os.path.join(workdir, "admin.token"), *extra_args],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("imperium-api exited early:\n" + open(logpath).read())
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        raise RuntimeError("imperium-api did not listen:\n" + open(logpath).read())
+    return Api(workdir, port, proc, logpath)
+
+
+def stop_api(api):
+    """SIGTERM, then insist on a clean exit and a clean sanitizer report."""
+    if api.proc.poll() is None:
+        api.proc.send_signal(signal.SIGTERM)
+        try:
+            api.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            api.proc.kill()
+            api.proc.wait()
+            pytest.fail("imperium-api did not stop on SIGTERM")
+    log = api.log()
+    for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+        assert marker not in log, "sanitizer report in imperium-api log:\n" + log[-6000:]
+    assert api.proc.returncode == 0, f"imperium-api exit code {api.proc.returncode}:\n{log[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def api():
+    """One API per test module: tests create their own uniquely named objects."""
+    with tempfile.TemporaryDirectory(prefix="imperium-e2e-") as d:
+        a = start_api(d)
+        try:
+            yield a
+        finally:
+            stop_api(a)
+
+
+@pytest.fixture
+def fresh_api():
+    """An API of its own for tests that need an empty database."""
+    with tempfile.TemporaryDirectory(prefix="imperium-e2e-") as d:
+        a = start_api(d)
+        try:
+            yield a
+        finally:
+            stop_api(a)
+
+
+@pytest.fixture
+def kratos(api):
+    """A customer with one container on a server it does not own, and two
+    distros: the quickstart's starting point."""
+    auth, info = api.new_customer(company="God of war S.r.l.", vat="01234567890")
+    server = api.new_server()
+    uid = api.new_container(auth[0], server["name"])
+    d1 = api.new_distro("Precise Pangolin - Ubuntu 12.04 LTS (64 bit)")
+    d2 = api.new_distro("Saucy Salamander - Ubuntu 13.10 (64 bit)")
+    return {"auth": auth, "info": info, "server": server, "uid": uid, "distros": [d1, d2]}
