@@ -2,7 +2,7 @@
 # machine needs; both install missing Debian packages first.
 
 CC      ?= cc
-PKGS    := libmicrohttpd jansson sqlite3 libsodium openssl libcurl
+PKGS    := libmicrohttpd jansson sqlite3 libsodium openssl libcurl libcares
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -D_GNU_SOURCE \
            -fno-strict-aliasing $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

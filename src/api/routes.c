@@ -4,7 +4,9 @@
 #include <string.h>
 
 const route_t *const customer_tables[] = {
-    me_routes, container_routes, distro_routes, tag_routes, NULL,
+    me_routes,     container_routes,   distro_routes,      tag_routes,
+    domain_routes, loopbox_routes,     alarm_routes,       portmapping_routes,
+    custom_distro_routes, metric_routes, news_routes,       NULL,
 };
 
 const route_t *const admin_tables[] = {
