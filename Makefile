@@ -44,21 +44,26 @@ $(BA)/obj/%.o: %.c $(wildcard src/*/*.h)
 	@$(CC) $(CFLAGS) $(SAN_FLAGS) -c $< -o $@
 
 $(B)/imperium-api: $(call obj,$(B),$(API_SRC) $(COMMON_SRC))
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(B)/imperium: $(call obj,$(B),$(CLI_SRC) $(COMMON_SRC))
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BA)/imperium-api: $(call obj,$(BA),$(API_SRC) $(COMMON_SRC))
-	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD-SAN  $@"
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
 
 $(BA)/imperium: $(call obj,$(BA),$(CLI_SRC) $(COMMON_SRC))
-	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD-SAN  $@"
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
 
 # Unit tests (cmocka), built with the sanitizers.
 $(BA)/tests/%: tests/unit/%.c $(call obj,$(BA),$(API_LIB_SRC) $(COMMON_SRC))
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	@echo "  LD-SAN  $@"
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BA)/tests/%,$(UNIT_SRC))
 

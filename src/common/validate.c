@@ -148,3 +148,81 @@ bool domain_name_normalize(const char *in, char *out, size_t len, char *reason, 
     out[o] = '\0';
     return true;
 }
+
+/* Directories of the home the platform manages: a mount over (or inside)
+ * one would hide the Emperor's vassals, its logs, the node's etc files or
+ * the authorized keys the API writes. */
+static const char *const loopbox_reserved[] = {"etc", "logs", "run", "tmp", "vassals", ".ssh",
+                                               NULL};
+
+bool loopbox_path_valid(const char *path, size_t max_len, char *reason, size_t rlen)
+{
+    static const char *const bad[] = {"..", "./", "/.", "//", NULL};
+    size_t len = strlen(path);
+    if (len == 0 || len > max_len)
+        return snprintf(reason, rlen, "must be 1 to %zu characters", max_len), false;
+    for (const char *p = path; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return snprintf(reason, rlen, "must not contain control characters"), false;
+    if (path[0] == '/' || path[len - 1] == '/')
+        return snprintf(reason, rlen,
+                        "must be relative to the container home, not starting or ending "
+                        "with '/'"),
+               false;
+    for (const char *const *b = bad; *b; b++)
+        if (strstr(path, *b))
+            return snprintf(reason, rlen, "must not contain '%s'", *b), false;
+    if (strcmp(path, ".") == 0)
+        return snprintf(reason, rlen, "'.' is the container home itself"), false;
+    for (const char *const *d = loopbox_reserved; *d; d++) {
+        size_t dlen = strlen(*d);
+        if (strncmp(path, *d, dlen) == 0 && (path[dlen] == '\0' || path[dlen] == '/'))
+            return snprintf(reason, rlen,
+                            "'%s' is managed by the platform: nothing can be mounted on "
+                            "it or inside it",
+                            *d),
+                   false;
+    }
+    return true;
+}
+
+/* Public ports the platform itself uses on every node (ssh, the HTTP(S)
+ * router, the alternative ssh and HTTP ports); ports below 1025 are refused
+ * by the range check as well. */
+static const long long portmap_reserved[] = {22, 80, 443, 2222, 8000, 8080, 8443};
+
+bool portmap_public_port_valid(long long port, char *reason, size_t rlen)
+{
+    if (port < 1025 || port > 65535)
+        return snprintf(reason, rlen, "'public_port' must be 1025 to 65535"), false;
+    for (size_t i = 0; i < sizeof portmap_reserved / sizeof portmap_reserved[0]; i++)
+        if (port == portmap_reserved[i])
+            return snprintf(reason, rlen, "public port %lld is used by the platform itself",
+                            port),
+                   false;
+    return true;
+}
+
+bool portmap_private_port_valid(long long port, char *reason, size_t rlen)
+{
+    if (port < 1024 || port > 65535)
+        return snprintf(reason, rlen, "'private_port' must be 1024 to 65535"), false;
+    return true;
+}
+
+bool custom_distro_path_valid(const char *path, char *reason, size_t rlen)
+{
+    size_t len = strlen(path);
+    if (len == 0 || len > 255)
+        return snprintf(reason, rlen, "'path' must be 1 to 255 characters"), false;
+    if (strcmp(path, ".") == 0 || strcmp(path, "..") == 0)
+        return snprintf(reason, rlen, "'path' cannot be '.' or '..'"), false;
+    for (const char *p = path; *p; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (!(isascii(ch) && (isalnum(ch) || ch == '.' || ch == '_' || ch == '-')))
+            return snprintf(reason, rlen,
+                            "'path' may contain only letters, digits, '.', '_' and '-'"),
+                   false;
+    }
+    return true;
+}

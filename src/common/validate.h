@@ -33,4 +33,22 @@ long long parse_id(const char *seg);
  * and is kept.  On false, `reason` says what is wrong. */
 bool domain_name_normalize(const char *in, char *out, size_t len, char *reason, size_t rlen);
 
+/* A loopbox `filename` or `mountpoint` (API.md, Loopboxes): 1 to max_len
+ * characters relative to the container home; no leading or trailing '/',
+ * no "..", "./", "/." or "//", no control characters, not "." (the home
+ * itself), and neither one of the directories the platform manages (etc
+ * logs run tmp vassals, plus .ssh) nor inside one.  On false, `reason`
+ * says what is wrong. */
+bool loopbox_path_valid(const char *path, size_t max_len, char *reason, size_t rlen);
+
+/* Port mappings.  Public ports are 1025-65535 (the seed: "> 1024") minus
+ * the ports the platform itself listens on (the list lives in validate.c);
+ * private ports are 1024-65535 (API.md).  On false, `reason` says why. */
+bool portmap_public_port_valid(long long port, char *reason, size_t rlen);
+bool portmap_private_port_valid(long long port, char *reason, size_t rlen);
+
+/* A custom distro `path`: a directory name in the storage container's
+ * distros/, 1 to 255 of [A-Za-z0-9._-], not "." or "..". */
+bool custom_distro_path_valid(const char *path, char *reason, size_t rlen);
+
 #endif

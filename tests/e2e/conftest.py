@@ -167,3 +167,25 @@ def kratos(api):
     d1 = api.new_distro("Precise Pangolin - Ubuntu 12.04 LTS (64 bit)")
     d2 = api.new_distro("Saucy Salamander - Ubuntu 13.10 (64 bit)")
     return {"auth": auth, "info": info, "server": server, "uid": uid, "distros": [d1, d2]}
+
+
+@pytest.fixture(scope="session")
+def ssh_keys():
+    """Three real OpenSSH public keys (ssh-keygen)."""
+    keys = []
+    with tempfile.TemporaryDirectory(prefix="imperium-keys-") as d:
+        for i, kind in enumerate(("ed25519", "rsa", "ecdsa")):
+            path = os.path.join(d, f"k{i}")
+            subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", f"key{i}@test",
+                            "-f", path], check=True)
+            with open(path + ".pub") as f:
+                keys.append(f.read().strip())
+    return keys
+
+
+def curl(*args):
+    """Run the real curl, as the quickstart does; returns (status, body)."""
+    out = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", *args],
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    body, _, status = out.rpartition("\n")
+    return int(status), body

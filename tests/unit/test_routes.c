@@ -1,0 +1,71 @@
+/* Unit tests for the route matcher (routes.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "../../src/api/routes.h"
+
+static void h_a(req_t *r) { (void)r; }
+static void h_b(req_t *r) { (void)r; }
+
+static const route_t table1[] = {
+    {"GET", "me", h_a, AUTH_CUSTOMER},
+    {"GET", "containers/*", h_a, AUTH_CUSTOMER},
+    {"POST", "containers/*", h_b, AUTH_CUSTOMER},
+    {NULL, NULL, NULL, 0},
+};
+static const route_t table2[] = {
+    {"GET", "containers/*/domains", h_b, AUTH_CUSTOMER},
+    {NULL, NULL, NULL, 0},
+};
+static const route_t *const tables[] = {table1, table2, NULL};
+
+static const route_t *find(const char *method, const char *path, bool *known)
+{
+    static char buf[256];
+    char *segs[API_MAX_SEGS];
+    int n = 0;
+    strcpy(buf, path);
+    for (char *s = strtok(buf, "/"); s; s = strtok(NULL, "/"))
+        segs[n++] = s;
+    return route_find(tables, method, segs, n, known);
+}
+
+static void test_match(void **state)
+{
+    (void)state;
+    bool known;
+    assert_ptr_equal(find("GET", "me", &known)->fn, h_a);
+    assert_ptr_equal(find("GET", "containers/30001", &known)->fn, h_a);
+    assert_ptr_equal(find("POST", "containers/30001", &known)->fn, h_b);
+    assert_ptr_equal(find("GET", "containers/30001/domains", &known)->fn, h_b);
+}
+
+static void test_method_not_allowed_vs_not_found(void **state)
+{
+    (void)state;
+    bool known;
+    assert_null(find("DELETE", "containers/30001", &known));
+    assert_true(known); /* 405 */
+    assert_null(find("GET", "containers", &known));
+    assert_false(known); /* 404: no pattern has one segment "containers" */
+    assert_null(find("GET", "me/extra", &known));
+    assert_false(known);
+    assert_null(find("GET", "", &known));
+    assert_false(known);
+    assert_null(find("GET", "mee", &known));
+    assert_false(known);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_match),
+        cmocka_unit_test(test_method_not_allowed_vs_not_found),
+    };
+    return cmocka_run_group_tests_name("routes", tests, NULL, NULL);
+}

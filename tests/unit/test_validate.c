@@ -1,0 +1,135 @@
+/* Unit tests for src/common/validate.c: the pure rules of the API contract. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "../../src/common/validate.h"
+
+/* A real ed25519 public key line (ssh-keygen output). */
+static const char *ED25519 =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINbyOYJgiiQ/Lbw2Fwjq8pLQOrQTPLVsgYzY49ashwSW "
+    "kratos@laptop";
+
+static void test_uid_and_ip(void **state)
+{
+    (void)state;
+    char ip[32];
+    assert_int_equal(container_uid(1), 30001);
+    assert_int_equal(container_uid(9), 30009);
+    assert_true(container_ip(1, ip, sizeof ip));
+    assert_string_equal(ip, "10.0.0.3");
+    assert_true(container_ip(9, ip, sizeof ip)); /* the quickstart's 30009 */
+    assert_string_equal(ip, "10.0.0.11");
+    assert_true(container_ip(254, ip, sizeof ip)); /* carries into the next octet */
+    assert_string_equal(ip, "10.0.1.0");
+    assert_true(container_ip(70000, ip, sizeof ip));
+    assert_string_equal(ip, "10.1.17.114");
+    assert_false(container_ip(0, ip, sizeof ip));
+    assert_false(container_ip(0xfffffd, ip, sizeof ip)); /* would be the broadcast */
+}
+
+static void test_uid_parsing(void **state)
+{
+    (void)state;
+    assert_int_equal(container_id_from_uid("30009"), 9);
+    assert_int_equal(container_id_from_uid("30000"), -1);
+    assert_int_equal(container_id_from_uid("29999"), -1);
+    assert_int_equal(container_id_from_uid("3000x"), -1);
+    assert_int_equal(container_id_from_uid("+30001"), -1);
+    assert_int_equal(container_id_from_uid(" 30001"), -1);
+    assert_int_equal(container_id_from_uid(""), -1);
+    assert_int_equal(container_id_from_uid("99999999999999999999999"), -1);
+    assert_int_equal(parse_id("17"), 17);
+    assert_int_equal(parse_id("0"), -1);
+    assert_int_equal(parse_id("-3"), -1);
+    assert_int_equal(parse_id("1e3"), -1);
+}
+
+static void test_hostname(void **state)
+{
+    (void)state;
+    char h[64];
+    container_hostname("changeme", h, sizeof h);
+    assert_string_equal(h, "changeme");
+    container_hostname("my app_1.example", h, sizeof h);
+    assert_string_equal(h, "my-app-1-example");
+    container_hostname("caf\xc3\xa9", h, sizeof h); /* UTF-8 bytes each become '-' */
+    assert_string_equal(h, "caf--");
+    container_hostname("Web-01", h, sizeof h);
+    assert_string_equal(h, "Web-01");
+    char small[4];
+    container_hostname("abcdef", small, sizeof small);
+    assert_string_equal(small, "abc");
+}
+
+static void test_ssh_keys(void **state)
+{
+    (void)state;
+    char why[256];
+    assert_true(ssh_key_valid(ED25519, why, sizeof why));
+    /* Without a comment. */
+    char nocomment[128];
+    const char *sp = strrchr(ED25519, ' ');
+    memcpy(nocomment, ED25519, (size_t)(sp - ED25519));
+    nocomment[sp - ED25519] = '\0';
+    assert_true(ssh_key_valid(nocomment, why, sizeof why));
+    /* The quickstart's placeholder is not a key. */
+    assert_false(ssh_key_valid("ssh-rsa .........", why, sizeof why));
+    assert_non_null(strstr(why, "ssh-rsa"));
+    assert_false(ssh_key_valid("", why, sizeof why));
+    assert_false(ssh_key_valid("ssh-foo AAAA", why, sizeof why));
+    assert_false(ssh_key_valid("ssh-ed25519", why, sizeof why));
+    /* authorized_keys options would be an injection: refused. */
+    assert_false(ssh_key_valid("command=\"/bin/sh\" ssh-ed25519 AAAA", why, sizeof why));
+    /* A second line smuggled in. */
+    char two[512];
+    snprintf(two, sizeof two, "%s\n%s", ED25519, ED25519);
+    assert_false(ssh_key_valid(two, why, sizeof why));
+    assert_non_null(strstr(why, "single line"));
+    /* Type and blob disagree. */
+    char liar[256];
+    snprintf(liar, sizeof liar, "ssh-rsa %s", strchr(ED25519, ' ') + 1);
+    assert_false(ssh_key_valid(liar, why, sizeof why));
+}
+
+static void test_domain_names(void **state)
+{
+    (void)state;
+    char out[256], why[256];
+    assert_true(domain_name_normalize("MyNewDomain.ORG", out, sizeof out, why, sizeof why));
+    assert_string_equal(out, "mynewdomain.org");
+    assert_true(domain_name_normalize("www.example.org.", out, sizeof out, why, sizeof why));
+    assert_string_equal(out, "www.example.org");
+    assert_true(domain_name_normalize(".example.org", out, sizeof out, why, sizeof why));
+    assert_string_equal(out, ".example.org");
+    assert_true(domain_name_normalize("a-b.x1.io", out, sizeof out, why, sizeof why));
+    assert_false(domain_name_normalize("localhost", out, sizeof out, why, sizeof why));
+    assert_false(domain_name_normalize("", out, sizeof out, why, sizeof why));
+    assert_false(domain_name_normalize(".", out, sizeof out, why, sizeof why));
+    assert_false(domain_name_normalize("a..b.org", out, sizeof out, why, sizeof why));
+    assert_false(domain_name_normalize("-a.org", out, sizeof out, why, sizeof why));
+    assert_false(domain_name_normalize("a-.org", out, sizeof out, why, sizeof why));
+    assert_false(domain_name_normalize("a_b.org", out, sizeof out, why, sizeof why));
+    assert_false(domain_name_normalize("../etc/passwd", out, sizeof out, why, sizeof why));
+    assert_false(domain_name_normalize("a b.org", out, sizeof out, why, sizeof why));
+    char label64[80];
+    memset(label64, 'a', 64);
+    strcpy(label64 + 64, ".org");
+    assert_false(domain_name_normalize(label64, out, sizeof out, why, sizeof why));
+    assert_non_null(strstr(why, "63"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_uid_and_ip),   cmocka_unit_test(test_uid_parsing),
+        cmocka_unit_test(test_hostname),     cmocka_unit_test(test_ssh_keys),
+        cmocka_unit_test(test_domain_names),
+    };
+    return cmocka_run_group_tests_name("validate", tests, NULL, NULL);
+}
