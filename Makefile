@@ -17,6 +17,7 @@ BA   := build/asan
 COMMON_SRC := $(wildcard src/common/*.c)
 API_SRC    := $(wildcard src/api/*.c)
 CLI_SRC    := $(wildcard src/cli/*.c)
+NODE_SRC   := $(wildcard src/node/*.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 
 # Sources of the API daemon minus main.c: what unit tests may link against.
@@ -26,9 +27,11 @@ obj = $(patsubst %.c,$(1)/obj/%.o,$(2))
 
 .PHONY: all asan deps run check unit e2e clean bench
 
-all: $(B)/imperium-api $(B)/imperium
+BINS := imperium-api imperium $(if $(NODE_SRC),imperium-node)
 
-asan: $(BA)/imperium-api $(BA)/imperium
+all: $(addprefix $(B)/,$(BINS))
+
+asan: $(addprefix $(BA)/,$(BINS))
 
 deps:
 	@scripts/deps.sh
@@ -50,6 +53,14 @@ $(B)/imperium-api: $(call obj,$(B),$(API_SRC) $(COMMON_SRC))
 $(B)/imperium: $(call obj,$(B),$(CLI_SRC) $(COMMON_SRC))
 	@echo "  LD      $@"
 	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/imperium-node: $(call obj,$(B),$(NODE_SRC) $(COMMON_SRC))
+	@echo "  LD      $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BA)/imperium-node: $(call obj,$(BA),$(NODE_SRC) $(COMMON_SRC))
+	@echo "  LD-SAN  $@"
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
 
 $(BA)/imperium-api: $(call obj,$(BA),$(API_SRC) $(COMMON_SRC))
 	@echo "  LD-SAN  $@"
