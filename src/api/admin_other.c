@@ -124,6 +124,18 @@ static const field_spec legion_spec[] = {
     {NULL, 0},
 };
 
+/* Containers show their server's legion_address: they need a restart to
+ * pick up a new Lord address, or to drop it. */
+static int legion_restart(db_t *db, err_t *e, long long id)
+{
+    return db_exec(db, e,
+                   "UPDATE containers SET generation = generation + 1 WHERE server_id IN "
+                   "(SELECT server_id FROM legion_nodes WHERE legion_id = $1)",
+                   DB_ARGS(DB_INT(id))) < 0
+               ? -1
+               : 0;
+}
+
 static int legion_apply(req_t *r, long long id, err_t *e)
 {
     static const char *const strs[] = {"name", "address", "key", "note"};
@@ -139,9 +151,11 @@ static int legion_apply(req_t *r, long long id, err_t *e)
                 DB_ARGS(DB_INT(field_int(r, "quorum")), DB_INT(id))) < 0)
         return -1;
     json_t *nodes = field_list(r, "nodes");
-    if (!nodes)
-        return 0;
-    if (db_exec(r->db, e, "DELETE FROM legion_nodes WHERE legion_id = $1",
+    if (!nodes) /* the containers show the address, not the key or note */
+        return field_has(r, "address") ? legion_restart(r->db, e, id) : 0;
+    /* Containers of servers leaving the legion lose its address: restart them too. */
+    if (legion_restart(r->db, e, id) < 0 ||
+        db_exec(r->db, e, "DELETE FROM legion_nodes WHERE legion_id = $1",
                 DB_ARGS(DB_INT(id))) < 0)
         return -1;
     size_t i;
@@ -159,14 +173,7 @@ static int legion_apply(req_t *r, long long id, err_t *e)
                     DB_ARGS(DB_INT(id), DB_INT(sid))) < 0)
             return -1;
     }
-    /* Containers show their server's legion_address: they need a restart
-     * to pick up a new Lord address. */
-    return db_exec(r->db, e,
-                   "UPDATE containers SET generation = generation + 1 WHERE server_id IN "
-                   "(SELECT server_id FROM legion_nodes WHERE legion_id = $1)",
-                   DB_ARGS(DB_INT(id))) < 0
-               ? -1
-               : 0;
+    return legion_restart(r->db, e, id);
 }
 
 static int legion_check(req_t *r)
@@ -248,8 +255,14 @@ static void h_admin_legion_delete(req_t *r)
     if (id < 0)
         return;
     err_t e = {0};
-    if (db_exec(r->db, &e, "DELETE FROM legions WHERE id = $1", DB_ARGS(DB_INT(id))) < 0)
+    if (db_begin(r->db, &e) < 0)
         return reply_internal(r, &e);
+    if (legion_restart(r->db, &e, id) < 0 ||
+        db_exec(r->db, &e, "DELETE FROM legions WHERE id = $1", DB_ARGS(DB_INT(id))) < 0 ||
+        db_commit(r->db, &e) < 0) {
+        db_rollback(r->db);
+        return reply_internal(r, &e);
+    }
     reply_ok(r);
 }
 

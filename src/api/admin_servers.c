@@ -22,7 +22,12 @@ char *admin_lines(json_t *v)
         return NULL;
     size_t total = 1, i;
     json_t *it;
-    json_array_foreach(v, i, it) total += json_string_length(it) + 1;
+    json_array_foreach(v, i, it)
+    {
+        if (!json_is_string(it)) /* a 400 for the caller, not a NULL to strcat */
+            return NULL;
+        total += json_string_length(it) + 1;
+    }
     char *out = calloc(1, total);
     if (!out)
         return NULL;
@@ -178,12 +183,16 @@ static void server_write(req_t *r, long long id)
     if (db_begin(r->db, &e) < 0)
         return reply_internal(r, &e);
     db_res_t *res = NULL;
-    if (!id) {
+    bool created = !id;
+    char secret[65], hash[65];
+    if (created) {
+        node_secret_new(secret, hash);
         res = db_query(r->db, &e,
-                       "INSERT INTO servers (name, address, memory, storage) "
-                       "VALUES ($1, $2, $3, $4) RETURNING id",
+                       "INSERT INTO servers (name, address, memory, storage, node_secret_hash) "
+                       "VALUES ($1, $2, $3, $4, $5) RETURNING id",
                        DB_ARGS(DB_TEXT(field_str(r, "name")), DB_TEXT(field_str(r, "address")),
-                               DB_INT(field_int(r, "memory")), DB_INT(field_int(r, "storage"))));
+                               DB_INT(field_int(r, "memory")), DB_INT(field_int(r, "storage")),
+                               DB_TEXT(hash)));
         if (res)
             id = db_get_int(res, 0, 0);
         db_res_free(res);
@@ -192,7 +201,10 @@ static void server_write(req_t *r, long long id)
     }
     if (server_apply(r, id, &e) < 0 || db_commit(r->db, &e) < 0)
         goto fail;
-    reply_servers(r, r->nsegs == 1 ? 201 : 200, id);
+    reply_servers(r, created ? 201 : 200, id);
+    /* Shown once: only its hash is stored.  The node connects with it. */
+    if (created && r->status == 201)
+        json_object_set_new(r->out, "node_secret", json_string(secret));
     return;
 fail:
     db_rollback(r->db);
@@ -234,6 +246,22 @@ static void h_admin_server_modify(req_t *r)
     if (id < 0 || fields_check(r, server_spec) < 0 || server_check_values(r) < 0)
         return;
     server_write(r, id);
+}
+
+/* POST /admin/servers/<name>/secret: a new node secret, the old one stops
+ * working at once. */
+static void h_admin_server_secret(req_t *r)
+{
+    long long id = path_server(r);
+    if (id < 0)
+        return;
+    char secret[65], hash[65];
+    node_secret_new(secret, hash);
+    err_t e = {0};
+    if (db_exec(r->db, &e, "UPDATE servers SET node_secret_hash = $1 WHERE id = $2",
+                DB_ARGS(DB_TEXT(hash), DB_INT(id))) < 0)
+        return reply_internal(r, &e);
+    reply(r, 200, json_pack("{s:s,s:s}", "message", "Ok", "node_secret", secret));
 }
 
 static void h_admin_server_delete(req_t *r)
@@ -383,6 +411,7 @@ const route_t admin_server_routes[] = {
     {"GET", "servers/*", h_admin_server_get, AUTH_ADMIN},
     {"POST", "servers/*", h_admin_server_modify, AUTH_ADMIN},
     {"DELETE", "servers/*", h_admin_server_delete, AUTH_ADMIN},
+    {"POST", "servers/*/secret", h_admin_server_secret, AUTH_ADMIN},
     {"GET", "distros", h_admin_distros_list, AUTH_ADMIN},
     {"POST", "distros", h_admin_distro_create, AUTH_ADMIN},
     {"POST", "distros/*", h_admin_distro_modify, AUTH_ADMIN},

@@ -1,6 +1,542 @@
-/* alarms.c - /alarms/ (see API.md). */
+/* alarms.c - /alarms/ and /alarm_key/ (see API.md).
+ *
+ * Alarms are kept per container as a ring of at most `max_alarms` (set by
+ * the supplier): storing one more deletes the oldest.  "Newest" follows the
+ * alarm's own `unix` time (what the public platform ordered by), with the
+ * insertion order breaking ties between alarms of the same second. */
+#include "alarms.h"
+#include "../common/strutil.h"
+#include "../common/validate.h"
 #include "routes.h"
 
+#include <ctype.h>
+#include <limits.h>
+#include <microhttpd.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- pure rules ---- */
+
+bool alarm_text_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    while (p < end) {
+        unsigned c = *p++;
+        if (c == 0)
+            return false;
+        if (c < 0x80)
+            continue;
+        int more;
+        unsigned cp, min;
+        if ((c & 0xe0) == 0xc0)
+            more = 1, cp = c & 0x1f, min = 0x80;
+        else if ((c & 0xf0) == 0xe0)
+            more = 2, cp = c & 0x0f, min = 0x800;
+        else if ((c & 0xf8) == 0xf0)
+            more = 3, cp = c & 0x07, min = 0x10000;
+        else
+            return false;
+        if (end - p < more)
+            return false;
+        for (int i = 0; i < more; i++, p++) {
+            if ((*p & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (*p & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+    }
+    return true;
+}
+
+bool alarm_color_normalize(const char *in, char out[8])
+{
+    const char *hex = in[0] == '#' ? in + 1 : in;
+    if (strlen(hex) != 6)
+        return false;
+    for (int i = 0; i < 6; i++)
+        if (!isxdigit((unsigned char)hex[i]))
+            return false;
+    snprintf(out, 8, "#%s", hex);
+    return true;
+}
+
+/* Digits only (no sign, no blanks), at most 18 of them so nothing overflows. */
+static bool parse_digits(const char *s, size_t len, long long *out)
+{
+    if (len == 0 || len > 18)
+        return false;
+    long long v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+bool alarm_range_parse(const char *s, alarm_range_t *out)
+{
+    if (!s)
+        return false;
+    const char *dash = strchr(s, '-');
+    long long a, b;
+    if (!dash) {
+        if (!parse_digits(s, strlen(s), &a))
+            return false;
+        *out = (alarm_range_t){.offset = 0, .limit = a, .oldest_first = false};
+        return true;
+    }
+    if (!parse_digits(s, (size_t)(dash - s), &a) || !parse_digits(dash + 1, strlen(dash + 1), &b))
+        return false;
+    /* A == B is a well-formed, empty range (the public platform gave []). */
+    if (a <= b)
+        *out = (alarm_range_t){.offset = a, .limit = b - a, .oldest_first = false};
+    else
+        *out = (alarm_range_t){.offset = b, .limit = a - b, .oldest_first = true};
+    return true;
+}
+
+/* ---- storage ---- */
+
+static int alarm_check(err_t *e, int level, const char *color, char out_color[8],
+                       const char *const texts[5])
+{
+    static const char *const names[] = {"class", "vassal", "filename", "func", "message"};
+    for (int i = 0; i < 5; i++)
+        if (texts[i] && !alarm_text_valid(texts[i], strlen(texts[i])))
+            return err_set(e, ERR_INPUT, "the alarm's %s is not valid UTF-8 text", names[i]);
+    if (level < ALARM_LEVEL_SYSTEM || level > ALARM_LEVEL_LOG)
+        return err_set(e, ERR_INPUT, "an alarm level is 0 to %d", ALARM_LEVEL_LOG);
+    if (!color || !*color)
+        color = ALARM_DEFAULT_COLOR;
+    if (!alarm_color_normalize(color, out_color))
+        return err_set(e, ERR_INPUT, "'color' must be '#' followed by 6 hex digits");
+    return 0;
+}
+
+/* Make room for one more alarm: keep the newest max_alarms - 1. */
+static int alarm_make_room(db_t *db, err_t *e, long long container_id)
+{
+    long long max = db_scalar_int(db, e, 0,
+                                  "SELECT max_alarms FROM containers WHERE id = $1",
+                                  DB_ARGS(DB_INT(container_id)));
+    if (max < 0)
+        return -1;
+    if (max == 0)
+        return err_set(e, ERR_NOTFOUND, "no container %lld", container_uid(container_id));
+    /* NOT IN (... LIMIT) rather than LIMIT/OFFSET on DELETE: portable to
+     * PostgreSQL, and it also trims a ring whose max_alarms was lowered. */
+    return db_exec(db, e,
+                   "DELETE FROM alarms WHERE container_id = $1 AND id NOT IN "
+                   "(SELECT id FROM alarms WHERE container_id = $1 "
+                   "ORDER BY unix DESC, id DESC LIMIT $2)",
+                   DB_ARGS(DB_INT(container_id), DB_INT(max - 1))) < 0
+               ? -1
+               : 0;
+}
+
+int alarm_store(db_t *db, err_t *e, long long container_id, int level, const char *color,
+                const char *cls, const char *vassal, long long line, const char *filename,
+                const char *func, long long unix_time, const char *msg)
+{
+    const char *const texts[5] = {cls, vassal, filename, func, msg};
+    char c[8];
+    if (alarm_check(e, level, color, c, texts) < 0)
+        return -1;
+    /* Trimming and inserting together: concurrent raises never leave more
+     * than max_alarms, and a failed insert deletes nothing. */
+    if (db_begin(db, e) < 0)
+        return -1;
+    if (alarm_make_room(db, e, container_id) < 0 ||
+        db_exec(db, e,
+                "INSERT INTO alarms (container_id, level, color, class, vassal, line, "
+                "filename, func, unix, msg) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                DB_ARGS(DB_INT(container_id), DB_INT(level), DB_TEXT(c),
+                        DB_TEXT(cls ? cls : ""), DB_TEXT(vassal ? vassal : ""),
+                        line < 0 ? DB_NULL : DB_INT(line), DB_TEXT(filename ? filename : ""),
+                        DB_TEXT(func ? func : ""), DB_INT(unix_time),
+                        DB_TEXT(msg ? msg : ""))) < 0 ||
+        db_commit(db, e) < 0) {
+        db_rollback(db);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- reading ---- */
+
+#define ALARM_COLS                                                                         \
+    "SELECT a.id, a.container_id, a.level, a.color, a.class, a.vassal, a.line, "          \
+    "a.filename, a.func, a.unix, a.msg "
+
+/* The caller's alarms matching the filters; a NULL filter matches all.
+ * CAST(... IS NULL) keeps one statement for every filter combination and
+ * gives PostgreSQL the parameter types. */
+#define ALARM_WHERE                                                                        \
+    "FROM alarms a JOIN containers c ON c.id = a.container_id "                           \
+    "WHERE c.customer_id = $1 AND ($2 = 0 OR a.container_id = $2) "                       \
+    "AND (CAST($3 AS TEXT) IS NULL OR a.vassal = $3) "                                    \
+    "AND (CAST($4 AS TEXT) IS NULL OR a.class = $4) "                                     \
+    "AND (CAST($5 AS TEXT) IS NULL OR a.color = $5) "                                     \
+    "AND (CAST($6 AS INTEGER) IS NULL OR a.level = $6) "                                  \
+    "AND (CAST($7 AS INTEGER) IS NULL OR a.line = $7) "                                   \
+    "AND (CAST($8 AS TEXT) IS NULL OR a.filename = $8) "                                  \
+    "AND (CAST($9 AS TEXT) IS NULL OR a.func = $9) "
+
+/* Unset texts were null on the public platform; they are stored as "". */
+static json_t *text_or_null(const char *s) { return s && *s ? json_string(s) : json_null(); }
+
+static json_t *alarm_json(db_res_t *res, int i)
+{
+    return json_pack(
+        "{s:I,s:I,s:I,s:s,s:o,s:o,s:o,s:o,s:o,s:I,s:s}", "id",
+        (json_int_t)db_get_int(res, i, 0), "container",
+        (json_int_t)container_uid(db_get_int(res, i, 1)), "level",
+        (json_int_t)db_get_int(res, i, 2), "color", db_get(res, i, 3), "class",
+        text_or_null(db_get(res, i, 4)), "vassal", text_or_null(db_get(res, i, 5)), "line",
+        db_is_null(res, i, 6) ? json_null() : json_integer(db_get_int(res, i, 6)),
+        "filename", text_or_null(db_get(res, i, 7)), "func", text_or_null(db_get(res, i, 8)),
+        "unix", (json_int_t)db_get_int(res, i, 9), "msg", db_get(res, i, 10));
+}
+
+/* The internal id of the caller's container `uid_seg`; 0 when it is not
+ * one (missing, someone else's, not a uid); -1 on a storage failure. */
+static long long own_container_id(req_t *r, err_t *e, const char *uid_seg)
+{
+    long long id = container_id_from_uid(uid_seg);
+    if (id < 0)
+        return 0;
+    return db_scalar_int(r->db, e, 0,
+                         "SELECT id FROM containers WHERE id = $1 AND customer_id = $2",
+                         DB_ARGS(DB_INT(id), DB_INT(r->me.id)));
+}
+
+/* Whether the query string names `name` at all: "?range" and "?range="
+ * count (and are then malformed), unlike a missing argument. */
+static bool arg_present(req_t *r, const char *name, const char **value)
+{
+    *value = NULL;
+    size_t vlen = 0;
+    return MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name),
+                                         value, &vlen) == MHD_YES;
+}
+
+typedef struct {
+    long long container_id; /* 0: every container of the caller */
+    const char *vassal, *cls, *color, *filename, *func;
+    db_val level, line;
+    char color_buf[8];
+} alarm_filter_t;
+
+/* An integer filter: DB_NULL when absent; -1 after a 400 on junk. */
+static int int_filter(req_t *r, const char *name, db_val *out)
+{
+    const char *v = req_arg(r, name);
+    long long n;
+    *out = DB_NULL;
+    if (!v)
+        return 0;
+    if (!str_to_ll(v, &n)) {
+        reply_bad_request(r, "'%s' must be an integer", name);
+        return -1;
+    }
+    *out = DB_INT(n);
+    return 0;
+}
+
+static int parse_filter(req_t *r, alarm_filter_t *f)
+{
+    const char *cuid = req_arg(r, "container");
+    if (cuid) {
+        err_t e = {0};
+        f->container_id = own_container_id(r, &e, cuid);
+        if (f->container_id <= 0) {
+            if (f->container_id < 0)
+                reply_internal(r, &e);
+            else
+                reply_error(r, 403, "'container' is not one of your containers");
+            return -1;
+        }
+    }
+    f->vassal = req_arg(r, "vassal");
+    f->cls = req_arg(r, "class");
+    f->filename = req_arg(r, "filename");
+    f->func = req_arg(r, "func");
+    f->color = req_arg(r, "color");
+    /* '#' must be written %23 in a URL: accept the color without it, as
+     * raise does. */
+    if (f->color && f->color[0] != '#' && strlen(f->color) < sizeof f->color_buf - 1) {
+        snprintf(f->color_buf, sizeof f->color_buf, "#%s", f->color);
+        f->color = f->color_buf;
+    }
+    return int_filter(r, "level", &f->level) < 0 || int_filter(r, "line", &f->line) < 0 ? -1
+                                                                                        : 0;
+}
+
+static db_res_t *query_alarms(req_t *r, err_t *e, const alarm_filter_t *f,
+                              const alarm_range_t *rg)
+{
+    /* Two fixed statements rather than SQL built per request; LLONG_MAX
+     * stands for "no limit" in both SQLite and PostgreSQL. */
+    const char *sql = rg->oldest_first
+                          ? ALARM_COLS ALARM_WHERE "ORDER BY a.unix ASC, a.id ASC "
+                                                   "LIMIT $10 OFFSET $11"
+                          : ALARM_COLS ALARM_WHERE "ORDER BY a.unix DESC, a.id DESC "
+                                                   "LIMIT $10 OFFSET $11";
+    return db_query(r->db, e, sql,
+                    DB_ARGS(DB_INT(r->me.id), DB_INT(f->container_id), DB_TEXT(f->vassal),
+                            DB_TEXT(f->cls), DB_TEXT(f->color), f->level, f->line,
+                            DB_TEXT(f->filename), DB_TEXT(f->func), DB_INT(rg->limit),
+                            DB_INT(rg->offset)));
+}
+
+static long long count_alarms(req_t *r, err_t *e, const alarm_filter_t *f)
+{
+    return db_scalar_int(r->db, e, 0, "SELECT COUNT(*) " ALARM_WHERE,
+                         DB_ARGS(DB_INT(r->me.id), DB_INT(f->container_id),
+                                 DB_TEXT(f->vassal), DB_TEXT(f->cls), DB_TEXT(f->color),
+                                 f->level, f->line, DB_TEXT(f->filename),
+                                 DB_TEXT(f->func)));
+}
+
+static json_t *alarms_array(db_res_t *res)
+{
+    json_t *out = json_array();
+    for (int i = 0; out && i < res->nrows; i++) {
+        json_t *o = alarm_json(res, i);
+        if (!o || json_array_append_new(out, o) < 0) {
+            json_decref(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static void h_alarms_list(req_t *r)
+{
+    alarm_filter_t f = {0};
+    alarm_range_t rg = {.offset = 0, .limit = LLONG_MAX, .oldest_first = false};
+    const char *range, *ignored;
+    if (parse_filter(r, &f) < 0)
+        return;
+    if (arg_present(r, "range", &range) && !alarm_range_parse(range, &rg))
+        return reply_error(r, 416, NULL);
+    err_t e = {0};
+    long long total = arg_present(r, "with_total", &ignored) ? count_alarms(r, &e, &f) : 0;
+    db_res_t *res = total < 0 ? NULL : query_alarms(r, &e, &f, &rg);
+    if (!res)
+        return reply_internal(r, &e);
+    json_t *list = alarms_array(res);
+    db_res_free(res);
+    if (!list)
+        return reply_internal(r, NULL);
+    if (!arg_present(r, "with_total", &ignored))
+        return reply(r, 200, list);
+    reply(r, 200, json_pack("{s:I,s:o}", "total", (json_int_t)total, "alarms", list));
+}
+
+/* The id of the caller's alarm named by the path, or -1 after answering
+ * (403 for someone else's or a missing one). */
+static long long own_alarm(req_t *r)
+{
+    long long id = parse_id(r->segs[1]);
+    err_t e = {0};
+    long long found = id < 0 ? 0
+                             : db_scalar_int(r->db, &e, 0,
+                                             "SELECT a.id FROM alarms a JOIN containers c "
+                                             "ON c.id = a.container_id WHERE a.id = $1 AND "
+                                             "c.customer_id = $2",
+                                             DB_ARGS(DB_INT(id), DB_INT(r->me.id)));
+    if (found < 0)
+        reply_internal(r, &e);
+    else if (found == 0)
+        reply_error(r, 403, NULL);
+    return found > 0 ? found : -1;
+}
+
+static void h_alarm_get(req_t *r)
+{
+    long long id = own_alarm(r);
+    if (id < 0)
+        return;
+    err_t e = {0};
+    db_res_t *res = db_query(r->db, &e, ALARM_COLS "FROM alarms a WHERE a.id = $1",
+                             DB_ARGS(DB_INT(id)));
+    if (!res)
+        return reply_internal(r, &e);
+    json_t *o = res->nrows == 1 ? alarm_json(res, 0) : NULL;
+    db_res_free(res);
+    if (!o)
+        return reply_internal(r, NULL);
+    reply(r, 200, o);
+}
+
+static void h_alarm_delete(req_t *r)
+{
+    long long id = own_alarm(r);
+    if (id < 0)
+        return;
+    err_t e = {0};
+    if (db_exec(r->db, &e, "DELETE FROM alarms WHERE id = $1", DB_ARGS(DB_INT(id))) < 0)
+        return reply_internal(r, &e);
+    reply_ok(r);
+}
+
+/* ---- raising ---- */
+
+/* 1 when `key` is container `id`'s alarm key, 0 when not, -1 on failure. */
+static int alarm_key_matches(req_t *r, err_t *e, long long id, const char *key)
+{
+    db_res_t *res = db_query(r->db, e, "SELECT alarm_key FROM containers WHERE id = $1",
+                             DB_ARGS(DB_INT(id)));
+    if (!res)
+        return -1;
+    const char *want = res->nrows == 1 ? db_get(res, 0, 0) : NULL;
+    size_t len = strlen(key);
+    /* Constant time over the key, so its bytes cannot be guessed one by one. */
+    int ok = want && strlen(want) == len && len > 0 && sodium_memcmp(want, key, len) == 0;
+    db_res_free(res);
+    return ok;
+}
+
+/* API.md: customer credentials (for the container's owner), or else
+ * ?key=<alarm key> of that container.  Returns the container id, or -1
+ * after answering 401 / 403. */
+static long long raise_auth(req_t *r)
+{
+    const char *seg = r->segs[2];
+    long long id = container_id_from_uid(seg);
+    err_t e = {0};
+    if (auth_optional(r) == 0) {
+        long long own = own_container_id(r, &e, seg);
+        if (own < 0)
+            reply_internal(r, &e);
+        else if (own == 0)
+            reply_error(r, 403, NULL);
+        return own > 0 ? own : -1;
+    }
+    const char *key = req_arg(r, "key");
+    int ok = key && id > 0 ? alarm_key_matches(r, &e, id, key) : 0;
+    if (ok < 0)
+        reply_internal(r, &e);
+    else if (ok == 0)
+        reply_error(r, 401, NULL);
+    return ok > 0 ? id : -1;
+}
+
+typedef struct {
+    long long level, line, unix_time;
+    const char *color, *cls, *vassal, *filename, *func;
+    char color_buf[8];
+} raise_params_t;
+
+/* An integer query argument >= min, or `dflt` when absent; 400 on junk. */
+static int int_arg(req_t *r, const char *name, long long min, long long dflt, long long *out)
+{
+    const char *v = req_arg(r, name);
+    *out = dflt;
+    if (v && (!str_to_ll(v, out) || *out < min)) {
+        reply_bad_request(r, "'%s' must be an integer of at least %lld", name, min);
+        return -1;
+    }
+    return 0;
+}
+
+static int text_args(req_t *r, raise_params_t *p)
+{
+    static const char *const names[] = {"class", "vassal", "filename", "func"};
+    const char **dest[] = {&p->cls, &p->vassal, &p->filename, &p->func};
+    for (int i = 0; i < 4; i++) {
+        const char *v = *dest[i] = req_arg(r, names[i]);
+        if (v && (strlen(v) > ALARM_TEXT_MAX || !alarm_text_valid(v, strlen(v)))) {
+            reply_bad_request(r, "'%s' must be UTF-8 text of at most %d bytes", names[i],
+                              ALARM_TEXT_MAX);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int raise_params(req_t *r, raise_params_t *p)
+{
+    const char *lv = req_arg(r, "level");
+    p->level = ALARM_LEVEL_USER;
+    if (lv && !str_to_ll(lv, &p->level)) {
+        reply_bad_request(r, "'level' must be an integer");
+        return -1;
+    }
+    /* Level 0 marks the platform's own alarms: customers cannot forge one. */
+    if (p->level < ALARM_LEVEL_USER) {
+        reply_error(r, 403, "level 0 (system) is reserved to the platform");
+        return -1;
+    }
+    if (p->level > ALARM_LEVEL_LOG) {
+        reply_bad_request(r, "'level' must be 1 (user), 2 (exception), 3 (traceback) or "
+                             "4 (log)");
+        return -1;
+    }
+    p->color = req_arg(r, "color");
+    if (p->color && !alarm_color_normalize(p->color, p->color_buf)) {
+        reply_bad_request(r, "'color' must be 6 hex digits, optionally after a '#'");
+        return -1;
+    }
+    if (p->color)
+        p->color = p->color_buf;
+    return int_arg(r, "line", 0, -1, &p->line) < 0 ||
+                   int_arg(r, "unix", 0, (long long)time(NULL), &p->unix_time) < 0 ||
+                   text_args(r, p) < 0
+               ? -1
+               : 0;
+}
+
+static void h_alarm_raise(req_t *r)
+{
+    long long id = raise_auth(r);
+    raise_params_t p = {0};
+    if (id < 0 || raise_params(r, &p) < 0)
+        return;
+    /* The raw body is the message.  It is stored and served as JSON text,
+     * so invalid UTF-8 (or a NUL byte) is refused rather than silently
+     * rewritten with replacement characters: the sender learns at once. */
+    if (!alarm_text_valid(r->body, r->body_len))
+        return reply_bad_request(r, "the alarm message (the body) must be UTF-8 text "
+                                    "without NUL bytes");
+    err_t e = {0};
+    /* http.c keeps the body NUL-terminated, so it is a C string here. */
+    if (alarm_store(r->db, &e, id, (int)p.level, p.color, p.cls, p.vassal, p.line,
+                    p.filename, p.func, p.unix_time, r->body) < 0)
+        return reply_err(r, &e);
+    reply(r, 201, json_pack("{s:s}", "message", "Created"));
+}
+
+static void h_alarm_key(req_t *r)
+{
+    err_t e = {0};
+    long long id = own_container_id(r, &e, r->segs[1]);
+    if (id < 0)
+        return reply_internal(r, &e);
+    if (id == 0)
+        return reply_error(r, 403, NULL);
+    char key[37];
+    uuid_v4(key);
+    if (db_exec(r->db, &e, "UPDATE containers SET alarm_key = $1 WHERE id = $2",
+                DB_ARGS(DB_TEXT(key), DB_INT(id))) < 0)
+        return reply_internal(r, &e);
+    reply(r, 200, json_pack("{s:s,s:s}", "message", "Ok", "alarm_key", key));
+}
+
+/* Other methods on raise/trigger get 405 from the router, which knows the
+ * paths exist for POST. */
 const route_t alarm_routes[] = {
+    {"GET", "alarms", h_alarms_list, AUTH_CUSTOMER},
+    {"GET", "alarms/*", h_alarm_get, AUTH_CUSTOMER},
+    {"DELETE", "alarms/*", h_alarm_delete, AUTH_CUSTOMER},
+    {"POST", "alarms/raise/*", h_alarm_raise, AUTH_ALARM},
+    {"POST", "alarms/trigger/*", h_alarm_raise, AUTH_ALARM},
+    {"GET", "alarm_key/*", h_alarm_key, AUTH_CUSTOMER},
     {NULL, NULL, NULL, 0},
 };

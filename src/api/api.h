@@ -15,6 +15,7 @@
 #define API_MAX_SEGS 8
 
 typedef struct auth_cache auth_cache_t;
+typedef struct changes changes_t;
 
 /* A fixed pool of database connections shared by the HTTP worker threads. */
 typedef struct {
@@ -31,9 +32,12 @@ typedef struct {
     char db_url[1024];
     char prefix[64];       /* customer API prefix, "/api" */
     char admin_prefix[64]; /* admin API prefix, "/admin" */
+    char node_prefix[64];  /* the nodes' channel, "/node" */
     char admin_token_file[1024];
     int threads;
     int auth_cache_ttl;    /* seconds a verified password stays cached */
+    char dns_resolver[80]; /* POST /domains/ check: "IP[:PORT]"; "" = /etc/resolv.conf */
+    int dns_timeout_ms;    /* the whole DNS check of one domain */
 } api_config_t;
 
 typedef struct api {
@@ -41,6 +45,7 @@ typedef struct api {
     char admin_token[128];
     db_pool_t pool;
     auth_cache_t *auth;
+    changes_t *changes; /* wakes the nodes' long polls */
 } api_t;
 
 /* The authenticated customer of a request. */
@@ -64,6 +69,11 @@ typedef struct req {
     void *conn;             /* struct MHD_Connection * */
     customer_t me;
     bool authed;
+    long long node_server_id; /* the server of an authenticated node */
+    /* Long polls: the deadline (monotonic ms) kept across resumptions, and
+     * set when the handler suspended the connection instead of replying. */
+    long long *poll_deadline_ms;
+    bool suspended;
     /* The response. */
     int status;
     json_t *out;
@@ -94,6 +104,9 @@ int req_parse_object(req_t *r);
 int auth_customer(req_t *r);
 int auth_admin(req_t *r);
 int auth_optional(req_t *r);
+int auth_node(req_t *r);
+/* A fresh node secret (hex) and the hash stored for it. */
+int node_secret_new(char secret[65], char hash[65]);
 auth_cache_t *auth_cache_new(int ttl);
 void auth_cache_free(auth_cache_t *c);
 

@@ -187,3 +187,53 @@ int auth_admin(req_t *r)
     reply_error(r, 401, NULL);
     return -1;
 }
+
+static void sha256_hex(const char *s, char out[65])
+{
+    unsigned char md[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(md, (const unsigned char *)s, strlen(s));
+    sodium_bin2hex(out, 65, md, sizeof md);
+}
+
+/* Node secrets are 256 random bits: a fast hash is as good as a slow one,
+ * and keeps the long poll's per-request check cheap. */
+int node_secret_new(char secret[65], char hash[65])
+{
+    unsigned char raw[32];
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2hex(secret, 65, raw, sizeof raw);
+    sha256_hex(secret, hash);
+    return 0;
+}
+
+int auth_node(req_t *r)
+{
+    char *pass = NULL;
+    char *name = MHD_basic_auth_get_username_password(r->conn, &pass);
+    int rc = -1;
+    if (name && pass) {
+        err_t e = {0};
+        db_res_t *res = db_query(r->db, &e,
+                                 "SELECT id, node_secret_hash FROM servers WHERE name = $1",
+                                 DB_ARGS(DB_TEXT(name)));
+        if (!res)
+            log_error("node auth lookup: %s", e.msg);
+        if (res && res->nrows == 1 && !db_is_null(res, 0, 1)) {
+            char hash[65];
+            sha256_hex(pass, hash);
+            if (strlen(db_get(res, 0, 1)) == 64 &&
+                sodium_memcmp(hash, db_get(res, 0, 1), 64) == 0) {
+                r->node_server_id = db_get_int(res, 0, 0);
+                rc = 0;
+            }
+        }
+        db_res_free(res);
+    }
+    if (name)
+        MHD_free(name);
+    if (pass)
+        MHD_free(pass);
+    if (rc < 0)
+        reply_error(r, 401, NULL);
+    return rc;
+}

@@ -90,6 +90,40 @@ static json_t *container_short(db_t *db, err_t *e, db_res_t *res, int row)
     return o;
 }
 
+/* What the node reports it runs.  Before any report: "starting" when the
+ * container is startable (a root filesystem and a key), else "stopped".  A
+ * report about an older generation than the current one means the change
+ * is being applied: "starting". */
+static json_t *container_status(db_t *db, err_t *e, long long id)
+{
+    db_res_t *res = db_query(
+        db, e,
+        "SELECT s.state, s.since, s.restarts, s.last_error, s.generation, c.generation, "
+        "(c.distro_id IS NOT NULL OR c.custom_distro_id IS NOT NULL) AND "
+        "EXISTS (SELECT 1 FROM ssh_keys k WHERE k.container_id = c.id) "
+        "FROM containers c LEFT JOIN container_status s ON s.container_id = c.id "
+        "WHERE c.id = $1",
+        DB_ARGS(DB_INT(id)));
+    if (!res)
+        return NULL;
+    json_t *o;
+    bool startable = db_get_int(res, 0, 6) != 0;
+    if (db_is_null(res, 0, 0)) {
+        o = json_pack("{s:s,s:n,s:i,s:n}", "state", startable ? "starting" : "stopped",
+                      "since", "restarts", 0, "last_error");
+    } else {
+        const char *state = db_get(res, 0, 0);
+        if (strcmp(state, "running") == 0 && db_get_int(res, 0, 4) < db_get_int(res, 0, 5))
+            state = "starting";
+        o = json_pack("{s:s,s:I,s:I,s:o}", "state", state, "since",
+                      (json_int_t)db_get_int(res, 0, 1), "restarts",
+                      (json_int_t)db_get_int(res, 0, 2), "last_error",
+                      db_is_null(res, 0, 3) ? json_null() : json_string(db_get(res, 0, 3)));
+    }
+    db_res_free(res);
+    return o;
+}
+
 static int container_add_full(db_t *db, err_t *e, json_t *o, db_res_t *res, int row)
 {
     long long id = db_get_int(res, row, C_ID);
@@ -113,16 +147,19 @@ static int container_add_full(db_t *db, err_t *e, json_t *o, db_res_t *res, int 
                                      "ORDER BY pos", id);
     json_t *links = int_column(db, e, "SELECT to_id FROM links WHERE container_id = $1 "
                                       "ORDER BY to_id", id, UID_BASE);
+    json_t *status = container_status(db, e, id);
     json_t *legions = str_column(db, e,
                                  "SELECT l.address FROM legions l JOIN legion_nodes n "
                                  "ON n.legion_id = l.id WHERE n.server_id = $1 ORDER BY l.id",
                                  db_get_int(res, row, C_SERVER_ID));
-    if (!keys || !links || !legions) {
+    if (!keys || !links || !legions || !status) {
         json_decref(keys);
         json_decref(links);
         json_decref(legions);
+        json_decref(status);
         return -1;
     }
+    json_object_set_new(o, "status", status);
     json_object_set_new(o, "ssh_keys", keys);
     json_object_set_new(o, "linked_to", links);
     json_object_set_new(o, "legion_address", legions);

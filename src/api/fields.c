@@ -9,6 +9,7 @@ static const char *type_name(field_type t)
     case FT_INT: return "an integer";
     case FT_BOOL: return "a boolean";
     case FT_STRING_LIST: return "a list of strings";
+    case FT_ANY_LIST: return "a list";
     case FT_INT_OR_NULL: return "an integer or null";
     }
     return "?";
@@ -23,6 +24,7 @@ static bool type_ok(json_t *v, field_type t)
         return json_is_boolean(v) ||
                (json_is_integer(v) && (json_integer_value(v) == 0 || json_integer_value(v) == 1));
     case FT_INT_OR_NULL: return json_is_integer(v) || json_is_null(v);
+    case FT_ANY_LIST: return json_is_array(v);
     case FT_STRING_LIST: {
         if (!json_is_array(v))
             return false;

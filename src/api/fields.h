@@ -13,6 +13,7 @@ typedef enum {
     FT_INT,
     FT_BOOL,        /* true/false, or the integers 0/1 */
     FT_STRING_LIST,
+    FT_ANY_LIST,    /* a list; the handler checks its items */
     FT_INT_OR_NULL,
 } field_type;
 

@@ -7,6 +7,7 @@
 #include "http.h"
 #include "../common/log.h"
 #include "../common/strutil.h"
+#include "changes.h"
 #include "db_pool.h"
 #include "routes.h"
 
@@ -33,6 +34,7 @@ typedef struct {
     size_t received;
     bool too_large;
     struct timespec start;
+    long long poll_deadline_ms; /* a node's long poll, across resumptions */
 } conn_ctx_t;
 
 void reply(req_t *r, int status, json_t *body)
@@ -172,6 +174,10 @@ static void dispatch(req_t *r, const route_t *const *tables)
     }
     r->db = db_pool_acquire(&r->api->pool);
     switch (rt->auth) {
+    case AUTH_NODE:
+        if (auth_node(r) < 0)
+            goto out;
+        break;
     case AUTH_ADMIN:
         if (auth_admin(r) < 0)
             goto out;
@@ -185,6 +191,11 @@ static void dispatch(req_t *r, const route_t *const *tables)
         break; /* the handler authenticates */
     }
     rt->fn(r);
+    /* A successful write may change what some node must run: wake the
+     * nodes' long polls.  Their own reports change nothing they follow. */
+    if (rt->auth != AUTH_NODE && strcmp(r->method, "GET") != 0 && !r->suspended &&
+        r->status >= 200 && r->status < 300)
+        changes_bump(r->api->changes);
 out:
     db_pool_release(&r->api->pool, r->db);
     r->db = NULL;
@@ -198,16 +209,22 @@ static void route_request(req_t *r)
         r->out = json_object();
         return;
     }
-    if (split_path(r, r->path, api->cfg.admin_prefix) == 0) {
-        dispatch(r, admin_tables);
-        return;
-    }
-    free(r->segbuf);
-    r->segbuf = NULL;
-    r->nsegs = 0;
-    if (split_path(r, r->path, api->cfg.prefix) == 0) {
-        dispatch(r, customer_tables);
-        return;
+    const struct {
+        const char *prefix;
+        const route_t *const *tables;
+    } apis[] = {
+        {api->cfg.admin_prefix, admin_tables},
+        {api->cfg.node_prefix, node_tables},
+        {api->cfg.prefix, customer_tables},
+    };
+    for (size_t i = 0; i < sizeof apis / sizeof apis[0]; i++) {
+        if (split_path(r, r->path, apis[i].prefix) == 0) {
+            dispatch(r, apis[i].tables);
+            return;
+        }
+        free(r->segbuf);
+        r->segbuf = NULL;
+        r->nsegs = 0;
     }
     reply_error(r, 404, NULL);
 }
@@ -267,7 +284,8 @@ static void log_request(req_t *r, conn_ctx_t *ctx)
 static enum MHD_Result answer(struct MHD_Connection *c, api_t *api, conn_ctx_t *ctx,
                               const char *url, const char *method)
 {
-    req_t r = {.api = api, .method = method, .path = url, .conn = c, .status = 500};
+    req_t r = {.api = api, .method = method, .path = url, .conn = c, .status = 500,
+               .poll_deadline_ms = &ctx->poll_deadline_ms};
     if (ctx->too_large) {
         reply_error(&r, 413, NULL);
     } else {
@@ -275,8 +293,11 @@ static enum MHD_Result answer(struct MHD_Connection *c, api_t *api, conn_ctx_t *
         r.body_len = ctx->body.len;
         route_request(&r);
     }
-    enum MHD_Result ret = send_json(c, &r);
-    log_request(&r, ctx);
+    /* A suspended long poll answers later, when libmicrohttpd calls us again
+     * for the same request after it is resumed. */
+    enum MHD_Result ret = r.suspended ? MHD_YES : send_json(c, &r);
+    if (!r.suspended)
+        log_request(&r, ctx);
     json_decref(r.out);
     json_decref(r.json);
     free(r.segbuf);

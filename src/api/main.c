@@ -3,7 +3,9 @@
 #include "../common/log.h"
 #include "../common/strutil.h"
 #include "api.h"
+#include "changes.h"
 #include "db_pool.h"
+#include "dns_check.h"
 #include "http.h"
 #include "schema.h"
 
@@ -27,14 +29,18 @@ static const char usage[] =
     "      --prefix PATH            customer API prefix (default /api)\n"
     "      --admin-prefix PATH      admin API prefix (default /admin)\n"
     "      --admin-token-file FILE  the supplier's admin token; created if missing\n"
+    "      --node-prefix PATH       the nodes' channel prefix (default /node)\n"
     "      --threads N              HTTP worker threads (default 4)\n"
+    "      --dns-resolver ADDR      IP or IP:PORT of the DNS server the domain check\n"
+    "                               asks (default: the servers of /etc/resolv.conf)\n"
+    "      --dns-timeout-ms N       time limit of one domain's DNS check (default 5000)\n"
     "      --log-level LEVEL        error, warn, info or debug (default info)\n"
     "      --migrate-only           apply schema migrations and exit\n"
     "  -h, --help\n";
 
 static const char *const config_keys[] = {
-    "listen", "port", "database", "prefix", "admin_prefix", "admin_token_file",
-    "threads", "log_level", "auth_cache_ttl", NULL,
+    "listen", "port", "database", "prefix", "admin_prefix", "node_prefix", "admin_token_file",
+    "threads", "log_level", "auth_cache_ttl", "dns_resolver", "dns_timeout_ms", NULL,
 };
 
 static int set_int(const char *name, const char *v, int lo, int hi, int *out, err_t *e)
@@ -76,12 +82,22 @@ static int apply_setting(api_config_t *c, const char *key, const char *v, err_t 
         return set_prefix(key, v, c->prefix, sizeof c->prefix, e);
     if (!strcmp(key, "admin_prefix"))
         return set_prefix(key, v, c->admin_prefix, sizeof c->admin_prefix, e);
+    if (!strcmp(key, "node_prefix"))
+        return set_prefix(key, v, c->node_prefix, sizeof c->node_prefix, e);
     if (!strcmp(key, "admin_token_file"))
         return set_str(key, v, c->admin_token_file, sizeof c->admin_token_file, e);
     if (!strcmp(key, "threads"))
         return set_int(key, v, 1, 256, &c->threads, e);
     if (!strcmp(key, "auth_cache_ttl"))
         return set_int(key, v, 0, 86400, &c->auth_cache_ttl, e);
+    if (!strcmp(key, "dns_resolver")) {
+        /* Empty means the system's resolvers (/etc/resolv.conf). */
+        if (*v && dns_resolver_check(v, e) < 0)
+            return -1;
+        return set_str(key, v, c->dns_resolver, sizeof c->dns_resolver, e);
+    }
+    if (!strcmp(key, "dns_timeout_ms"))
+        return set_int(key, v, 100, 600000, &c->dns_timeout_ms, e);
     if (!strcmp(key, "log_level")) {
         enum log_level l;
         if (log_parse_level(v, &l) < 0)
@@ -138,12 +154,16 @@ static int parse_args(api_t *api, int argc, char **argv, bool *migrate_only, err
         {"threads", required_argument, NULL, 4},
         {"log-level", required_argument, NULL, 5},
         {"migrate-only", no_argument, NULL, 6},
+        {"dns-resolver", required_argument, NULL, 7},
+        {"dns-timeout-ms", required_argument, NULL, 8},
+        {"node-prefix", required_argument, NULL, 9},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     static const char *const flag_keys[] = {
         [1] = "prefix", [2] = "admin_prefix", [3] = "admin_token_file",
-        [4] = "threads", [5] = "log_level",
+        [4] = "threads", [5] = "log_level", [7] = "dns_resolver", [8] = "dns_timeout_ms",
+        [9] = "node_prefix",
     };
     /* The config file first, wherever -c appears, so flags override it. */
     for (int i = 1; i + 1 < argc; i++) {
@@ -167,7 +187,7 @@ static int parse_args(api_t *api, int argc, char **argv, bool *migrate_only, err
         case 'l': rc = apply_setting(&api->cfg, "listen", optarg, e); break;
         case 'p': rc = apply_setting(&api->cfg, "port", optarg, e); break;
         case 'd': rc = apply_setting(&api->cfg, "database", optarg, e); break;
-        case 1: case 2: case 3: case 4: case 5:
+        case 1: case 2: case 3: case 4: case 5: case 7: case 8: case 9:
             rc = apply_setting(&api->cfg, flag_keys[c], optarg, e);
             break;
         case 6: *migrate_only = true; break;
@@ -186,8 +206,9 @@ int main(int argc, char **argv)
 {
     api_t api = {
         .cfg = {.listen_addr = "127.0.0.1", .port = 8080, .db_url = "sqlite:imperium.db",
-                .prefix = "/api", .admin_prefix = "/admin",
-                .admin_token_file = "admin.token", .threads = 4, .auth_cache_ttl = 300},
+                .prefix = "/api", .admin_prefix = "/admin", .node_prefix = "/node",
+                .admin_token_file = "admin.token", .threads = 4, .auth_cache_ttl = 300,
+                .dns_timeout_ms = DNS_DEFAULT_TIMEOUT_MS},
     };
     err_t e = {0};
     bool migrate_only = false;
@@ -198,6 +219,10 @@ int main(int argc, char **argv)
     if (parse_args(&api, argc, argv, &migrate_only, &e) < 0) {
         fprintf(stderr, "imperium-api: %s\n", e.msg);
         return 2;
+    }
+    if (dns_check_init(&e) < 0) {
+        fprintf(stderr, "imperium-api: %s\n", e.msg);
+        return 1;
     }
     /* Signals are taken by sigwait below, never by a worker thread. */
     sigset_t sigs;
@@ -219,7 +244,8 @@ int main(int argc, char **argv)
         rc = 0;
         goto out;
     }
-    if (load_admin_token(&api, &e) < 0 || !(api.auth = auth_cache_new(api.cfg.auth_cache_ttl))) {
+    if (load_admin_token(&api, &e) < 0 || !(api.auth = auth_cache_new(api.cfg.auth_cache_ttl)) ||
+        !(api.changes = changes_new()) || changes_start(api.changes) < 0) {
         log_error("%s", e.msg[0] ? e.msg : "out of memory");
         goto out;
     }
@@ -235,9 +261,13 @@ int main(int argc, char **argv)
     log_info("signal %d: shutting down", sig);
     rc = 0;
 out:
+    /* Long polls first: libmicrohttpd cannot stop with suspended requests. */
+    changes_shutdown(api.changes);
     http_stop(srv);
+    changes_free(api.changes);
     auth_cache_free(api.auth);
     db_pool_close(&api.pool);
     sodium_memzero(api.admin_token, sizeof api.admin_token);
+    dns_check_cleanup();
     return rc;
 }

@@ -1,6 +1,255 @@
-/* metrics.c - /metrics/ (see API.md). */
+/* metrics.c - /metrics/ (see API.md) and the storage of the samples nodes
+ * report.  A day is a UTC day; samples are unix seconds. */
+#include "metrics.h"
+#include "../common/strutil.h"
+#include "../common/validate.h"
 #include "routes.h"
 
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define DAY_SECONDS 86400
+
+static const char *const container_metrics[] = {
+    "io.read", "io.write", "net.rx", "net.tx", "cpu", "mem", "mem.rss", "mem.cache", "quota",
+    NULL,
+};
+static const char *const domain_metrics[] = {"net.rx", "net.tx", "hits", NULL};
+
+static bool in_list(const char *const *list, const char *s)
+{
+    for (; *list; list++)
+        if (!strcmp(*list, s))
+            return true;
+    return false;
+}
+
+bool metric_container_known(const char *metric) { return in_list(container_metrics, metric); }
+bool metric_domain_known(const char *metric) { return in_list(domain_metrics, metric); }
+
+/* ---- storage ---- */
+
+static int sample_check(err_t *e, long long at, long long value)
+{
+    if (at <= 0)
+        return err_set(e, ERR_INPUT, "a sample's time must be a positive unix time, not %lld",
+                       at);
+    if (value < 0)
+        return err_set(e, ERR_INPUT, "a sample's value must not be negative (%lld)", value);
+    return 0;
+}
+
+int metrics_store_container(db_t *db, err_t *e, long long container_id, const char *metric,
+                            long long at, long long value)
+{
+    if (!metric_container_known(metric))
+        return err_set(e, ERR_INPUT, "unknown container metric '%s'", metric);
+    if (sample_check(e, at, value) < 0)
+        return -1;
+    /* Update first: a resent sample replaces itself instead of doubling. */
+    long long n = db_exec(db, e,
+                          "UPDATE container_metrics SET value = $4 WHERE container_id = $1 "
+                          "AND metric = $2 AND unix = $3",
+                          DB_ARGS(DB_INT(container_id), DB_TEXT(metric), DB_INT(at),
+                                  DB_INT(value)));
+    if (n == 0)
+        n = db_exec(db, e,
+                    "INSERT INTO container_metrics (container_id, metric, unix, value) "
+                    "VALUES ($1, $2, $3, $4)",
+                    DB_ARGS(DB_INT(container_id), DB_TEXT(metric), DB_INT(at), DB_INT(value)));
+    if (n < 0 && e && e->kind == ERR_CONSTRAINT)
+        return err_set(e, ERR_NOTFOUND, "no container with id %lld", container_id);
+    return n < 0 ? -1 : 0;
+}
+
+int metrics_store_domain(db_t *db, err_t *e, long long domain_id, long long container_id,
+                         const char *metric, long long at, long long value)
+{
+    if (!metric_domain_known(metric))
+        return err_set(e, ERR_INPUT, "unknown domain metric '%s'", metric);
+    if (container_id < 0)
+        return err_set(e, ERR_INPUT, "a container id must not be negative (%lld)",
+                       container_id);
+    if (sample_check(e, at, value) < 0)
+        return -1;
+    /* COALESCE: "no container" (NULL) compares equal to 0 in both SQL dialects. */
+    long long n = db_exec(db, e,
+                          "UPDATE domain_metrics SET value = $5 WHERE domain_id = $1 AND "
+                          "COALESCE(container_id, 0) = $2 AND metric = $3 AND unix = $4",
+                          DB_ARGS(DB_INT(domain_id), DB_INT(container_id), DB_TEXT(metric),
+                                  DB_INT(at), DB_INT(value)));
+    if (n == 0)
+        n = db_exec(db, e,
+                    "INSERT INTO domain_metrics (domain_id, container_id, metric, unix, value) "
+                    "VALUES ($1, $2, $3, $4, $5)",
+                    DB_ARGS(DB_INT(domain_id), container_id ? DB_INT(container_id) : DB_NULL,
+                            DB_TEXT(metric), DB_INT(at), DB_INT(value)));
+    if (n < 0 && e && e->kind == ERR_CONSTRAINT)
+        return err_set(e, ERR_NOTFOUND, "no domain with id %lld or no container with id %lld",
+                       domain_id, container_id);
+    return n < 0 ? -1 : 0;
+}
+
+/* ---- reading a day ---- */
+
+static bool leap(long long y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+static int days_in_month(long long y, long long m)
+{
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    return days[m - 1] + (m == 2 && leap(y));
+}
+
+int metrics_day_start(long long year, long long month, long long day, long long *start,
+                      err_t *e)
+{
+    if (year < 1970 || year > 9999)
+        return err_set(e, ERR_INPUT, "'year' must be from 1970 to 9999, not %lld", year);
+    if (month < 1 || month > 12)
+        return err_set(e, ERR_INPUT, "'month' must be from 1 to 12, not %lld", month);
+    if (day < 1 || day > days_in_month(year, month))
+        return err_set(e, ERR_INPUT, "'day' must be from 1 to %d in %04lld-%02lld, not %lld",
+                       days_in_month(year, month), year, month, day);
+    struct tm tm = {.tm_year = (int)(year - 1900), .tm_mon = (int)(month - 1),
+                    .tm_mday = (int)day};
+    *start = (long long)timegm(&tm);
+    return 0;
+}
+
+static json_t *samples_json(db_t *db, err_t *e, const char *sql, long long id,
+                            const char *metric, long long day_start)
+{
+    db_res_t *res = db_query(db, e, sql,
+                             DB_ARGS(DB_INT(id), DB_TEXT(metric), DB_INT(day_start),
+                                     DB_INT(day_start + DAY_SECONDS)));
+    if (!res)
+        return NULL;
+    json_t *out = json_array();
+    for (int i = 0; out && i < res->nrows; i++) {
+        json_t *pair = json_pack("[I,I]", (json_int_t)db_get_int(res, i, 0),
+                                 (json_int_t)db_get_int(res, i, 1));
+        if (!pair || json_array_append_new(out, pair) < 0) {
+            json_decref(out);
+            out = NULL;
+        }
+    }
+    db_res_free(res);
+    if (!out)
+        err_set(e, ERR_INTERNAL, "out of memory");
+    return out;
+}
+
+json_t *metrics_container_day(db_t *db, err_t *e, long long container_id, const char *metric,
+                              long long day_start)
+{
+    return samples_json(db, e,
+                        "SELECT unix, value FROM container_metrics WHERE container_id = $1 "
+                        "AND metric = $2 AND unix >= $3 AND unix < $4 ORDER BY unix",
+                        container_id, metric, day_start);
+}
+
+json_t *metrics_domain_day(db_t *db, err_t *e, long long domain_id, const char *metric,
+                           long long day_start)
+{
+    return samples_json(db, e,
+                        "SELECT unix, SUM(value) FROM domain_metrics WHERE domain_id = $1 "
+                        "AND metric = $2 AND unix >= $3 AND unix < $4 GROUP BY unix "
+                        "ORDER BY unix",
+                        domain_id, metric, day_start);
+}
+
+/* ---- GET /metrics/<kind>.<metric>/<id> ---- */
+
+/* One of ?year=&month=&day=, or `*v` unchanged when absent; answers 400
+ * itself on a non-integer. */
+static int day_arg(req_t *r, const char *name, long long *v)
+{
+    const char *s = req_arg(r, name);
+    if (s && !str_to_ll(s, v)) {
+        reply_bad_request(r, "'%s' must be an integer, not '%s'", name, s);
+        return -1;
+    }
+    return 0;
+}
+
+/* The start of the day the query string picks (each part defaults to
+ * today's, UTC); -1 after answering 400. */
+static long long requested_day(req_t *r)
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    long long y = tm.tm_year + 1900, m = tm.tm_mon + 1, d = tm.tm_mday, start;
+    if (day_arg(r, "year", &y) < 0 || day_arg(r, "month", &m) < 0 || day_arg(r, "day", &d) < 0)
+        return -1;
+    err_t e = {0};
+    if (metrics_day_start(y, m, d, &start, &e) < 0) {
+        reply_err(r, &e);
+        return -1;
+    }
+    return start;
+}
+
+/* `id` when `sql` (taking the id and the caller's customer id) finds it,
+ * 0 when it does not (someone else's or missing), -1 after answering 500. */
+static long long owned_id(req_t *r, const char *sql, long long id)
+{
+    err_t e = {0};
+    long long found = id < 0 ? 0
+                             : db_scalar_int(r->db, &e, 0, sql,
+                                             DB_ARGS(DB_INT(id), DB_INT(r->me.id)));
+    if (found < 0)
+        reply_internal(r, &e);
+    return found;
+}
+
+static void container_metric(req_t *r, const char *metric)
+{
+    long long id = owned_id(r,
+                            "SELECT id FROM containers WHERE id = $1 AND customer_id = $2",
+                            container_id_from_uid(r->segs[2]));
+    if (id == 0)
+        return reply_error(r, 403, NULL); /* as every container endpoint */
+    long long day = id < 0 ? -1 : requested_day(r);
+    if (day < 0)
+        return;
+    err_t e = {0};
+    json_t *out = metrics_container_day(r->db, &e, id, metric, day);
+    if (!out)
+        return reply_internal(r, &e);
+    reply(r, 200, out);
+}
+
+static void domain_metric(req_t *r, const char *metric)
+{
+    long long id = owned_id(r, "SELECT id FROM domains WHERE id = $1 AND customer_id = $2",
+                            parse_id(r->segs[2]));
+    if (id == 0)
+        return reply_error(r, 404, NULL); /* as every domain endpoint */
+    long long day = id < 0 ? -1 : requested_day(r);
+    if (day < 0)
+        return;
+    err_t e = {0};
+    json_t *out = metrics_domain_day(r->db, &e, id, metric, day);
+    if (!out)
+        return reply_internal(r, &e);
+    reply(r, 200, out);
+}
+
+static void h_metric(req_t *r)
+{
+    const char *kind = r->segs[1];
+    if (str_starts_with(kind, "container.") && metric_container_known(kind + 10))
+        return container_metric(r, kind + 10);
+    if (str_starts_with(kind, "domain.") && metric_domain_known(kind + 7))
+        return domain_metric(r, kind + 7);
+    reply_error(r, 404, "unknown metric: container.<m> with <m> one of io.read io.write "
+                        "net.rx net.tx cpu mem mem.rss mem.cache quota, or domain.<m> with "
+                        "<m> one of net.rx net.tx hits");
+}
+
 const route_t metric_routes[] = {
+    {"GET", "metrics/*/*", h_metric, AUTH_CUSTOMER},
     {NULL, NULL, NULL, 0},
 };

@@ -1,6 +1,40 @@
-/* news.c - /news/ (see API.md). */
+/* news.c - /news/ (see API.md): the supplier's announcements.  The admin
+ * side (/admin/news) is in admin_other.c. */
 #include "routes.h"
 
+#define NEWS_SHOWN 10
+
+/* Did the request carry credentials of any kind?  Wrong ones must answer
+ * 401: quietly showing only the public news would hide the mistake. */
+static bool has_credentials(req_t *r)
+{
+    return req_header(r, "Authorization") || req_header(r, "X-uwsgi-it-username") ||
+           req_header(r, "X-uwsgi-it-password");
+}
+
+static void h_news(req_t *r)
+{
+    if (auth_optional(r) < 0 && has_credentials(r))
+        return reply_error(r, 401, NULL);
+    err_t e = {0};
+    /* Anonymous callers see public news only; customers see all. */
+    db_res_t *res = db_query(r->db, &e,
+                             "SELECT content, date FROM news WHERE public = 1 OR $1 = 1 "
+                             "ORDER BY date DESC, id DESC LIMIT $2",
+                             DB_ARGS(DB_INT(r->authed), DB_INT(NEWS_SHOWN)));
+    if (!res)
+        return reply_internal(r, &e);
+    json_t *out = json_array();
+    for (int i = 0; out && i < res->nrows; i++)
+        json_array_append_new(out, json_pack("{s:s,s:I}", "content", db_get(res, i, 0),
+                                             "date", (json_int_t)db_get_int(res, i, 1)));
+    db_res_free(res);
+    if (!out)
+        return reply_internal(r, &(err_t){ERR_INTERNAL, "out of memory"});
+    reply(r, 200, out);
+}
+
 const route_t news_routes[] = {
+    {"GET", "news", h_news, AUTH_OPTIONAL},
     {NULL, NULL, NULL, 0},
 };

@@ -9,6 +9,8 @@ const route_t *const customer_tables[] = {
     custom_distro_routes, metric_routes, news_routes,       NULL,
 };
 
+const route_t *const node_tables[] = {node_routes, NULL};
+
 const route_t *const admin_tables[] = {
     admin_customer_routes, admin_server_routes, admin_container_routes, admin_other_routes,
     NULL,

@@ -12,6 +12,7 @@ enum route_auth {
     AUTH_OPTIONAL, /* the handler looks at r->authed itself */
     AUTH_ALARM,    /* customer credentials or ?key=<alarm key> (alarms.c) */
     AUTH_ADMIN,    /* the supplier's admin token */
+    AUTH_NODE,     /* a server: Basic <server name>:<node secret> */
 };
 
 typedef struct {
@@ -30,6 +31,7 @@ const route_t *route_find(const route_t *const *tables, const char *method, char
 /* Each handler file owns its routes; these tables are searched in order. */
 extern const route_t *const customer_tables[];
 extern const route_t *const admin_tables[];
+extern const route_t *const node_tables[];
 
 extern const route_t me_routes[];
 extern const route_t container_routes[];
@@ -46,5 +48,6 @@ extern const route_t admin_customer_routes[];
 extern const route_t admin_server_routes[];
 extern const route_t admin_container_routes[];
 extern const route_t admin_other_routes[];
+extern const route_t node_routes[];
 
 #endif

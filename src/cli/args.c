@@ -10,15 +10,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { G_API, G_TOKEN_FILE, G_CONFIG, G_JSON, G_HELP };
+enum { G_API, G_TOKEN_FILE, G_CONFIG, G_TIMEOUT, G_JSON, G_HELP };
 
 static const struct {
     const char *name;
     bool has_arg;
 } globals[] = {
     [G_API] = {"api", true},       [G_TOKEN_FILE] = {"token-file", true},
-    [G_CONFIG] = {"config", true}, [G_JSON] = {"json", false},
-    [G_HELP] = {"help", false},
+    [G_CONFIG] = {"config", true}, [G_TIMEOUT] = {"timeout", true},
+    [G_JSON] = {"json", false},    [G_HELP] = {"help", false},
 };
 
 #define NGLOBALS ((int)(sizeof globals / sizeof globals[0]))
@@ -60,6 +60,15 @@ static int apply_global(cli_t *cli, int g, const char *v, err_t *e)
     case G_API: return set_owned(&cli->api, v, e);
     case G_TOKEN_FILE: return set_owned(&cli->token_file, v, e);
     case G_CONFIG: return set_owned(&cli->config, v, e);
+    case G_TIMEOUT: {
+        long long n;
+        if (!str_to_ll(v, &n) || n < 1 || n > 86400)
+            return err_set(e, ERR_INPUT,
+                           "option --timeout needs a number of seconds (1 to 86400), not '%s'",
+                           v);
+        cli->timeout = (long)n;
+        return 0;
+    }
     case G_JSON: cli->json = true; return 0;
     case G_HELP: cli->help = true; return 0;
     }
@@ -174,7 +183,7 @@ int args_parse(cli_t *cli, const opt_spec *spec, const char *cmd, int argc, char
         }
         if (a[1] != '-') {
             args_free(out);
-            return err_set(e, ERR_INPUT, "%s: unknown option '%s' (see %s --help)", cmd, a,
+            return err_set(e, ERR_INPUT, "%s: unknown option '%s' (see imperium %s --help)", cmd, a,
                            cmd);
         }
         const char *inline_value;
@@ -196,8 +205,8 @@ int args_parse(cli_t *cli, const opt_spec *spec, const char *cmd, int argc, char
             /* Not the command's: maybe a global option. */
             int g = find_global(a + 2, len);
             if (g < 0)
-                rc = err_set(e, ERR_INPUT, "%s: unknown option '%.*s' (see %s --help)", cmd,
-                             (int)len + 2, a, cmd);
+                rc = err_set(e, ERR_INPUT, "%s: unknown option '%.*s' (see imperium %s --help)",
+                             cmd, (int)len + 2, a, cmd);
             else
                 rc = one_global(cli, g, argc, argv, &i, e);
         }
@@ -211,8 +220,9 @@ int args_parse(cli_t *cli, const opt_spec *spec, const char *cmd, int argc, char
     for (const opt_spec *s = spec; s && s->name; s++) {
         if (s->required && !json_object_get(out->opts, s->field)) {
             args_free(out);
-            return err_set(e, ERR_INPUT, "%s: missing required option --%s (see %s --help)",
-                           cmd, s->name, cmd);
+            return err_set(e, ERR_INPUT,
+                           "%s: missing required option --%s (see imperium %s --help)", cmd,
+                           s->name, cmd);
         }
     }
     return 0;
@@ -225,20 +235,13 @@ void args_free(args_t *a)
     memset(a, 0, sizeof *a);
 }
 
-int args_synopsis(const opt_spec *spec, char *out, size_t len)
+int args_opt_usage(const opt_spec *o, char *out, size_t len)
 {
-    size_t used = 0;
-    out[0] = '\0';
-    for (const opt_spec *s = spec; s && s->name; s++) {
-        const char *meta = s->kind == OPT_FLAG ? "" : s->meta ? s->meta : "VALUE";
-        int n = snprintf(out + used, len - used, "%s%s--%s%s%s%s%s", used ? " " : "",
-                         s->required ? "" : "[", s->name, *meta ? " " : "", meta,
-                         s->required ? "" : "]", s->kind == OPT_LIST ? "..." : "");
-        if (n < 0 || (size_t)n >= len - used)
-            return -1;
-        used += (size_t)n;
-    }
-    return 0;
+    const char *meta = o->kind == OPT_FLAG ? "" : o->meta ? o->meta : "VALUE";
+    int n = snprintf(out, len, "%s--%s%s%s%s%s", o->required ? "" : "[", o->name,
+                     *meta ? " " : "", meta, o->required ? "" : "]",
+                     o->kind == OPT_LIST ? "..." : "");
+    return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
 int args_int(const char *s, const char *what, const char *cmd, long long *out, err_t *e)

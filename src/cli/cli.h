@@ -32,6 +32,7 @@ typedef struct {
     char *config;     /* from --config (NULL: env IMPERIUM_CONFIG, else none) */
     bool json;        /* --json: print the API's answers as they are */
     bool help;        /* --help / -h seen */
+    long timeout;     /* --timeout: seconds for one request (0: the default) */
     conf_t conf;      /* the config file, once cli_settle loaded it */
     bool conf_loaded;
 } cli_t;
@@ -62,7 +63,8 @@ typedef struct {
 } args_t;
 
 /* Parse argv[0..argc) against `spec` (terminated by {NULL}) plus the global
- * options (--api, --token-file, --config, --json, --help), which set `cli`.
+ * options (--api, --token-file, --config, --timeout, --json, --help), which
+ * set `cli`.
  * Required options are checked unless --help was given.  `cmd` names the
  * command in messages. */
 int args_parse(cli_t *cli, const opt_spec *spec, const char *cmd, int argc, char **argv,
@@ -71,8 +73,9 @@ int args_parse(cli_t *cli, const opt_spec *spec, const char *cmd, int argc, char
  * that is not one (or argc). */
 int args_globals(cli_t *cli, int argc, char **argv, int *i, err_t *e);
 void args_free(args_t *a);
-/* "--password P [--company C] [--hosts-line LINE]..." for the help. */
-int args_synopsis(const opt_spec *spec, char *out, size_t len);
+/* One option as the help shows it: "--password P", "[--company C]",
+ * "[--hosts-line LINE]...". */
+int args_opt_usage(const opt_spec *o, char *out, size_t len);
 /* Parse a positional integer argument; a usage error names `what`. */
 int args_int(const char *s, const char *what, const char *cmd, long long *out, err_t *e);
 
@@ -85,6 +88,7 @@ typedef struct {
     const char *user;     /* HTTP Basic credentials, or NULL */
     const char *password;
     const char *body;     /* JSON text, or NULL */
+    long timeout;         /* seconds for the whole request; 0: 120 */
 } http_req_t;
 
 typedef struct {
@@ -131,7 +135,8 @@ char *out_value(json_t *v, const char *sep, const char *null_text);
 /* argv starts after the word "admin" / "call". */
 int admin_main(cli_t *cli, int argc, char **argv, err_t *e);
 int call_main(cli_t *cli, int argc, char **argv, err_t *e);
-void admin_help(FILE *f, bool full);
+/* Every admin command; with `verbose`, each with what it does. */
+void admin_help(FILE *f, bool verbose);
 void call_help(FILE *f);
 
 /* ---- main.c: settings resolved from flags, environment and config file ---- */

@@ -60,8 +60,9 @@ int http_request(const http_req_t *rq, http_resp_t *resp, err_t *e)
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "imperium-cli/1.0");
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
+    long timeout = rq->timeout > 0 ? rq->timeout : 120;
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, timeout < 10 ? timeout : 10L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, timeout);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
@@ -83,6 +84,9 @@ int http_request(const http_req_t *rq, http_resp_t *resp, err_t *e)
     if (cr != CURLE_OK) {
         if (cr == CURLE_WRITE_ERROR)
             err_set(e, ERR_INTERNAL, "out of memory reading the answer of %s", rq->url);
+        else if (cr == CURLE_OPERATION_TIMEDOUT)
+            err_set(e, ERR_INTERNAL, "no answer from the API at %s within %ld s (--timeout)",
+                    rq->url, timeout);
         else
             err_set(e, ERR_INTERNAL, "cannot reach the API at %s: %s", rq->url,
                     errbuf[0] ? errbuf : curl_easy_strerror(cr));

@@ -163,6 +163,11 @@ int out_object(FILE *f, json_t *o, err_t *e)
         size_t n = strlen(s);
         while (n && s[n - 1] == '\n')
             s[--n] = '\0';
+        if (!*s) {
+            fprintf(f, "%s:\n", key);
+            free(s);
+            continue;
+        }
         fprintf(f, "%s:%*s", key, (int)(width - strlen(key) + 1), "");
         for (char *line = s, *nl;; line = nl + 1) {
             nl = strchr(line, '\n');

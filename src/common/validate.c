@@ -120,9 +120,8 @@ bool domain_name_normalize(const char *in, char *out, size_t len, char *reason, 
             if (label_len == 0 || label_len > 63 || name[i - 1] == '-' ||
                 name[i - label_len] == '-') {
                 snprintf(reason, rlen,
-                         "'%s' is not a valid domain name: each label must be 1 to 63 "
-                         "letters, digits or '-', not starting or ending with '-'",
-                         in);
+                         "not a valid domain name: each label must be 1 to 63 letters, "
+                         "digits or '-', not starting or ending with '-'");
                 return false;
             }
             labels++;
@@ -130,14 +129,26 @@ bool domain_name_normalize(const char *in, char *out, size_t len, char *reason, 
             continue;
         }
         if (!(isascii((unsigned char)ch) && (isalnum((unsigned char)ch) || ch == '-'))) {
-            snprintf(reason, rlen, "'%s' is not a valid domain name: '%c' is not allowed",
-                     in, name[i]);
+            /* Name the character without splitting a UTF-8 sequence or
+             * echoing control bytes: the reason goes into JSON. */
+            unsigned char bad = (unsigned char)name[i];
+            if (isascii(bad) && isprint(bad))
+                snprintf(reason, rlen,
+                         "not a valid domain name: '%c' is not allowed (letters, digits, "
+                         "'-' and '.' only)",
+                         bad);
+            else
+                snprintf(reason, rlen,
+                         "not a valid domain name: byte 0x%02x is not allowed (letters, "
+                         "digits, '-' and '.' only; write internationalised names in "
+                         "punycode)",
+                         bad);
             return false;
         }
         label_len++;
     }
     if (labels < 2) {
-        snprintf(reason, rlen, "'%s' is not a valid domain name: it needs a dot", in);
+        snprintf(reason, rlen, "not a valid domain name: it needs at least one dot");
         return false;
     }
     size_t o = 0;
@@ -173,13 +184,13 @@ bool loopbox_path_valid(const char *path, size_t max_len, char *reason, size_t r
         if (strstr(path, *b))
             return snprintf(reason, rlen, "must not contain '%s'", *b), false;
     if (strcmp(path, ".") == 0)
-        return snprintf(reason, rlen, "'.' is the container home itself"), false;
+        return snprintf(reason, rlen, "must not be '.' (the container home itself)"), false;
     for (const char *const *d = loopbox_reserved; *d; d++) {
         size_t dlen = strlen(*d);
         if (strncmp(path, *d, dlen) == 0 && (path[dlen] == '\0' || path[dlen] == '/'))
             return snprintf(reason, rlen,
-                            "'%s' is managed by the platform: nothing can be mounted on "
-                            "it or inside it",
+                            "must not be '%s' or lie inside it: the platform manages "
+                            "that directory",
                             *d),
                    false;
     }

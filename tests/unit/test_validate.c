@@ -117,6 +117,13 @@ static void test_domain_names(void **state)
     assert_false(domain_name_normalize("a_b.org", out, sizeof out, why, sizeof why));
     assert_false(domain_name_normalize("../etc/passwd", out, sizeof out, why, sizeof why));
     assert_false(domain_name_normalize("a b.org", out, sizeof out, why, sizeof why));
+    /* A non-ASCII byte is named by value, never echoed half-way into a
+     * UTF-8 sequence (the reason is sent as JSON). */
+    assert_false(domain_name_normalize("caf\xc3\xa9.org", out, sizeof out, why, sizeof why));
+    assert_non_null(strstr(why, "0xc3"));
+    assert_null(strchr(why, '\xc3'));
+    assert_false(domain_name_normalize("a_b.org", out, sizeof out, why, sizeof why));
+    assert_non_null(strstr(why, "'_'"));
     char label64[80];
     memset(label64, 'a', 64);
     strcpy(label64 + 64, ".org");

@@ -1,0 +1,169 @@
+#!/bin/sh
+# scripts/run.sh - the `make run` demo: a fresh imperium-api on 127.0.0.1,
+# seeded through the admin CLI with the quickstart's customer `kratos`, then
+# a short guide.  Stays in the foreground until Ctrl-C.
+#
+# Environment:
+#   IMPERIUM_PORT     TCP port (default 8080)
+#   IMPERIUM_RUN_DIR  state directory, wiped on each run (default <repo>/.run)
+#   IMPERIUM_BIN_DIR  where imperium-api and imperium are (default <repo>/build)
+set -eu
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+run_dir=${IMPERIUM_RUN_DIR:-$root/.run}
+bin_dir=${IMPERIUM_BIN_DIR:-$root/build}
+port=${IMPERIUM_PORT:-8080}
+host=127.0.0.1
+api_bin=$bin_dir/imperium-api
+cli_bin=$bin_dir/imperium
+marker=.imperium-run
+
+say() { printf '%s\n' "$*"; }
+die() { say "run: $*" >&2; exit 1; }
+
+case $port in
+    '' | *[!0-9]*) die "IMPERIUM_PORT must be a port number, not '$port'" ;;
+esac
+for b in "$api_bin" "$cli_bin"; do
+    [ -x "$b" ] || die "$b is missing: build it first (make all)"
+done
+
+# A fresh state directory.  Never wipe a directory this script did not make.
+if [ -d "$run_dir" ] && [ -n "$(ls -A "$run_dir")" ] && [ ! -e "$run_dir/$marker" ]; then
+    die "$run_dir exists and was not made by run.sh: refusing to wipe it"
+fi
+rm -rf "$run_dir"
+mkdir -p "$run_dir"
+run_dir=$(cd "$run_dir" && pwd)
+: >"$run_dir/$marker"
+
+conf=$run_dir/imperium-api.conf
+log=$run_dir/api.log
+token=$run_dir/admin.token
+cat >"$conf" <<EOF
+# imperium-api settings for the \`make run\` demo (written by scripts/run.sh)
+listen = $host
+port = $port
+database = sqlite:$run_dir/imperium.db
+prefix = /api
+admin_prefix = /admin
+admin_token_file = $token
+threads = 4
+log_level = info
+EOF
+
+api_pid=
+log_tail() {
+    say "---- last lines of $log ----" >&2
+    tail -n 30 "$log" >&2 || true
+}
+# Stop the API (if still running) and wait for it; returns its exit status.
+stop_api() {
+    [ -n "$api_pid" ] || return 0
+    pid=$api_pid
+    api_pid=
+    kill -TERM "$pid" 2>/dev/null || true
+    status=0
+    wait "$pid" || status=$?
+    return "$status"
+}
+on_signal() {
+    trap - INT TERM
+    say ""
+    say "run: stopping imperium-api"
+    if stop_api; then
+        exit 0
+    fi
+    say "run: imperium-api did not stop cleanly" >&2
+    log_tail
+    exit 1
+}
+on_exit() { stop_api || true; }
+trap on_signal INT TERM
+trap on_exit EXIT
+fail() {
+    say "run: $*" >&2
+    log_tail
+    exit 1
+}
+
+"$api_bin" -c "$conf" >"$log" 2>&1 &
+api_pid=$!
+
+export IMPERIUM_API="http://$host:$port"
+export IMPERIUM_ADMIN_TOKEN_FILE="$token"
+unset IMPERIUM_ADMIN_TOKEN IMPERIUM_CONFIG
+imp() { "$cli_bin" "$@"; }
+
+# Wait until it answers (the token file exists before it listens).
+tries=0
+until [ -s "$token" ] && imp admin distro list --timeout 2 >/dev/null 2>&1; do
+    kill -0 "$api_pid" 2>/dev/null || fail "imperium-api exited at start-up"
+    tries=$((tries + 1))
+    [ "$tries" -lt 200 ] || fail "imperium-api does not answer on $IMPERIUM_API"
+    sleep 0.1
+done
+
+# The demo: the quickstart's customer on a shared server, and a customer
+# owning a whole server.
+imp admin customer add kratos --password deimos --company "God of war S.r.l." \
+    --vat 01234567890 >/dev/null || fail "cannot create customer kratos"
+imp admin customer add zeus --password olympus --company "Olympus S.p.a." \
+    >/dev/null || fail "cannot create customer zeus"
+imp admin server add fooserver --address 127.0.0.1 --memory 8000 --storage 200000 \
+    --datacenter demo >/dev/null || fail "cannot create server fooserver"
+imp admin server add zeusserver --address 127.0.0.2 --memory 16000 --storage 400000 \
+    --owner zeus --datacenter demo >/dev/null || fail "cannot create server zeusserver"
+imp admin distro add "Debian 12 bookworm (host)" --path / >/dev/null ||
+    fail "cannot create the first distro"
+imp admin distro add "Alpine Linux 3.20" --path /var/lib/imperium/distros/alpine-3.20 \
+    >/dev/null || fail "cannot create the second distro"
+uid=$(imp admin container add --customer kratos --server fooserver --name changeme \
+    --memory 500 --storage 1000) || fail "cannot create kratos' container"
+imp admin news add "Welcome to Imperium: this is the make run demo." --public >/dev/null ||
+    fail "cannot publish the news"
+
+base=http://$host:$port
+k=http://kratos:deimos@$host:$port
+k17=http://kratos:deimos17@$host:$port
+cat <<EOF
+
+imperium-api is running on $base (customer API $base/api, admin API $base/admin)
+state: $run_dir (log: $log)
+
+Seeded: customer kratos/deimos ("God of war S.r.l.") with container $uid on fooserver,
+customer zeus/olympus owning zeusserver (127.0.0.2), two distros, one public news item.
+
+The customer quickstart, as kratos:
+  curl $k/api/me/
+  curl -X POST -d '{"company": "God of War 4 S.p.a."}' $k/api/me/
+  curl -X POST -d '{"password": "deimos17"}' $k/api/me/
+  curl $k17/api/containers/
+  curl $k17/api/containers/$uid
+  curl $k17/api/distros/
+  curl -X POST -d '{"distro": 1}' $k17/api/containers/$uid
+  curl -X POST -d "{\"ssh_keys\": [\"\$(cat ~/.ssh/id_ed25519.pub)\"]}" $k17/api/containers/$uid
+
+A customer owning a whole server creates its own containers, as zeus:
+  curl -X POST -d '{"server":"127.0.0.2", "name":"hydra", "memory":1000, "storage":20000}' http://zeus:olympus@$host:$port/api/containers
+  curl http://zeus:olympus@$host:$port/api/me/
+
+The supplier's side, with the admin CLI:
+  export IMPERIUM_API=$base
+  export IMPERIUM_ADMIN_TOKEN_FILE=$token
+  $cli_bin admin customer list
+  $cli_bin admin container list --customer kratos
+  $cli_bin admin container modify $uid --memory 1000
+  $cli_bin admin --help      (every command; docs/ADMIN.md explains them)
+  $cli_bin call GET /me/ --user kratos --password deimos
+
+Press Ctrl-C to stop.
+EOF
+
+# In the foreground until Ctrl-C (the trap) or the API's death.
+status=0
+wait "$api_pid" || status=$?
+api_pid=
+say "run: imperium-api exited unexpectedly (status $status)" >&2
+log_tail
+exit 1
