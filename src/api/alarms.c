@@ -343,19 +343,10 @@ static void h_alarms_list(req_t *r)
  * (403 for someone else's or a missing one). */
 static long long own_alarm(req_t *r)
 {
-    long long id = parse_id(r->segs[1]);
-    err_t e = {0};
-    long long found = id < 0 ? 0
-                             : db_scalar_int(r->db, &e, 0,
-                                             "SELECT a.id FROM alarms a JOIN containers c "
-                                             "ON c.id = a.container_id WHERE a.id = $1 AND "
-                                             "c.customer_id = $2",
-                                             DB_ARGS(DB_INT(id), DB_INT(r->me.id)));
-    if (found < 0)
-        reply_internal(r, &e);
-    else if (found == 0)
-        reply_error(r, 403, NULL);
-    return found > 0 ? found : -1;
+    return req_owned(r,
+                     "SELECT a.id FROM alarms a JOIN containers c ON c.id = a.container_id "
+                     "WHERE a.id = $1 AND c.customer_id = $2",
+                     parse_id(r->segs[1]), 403);
 }
 
 static void h_alarm_get(req_t *r)

@@ -100,6 +100,15 @@ const char *req_header(req_t *r, const char *name);
  * itself and returns -1. */
 int req_parse_object(req_t *r);
 
+/* Ownership (owned.c).  `sql` takes $1 = the object's id and $2 = the
+ * caller's customer id, and selects the id when the object is the caller's.
+ * Returns the id, or -1 after answering `missing` (403 or 404, as API.md
+ * lists for that object: someone else's and missing look alike) or 500.
+ * An id < 0 (a path segment that is no id) counts as missing. */
+long long req_owned(req_t *r, const char *sql, long long id, int missing);
+/* The caller's container named by a uid path segment; 403 otherwise. */
+long long req_own_container(req_t *r, const char *uid_seg);
+
 /* Customer authentication (auth.c).  Answers 401 itself on failure. */
 int auth_customer(req_t *r);
 int auth_admin(req_t *r);

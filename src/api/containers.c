@@ -213,22 +213,7 @@ static void h_containers_list(req_t *r)
  * anything else (missing, someone else's, not a uid) answers 403. */
 static long long own_container(req_t *r, const char *seg)
 {
-    long long id = container_id_from_uid(seg);
-    err_t e = {0};
-    long long found = id < 0 ? 0
-                             : db_scalar_int(r->db, &e, 0,
-                                             "SELECT id FROM containers WHERE id = $1 AND "
-                                             "customer_id = $2",
-                                             DB_ARGS(DB_INT(id), DB_INT(r->me.id)));
-    if (found < 0) {
-        reply_internal(r, &e);
-        return -1;
-    }
-    if (found == 0) {
-        reply_error(r, 403, NULL);
-        return -1;
-    }
-    return id;
+    return req_own_container(r, seg);
 }
 
 static void reply_container(req_t *r, int status, long long id)

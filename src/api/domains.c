@@ -187,22 +187,8 @@ static void h_domain_delete_by_name(req_t *r)
  * 404 (missing and someone else's look alike). */
 static long long own_domain(req_t *r)
 {
-    long long id = parse_id(r->segs[1]);
-    err_t e = {0};
-    long long found = id < 0 ? 0
-                             : db_scalar_int(r->db, &e, 0,
-                                             "SELECT id FROM domains WHERE id = $1 AND "
-                                             "customer_id = $2",
-                                             DB_ARGS(DB_INT(id), DB_INT(r->me.id)));
-    if (found < 0) {
-        reply_internal(r, &e);
-        return -1;
-    }
-    if (found == 0) {
-        reply_error(r, 404, NULL);
-        return -1;
-    }
-    return id;
+    return req_owned(r, "SELECT id FROM domains WHERE id = $1 AND customer_id = $2",
+                     parse_id(r->segs[1]), 404);
 }
 
 static void h_domain_get(req_t *r)
@@ -299,22 +285,7 @@ static void h_domain_containers(req_t *r)
  * 403 as every container endpoint does. */
 static long long own_container(req_t *r)
 {
-    long long id = container_id_from_uid(r->segs[1]);
-    err_t e = {0};
-    long long found = id < 0 ? 0
-                             : db_scalar_int(r->db, &e, 0,
-                                             "SELECT id FROM containers WHERE id = $1 AND "
-                                             "customer_id = $2",
-                                             DB_ARGS(DB_INT(id), DB_INT(r->me.id)));
-    if (found < 0) {
-        reply_internal(r, &e);
-        return -1;
-    }
-    if (found == 0) {
-        reply_error(r, 403, NULL);
-        return -1;
-    }
-    return id;
+    return req_own_container(r, r->segs[1]);
 }
 
 /* The caller's domains this container reported hits for today. */

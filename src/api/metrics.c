@@ -191,26 +191,9 @@ static long long requested_day(req_t *r)
     return start;
 }
 
-/* `id` when `sql` (taking the id and the caller's customer id) finds it,
- * 0 when it does not (someone else's or missing), -1 after answering 500. */
-static long long owned_id(req_t *r, const char *sql, long long id)
-{
-    err_t e = {0};
-    long long found = id < 0 ? 0
-                             : db_scalar_int(r->db, &e, 0, sql,
-                                             DB_ARGS(DB_INT(id), DB_INT(r->me.id)));
-    if (found < 0)
-        reply_internal(r, &e);
-    return found;
-}
-
 static void container_metric(req_t *r, const char *metric)
 {
-    long long id = owned_id(r,
-                            "SELECT id FROM containers WHERE id = $1 AND customer_id = $2",
-                            container_id_from_uid(r->segs[2]));
-    if (id == 0)
-        return reply_error(r, 403, NULL); /* as every container endpoint */
+    long long id = req_own_container(r, r->segs[2]);
     long long day = id < 0 ? -1 : requested_day(r);
     if (day < 0)
         return;
@@ -223,10 +206,9 @@ static void container_metric(req_t *r, const char *metric)
 
 static void domain_metric(req_t *r, const char *metric)
 {
-    long long id = owned_id(r, "SELECT id FROM domains WHERE id = $1 AND customer_id = $2",
-                            parse_id(r->segs[2]));
-    if (id == 0)
-        return reply_error(r, 404, NULL); /* as every domain endpoint */
+    /* 404 for someone else's domain, as every domain endpoint. */
+    long long id = req_owned(r, "SELECT id FROM domains WHERE id = $1 AND customer_id = $2",
+                             parse_id(r->segs[2]), 404);
     long long day = id < 0 ? -1 : requested_day(r);
     if (day < 0)
         return;

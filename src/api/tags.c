@@ -170,22 +170,8 @@ static void h_tag_create(req_t *r)
 /* The id of the caller's tag named by the path, or -1 after answering 404. */
 static long long own_tag(req_t *r)
 {
-    long long id = parse_id(r->segs[1]);
-    err_t e = {0};
-    long long found = id < 0 ? 0
-                             : db_scalar_int(r->db, &e, 0,
-                                             "SELECT id FROM tags WHERE id = $1 AND "
-                                             "customer_id = $2",
-                                             DB_ARGS(DB_INT(id), DB_INT(r->me.id)));
-    if (found < 0) {
-        reply_internal(r, &e);
-        return -1;
-    }
-    if (found == 0) {
-        reply_error(r, 404, NULL);
-        return -1;
-    }
-    return id;
+    return req_owned(r, "SELECT id FROM tags WHERE id = $1 AND customer_id = $2",
+                     parse_id(r->segs[1]), 404);
 }
 
 static void h_tag_get(req_t *r)
