@@ -1,0 +1,646 @@
+/* container.c - start, stop, find and describe containers (container.h).
+ *
+ * Start, in order (each step names itself in the error it returns):
+ *   parent: check the spec and the distro; create the home layout; create
+ *           the memory cgroup; format everything the child needs (runtime.h);
+ *           clone with new mount/pid/uts/ipc/net namespaces;
+ *   child:  waits until the parent has put it in the cgroup ("go"), then
+ *           cgroup namespace, mounts + pivot_root, hostname, loopback,
+ *           drops to the uid with no capabilities, and becomes init (init.c),
+ *           which starts the Emperor (emperor.c);
+ *   parent: reads the child's sync socket to EOF: empty means the Emperor
+ *           was exec'd; a line is the failed step.  On success the state
+ *           directory records the init (state.c), which is what adoption
+ *           after a node restart relies on. */
+#include "container.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/strutil.h"
+#include "../common/validate.h"
+#include "cgroup.h"
+#include "home.h"
+#include "runtime.h"
+
+#define SETUP_TIMEOUT_MS 10000
+#define SHORTCUTS_MAX (1024 * 1024)
+
+void node_cfg_defaults(node_cfg_t *cfg)
+{
+    if (!cfg->uwsgi)
+        cfg->uwsgi = NODE_DEFAULT_UWSGI;
+    if (!cfg->cgroup_root)
+        cfg->cgroup_root = NODE_DEFAULT_CGROUP_ROOT;
+    if (!cfg->cgroup_parent)
+        cfg->cgroup_parent = NODE_DEFAULT_CGROUP_PARENT;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+/* ---- the spec ------------------------------------------------------------ */
+
+void container_spec_free(container_spec_t *s)
+{
+    free(s->hostname);
+    free(s->rootfs);
+    free(s->home);
+    for (size_t i = 0; i < s->n_ssh_keys; i++)
+        free(s->ssh_keys[i]);
+    free(s->ssh_keys);
+    free(s->rsa_key);
+    free(s->rsa_pubkey);
+    free(s->etc_hosts);
+    free(s->etc_resolv_conf);
+    memset(s, 0, sizeof *s);
+}
+
+/* An optional string member: 0 absent, 1 copied, -1 wrong type/no memory. */
+static int opt_str(const json_t *j, const char *key, char **out, err_t *e)
+{
+    const json_t *v = json_object_get(j, key);
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_string(v))
+        return err_set(e, ERR_INPUT, "spec: %s must be a string", key);
+    if (!(*out = strdup(json_string_value(v))))
+        return err_set(e, ERR_INTERNAL, "out of memory");
+    return 1;
+}
+
+static int opt_int(const json_t *j, const char *key, long long *out, err_t *e)
+{
+    const json_t *v = json_object_get(j, key);
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_integer(v))
+        return err_set(e, ERR_INPUT, "spec: %s must be an integer", key);
+    *out = (long long)json_integer_value(v);
+    return 1;
+}
+
+/* "rootfs": a path, "host", or an object of the nodes' channel. */
+static int spec_rootfs(const json_t *j, const node_cfg_t *cfg, container_spec_t *s, err_t *e)
+{
+    const json_t *r = json_object_get(j, "rootfs");
+    const char *path = json_string_value(r);
+    if (json_is_object(r)) {
+        const char *kind = json_string_value(json_object_get(r, "kind"));
+        path = json_string_value(json_object_get(r, "path"));
+        if (kind && strcmp(kind, "custom") == 0) {
+            /* A custom distro lives in its holder's home: distros/<path>. */
+            long long holder = 0;
+            char why[256] = "";
+            if (opt_int(r, "holder_uid", &holder, e) < 0)
+                return -1;
+            if (holder <= UID_BASE || !path || !custom_distro_path_valid(path, why, sizeof why))
+                return err_set(e, ERR_INPUT, "spec: rootfs: bad custom distro %s", why);
+            s->rootfs = str_printf("%s/%lld/distros/%s", cfg->containers_dir, holder, path);
+            return s->rootfs ? 0 : err_set(e, ERR_INTERNAL, "out of memory");
+        }
+        if (kind && strcmp(kind, "host") == 0)
+            path = "/";
+    }
+    if (!path || !*path)
+        return err_set(e, ERR_INPUT, "spec: rootfs (the distro directory) is required");
+    if (strcmp(path, "host") == 0)
+        path = "/"; /* the node's own root, read-only: cheap, for tests */
+    if (!(s->rootfs = strdup(path)))
+        return err_set(e, ERR_INTERNAL, "out of memory");
+    return 0;
+}
+
+static int spec_keys(const json_t *j, container_spec_t *s, err_t *e)
+{
+    const json_t *keys = json_object_get(j, "ssh_keys");
+    if (!keys || json_is_null(keys))
+        return 0;
+    if (!json_is_array(keys))
+        return err_set(e, ERR_INPUT, "spec: ssh_keys must be a list of strings");
+    size_t n = json_array_size(keys);
+    if (n && !(s->ssh_keys = calloc(n, sizeof *s->ssh_keys)))
+        return err_set(e, ERR_INTERNAL, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const char *k = json_string_value(json_array_get(keys, i));
+        if (!k)
+            return err_set(e, ERR_INPUT, "spec: ssh_keys must be a list of strings");
+        if (!(s->ssh_keys[i] = strdup(k)))
+            return err_set(e, ERR_INTERNAL, "out of memory");
+        s->n_ssh_keys = i + 1;
+    }
+    return 0;
+}
+
+static int spec_fill(const json_t *j, const node_cfg_t *cfg, container_spec_t *s, err_t *e)
+{
+    long long uid = 0;
+    if (!json_is_object(j))
+        return err_set(e, ERR_INPUT, "spec: not a JSON object");
+    int have = opt_int(j, "uid", &uid, e);
+    if (have < 0)
+        return -1;
+    if (have == 0)
+        return err_set(e, ERR_INPUT, "spec: uid is required");
+    if (uid <= UID_BASE || uid > INT_MAX)
+        return err_set(e, ERR_INPUT, "spec: uid %lld is not a container uid (> %d)", uid, UID_BASE);
+    s->uid = (int)uid;
+    if (opt_int(j, "memory", &s->memory_mb, e) < 0 || opt_str(j, "hostname", &s->hostname, e) < 0 ||
+        opt_str(j, "home", &s->home, e) < 0 || opt_str(j, "rsa_key", &s->rsa_key, e) < 0 ||
+        opt_str(j, "rsa_pubkey", &s->rsa_pubkey, e) < 0 ||
+        opt_str(j, "etc_hosts", &s->etc_hosts, e) < 0 ||
+        opt_str(j, "etc_resolv_conf", &s->etc_resolv_conf, e) < 0 ||
+        opt_int(j, "generation", &s->generation, e) < 0 ||
+        opt_int(j, "ssh_generation", &s->ssh_generation, e) < 0 || spec_rootfs(j, cfg, s, e) < 0 ||
+        spec_keys(j, s, e) < 0)
+        return -1;
+    if (!s->home && !(s->home = str_printf("%s/%d", cfg->containers_dir, s->uid)))
+        return err_set(e, ERR_INTERNAL, "out of memory");
+    return 0;
+}
+
+int container_spec_from_json(const json_t *j, const node_cfg_t *cfg, container_spec_t *out,
+                             err_t *e)
+{
+    err_t local;
+    if (!e)
+        e = &local;
+    err_clear(e);
+    memset(out, 0, sizeof *out);
+    if (!cfg->containers_dir)
+        return err_set(e, ERR_INPUT, "the containers directory is not configured");
+    if (spec_fill(j, cfg, out, e) < 0) {
+        container_spec_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- checks ------------------------------------------------------------- */
+
+static bool hostname_ok(const char *h)
+{
+    size_t n = h ? strlen(h) : 0;
+    if (n == 0 || n > 63 || h[0] == '-' || h[n - 1] == '-')
+        return false;
+    for (const char *c = h; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '-'))
+            return false;
+    return true;
+}
+
+static int check_cfg(const node_cfg_t *cfg, err_t *e)
+{
+    if (!cfg->state_dir || cfg->state_dir[0] != '/')
+        return err_set(e, ERR_INPUT, "the state directory must be an absolute path");
+    if (cfg->containers_dir && cfg->containers_dir[0] != '/')
+        return err_set(e, ERR_INPUT, "the containers directory must be an absolute path");
+    const char *p = cfg->cgroup_parent;
+    if (!p || !*p || strchr(p, '/') || strcmp(p, ".") == 0 || strcmp(p, "..") == 0)
+        return err_set(e, ERR_INPUT, "the cgroup parent must be a single directory name");
+    if (!cfg->uwsgi || cfg->uwsgi[0] != '/')
+        return err_set(e, ERR_INPUT, "the uwsgi binary must be an absolute path");
+    return 0;
+}
+
+static int check_spec(const container_spec_t *s, err_t *e)
+{
+    if (s->uid <= UID_BASE)
+        return err_set(e, ERR_INPUT, "uid %d is not a container uid", s->uid);
+    if (!hostname_ok(s->hostname))
+        return err_set(e, ERR_INPUT, "hostname '%s' is not 1-63 of [A-Za-z0-9-]",
+                       s->hostname ? s->hostname : "");
+    if (s->memory_mb <= 0 || s->memory_mb > (1LL << 30))
+        return err_set(e, ERR_INPUT, "memory must be a positive number of megabytes");
+    if (!s->home || s->home[0] != '/')
+        return err_set(e, ERR_INPUT, "the home must be an absolute path");
+    if (!s->rootfs || s->rootfs[0] != '/')
+        return err_set(e, ERR_INPUT, "the distro directory must be an absolute path");
+    struct stat sb;
+    if (stat(s->rootfs, &sb) < 0)
+        return errno == ENOENT
+                   ? err_set(e, ERR_INPUT, "distro directory %s missing", s->rootfs)
+                   : err_set(e, ERR_INPUT, "distro directory %s: %s", s->rootfs, strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        return err_set(e, ERR_INPUT, "distro %s is not a directory", s->rootfs);
+    return 0;
+}
+
+/* ---- the child's plan ----------------------------------------------------- */
+
+static int copy(char *dst, size_t len, const char *src, const char *what, err_t *e)
+{
+    if (snprintf(dst, len, "%s", src) >= (int)len)
+        return err_set(e, ERR_INPUT, "%s too long: %s", what, src);
+    return 0;
+}
+
+static int read_small_file(const char *path, char **out, size_t *len, err_t *e)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return err_set(e, ERR_INPUT, "shortcuts file %s: %s", path, strerror(errno));
+    char *buf = malloc(SHORTCUTS_MAX);
+    size_t n = buf ? fread(buf, 1, SHORTCUTS_MAX, f) : 0;
+    int bad = !buf || ferror(f) || n == SHORTCUTS_MAX;
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return err_set(e, ERR_INPUT, "shortcuts file %s: unreadable or over 1 MB", path);
+    }
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+/* A node directory to cover inside, by its real path (what a distro that
+ * includes it - the host distro - would show). */
+static void hide_path(char *dst, size_t len, const char *dir)
+{
+    char *real = dir ? realpath(dir, NULL) : NULL;
+    snprintf(dst, len, "%s", real ? real : "");
+    free(real);
+}
+
+static int plan_build(const node_cfg_t *cfg, const container_spec_t *s, const cgroup_t *cg,
+                      rt_plan_t *p, char **shortcuts, err_t *e)
+{
+    p->uid = s->uid;
+    p->sync_fd = -1;
+    if (copy(p->hostname, sizeof p->hostname, s->hostname, "hostname", e) < 0 ||
+        copy(p->rootfs, sizeof p->rootfs, s->rootfs, "distro path", e) < 0 ||
+        copy(p->home, sizeof p->home, s->home, "home path", e) < 0 ||
+        state_path(cfg->state_dir, s->uid, "rootfs", p->staging, sizeof p->staging, e) < 0 ||
+        cgroup_file(cg, 0, p->cg_limit, sizeof p->cg_limit, e) < 0 ||
+        cgroup_file(cg, 1, p->cg_usage, sizeof p->cg_usage, e) < 0)
+        return -1;
+    hide_path(p->hide[0], sizeof p->hide[0], cfg->containers_dir);
+    hide_path(p->hide[1], sizeof p->hide[1], cfg->state_dir);
+    snprintf(p->home_inside, sizeof p->home_inside, "/containers/%d", s->uid);
+    snprintf(p->log_inside, sizeof p->log_inside, "%s/logs/emperor.log", p->home_inside);
+    if (cfg->shortcuts) {
+        if (read_small_file(cfg->shortcuts, shortcuts, &p->shortcuts_len, e) < 0)
+            return -1;
+        p->shortcuts = *shortcuts;
+    }
+    return rt_emperor_plan(p, cfg->uwsgi, cfg->shortcuts != NULL, e);
+}
+
+/* ---- the child ------------------------------------------------------------ */
+
+/* Keep only the sync socket (and stdio, replaced next): none of the
+ * node's descriptors may reach the container. */
+static int close_other_fds(int keep, err_t *e)
+{
+    if ((keep > 3 && close_range(3, (unsigned)keep - 1, 0) < 0) ||
+        close_range((unsigned)keep + 1, ~0U, 0) < 0) {
+        if (errno != ENOSYS && errno != EINVAL)
+            return rt_fail(e, "close the node's descriptors");
+        long max = sysconf(_SC_OPEN_MAX); /* before Linux 5.9 */
+        for (long fd = 3; fd < (max > 0 ? max : 65536); fd++)
+            if (fd != keep)
+                close((int)fd);
+    }
+    return 0;
+}
+
+static int null_stdio(err_t *e)
+{
+    int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return rt_fail(e, "open /dev/null");
+    for (int i = 0; i < 3; i++)
+        if (dup2(fd, i) < 0) {
+            close(fd);
+            return rt_fail(e, "stdio to /dev/null");
+        }
+    close(fd);
+    return 0;
+}
+
+static void child_main(rt_plan_t *p) __attribute__((noreturn));
+
+static void child_main(rt_plan_t *p)
+{
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, NULL);
+    /* If the node runs with stdio closed, the socket may sit on 0-2, which
+     * null_stdio() is about to overwrite. */
+    if (p->sync_fd <= 2)
+        p->sync_fd = fcntl(p->sync_fd, F_DUPFD_CLOEXEC, 3);
+    umask(022); /* what the Emperor and the vassals start with */
+    err_t e;
+    err_clear(&e);
+    /* Nothing of the node's stdio (a terminal, a test's pipes) stays open
+     * in a container that outlives the command that started it. */
+    if (p->sync_fd < 0 || close_other_fds(p->sync_fd, &e) < 0 || null_stdio(&e) < 0) {
+        rt_report(p, &e);
+        _exit(1);
+    }
+    char go;
+    if (read(p->sync_fd, &go, 1) != 1)
+        _exit(1); /* the parent gave up */
+    setsid();     /* leave the node's session: no terminal signals reach us */
+
+    if (rt_enter_cgroup_ns(&e) < 0 || rt_mounts(p, &e) < 0 || rt_set_hostname(p, &e) < 0 ||
+        rt_loopback_up(&e) < 0 || rt_drop_privileges(p->uid, &e) < 0) {
+        rt_report(p, &e);
+        _exit(1);
+    }
+    rt_init(p);
+}
+
+/* ---- start ---------------------------------------------------------------- */
+
+/* Read the child's report until EOF; "" means the Emperor runs. */
+static int read_report(int fd, char *msg, size_t len, err_t *e)
+{
+    size_t used = 0;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long elapsed = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+        if (elapsed >= SETUP_TIMEOUT_MS)
+            return err_set(e, ERR_INTERNAL, "container setup timed out");
+        struct pollfd pfd = {fd, POLLIN, 0};
+        int r = poll(&pfd, 1, (int)(SETUP_TIMEOUT_MS - elapsed));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return err_set(e, ERR_INTERNAL, "setup report: %s", strerror(errno));
+        if (r == 0)
+            continue;
+        ssize_t n = read(fd, msg + used, len - 1 - used);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return err_set(e, ERR_INTERNAL, "setup report: %s", strerror(errno));
+        if (n == 0 || used + (size_t)n >= len - 1) {
+            used += n > 0 ? (size_t)n : 0;
+            msg[used] = '\0';
+            return 0;
+        }
+        used += (size_t)n;
+    }
+}
+
+/* Kill a child that failed its setup and collect it. */
+static void kill_child(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+}
+
+/* Clone the child, put it in the cgroup, let it go, wait for its report. */
+static int spawn(rt_plan_t *p, const cgroup_t *cg, pid_t *out, err_t *e)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return err_set(e, ERR_INTERNAL, "socketpair: %s", strerror(errno));
+    p->sync_fd = sv[1];
+    pid_t pid = rt_clone(RT_CLONE_FLAGS);
+    if (pid == 0)
+        child_main(p);
+    int err = errno;
+    close(sv[1]);
+    int rc = -1;
+    char msg[sizeof e->msg];
+    if (pid < 0) {
+        err_set(e, ERR_INTERNAL, "clone with new namespaces: %s", strerror(err));
+    } else if (cgroup_add(cg, pid, e) < 0) {
+        kill_child(pid);
+    } else if (send(sv[0], "g", 1, MSG_NOSIGNAL) != 1) {
+        /* The child is gone already; it may have said why. */
+        err = errno;
+        if (read_report(sv[0], msg, sizeof msg, NULL) < 0 || !msg[0])
+            snprintf(msg, sizeof msg, "start the container's init: %s", strerror(err));
+        err_set(e, ERR_INTERNAL, "%s", msg);
+        kill_child(pid);
+    } else if (read_report(sv[0], msg, sizeof msg, e) < 0) {
+        kill_child(pid);
+    } else if (msg[0]) {
+        err_set(e, ERR_INTERNAL, "%s", msg);
+        kill_child(pid);
+    } else {
+        *out = pid;
+        rc = 0;
+    }
+    close(sv[0]);
+    return rc;
+}
+
+static int start(const node_cfg_t *cfg, const container_spec_t *s, state_t *st, pid_t *pid,
+                 err_t *e)
+{
+    cgroup_t cg;
+    if (check_spec(s, e) < 0 || home_prepare(s, e) < 0 ||
+        cgroup_locate(cfg->cgroup_root, cfg->cgroup_parent, s->uid, &cg, e) < 0 ||
+        cgroup_create(&cg, s->memory_mb, e) < 0)
+        return -1;
+    rt_plan_t *p = calloc(1, sizeof *p);
+    char *shortcuts = NULL;
+    int rc = -1;
+    if (!p)
+        err_set(e, ERR_INTERNAL, "out of memory");
+    else if (plan_build(cfg, s, &cg, p, &shortcuts, e) == 0 && spawn(p, &cg, pid, e) == 0)
+        rc = 0;
+    free(shortcuts);
+    free(p);
+    unsigned long long starttime = 0;
+    if (rc == 0 && proc_stat(*pid, &starttime, NULL) < 0) {
+        err_set(e, ERR_INTERNAL, "the container's init %d died during setup", (int)*pid);
+        rc = -1;
+    }
+    if (rc < 0) {
+        cgroup_destroy(&cg, NULL);
+        return -1;
+    }
+    /* pid != 0 in the old state: that run ended without container_stop. */
+    st->restarts += st->pid != 0;
+    st->pid = *pid;
+    st->starttime = starttime;
+    snprintf(st->cgroup, sizeof st->cgroup, "%s", cg.dir);
+    return 0;
+}
+
+int container_start(const node_cfg_t *cfg, const container_spec_t *s, pid_t *pid, err_t *e)
+{
+    state_t st;
+    err_t local;
+    if (!e)
+        e = &local;
+    err_clear(e);
+    if (check_cfg(cfg, e) < 0 || state_load(cfg->state_dir, s->uid, &st, e) < 0)
+        return -1;
+    if (state_init_alive(&st))
+        return err_set(e, ERR_CONFLICT, "container %d is already running (init pid %d)", s->uid,
+                       (int)st.pid);
+    if (state_prepare(cfg->state_dir, s->uid, e) < 0)
+        return -1;
+    st.since = (long long)time(NULL);
+    st.generation = s->generation;
+    st.ssh_generation = s->ssh_generation;
+    if (start(cfg, s, &st, pid, e) < 0) {
+        /* Remembered for status.last_error; the error itself is returned. */
+        st.pid = 0;
+        st.starttime = 0;
+        snprintf(st.last_error, sizeof st.last_error, "%s", e->msg);
+        state_save(cfg->state_dir, &st, NULL);
+        return -1;
+    }
+    st.last_error[0] = '\0';
+    if (state_save(cfg->state_dir, &st, e) < 0) {
+        /* Unrecorded, it could never be adopted or stopped: undo it. */
+        cgroup_t cg;
+        kill_child(*pid);
+        if (cgroup_from_dir(st.cgroup, &cg, NULL) == 0)
+            cgroup_destroy(&cg, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- stop, find, status, keys --------------------------------------------- */
+
+/* Wait until the recorded init is gone (reaping it if it is our child). */
+static bool wait_gone(const state_t *st, int timeout_ms)
+{
+    for (int waited = 0;; waited += 20) {
+        waitpid(st->pid, NULL, WNOHANG);
+        if (!state_init_alive(st))
+            return true;
+        if (waited >= timeout_ms)
+            return false;
+        sleep_ms(20);
+    }
+}
+
+int container_stop(const node_cfg_t *cfg, int uid, int timeout_ms, err_t *e)
+{
+    state_t st;
+    err_t local;
+    if (!e)
+        e = &local;
+    err_clear(e);
+    if (!cfg->state_dir)
+        return err_set(e, ERR_INPUT, "the state directory is not configured");
+    int have = state_load(cfg->state_dir, uid, &st, e);
+    if (have < 0)
+        return -1;
+    if (have == 0)
+        return 0; /* never started here */
+    if (state_init_alive(&st)) {
+        /* init forwards SIGTERM to the Emperor, which stops its vassals. */
+        kill(st.pid, SIGTERM);
+        if (!wait_gone(&st, timeout_ms)) {
+            kill(st.pid, SIGKILL); /* the kernel then kills the whole pid namespace */
+            wait_gone(&st, 2000);
+        }
+    }
+    cgroup_t cg;
+    if (st.cgroup[0] && (cgroup_from_dir(st.cgroup, &cg, e) < 0 || cgroup_destroy(&cg, e) < 0))
+        return -1;
+    if (state_init_alive(&st))
+        return err_set(e, ERR_INTERNAL, "container %d: init %d survives SIGKILL", uid, (int)st.pid);
+    st.pid = 0;
+    st.starttime = 0;
+    st.since = (long long)time(NULL);
+    st.last_error[0] = '\0';
+    return state_save(cfg->state_dir, &st, e);
+}
+
+bool container_find(const node_cfg_t *cfg, int uid, pid_t *pid)
+{
+    state_t st;
+    if (!cfg->state_dir || state_load(cfg->state_dir, uid, &st, NULL) <= 0 ||
+        !state_init_alive(&st))
+        return false;
+    if (pid)
+        *pid = st.pid;
+    return true;
+}
+
+bool container_is_running(const node_cfg_t *cfg, int uid) { return container_find(cfg, uid, NULL); }
+
+int container_status(const node_cfg_t *cfg, int uid, container_status_t *out, err_t *e)
+{
+    memset(out, 0, sizeof *out);
+    if (!cfg->state_dir)
+        return err_set(e, ERR_INPUT, "the state directory is not configured");
+    if (state_load(cfg->state_dir, uid, &out->rec, e) < 0)
+        return -1;
+    if (state_init_alive(&out->rec)) {
+        out->state = CONTAINER_RUNNING;
+        return 0;
+    }
+    out->state = out->rec.last_error[0] ? CONTAINER_FAILED : CONTAINER_STOPPED;
+    out->rec.pid = 0;
+    out->rec.starttime = 0;
+    return 0;
+}
+
+const char *container_state_name(container_state_t s)
+{
+    switch (s) {
+    case CONTAINER_RUNNING:
+        return "running";
+    case CONTAINER_FAILED:
+        return "failed";
+    case CONTAINER_STOPPED:
+        break;
+    }
+    return "stopped";
+}
+
+json_t *container_status_json(const container_status_t *st)
+{
+    const state_t *r = &st->rec;
+    json_t *pid = r->pid > 0 ? json_integer(r->pid) : json_null();
+    json_t *last = r->last_error[0] ? json_string(r->last_error) : json_null();
+    json_t *cg = r->cgroup[0] ? json_string(r->cgroup) : json_null();
+    return json_pack("{s:i,s:s,s:o,s:I,s:I,s:o,s:I,s:I,s:o}", "uid", r->uid, "state",
+                     container_state_name(st->state), "pid", pid, "since", (json_int_t)r->since,
+                     "restarts", (json_int_t)r->restarts, "last_error", last, "generation",
+                     (json_int_t)r->generation, "ssh_generation", (json_int_t)r->ssh_generation,
+                     "cgroup", cg);
+}
+
+int container_write_keys(const node_cfg_t *cfg, const container_spec_t *s, err_t *e)
+{
+    err_t local;
+    if (!e)
+        e = &local;
+    err_clear(e);
+    if (!s->home || s->home[0] != '/')
+        return err_set(e, ERR_INPUT, "the home must be an absolute path");
+    if (home_write_keys(s, e) < 0)
+        return -1;
+    state_t st;
+    int have = cfg->state_dir ? state_load(cfg->state_dir, s->uid, &st, e) : 0;
+    if (have < 0)
+        return -1;
+    if (have == 0)
+        return 0;
+    st.ssh_generation = s->ssh_generation;
+    return state_save(cfg->state_dir, &st, e);
+}

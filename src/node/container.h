@@ -1,0 +1,103 @@
+/* container.h - one customer jail: namespaces, a memory cgroup, the distro
+ * as a read-only root, the home, an init, and the customer's uWSGI Emperor.
+ *
+ * The library is a list of steps (crun style): each step is a function that
+ * returns -1 and fills an err_t naming what failed.  Nothing here prints or
+ * exits; the debug CLI (main.c) and the daemon decide what to do with errors.
+ * docs/NODE.md describes what a container looks like from inside. */
+#ifndef IMP_NODE_CONTAINER_H
+#define IMP_NODE_CONTAINER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "../common/err.h"
+#include "state.h"
+
+/* The node's directories and tools.  Nothing is hard-wired: a test runs a
+ * whole node inside a temporary directory. */
+typedef struct {
+    const char *state_dir;      /* <state_dir>/<uid>/: state.json, pivot mountpoint */
+    const char *containers_dir; /* homes default to <containers_dir>/<uid> */
+    const char *uwsgi;          /* the Emperor binary, a path inside the container */
+    const char *shortcuts;      /* host path of the shortcuts file, or NULL */
+    const char *cgroup_root;    /* where cgroupfs lives: /sys/fs/cgroup */
+    const char *cgroup_parent;  /* our sub-tree under the memory hierarchy */
+} node_cfg_t;
+
+#define NODE_DEFAULT_UWSGI "/usr/bin/uwsgi"
+#define NODE_DEFAULT_CGROUP_ROOT "/sys/fs/cgroup"
+#define NODE_DEFAULT_CGROUP_PARENT "imperium"
+#define NODE_STOP_TIMEOUT_MS 10000
+
+/* Fill the optional fields with the defaults above. */
+void node_cfg_defaults(node_cfg_t *cfg);
+
+/* What the API wants running (see container_spec_from_json for the JSON). */
+typedef struct {
+    int uid; /* 30000 + id: also the gid */
+    char *hostname;
+    long long memory_mb;
+    char *rootfs; /* host path of the distro; "/" is the host distro */
+    char *home;   /* host path of the home */
+    char **ssh_keys;
+    size_t n_ssh_keys;
+    char *rsa_key;            /* PEM, etc/uwsgi.key; NULL leaves the file alone */
+    char *rsa_pubkey;         /* PEM, etc/uwsgi.pubkey; NULL likewise */
+    char *etc_hosts;          /* etc/hosts; NULL: a default naming the hostname */
+    char *etc_resolv_conf;    /* etc/resolv.conf; NULL: empty */
+    long long generation;     /* bumped by every change that needs a restart */
+    long long ssh_generation; /* bumped by key changes (no restart) */
+} container_spec_t;
+
+/* Fill `out` from a container object of the nodes' channel (or a file for
+ * the debug CLI):
+ *   {"uid": 30009, "hostname": "h", "memory": 500,
+ *    "rootfs": "/srv/distros/bookworm" | "host" | {"kind": "distro", "path": P}
+ *              | {"kind": "custom", "holder_uid": U, "path": NAME},
+ *    "home": optional host path (default <containers_dir>/<uid>),
+ *    "ssh_keys": [...], "rsa_key": PEM, "rsa_pubkey": PEM,
+ *    "etc_hosts": text, "etc_resolv_conf": text,
+ *    "generation": N, "ssh_generation": N}
+ * A custom distro lives in its holder's home: <home of U>/distros/NAME. */
+int container_spec_from_json(const json_t *j, const node_cfg_t *cfg, container_spec_t *out,
+                             err_t *e);
+void container_spec_free(container_spec_t *s);
+
+/* Start the container; *pid is its init in the host's pid namespace.
+ * Refused (ERR_CONFLICT) when it already runs.  A failure is recorded in
+ * the state directory (status.last_error) and leaves nothing running. */
+int container_start(const node_cfg_t *cfg, const container_spec_t *spec, pid_t *pid, err_t *e);
+
+/* SIGTERM to init (which forwards it to the Emperor), SIGKILL for the whole
+ * cgroup after timeout_ms, then the cgroup is removed.  The home stays.
+ * Stopping a stopped container is fine. */
+int container_stop(const node_cfg_t *cfg, int uid, int timeout_ms, err_t *e);
+
+/* Adoption: true (and *pid) when the init recorded in the state directory
+ * is alive and is really that init (same start time, same uid): a pid file
+ * alone proves nothing after pid reuse. */
+bool container_find(const node_cfg_t *cfg, int uid, pid_t *pid);
+bool container_is_running(const node_cfg_t *cfg, int uid);
+
+/* Rewrite .ssh/uwsgi_authorized_keys atomically; the container keeps
+ * running.  Records spec->ssh_generation in the state. */
+int container_write_keys(const node_cfg_t *cfg, const container_spec_t *spec, err_t *e);
+
+typedef enum { CONTAINER_STOPPED, CONTAINER_RUNNING, CONTAINER_FAILED } container_state_t;
+
+typedef struct {
+    container_state_t state;
+    state_t rec; /* what the state directory says (pid is 0 unless running) */
+} container_status_t;
+
+/* The state of a container; one never started reads as stopped. */
+int container_status(const node_cfg_t *cfg, int uid, container_status_t *st, err_t *e);
+const char *container_state_name(container_state_t s);
+/* {"uid", "state", "pid", "since", "restarts", "last_error", "generation",
+ *  "ssh_generation", "cgroup"}; NULL on allocation failure. */
+json_t *container_status_json(const container_status_t *st);
+
+#endif

@@ -1,0 +1,246 @@
+/* home.c - the customer's home layout (see home.h). */
+#include "home.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../common/strutil.h"
+#include "../common/validate.h"
+
+/* strict: the node mounts it or writes into it as root, so it must be a
+ * real directory; otherwise a symlink the customer made is their choice. */
+struct dir_rule {
+    const char *name;
+    mode_t mode;
+    bool strict;
+};
+
+static const struct dir_rule rules[] = {
+    {"vassals", 0755, false}, {"logs", 0755, true}, {"etc", 0755, true},      {".ssh", 0700, true},
+    {"run", 0755, false},     {"tmp", 01777, true}, {"distros", 0755, false}, {NULL, 0, false},
+};
+
+const char *const home_dirs[] = {"vassals", "logs", "etc", ".ssh", "run", "tmp", "distros", NULL};
+
+static const struct dir_rule *rule(const char *name)
+{
+    for (const struct dir_rule *r = rules; r->name; r++)
+        if (strcmp(r->name, name) == 0)
+            return r;
+    return NULL;
+}
+
+/* mkdir -p for the node's own directories (root-owned paths). */
+static int mkdir_parents(const char *path, err_t *e)
+{
+    char buf[STATE_PATH_MAX];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return err_set(e, ERR_INPUT, "path too long: %s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+            return err_set(e, ERR_INTERNAL, "create %s: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    return 0;
+}
+
+/* Open (creating it if needed) the home itself, owned by the uid. */
+static int open_home(const container_spec_t *s, err_t *e)
+{
+    if (mkdir_parents(s->home, e) < 0)
+        return -1;
+    bool created = mkdir(s->home, 0700) == 0;
+    if (!created && errno != EEXIST)
+        return err_set(e, ERR_INTERNAL, "create home %s: %s", s->home, strerror(errno));
+    int fd = open(s->home, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return err_set(e, ERR_INTERNAL, "home %s: %s", s->home, strerror(errno));
+    if ((created && fchmod(fd, 0700) < 0) || fchown(fd, s->uid, s->uid) < 0) {
+        int err = errno;
+        close(fd);
+        return err_set(e, ERR_INTERNAL, "home %s: set owner: %s", s->home, strerror(err));
+    }
+    return fd;
+}
+
+/* A directory of the layout: its fd, -2 when a lenient entry is something
+ * the customer made (left alone), -1 on error. */
+static int ensure_dir(int home, const struct dir_rule *r, int uid, err_t *e)
+{
+    bool created = mkdirat(home, r->name, 0700) == 0;
+    if (!created && errno != EEXIST)
+        return err_set(e, ERR_INTERNAL, "home: create %s: %s", r->name, strerror(errno));
+    int fd = openat(home, r->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        int err = errno;
+        if (!r->strict && (err == ELOOP || err == ENOTDIR))
+            return -2;
+        struct stat sb;
+        bool link = fstatat(home, r->name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(sb.st_mode);
+        return err_set(e, ERR_INPUT, "home: %s is not a directory (%s); refusing to use it",
+                       r->name, link ? "a symbolic link" : strerror(err));
+    }
+    if ((created && fchmod(fd, r->mode) < 0) ||
+        ((created || r->strict) && fchown(fd, uid, uid) < 0)) {
+        int err = errno;
+        close(fd);
+        return err_set(e, ERR_INTERNAL, "home: set owner of %s: %s", r->name, strerror(err));
+    }
+    return fd;
+}
+
+static int write_all(int fd, const char *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Replace dir/name atomically: a fresh file (O_EXCL|O_NOFOLLOW) renamed
+ * over the old name, so a planted symlink is replaced, never followed. */
+static int write_file_at(int dir, const char *dname, const char *name, const char *data,
+                         mode_t mode, int uid, err_t *e)
+{
+    char tmp[256];
+    snprintf(tmp, sizeof tmp, ".%s.imperium-tmp", name);
+    if (unlinkat(dir, tmp, 0) < 0 && errno != ENOENT)
+        return err_set(e, ERR_INTERNAL, "home: remove %s/%s: %s", dname, tmp, strerror(errno));
+    int fd = openat(dir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return err_set(e, ERR_INTERNAL, "home: create %s/%s: %s", dname, tmp, strerror(errno));
+    int rc = write_all(fd, data, strlen(data));
+    if (rc == 0)
+        rc = fchown(fd, uid, uid);
+    if (rc == 0)
+        rc = fchmod(fd, mode);
+    int err = errno;
+    if (close(fd) < 0 && rc == 0) {
+        rc = -1;
+        err = errno;
+    }
+    if (rc == 0 && renameat(dir, tmp, dir, name) < 0) {
+        rc = -1;
+        err = errno;
+    }
+    if (rc < 0) {
+        unlinkat(dir, tmp, 0);
+        return err_set(e, ERR_INTERNAL, "home: write %s/%s: %s", dname, name, strerror(err));
+    }
+    return 0;
+}
+
+static char *keys_text(const container_spec_t *s, err_t *e)
+{
+    buf_t b = {0};
+    if (buf_appends(&b, "") < 0)
+        goto oom;
+    for (size_t i = 0; i < s->n_ssh_keys; i++) {
+        char why[256];
+        /* The API validated them; one line each keeps a key from smuggling
+         * in a second entry with options. */
+        if (!ssh_key_valid(s->ssh_keys[i], why, sizeof why)) {
+            buf_free(&b);
+            err_set(e, ERR_INPUT, "ssh key %zu: %s", i + 1, why);
+            return NULL;
+        }
+        if (buf_appends(&b, s->ssh_keys[i]) < 0 || buf_appends(&b, "\n") < 0)
+            goto oom;
+    }
+    return b.data;
+oom:
+    buf_free(&b);
+    err_set(e, ERR_INTERNAL, "out of memory");
+    return NULL;
+}
+
+static int write_keys_at(int home, const container_spec_t *s, err_t *e)
+{
+    int ssh = ensure_dir(home, rule(".ssh"), s->uid, e);
+    if (ssh < 0)
+        return -1;
+    char *text = keys_text(s, e);
+    int rc = text ? write_file_at(ssh, ".ssh", "uwsgi_authorized_keys", text, 0600, s->uid, e) : -1;
+    free(text);
+    close(ssh);
+    return rc;
+}
+
+static int write_etc(int home, const container_spec_t *s, err_t *e)
+{
+    int etc = ensure_dir(home, rule("etc"), s->uid, e);
+    if (etc < 0)
+        return -1;
+    char *hosts = s->etc_hosts ? strdup(s->etc_hosts)
+                               : str_printf("127.0.0.1\tlocalhost\n127.0.1.1\t%s\n"
+                                            "::1\tlocalhost ip6-localhost ip6-loopback\n",
+                                            s->hostname);
+    char *hostname = str_printf("%s\n", s->hostname);
+    int rc = -1;
+    if (!hosts || !hostname) {
+        err_set(e, ERR_INTERNAL, "out of memory");
+        goto out;
+    }
+    if (write_file_at(etc, "etc", "hosts", hosts, 0644, s->uid, e) < 0 ||
+        write_file_at(etc, "etc", "resolv.conf", s->etc_resolv_conf ? s->etc_resolv_conf : "", 0644,
+                      s->uid, e) < 0 ||
+        write_file_at(etc, "etc", "hostname", hostname, 0644, s->uid, e) < 0)
+        goto out;
+    if (s->rsa_key && write_file_at(etc, "etc", "uwsgi.key", s->rsa_key, 0600, s->uid, e) < 0)
+        goto out;
+    if (s->rsa_pubkey &&
+        write_file_at(etc, "etc", "uwsgi.pubkey", s->rsa_pubkey, 0644, s->uid, e) < 0)
+        goto out;
+    rc = 0;
+out:
+    free(hosts);
+    free(hostname);
+    close(etc);
+    return rc;
+}
+
+int home_prepare(const container_spec_t *s, err_t *e)
+{
+    int home = open_home(s, e);
+    if (home < 0)
+        return -1;
+    int rc = 0;
+    for (const struct dir_rule *r = rules; r->name && rc == 0; r++) {
+        int fd = ensure_dir(home, r, s->uid, e);
+        if (fd == -1)
+            rc = -1;
+        else if (fd >= 0)
+            close(fd);
+    }
+    if (rc == 0)
+        rc = write_etc(home, s, e);
+    if (rc == 0)
+        rc = write_keys_at(home, s, e);
+    close(home);
+    return rc;
+}
+
+int home_write_keys(const container_spec_t *s, err_t *e)
+{
+    int home = open(s->home, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (home < 0)
+        return err_set(e, ERR_NOTFOUND, "home %s: %s", s->home, strerror(errno));
+    int rc = write_keys_at(home, s, e);
+    close(home);
+    return rc;
+}

@@ -1,0 +1,195 @@
+/* main.c - `imperium-node`, for now a thin debug CLI over the container
+ * library (the daemon that follows the API will reuse the same calls).
+ *
+ *   imperium-node container start  --spec FILE --state-dir DIR --containers-dir DIR
+ *                                  [--shortcuts FILE] [--uwsgi PATH]
+ *                                  [--cgroup-root DIR] [--cgroup-parent NAME]
+ *   imperium-node container stop   UID --state-dir DIR [--timeout SECONDS]
+ *   imperium-node container status UID --state-dir DIR
+ *   imperium-node container keys   --spec FILE --state-dir DIR --containers-dir DIR
+ *
+ * Exit codes: 0 done, 1 the operation failed (the message names the step),
+ * 2 usage error.  Only this file prints and decides exit codes. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/strutil.h"
+#include "../common/validate.h"
+#include "container.h"
+
+typedef struct {
+    const char *action;
+    const char *spec;
+    const char *timeout;
+    int uid;
+    node_cfg_t cfg;
+} args_t;
+
+static void usage(FILE *f)
+{
+    fputs("usage: imperium-node container ACTION ...\n"
+          "\n"
+          "  container start --spec FILE --state-dir DIR --containers-dir DIR\n"
+          "                  [--shortcuts FILE] [--uwsgi PATH] [--cgroup-root DIR]\n"
+          "                  [--cgroup-parent NAME]\n"
+          "        start a container from a JSON spec; prints its status\n"
+          "  container stop UID --state-dir DIR [--timeout SECONDS]\n"
+          "        SIGTERM, then SIGKILL after the timeout (default 10); the home stays\n"
+          "  container status UID --state-dir DIR\n"
+          "        prints {\"state\": running|stopped|failed, \"pid\", \"since\", \"restarts\", "
+          "...}\n"
+          "  container keys --spec FILE --state-dir DIR --containers-dir DIR\n"
+          "        rewrite .ssh/uwsgi_authorized_keys from the spec, without a restart\n"
+          "\n"
+          "--uwsgi is a path inside the container (default " NODE_DEFAULT_UWSGI ").\n"
+          "Exit status: 0 done, 1 the operation failed, 2 usage error.\n",
+          f);
+}
+
+static int parse_uid(const char *s)
+{
+    long long id = container_id_from_uid(s);
+    return id > 0 ? (int)container_uid(id) : -1;
+}
+
+/* Options with a value; returns 0, or 2 (usage) with a message. */
+static int parse_options(int argc, char **argv, int i, args_t *a)
+{
+    static const char *const names[] = {"--spec",          "--state-dir", "--containers-dir",
+                                        "--shortcuts",     "--uwsgi",     "--cgroup-root",
+                                        "--cgroup-parent", "--timeout",   NULL};
+    const char **slots[] = {
+        &a->spec,      &a->cfg.state_dir,   &a->cfg.containers_dir, &a->cfg.shortcuts,
+        &a->cfg.uwsgi, &a->cfg.cgroup_root, &a->cfg.cgroup_parent,  &a->timeout};
+    for (; i < argc; i++) {
+        int k = 0;
+        while (names[k] && strcmp(names[k], argv[i]) != 0)
+            k++;
+        if (!names[k]) {
+            fprintf(stderr, "imperium-node: unknown argument %s\n", argv[i]);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "imperium-node: %s needs a value\n", argv[i]);
+            return 2;
+        }
+        *slots[k] = argv[++i];
+    }
+    return 0;
+}
+
+static int need(const char *value, const char *flag)
+{
+    if (value)
+        return 0;
+    fprintf(stderr, "imperium-node: %s is required\n", flag);
+    return 2;
+}
+
+static int parse(int argc, char **argv, args_t *a)
+{
+    memset(a, 0, sizeof *a);
+    if (argc < 3 || strcmp(argv[1], "container") != 0)
+        return 2;
+    a->action = argv[2];
+    int i = 3;
+    bool by_uid = strcmp(a->action, "stop") == 0 || strcmp(a->action, "status") == 0;
+    bool by_spec = strcmp(a->action, "start") == 0 || strcmp(a->action, "keys") == 0;
+    if (!by_uid && !by_spec) {
+        fprintf(stderr, "imperium-node: unknown action %s\n", a->action);
+        return 2;
+    }
+    if (by_uid) {
+        if (argc < 4 || (a->uid = parse_uid(argv[3])) < 0) {
+            fprintf(stderr, "imperium-node: container %s needs a container uid\n", a->action);
+            return 2;
+        }
+        i = 4;
+    }
+    int rc = parse_options(argc, argv, i, a);
+    if (rc)
+        return rc;
+    if ((rc = need(a->cfg.state_dir, "--state-dir")))
+        return rc;
+    if (by_spec &&
+        ((rc = need(a->spec, "--spec")) || (rc = need(a->cfg.containers_dir, "--containers-dir"))))
+        return rc;
+    node_cfg_defaults(&a->cfg);
+    return 0;
+}
+
+static int load_spec(const args_t *a, container_spec_t *spec, err_t *e)
+{
+    json_error_t je;
+    json_t *j = json_load_file(a->spec, 0, &je);
+    if (!j)
+        return err_set(e, ERR_INPUT, "spec %s: line %d: %s", a->spec, je.line, je.text);
+    int rc = container_spec_from_json(j, &a->cfg, spec, e);
+    json_decref(j);
+    return rc;
+}
+
+static int print_status(const args_t *a, int uid, err_t *e)
+{
+    container_status_t st;
+    if (container_status(&a->cfg, uid, &st, e) < 0)
+        return -1;
+    json_t *j = container_status_json(&st);
+    char *s = j ? json_dumps(j, JSON_SORT_KEYS) : NULL;
+    json_decref(j);
+    if (!s)
+        return err_set(e, ERR_INTERNAL, "out of memory");
+    puts(s);
+    free(s);
+    return 0;
+}
+
+static int run(const args_t *a, err_t *e)
+{
+    if (strcmp(a->action, "status") == 0)
+        return print_status(a, a->uid, e);
+    if (strcmp(a->action, "stop") == 0) {
+        long long secs = NODE_STOP_TIMEOUT_MS / 1000;
+        if (a->timeout && (!str_to_ll(a->timeout, &secs) || secs < 0 || secs > 3600))
+            return err_set(e, ERR_INPUT, "--timeout must be 0-3600 seconds");
+        return container_stop(&a->cfg, a->uid, (int)secs * 1000, e);
+    }
+    container_spec_t spec;
+    if (load_spec(a, &spec, e) < 0)
+        return -1;
+    int rc;
+    if (strcmp(a->action, "keys") == 0) {
+        rc = container_write_keys(&a->cfg, &spec, e);
+    } else {
+        pid_t pid;
+        rc = container_start(&a->cfg, &spec, &pid, e);
+        if (rc == 0)
+            rc = print_status(a, spec.uid, e);
+    }
+    container_spec_free(&spec);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    args_t a;
+    if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+                      strcmp(argv[1], "help") == 0)) {
+        usage(stdout);
+        return 0;
+    }
+    int rc = parse(argc, argv, &a);
+    if (rc) {
+        usage(stderr);
+        return rc;
+    }
+    err_t e;
+    err_clear(&e);
+    if (run(&a, &e) < 0) {
+        fprintf(stderr, "imperium-node: container %s: %s\n", a.action, e.msg);
+        return 1;
+    }
+    return 0;
+}
