@@ -192,8 +192,10 @@ static void dispatch(req_t *r, const route_t *const *tables)
     }
     rt->fn(r);
     /* A successful write may change what some node must run: wake the
-     * nodes' long polls.  Their own reports change nothing they follow. */
-    if (rt->auth != AUTH_NODE && strcmp(r->method, "GET") != 0 && !r->suspended &&
+     * nodes' long polls.  Their own reports and raised alarms change
+     * nothing they follow. */
+    if (rt->auth != AUTH_NODE && rt->auth != AUTH_ALARM && strcmp(r->method, "GET") != 0 &&
+        !r->suspended &&
         r->status >= 200 && r->status < 300)
         changes_bump(r->api->changes);
 out:
