@@ -4,6 +4,7 @@
 #include "../common/validate.h"
 #include "fields.h"
 #include "routes.h"
+#include "rows.h"
 #include "tags.h"
 
 #include <stdio.h>
@@ -39,30 +40,6 @@ static json_t *nullable_int(db_res_t *res, int row, int col)
 static json_t *nullable_str(db_res_t *res, int row, int col)
 {
     return db_is_null(res, row, col) ? json_null() : json_string(db_get(res, row, col));
-}
-
-static json_t *int_column(db_t *db, err_t *e, const char *sql, long long arg, long long add)
-{
-    db_res_t *res = db_query(db, e, sql, DB_ARGS(DB_INT(arg)));
-    if (!res)
-        return NULL;
-    json_t *out = json_array();
-    for (int i = 0; i < res->nrows; i++)
-        json_array_append_new(out, json_integer(db_get_int(res, i, 0) + add));
-    db_res_free(res);
-    return out;
-}
-
-static json_t *str_column(db_t *db, err_t *e, const char *sql, long long arg)
-{
-    db_res_t *res = db_query(db, e, sql, DB_ARGS(DB_INT(arg)));
-    if (!res)
-        return NULL;
-    json_t *out = json_array();
-    for (int i = 0; i < res->nrows; i++)
-        json_array_append_new(out, json_string(db_get(res, i, 0)));
-    db_res_free(res);
-    return out;
 }
 
 /* The fields every container object has (list and full forms). */
@@ -143,12 +120,12 @@ static int container_add_full(db_t *db, err_t *e, json_t *o, db_res_t *res, int 
     json_object_set_new(o, "nofollow", json_boolean(db_get_int(res, row, C_NOFOLLOW)));
     json_object_set_new(o, "custom_distros_storage",
                         json_boolean(db_get_int(res, row, C_CDS)));
-    json_t *keys = str_column(db, e, "SELECT key FROM ssh_keys WHERE container_id = $1 "
+    json_t *keys = rows_str_list(db, e, "SELECT key FROM ssh_keys WHERE container_id = $1 "
                                      "ORDER BY pos", id);
-    json_t *links = int_column(db, e, "SELECT to_id FROM links WHERE container_id = $1 "
+    json_t *links = rows_int_list(db, e, "SELECT to_id FROM links WHERE container_id = $1 "
                                       "ORDER BY to_id", id, UID_BASE);
     json_t *status = container_status(db, e, id);
-    json_t *legions = str_column(db, e,
+    json_t *legions = rows_str_list(db, e,
                                  "SELECT l.address FROM legions l JOIN legion_nodes n "
                                  "ON n.legion_id = l.id WHERE n.server_id = $1 ORDER BY l.id",
                                  db_get_int(res, row, C_SERVER_ID));

@@ -20,6 +20,7 @@
 #include "changes.h"
 #include "fields.h"
 #include "routes.h"
+#include "rows.h"
 
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -33,30 +34,6 @@ static long long now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static json_t *int_list(db_t *db, err_t *e, const char *sql, long long arg, long long add)
-{
-    db_res_t *res = db_query(db, e, sql, DB_ARGS(DB_INT(arg)));
-    if (!res)
-        return NULL;
-    json_t *out = json_array();
-    for (int i = 0; i < res->nrows; i++)
-        json_array_append_new(out, json_integer(db_get_int(res, i, 0) + add));
-    db_res_free(res);
-    return out;
-}
-
-static json_t *str_list(db_t *db, err_t *e, const char *sql, long long arg)
-{
-    db_res_t *res = db_query(db, e, sql, DB_ARGS(DB_INT(arg)));
-    if (!res)
-        return NULL;
-    json_t *out = json_array();
-    for (int i = 0; i < res->nrows; i++)
-        json_array_append_new(out, json_string(db_get(res, i, 0)));
-    db_res_free(res);
-    return out;
 }
 
 enum {
@@ -99,10 +76,10 @@ static json_t *container_state(db_t *db, err_t *e, db_res_t *res, int i)
     char ip[32] = "", hostname[64];
     container_ip(id, ip, sizeof ip);
     container_hostname(db_get(res, i, S_NAME), hostname, sizeof hostname);
-    json_t *keys = str_list(db, e, "SELECT key FROM ssh_keys WHERE container_id = $1 "
+    json_t *keys = rows_str_list(db, e, "SELECT key FROM ssh_keys WHERE container_id = $1 "
                                    "ORDER BY pos", id);
     /* Links work only when both sides agreed. */
-    json_t *links = int_list(db, e,
+    json_t *links = rows_int_list(db, e,
                              "SELECT l.to_id FROM links l JOIN links b "
                              "ON b.container_id = l.to_id AND b.to_id = l.container_id "
                              "WHERE l.container_id = $1 ORDER BY l.to_id", id, UID_BASE);
@@ -223,7 +200,7 @@ static json_t *legions_state(db_t *db, err_t *e, long long server_id)
         return NULL;
     json_t *out = json_array();
     for (int i = 0; out && i < res->nrows; i++) {
-        json_t *nodes = str_list(db, e,
+        json_t *nodes = rows_str_list(db, e,
                                  "SELECT s.address FROM legion_nodes n JOIN servers s "
                                  "ON s.id = n.server_id WHERE n.legion_id = $1 ORDER BY s.id",
                                  db_get_int(res, i, 0));
