@@ -1,12 +1,17 @@
 #!/bin/sh
 # scripts/run.sh - the `make run` demo: a fresh imperium-api on 127.0.0.1,
-# seeded through the admin CLI with the quickstart's customer `kratos`, then
-# a short guide.  Stays in the foreground until Ctrl-C.
+# seeded through the admin CLI with the quickstart's customer `kratos`, and
+# (as root) an imperium-node daemon for the server `fooserver`, so the
+# quickstart's `distro` + `ssh_keys` calls really start container 30001.
+# Then a short guide.  Stays in the foreground until Ctrl-C, which stops the
+# node daemon, then every container (`imperium-node stop-all`), then the API.
 #
 # Environment:
 #   IMPERIUM_PORT     TCP port (default 8080)
-#   IMPERIUM_RUN_DIR  state directory, wiped on each run (default <repo>/.run)
-#   IMPERIUM_BIN_DIR  where imperium-api and imperium are (default <repo>/build)
+#   IMPERIUM_RUN_DIR  state directory, wiped on each run (default <repo>/.run;
+#                     keep it out of /tmp: inside a container /tmp is the home's)
+#   IMPERIUM_BIN_DIR  where imperium-api, imperium and imperium-node are
+#                     (default <repo>/build)
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,6 +21,7 @@ port=${IMPERIUM_PORT:-8080}
 host=127.0.0.1
 api_bin=$bin_dir/imperium-api
 cli_bin=$bin_dir/imperium
+node_bin=$bin_dir/imperium-node
 marker=.imperium-run
 
 say() { printf '%s\n' "$*"; }
@@ -24,13 +30,18 @@ die() { say "run: $*" >&2; exit 1; }
 case $port in
     '' | *[!0-9]*) die "IMPERIUM_PORT must be a port number, not '$port'" ;;
 esac
-for b in "$api_bin" "$cli_bin"; do
+for b in "$api_bin" "$cli_bin" "$node_bin"; do
     [ -x "$b" ] || die "$b is missing: build it first (make all)"
 done
 
 # A fresh state directory.  Never wipe a directory this script did not make.
 if [ -d "$run_dir" ] && [ -n "$(ls -A "$run_dir")" ] && [ ! -e "$run_dir/$marker" ]; then
     die "$run_dir exists and was not made by run.sh: refusing to wipe it"
+fi
+# Containers of an earlier run that was not stopped cleanly: stop them
+# before their homes go (best effort; refused while that run's daemon lives).
+if [ -f "$run_dir/imperium-node.conf" ] && [ "$(id -u)" = 0 ]; then
+    "$node_bin" stop-all -c "$run_dir/imperium-node.conf" >/dev/null 2>&1 || true
 fi
 rm -rf "$run_dir"
 mkdir -p "$run_dir"
@@ -52,10 +63,31 @@ threads = 4
 log_level = info
 EOF
 
+node_conf=$run_dir/imperium-node.conf
+node_log=$run_dir/node.log
+node_dir=$run_dir/node
+node_pid=
+node_started=
+
 api_pid=
 log_tail() {
     say "---- last lines of $log ----" >&2
     tail -n 30 "$log" >&2 || true
+}
+# Stop the node daemon (the containers keep running), then every container
+# (the homes stay); returns non-zero if either went wrong.
+stop_node() {
+    [ -n "$node_started" ] || return 0
+    node_started=
+    status=0
+    if [ -n "$node_pid" ]; then
+        pid=$node_pid
+        node_pid=
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" || status=$?
+    fi
+    "$node_bin" stop-all -c "$node_conf" >>"$node_log" 2>&1 || status=$?
+    return "$status"
 }
 # Stop the API (if still running) and wait for it; returns its exit status.
 stop_api() {
@@ -70,15 +102,26 @@ stop_api() {
 on_signal() {
     trap - INT TERM
     say ""
-    say "run: stopping imperium-api"
-    if stop_api; then
-        exit 0
+    code=0
+    if [ -n "$node_started" ]; then
+        say "run: stopping imperium-node and its containers"
+        if ! stop_node; then
+            say "run: imperium-node did not stop cleanly (see $node_log)" >&2
+            code=1
+        fi
     fi
-    say "run: imperium-api did not stop cleanly" >&2
-    log_tail
-    exit 1
+    say "run: stopping imperium-api"
+    if ! stop_api; then
+        say "run: imperium-api did not stop cleanly" >&2
+        log_tail
+        code=1
+    fi
+    exit "$code"
 }
-on_exit() { stop_api || true; }
+on_exit() {
+    stop_node || true
+    stop_api || true
+}
 trap on_signal INT TERM
 trap on_exit EXIT
 fail() {
@@ -110,8 +153,11 @@ imp admin customer add kratos --password deimos --company "God of war S.r.l." \
     --vat 01234567890 >/dev/null || fail "cannot create customer kratos"
 imp admin customer add zeus --password olympus --company "Olympus S.p.a." \
     >/dev/null || fail "cannot create customer zeus"
-imp admin server add fooserver --address 127.0.0.1 --memory 8000 --storage 200000 \
-    --datacenter demo >/dev/null || fail "cannot create server fooserver"
+# The answer shows the node's secret once: fooserver's node daemon uses it.
+foo=$(imp admin server add fooserver --address 127.0.0.1 --memory 8000 --storage 200000 \
+    --datacenter demo) || fail "cannot create server fooserver"
+node_secret=$(printf '%s\n' "$foo" | sed -n 's/^node_secret:[[:space:]]*//p')
+[ -n "$node_secret" ] || fail "no node_secret in the answer of 'imperium admin server add'"
 imp admin server add zeusserver --address 127.0.0.2 --memory 16000 --storage 400000 \
     --owner zeus --datacenter demo >/dev/null || fail "cannot create server zeusserver"
 imp admin distro add "Debian 12 bookworm (host)" --path / >/dev/null ||
@@ -123,6 +169,44 @@ uid=$(imp admin container add --customer kratos --server fooserver --name change
 imp admin news add "Welcome to Imperium: this is the make run demo." --public >/dev/null ||
     fail "cannot publish the news"
 
+# The node of fooserver.  The first distro above is this machine's own root,
+# read-only (distro_host_ok): the demo's only way to have a distro at once.
+node_note=
+if [ "$(id -u)" = 0 ]; then
+    (
+        umask 077
+        cat >"$node_conf" <<NODECONF
+# imperium-node settings for the \`make run\` demo (written by scripts/run.sh)
+api_url = http://$host:$port
+server_name = fooserver
+secret = $node_secret
+state_dir = $node_dir/state
+containers_dir = $node_dir/containers
+shortcuts = $root/etc/uwsgi/shortcuts.ini
+cgroup_parent = imperium-run
+distro_host_ok = true
+log_level = info
+NODECONF
+    ) || fail "cannot write $node_conf"
+    node_started=1
+    "$node_bin" run -c "$node_conf" >"$node_log" 2>&1 &
+    node_pid=$!
+    tries=0
+    until grep -q "node state received" "$node_log" 2>/dev/null; do
+        if ! kill -0 "$node_pid" 2>/dev/null; then
+            say "---- $node_log ----" >&2
+            cat "$node_log" >&2 || true
+            fail "imperium-node exited at start-up"
+        fi
+        tries=$((tries + 1))
+        [ "$tries" -lt 100 ] || fail "imperium-node does not get its state from the API"
+        sleep 0.1
+    done
+    node_note="imperium-node runs fooserver's containers (log: $node_log)"
+else
+    node_note="imperium-node is NOT running: containers need root (run make run as root)"
+fi
+
 base=http://$host:$port
 k=http://kratos:deimos@$host:$port
 k17=http://kratos:deimos17@$host:$port
@@ -133,6 +217,11 @@ state: $run_dir (log: $log)
 
 Seeded: customer kratos/deimos ("God of war S.r.l.") with container $uid on fooserver,
 customer zeus/olympus owning zeusserver (127.0.0.2), two distros, one public news item.
+$node_note
+
+Distro 1, "Debian 12 bookworm (host)", is this machine's own root filesystem, read-only:
+a demo shortcut (distro_host_ok = true in $node_conf), never for customers.
+Real distros will come from \`imperium admin distro build\`.
 
 The customer quickstart, as kratos:
   curl $k/api/me/
@@ -143,6 +232,12 @@ The customer quickstart, as kratos:
   curl $k17/api/distros/
   curl -X POST -d '{"distro": 1}' $k17/api/containers/$uid
   curl -X POST -d "{\"ssh_keys\": [\"\$(cat ~/.ssh/id_ed25519.pub)\"]}" $k17/api/containers/$uid
+  curl $k17/api/containers/$uid        ("status": running, within a second)
+
+The container, from the host:
+  ps -u $uid -o pid,args                 (its init and uWSGI Emperor)
+  ls $node_dir/containers/$uid           (its home: drop vassals in vassals/)
+  tail $node_dir/containers/$uid/logs/emperor.log
 
 A customer owning a whole server creates its own containers, as zeus:
   curl -X POST -d '{"server":"127.0.0.2", "name":"hydra", "memory":1000, "storage":20000}' http://zeus:olympus@$host:$port/api/containers

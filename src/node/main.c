@@ -1,6 +1,8 @@
-/* main.c - `imperium-node`, for now a thin debug CLI over the container
- * library (the daemon that follows the API will reuse the same calls).
+/* main.c - `imperium-node`: the daemon that follows the API, and a thin
+ * debug CLI over the container library.
  *
+ *   imperium-node run --config FILE      (or: imperium-node -c FILE)
+ *   imperium-node stop-all --config FILE
  *   imperium-node container start  --spec FILE --state-dir DIR --containers-dir DIR
  *                                  [--shortcuts FILE] [--uwsgi PATH]
  *                                  [--cgroup-root DIR] [--cgroup-parent NAME]
@@ -17,6 +19,7 @@
 
 #include "../common/strutil.h"
 #include "../common/validate.h"
+#include "agent.h"
 #include "container.h"
 
 typedef struct {
@@ -29,8 +32,24 @@ typedef struct {
 
 static void usage(FILE *f)
 {
-    fputs("usage: imperium-node container ACTION ...\n"
+    fputs("usage: imperium-node run --config FILE\n"
+          "       imperium-node stop-all --config FILE\n"
+          "       imperium-node container ACTION ...\n"
           "\n"
+          "  run --config FILE   (or -c FILE)\n"
+          "        the daemon: follows the API's node state and starts, restarts and stops\n"
+          "        containers to match it; on SIGTERM it exits and the containers keep\n"
+          "        running (the next run adopts them)\n"
+          "  stop-all --config FILE\n"
+          "        stop every container of the node (maintenance); refused while the\n"
+          "        daemon runs\n"
+          "\n"
+          "The config file (key = value): api_url, server_name, secret or secret_file,\n"
+          "state_dir, containers_dir, and optionally node_prefix, uwsgi, shortcuts,\n"
+          "cgroup_root, cgroup_parent, log_level, distro_host_ok, stop_timeout,\n"
+          "restart_grace_ms (docs/NODE.md).\n"
+          "\n"
+          "Debug commands on one container:\n"
           "  container start --spec FILE --state-dir DIR --containers-dir DIR\n"
           "                  [--shortcuts FILE] [--uwsgi PATH] [--cgroup-root DIR]\n"
           "                  [--cgroup-parent NAME]\n"
@@ -172,6 +191,40 @@ static int run(const args_t *a, err_t *e)
     return rc;
 }
 
+/* `run` and `stop-all`: [run|stop-all] (-c|--config) FILE.  Returns the
+ * exit code, or -1 when argv is not one of these. */
+static int daemon_commands(int argc, char **argv)
+{
+    int i = 1;
+    bool stop_all = false;
+    if (strcmp(argv[1], "run") == 0 || (stop_all = strcmp(argv[1], "stop-all") == 0))
+        i = 2;
+    else if (strcmp(argv[1], "-c") != 0 && strcmp(argv[1], "--config") != 0)
+        return -1;
+    if (argc != i + 2 || (strcmp(argv[i], "-c") != 0 && strcmp(argv[i], "--config") != 0)) {
+        fprintf(stderr, "imperium-node: %s needs --config FILE (and nothing else)\n",
+                stop_all ? "stop-all" : "run");
+        usage(stderr);
+        return 2;
+    }
+    agent_cfg_t cfg;
+    err_t e;
+    err_clear(&e);
+    if (agent_cfg_load(&cfg, argv[i + 1], &e) < 0) {
+        fprintf(stderr, "imperium-node: %s\n", e.msg);
+        return 1;
+    }
+    int rc = 0;
+    if (!stop_all) {
+        rc = agent_run(&cfg) == 0 ? 0 : 1;
+    } else if (agent_stop_all(&cfg, &e) < 0) {
+        fprintf(stderr, "imperium-node: stop-all: %s\n", e.msg);
+        rc = 1;
+    }
+    agent_cfg_free(&cfg);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     args_t a;
@@ -180,7 +233,10 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    int rc = parse(argc, argv, &a);
+    int rc = argc >= 2 ? daemon_commands(argc, argv) : -1;
+    if (rc >= 0)
+        return rc;
+    rc = parse(argc, argv, &a);
     if (rc) {
         usage(stderr);
         return rc;

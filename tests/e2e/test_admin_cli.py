@@ -698,16 +698,21 @@ def test_run_sh_demo():
             assert proc.returncode == 0, out + rest
             for pid in api_pids:
                 assert not os.path.exists(f"/proc/{pid}") or pid not in _pids_running(conf)
-            with open(os.path.join(run_dir, "api.log"), errors="replace") as f:
-                log = f.read()
-            for marker in SANITIZER_MARKERS:
-                assert marker not in log, log[-4000:]
+            # The node daemon (started as root) is gone too.
+            assert not _pids_running(os.path.join(run_dir, "imperium-node.conf"))
+            logs = ["api.log"] + (["node.log"] if os.geteuid() == 0 else [])
+            for name in logs:
+                with open(os.path.join(run_dir, name), errors="replace") as f:
+                    log = f.read()
+                for marker in SANITIZER_MARKERS:
+                    assert marker not in log, log[-4000:]
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-            for pid in _pids_running(os.path.join(run_dir, "imperium-api.conf")):
-                os.kill(pid, signal.SIGKILL)
+            for name in ("imperium-api.conf", "imperium-node.conf"):
+                for pid in _pids_running(os.path.join(run_dir, name)):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def test_run_sh_fails_when_the_port_is_taken(tmp_path):

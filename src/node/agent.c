@@ -1,0 +1,337 @@
+/* agent.c - the imperium-node daemon's main loop, and stop-all (agent.h).
+ *
+ * Two threads.  The channel thread (channel.c) blocks in libcurl on the
+ * long poll and hands each new state over.  The main thread owns every
+ * container and waits in epoll on:
+ *   - a signalfd: SIGCHLD (reap our inits), SIGTERM/SIGINT (exit);
+ *   - an eventfd the channel thread writes when a new state is ready;
+ *   - the supervisor's epoll of init pidfds (an init ended);
+ *   - a timeout: the next stop deadline or backoff, and the status report
+ *     due every STATUS_EVERY_MS.
+ * After every wake-up it converges and, when something changed (or the
+ * report is due), queues a POST /node/status with every known container.
+ *
+ * On SIGTERM/SIGINT the daemon exits WITHOUT stopping containers: they keep
+ * running, and the next daemon adopts them.  `imperium-node stop-all` stops
+ * them for maintenance. */
+#include "agent.h"
+
+#include <curl/curl.h>
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/strutil.h"
+#include "../common/validate.h"
+#include "cgroup.h"
+#include "channel.h"
+#include "supervisor.h"
+
+#define STATUS_EVERY_MS 5000
+
+enum { EV_SIGNAL = 1, EV_STATE, EV_INITS };
+
+/* The daemon's one piece of mutable state. */
+typedef struct {
+    const agent_cfg_t *cfg;
+    int lock_fd, sig_fd, event_fd, ep_fd;
+    bool curl_ready, mask_set, quit;
+    sigset_t old_mask;
+    supervisor_t *sv;
+    channel_t *ch;
+    long long next_report_ms;
+} agent_t;
+
+static int add_fd(agent_t *a, int fd, uint64_t tag, err_t *e)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = tag};
+    if (epoll_ctl(a->ep_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
+        return err_set(e, ERR_INTERNAL, "epoll_ctl: %s", strerror(errno));
+    return 0;
+}
+
+static int setup_fds(agent_t *a, err_t *e)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    /* Blocked before the channel thread exists, so it inherits the mask and
+     * every one of these signals reaches the signalfd. */
+    if (pthread_sigmask(SIG_BLOCK, &set, &a->old_mask) != 0)
+        return err_set(e, ERR_INTERNAL, "block signals: %s", strerror(errno));
+    a->mask_set = true;
+    /* libcurl runs with CURLOPT_NOSIGNAL: a peer closing a connection must
+     * not kill us.  (The container's Emperor gets every signal reset.) */
+    signal(SIGPIPE, SIG_IGN);
+    if ((a->sig_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK)) < 0)
+        return err_set(e, ERR_INTERNAL, "signalfd: %s", strerror(errno));
+    if ((a->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+        return err_set(e, ERR_INTERNAL, "eventfd: %s", strerror(errno));
+    if ((a->ep_fd = epoll_create1(EPOLL_CLOEXEC)) < 0)
+        return err_set(e, ERR_INTERNAL, "epoll_create1: %s", strerror(errno));
+    return add_fd(a, a->sig_fd, EV_SIGNAL, e) < 0 || add_fd(a, a->event_fd, EV_STATE, e) < 0
+               ? -1
+               : 0;
+}
+
+static int setup(agent_t *a, err_t *e)
+{
+    const agent_cfg_t *c = a->cfg;
+    if (setup_fds(a, e) < 0 || (a->lock_fd = agent_lock(c, e)) < 0)
+        return -1;
+    if (agent_mkdirs(c->node.containers_dir, 0755, e) < 0)
+        return -1;
+    sv_opts_t so = {.node = c->node,
+                    .distro_host_ok = c->distro_host_ok,
+                    .stop_timeout_ms = c->stop_timeout_ms,
+                    .restart_grace_ms = c->restart_grace_ms};
+    if (!(a->sv = sv_new(&so, e)) || add_fd(a, sv_fd(a->sv), EV_INITS, e) < 0)
+        return -1;
+    sv_adopt_all(a->sv);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return err_set(e, ERR_INTERNAL, "libcurl failed to initialise");
+    a->curl_ready = true;
+    channel_opts_t co = {.api_url = c->api_url,
+                         .node_prefix = c->node_prefix,
+                         .user = c->server_name,
+                         .secret = c->secret,
+                         .wait_s = CHANNEL_WAIT_S,
+                         .notify_fd = a->event_fd};
+    if (!(a->ch = channel_new(&co, e)) || channel_start(a->ch, e) < 0)
+        return -1;
+    return 0;
+}
+
+static void teardown(agent_t *a)
+{
+    channel_free(a->ch); /* stops and joins the thread first */
+    if (a->curl_ready)
+        curl_global_cleanup();
+    sv_free(a->sv);
+    if (a->ep_fd >= 0)
+        close(a->ep_fd);
+    if (a->event_fd >= 0)
+        close(a->event_fd);
+    if (a->sig_fd >= 0)
+        close(a->sig_fd);
+    if (a->lock_fd >= 0)
+        close(a->lock_fd);
+    if (a->mask_set)
+        pthread_sigmask(SIG_SETMASK, &a->old_mask, NULL);
+}
+
+static void on_signals(agent_t *a)
+{
+    struct signalfd_siginfo si;
+    while (read(a->sig_fd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGCHLD) {
+            sv_reap(a->sv);
+        } else if (!a->quit) {
+            log_info("%s: exiting; the containers keep running (imperium-node stop-all stops "
+                     "them)",
+                     strsignal((int)si.ssi_signo));
+            a->quit = true;
+        }
+    }
+}
+
+static void on_state(agent_t *a)
+{
+    uint64_t n;
+    if (read(a->event_fd, &n, sizeof n) < 0 && errno != EAGAIN)
+        log_error("read the channel's eventfd: %s", strerror(errno));
+    json_t *state = channel_take_state(a->ch);
+    if (!state)
+        return;
+    sv_set_state(a->sv, state);
+    json_decref(state);
+}
+
+static void report(agent_t *a, long long now)
+{
+    char *body = sv_status_report(a->sv);
+    if (!body)
+        log_error("status report: out of memory");
+    channel_post_status(a->ch, body);
+    a->next_report_ms = now + STATUS_EVERY_MS;
+}
+
+static int timeout_ms(const agent_t *a)
+{
+    long long now = sv_now_ms(), next = a->next_report_ms;
+    long long d = sv_next_deadline(a->sv);
+    if (d >= 0 && d < next)
+        next = d;
+    next -= now;
+    return next < 0 ? 0 : next > STATUS_EVERY_MS ? STATUS_EVERY_MS : (int)next;
+}
+
+static void loop(agent_t *a)
+{
+    a->next_report_ms = sv_now_ms(); /* report the adopted containers at once */
+    while (!a->quit) {
+        struct epoll_event evs[8];
+        int n = epoll_wait(a->ep_fd, evs, 8, timeout_ms(a));
+        if (n < 0 && errno != EINTR) {
+            log_error("epoll_wait: %s", strerror(errno));
+            sleep(1);
+        }
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.u64 == EV_SIGNAL)
+                on_signals(a);
+            else if (evs[i].data.u64 == EV_STATE)
+                on_state(a);
+            else if (evs[i].data.u64 == EV_INITS)
+                sv_events(a->sv);
+        }
+        if (a->quit)
+            break;
+        sv_converge(a->sv);
+        long long now = sv_now_ms();
+        if (sv_take_changed(a->sv) || now >= a->next_report_ms)
+            report(a, now);
+    }
+}
+
+int agent_run(const agent_cfg_t *c)
+{
+    agent_t a = {.cfg = c, .lock_fd = -1, .sig_fd = -1, .event_fd = -1, .ep_fd = -1};
+    err_t e;
+    err_clear(&e);
+    log_set_level(c->log_level);
+    int rc = 0;
+    if (setup(&a, &e) < 0) {
+        log_error("imperium-node: %s", e.msg);
+        rc = 1;
+    } else {
+        log_info("imperium-node: server %s following %s%s (state %s, homes %s, uwsgi %s%s)",
+                 c->server_name, c->api_url, c->node_prefix, c->node.state_dir,
+                 c->node.containers_dir, c->node.uwsgi,
+                 c->distro_host_ok ? ", host distro allowed" : "");
+        loop(&a);
+    }
+    teardown(&a);
+    return rc;
+}
+
+/* ---- stop-all -------------------------------------------------------------- */
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+/* The container uids of the state directory; *n of them, NULL on error. */
+static int *list_uids(const char *dir, size_t *n, err_t *e)
+{
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d) {
+        int *none = errno == ENOENT ? calloc(1, sizeof(int)) : NULL;
+        if (!none)
+            err_set(e, ERR_INTERNAL, "read the state directory %s: %s", dir,
+                    errno == ENOENT ? "out of memory" : strerror(errno));
+        return none;
+    }
+    size_t cap = 16;
+    int *uids = malloc(cap * sizeof *uids);
+    struct dirent *de;
+    while (uids && (de = readdir(d))) {
+        long long uid;
+        if (!str_to_ll(de->d_name, &uid) || uid <= UID_BASE || uid > INT_MAX)
+            continue;
+        if (*n == cap) {
+            int *more = realloc(uids, (cap *= 2) * sizeof *uids);
+            if (!more) {
+                free(uids);
+                uids = NULL;
+                break;
+            }
+            uids = more;
+        }
+        uids[(*n)++] = (int)uid;
+    }
+    closedir(d);
+    if (!uids)
+        err_set(e, ERR_INTERNAL, "out of memory");
+    return uids;
+}
+
+int agent_stop_all(const agent_cfg_t *c, err_t *e)
+{
+    log_set_level(c->log_level);
+    int lock = agent_lock(c, e);
+    if (lock < 0) {
+        if (e->kind == ERR_CONFLICT)
+            err_set(e, ERR_CONFLICT,
+                    "an imperium-node daemon is running on %s: stop it first (it would restart "
+                    "what stop-all stops)",
+                    c->node.state_dir);
+        return -1;
+    }
+    size_t n;
+    int *uids = list_uids(c->node.state_dir, &n, e);
+    if (!uids) {
+        close(lock);
+        return -1;
+    }
+    /* SIGTERM to every init first, so they shut down side by side... */
+    int running = 0, failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        pid_t pid;
+        if (container_find(&c->node, uids[i], &pid)) {
+            log_info("container %d: stopping (init pid %d)", uids[i], (int)pid);
+            kill(pid, SIGTERM);
+            running++;
+        }
+    }
+    /* ...then wait for each up to the timeout; container_stop SIGKILLs what
+     * is left and removes the cgroup (also of containers that died). */
+    long long deadline = sv_now_ms() + c->stop_timeout_ms;
+    for (size_t i = 0; i < n; i++) {
+        while (container_is_running(&c->node, uids[i]) && sv_now_ms() < deadline)
+            sleep_ms(20);
+        state_t st;
+        if (state_load(c->node.state_dir, uids[i], &st, NULL) <= 0 || st.pid == 0)
+            continue; /* stopped already: leave its record alone */
+        err_t one;
+        err_clear(&one);
+        if (container_stop(&c->node, uids[i], 0, &one) < 0) {
+            log_error("container %d: stop: %s", uids[i], one.msg);
+            failed++;
+        }
+    }
+    free(uids);
+    /* Nothing runs: the node's cgroup parent goes too (the next start
+     * creates it again); one still in use stays. */
+    cgroup_t cg;
+    if (!failed && cgroup_locate(c->node.cgroup_root, c->node.cgroup_parent, UID_BASE + 1, &cg,
+                                 NULL) == 0) {
+        char *slash = strrchr(cg.dir, '/');
+        if (slash && slash != cg.dir) {
+            *slash = '\0';
+            if (rmdir(cg.dir) < 0 && errno != ENOENT)
+                log_debug("stop-all: keep cgroup %s: %s", cg.dir, strerror(errno));
+        }
+    }
+    close(lock);
+    if (failed)
+        return err_set(e, ERR_INTERNAL, "%d of %d containers did not stop", failed, running);
+    log_info("stop-all: %d running containers stopped (homes kept)", running);
+    return 0;
+}

@@ -1,0 +1,56 @@
+/* agent.h - the imperium-node daemon: follows the API's nodes' channel and
+ * keeps the containers of this server in line with it (docs/NODE.md).
+ *
+ *   agent_config.c  the config file (`key = value`, unknown keys are errors)
+ *   channel.c       the HTTP side: long poll GET /node/state, POST /node/status
+ *   supervisor.c    one record per container: start, restart, stop, adopt
+ *   agent.c         the main loop tying them together; stop-all */
+#ifndef IMP_NODE_AGENT_H
+#define IMP_NODE_AGENT_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "../common/config.h"
+#include "../common/err.h"
+#include "../common/log.h"
+#include "container.h"
+
+#define AGENT_DEFAULT_NODE_PREFIX "/node"
+#define AGENT_DEFAULT_STOP_TIMEOUT_S 10
+#define AGENT_DEFAULT_RESTART_GRACE_MS 300
+#define AGENT_LOCK_FILE "imperium-node.lock"
+
+typedef struct {
+    conf_t conf;             /* the file; the strings below point into it */
+    const char *api_url;     /* http://127.0.0.1:8080, no trailing slash */
+    const char *node_prefix; /* /node */
+    const char *server_name;
+    char *secret;            /* owned: from `secret` or the first line of `secret_file` */
+    node_cfg_t node;         /* state_dir, containers_dir, uwsgi, shortcuts, cgroup */
+    bool distro_host_ok;     /* allow the node's own root (/) as a distro */
+    enum log_level log_level;
+    int stop_timeout_ms;   /* graceful stop of a container no longer wanted */
+    int restart_grace_ms;  /* SIGTERM before SIGKILL when restarting */
+} agent_cfg_t;
+
+/* Load and check the file; -1 with a message naming the file and key. */
+int agent_cfg_load(agent_cfg_t *c, const char *path, err_t *e);
+void agent_cfg_free(agent_cfg_t *c);
+
+/* mkdir -p: parents 0755, the last one with mode. */
+int agent_mkdirs(const char *path, mode_t mode, err_t *e);
+
+/* Take <state_dir>/imperium-node.lock (creating state_dir): one daemon (or
+ * stop-all) per node.  Returns the fd to keep open, -1 if someone holds it. */
+int agent_lock(const agent_cfg_t *c, err_t *e);
+
+/* The daemon, until SIGTERM/SIGINT.  Containers keep running when it
+ * exits; the next run adopts them.  Returns 0 on a clean exit. */
+int agent_run(const agent_cfg_t *c);
+
+/* Stop every container of the node (maintenance), refusing while the
+ * daemon runs.  Returns 0 when all stopped. */
+int agent_stop_all(const agent_cfg_t *c, err_t *e);
+
+#endif

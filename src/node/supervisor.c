@@ -1,0 +1,752 @@
+/* supervisor.c - the node's containers, one record each (supervisor.h). */
+#include "supervisor.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/log.h"
+#include "../common/strutil.h"
+#include "../common/validate.h"
+#include "state.h"
+
+/* After SIGKILL, how long before we say the init survives it. */
+#define KILL_WAIT_MS 5000
+/* Without pidfds (Linux < 5.3) a running init is checked this often. */
+#define POLL_ALIVE_MS 1000
+
+typedef enum {
+    PH_STOPPED,  /* nothing runs */
+    PH_RUNNING,  /* init pid runs generation run_gen */
+    PH_STOPPING, /* SIGTERM sent; SIGKILL at deadline; then maybe start again */
+    PH_WAITING,  /* a (re)start is due at deadline: backoff after a death or a failure */
+} phase_t;
+
+typedef struct {
+    int uid;
+
+    /* What the API wants. */
+    bool wanted;
+    bool have_spec;
+    container_spec_t spec;
+    char spec_error[512]; /* the API's object could not be read */
+
+    /* What runs. */
+    phase_t phase;
+    pid_t pid;
+    int pidfd;  /* -1: none (not running, or no pidfd support) */
+    bool child; /* started by this process: we reap it */
+    long long run_gen, run_ssh_gen, keys_failed_gen;
+    long long started_ms;
+
+    long long deadline_ms; /* STOPPING: SIGKILL; WAITING: the start */
+    bool killed;           /* STOPPING: SIGKILL sent */
+    bool restart_after;    /* STOPPING: start again once stopped */
+    bool needs_cleanup;    /* its init died unseen: cgroup and record to clean */
+
+    int backoff;        /* consecutive deaths and failed starts */
+    bool failed;        /* WAITING after a failed start (not a death) */
+    long long wait_gen; /* the generation that failed or died */
+    char last_error[512];
+    char logged_error[512]; /* the last error logged, not to repeat it each retry */
+} rec_t;
+
+struct supervisor {
+    sv_opts_t o;
+    int epfd; /* the pidfds of the inits */
+    rec_t **recs;
+    size_t n, cap;
+    bool have_state; /* the API told us what it wants at least once */
+    bool changed;
+};
+
+long long sv_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int sys_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+static int sys_pidfd_signal(int fd, int sig)
+{
+    return (int)syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0);
+}
+
+/* ---- records --------------------------------------------------------------- */
+
+static rec_t *find(const supervisor_t *sv, int uid)
+{
+    for (size_t i = 0; i < sv->n; i++)
+        if (sv->recs[i]->uid == uid)
+            return sv->recs[i];
+    return NULL;
+}
+
+static rec_t *find_pid(const supervisor_t *sv, pid_t pid)
+{
+    for (size_t i = 0; i < sv->n; i++) {
+        rec_t *r = sv->recs[i];
+        if (r->pid == pid && (r->phase == PH_RUNNING || r->phase == PH_STOPPING))
+            return r;
+    }
+    return NULL;
+}
+
+static rec_t *get(supervisor_t *sv, int uid)
+{
+    rec_t *r = find(sv, uid);
+    if (r)
+        return r;
+    if (sv->n == sv->cap) {
+        size_t cap = sv->cap ? sv->cap * 2 : 16;
+        rec_t **n = realloc(sv->recs, cap * sizeof *n);
+        if (!n)
+            return NULL;
+        sv->recs = n;
+        sv->cap = cap;
+    }
+    if (!(r = calloc(1, sizeof *r)))
+        return NULL;
+    r->uid = uid;
+    r->pidfd = -1;
+    sv->recs[sv->n++] = r;
+    return r;
+}
+
+static void rec_free(rec_t *r)
+{
+    if (r->pidfd >= 0)
+        close(r->pidfd);
+    container_spec_free(&r->spec);
+    free(r);
+}
+
+supervisor_t *sv_new(const sv_opts_t *o, err_t *e)
+{
+    supervisor_t *sv = calloc(1, sizeof *sv);
+    if (!sv) {
+        err_set(e, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    sv->o = *o;
+    sv->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (sv->epfd < 0) {
+        err_set(e, ERR_INTERNAL, "epoll_create1: %s", strerror(errno));
+        free(sv);
+        return NULL;
+    }
+    return sv;
+}
+
+void sv_free(supervisor_t *sv)
+{
+    if (!sv)
+        return;
+    for (size_t i = 0; i < sv->n; i++)
+        rec_free(sv->recs[i]);
+    free(sv->recs);
+    close(sv->epfd);
+    free(sv);
+}
+
+int sv_fd(const supervisor_t *sv) { return sv->epfd; }
+
+bool sv_take_changed(supervisor_t *sv)
+{
+    bool c = sv->changed;
+    sv->changed = false;
+    return c;
+}
+
+/* ---- watching an init -------------------------------------------------------- */
+
+static void watch(supervisor_t *sv, rec_t *r)
+{
+    r->pidfd = sys_pidfd_open(r->pid);
+    if (r->pidfd < 0) {
+        log_warn("container %d: pidfd_open(%d): %s; checking it every %d ms instead", r->uid,
+                 (int)r->pid, strerror(errno), POLL_ALIVE_MS);
+        return;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (unsigned)r->uid};
+    if (epoll_ctl(sv->epfd, EPOLL_CTL_ADD, r->pidfd, &ev) < 0) {
+        log_warn("container %d: watch init %d: %s; checking it every %d ms instead", r->uid,
+                 (int)r->pid, strerror(errno), POLL_ALIVE_MS);
+        close(r->pidfd);
+        r->pidfd = -1;
+    }
+}
+
+static void unwatch(supervisor_t *sv, rec_t *r)
+{
+    if (r->pidfd < 0)
+        return;
+    epoll_ctl(sv->epfd, EPOLL_CTL_DEL, r->pidfd, NULL);
+    close(r->pidfd);
+    r->pidfd = -1;
+}
+
+static void send_signal(rec_t *r, int sig)
+{
+    int rc = r->pidfd >= 0 ? sys_pidfd_signal(r->pidfd, sig) : kill(r->pid, sig);
+    if (rc < 0 && errno != ESRCH)
+        log_error("container %d: signal %d to init %d: %s", r->uid, sig, (int)r->pid,
+                  strerror(errno));
+}
+
+static void describe(int status, char *out, size_t len)
+{
+    if (status < 0)
+        snprintf(out, len, "ended");
+    else if (WIFSIGNALED(status))
+        snprintf(out, len, "was killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    else if (WIFEXITED(status))
+        snprintf(out, len, "exited with status %d", WEXITSTATUS(status));
+    else
+        snprintf(out, len, "ended (status 0x%x)", (unsigned)status);
+}
+
+static long long backoff_ms(int level)
+{
+    long long d = SV_BACKOFF_MIN_MS;
+    for (int i = 1; i < level && d < SV_BACKOFF_MAX_MS; i++)
+        d *= 2;
+    return d > SV_BACKOFF_MAX_MS ? SV_BACKOFF_MAX_MS : d;
+}
+
+/* ---- start, stop, keys ---------------------------------------------------------- */
+
+/* Log an error at most once while it repeats, at error level. */
+static void log_once(rec_t *r, const char *step, const char *msg, long long retry_ms)
+{
+    if (strcmp(r->logged_error, msg) != 0) {
+        log_error("container %d: %s: %s; retrying in %lld s", r->uid, step, msg,
+                  retry_ms / 1000);
+        snprintf(r->logged_error, sizeof r->logged_error, "%s", msg);
+    } else {
+        log_debug("container %d: %s: %s (again); retrying in %lld s", r->uid, step, msg,
+                  retry_ms / 1000);
+    }
+}
+
+static void start_failed(supervisor_t *sv, rec_t *r, const char *msg)
+{
+    long long delay = backoff_ms(++r->backoff);
+    r->phase = PH_WAITING;
+    r->failed = true;
+    r->wait_gen = r->spec.generation;
+    r->deadline_ms = sv_now_ms() + delay;
+    snprintf(r->last_error, sizeof r->last_error, "%s", msg);
+    log_once(r, "start", msg, delay);
+    sv->changed = true;
+}
+
+/* Take over an init that runs already (started by an earlier daemon). */
+static bool adopt(supervisor_t *sv, rec_t *r, pid_t pid)
+{
+    state_t st;
+    if (state_load(sv->o.node.state_dir, r->uid, &st, NULL) <= 0)
+        return false;
+    r->pid = pid;
+    r->child = false;
+    watch(sv, r);
+    /* The pid may have been recycled between the check and pidfd_open:
+     * check again now that the pidfd pins the process. */
+    pid_t again = 0;
+    if (!container_find(&sv->o.node, r->uid, &again) || again != pid) {
+        unwatch(sv, r);
+        r->pid = 0;
+        return false;
+    }
+    r->phase = PH_RUNNING;
+    r->run_gen = st.generation;
+    r->run_ssh_gen = st.ssh_generation;
+    long long age = (long long)time(NULL) - st.since;
+    r->started_ms = sv_now_ms() - (age > 0 ? age * 1000 : 0);
+    r->needs_cleanup = false;
+    log_info("container %d: adopted (init pid %d, generation %lld, running for %lld s)", r->uid,
+             (int)pid, st.generation, age > 0 ? age : 0);
+    sv->changed = true;
+    return true;
+}
+
+static bool host_distro_refused(const supervisor_t *sv, const rec_t *r, char *msg, size_t len)
+{
+    if (sv->o.distro_host_ok || !r->spec.rootfs)
+        return false;
+    char *real = realpath(r->spec.rootfs, NULL);
+    bool host = real && strcmp(real, "/") == 0;
+    free(real);
+    if (host)
+        snprintf(msg, len,
+                 "distro %s is the node's own root filesystem, which this node does not "
+                 "allow (distro_host_ok = false)",
+                 r->spec.rootfs);
+    return host;
+}
+
+static void start(supervisor_t *sv, rec_t *r)
+{
+    err_t e;
+    err_clear(&e);
+    pid_t pid = 0;
+    bool after_death = r->phase == PH_WAITING && !r->failed;
+    if (container_find(&sv->o.node, r->uid, &pid) && adopt(sv, r, pid))
+        return; /* running already (started by hand?): the next converge checks it */
+    char msg[sizeof e.msg];
+    if (host_distro_refused(sv, r, msg, sizeof msg)) {
+        start_failed(sv, r, msg);
+        return;
+    }
+    if (container_start(&sv->o.node, &r->spec, &pid, &e) < 0) {
+        start_failed(sv, r, e.msg);
+        return;
+    }
+    r->phase = PH_RUNNING;
+    r->pid = pid;
+    r->child = true;
+    r->run_gen = r->spec.generation;
+    r->run_ssh_gen = r->spec.ssh_generation;
+    r->started_ms = sv_now_ms();
+    r->failed = false;
+    r->needs_cleanup = false;
+    r->last_error[0] = r->logged_error[0] = '\0';
+    watch(sv, r);
+    sv->changed = true;
+    if (after_death) {
+        state_t st;
+        long long restarts = state_load(sv->o.node.state_dir, r->uid, &st, NULL) > 0
+                                 ? st.restarts
+                                 : 0;
+        log_info("container %d: restarted after its init died (init pid %d, restart %lld)",
+                 r->uid, (int)pid, restarts);
+    } else {
+        log_info("container %d: started (init pid %d, generation %lld, %lld MB, distro %s)",
+                 r->uid, (int)pid, r->spec.generation, r->spec.memory_mb, r->spec.rootfs);
+    }
+}
+
+/* The record of a container that does not run: cgroup removed, state
+ * saying stopped (the home stays). */
+static void clean(supervisor_t *sv, rec_t *r)
+{
+    err_t e;
+    err_clear(&e);
+    if (container_stop(&sv->o.node, r->uid, 0, &e) < 0)
+        log_error("container %d: stop: %s", r->uid, e.msg);
+    r->needs_cleanup = false;
+}
+
+static void begin_stop(supervisor_t *sv, rec_t *r, int timeout_ms, bool restart)
+{
+    r->restart_after = restart;
+    r->phase = PH_STOPPING;
+    r->killed = timeout_ms == 0;
+    r->deadline_ms = sv_now_ms() + (timeout_ms ? timeout_ms : KILL_WAIT_MS);
+    send_signal(r, timeout_ms ? SIGTERM : SIGKILL);
+    sv->changed = true;
+}
+
+static void finish_stop(supervisor_t *sv, rec_t *r)
+{
+    clean(sv, r);
+    r->phase = PH_STOPPED;
+    r->killed = false;
+    sv->changed = true;
+    bool again = r->restart_after && r->wanted && r->have_spec;
+    log_info("container %d: stopped%s", r->uid,
+             again ? "; starting it again" : " (the home stays)");
+    if (again) {
+        r->backoff = 0;
+        start(sv, r);
+    }
+}
+
+/* The init of r ended; status is -1 when unknown (not our child). */
+static void init_ended(supervisor_t *sv, rec_t *r, int status, bool reaped)
+{
+    if (r->child && !reaped) {
+        int st;
+        pid_t p;
+        while ((p = waitpid(r->pid, &st, WNOHANG)) < 0 && errno == EINTR)
+            ;
+        if (p == r->pid)
+            status = st;
+    }
+    unwatch(sv, r);
+    pid_t pid = r->pid;
+    r->pid = 0;
+    r->child = false;
+    if (r->phase == PH_STOPPING) {
+        finish_stop(sv, r);
+        return;
+    }
+    char how[96];
+    describe(status, how, sizeof how);
+    long long ran = sv_now_ms() - r->started_ms;
+    sv->changed = true;
+    if (!sv->have_state || !r->wanted || !r->have_spec) {
+        log_warn("container %d: init %d %s after %lld s; not restarted (%s)", r->uid, (int)pid,
+                 how, ran / 1000,
+                 !sv->have_state ? "no state from the API yet" : "not wanted here any more");
+        r->phase = PH_STOPPED;
+        r->needs_cleanup = true;
+        return;
+    }
+    if (ran >= SV_BACKOFF_RESET_MS)
+        r->backoff = 0;
+    long long delay = backoff_ms(++r->backoff);
+    r->phase = PH_WAITING;
+    r->failed = false;
+    r->wait_gen = r->run_gen;
+    r->deadline_ms = sv_now_ms() + delay;
+    snprintf(r->last_error, sizeof r->last_error, "init %s; restarting", how);
+    log_warn("container %d: init %d %s after %lld s; restarting it in %lld s", r->uid,
+             (int)pid, how, ran / 1000, delay / 1000);
+}
+
+static void write_keys(supervisor_t *sv, rec_t *r)
+{
+    err_t e;
+    err_clear(&e);
+    if (r->keys_failed_gen == r->spec.ssh_generation)
+        return; /* failed for this generation already: wait for the next one */
+    if (container_write_keys(&sv->o.node, &r->spec, &e) < 0) {
+        log_error("container %d: write the ssh keys: %s", r->uid, e.msg);
+        r->keys_failed_gen = r->spec.ssh_generation;
+        return;
+    }
+    log_info("container %d: ssh keys rewritten (ssh_generation %lld -> %lld, %zu keys), no "
+             "restart",
+             r->uid, r->run_ssh_gen, r->spec.ssh_generation, r->spec.n_ssh_keys);
+    r->run_ssh_gen = r->spec.ssh_generation;
+    sv->changed = true;
+}
+
+/* ---- events ------------------------------------------------------------------- */
+
+static bool pidfd_ended(int fd)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR));
+}
+
+void sv_events(supervisor_t *sv)
+{
+    struct epoll_event evs[32];
+    int n;
+    while ((n = epoll_wait(sv->epfd, evs, 32, 0)) < 0 && errno == EINTR)
+        ;
+    for (int i = 0; i < n; i++) {
+        rec_t *r = find(sv, (int)evs[i].data.u64);
+        /* An event may be stale: the init it was about already handled. */
+        if (r && r->pidfd >= 0 && pidfd_ended(r->pidfd))
+            init_ended(sv, r, -1, false);
+    }
+}
+
+void sv_reap(supervisor_t *sv)
+{
+    int status;
+    pid_t p;
+    while ((p = waitpid(-1, &status, WNOHANG)) > 0 || (p < 0 && errno == EINTR)) {
+        if (p < 0)
+            continue;
+        rec_t *r = find_pid(sv, p);
+        if (r && r->child)
+            init_ended(sv, r, status, true);
+        else
+            log_debug("reaped process %d", (int)p);
+    }
+}
+
+/* Without a pidfd: is the init still there? */
+static void poll_alive(supervisor_t *sv, rec_t *r)
+{
+    if (r->pidfd >= 0 || (r->phase != PH_RUNNING && r->phase != PH_STOPPING))
+        return;
+    if (r->child) {
+        int status;
+        if (waitpid(r->pid, &status, WNOHANG) == r->pid)
+            init_ended(sv, r, status, true);
+        return;
+    }
+    pid_t pid;
+    if (!container_find(&sv->o.node, r->uid, &pid) || pid != r->pid)
+        init_ended(sv, r, -1, true);
+}
+
+/* ---- the API's state ------------------------------------------------------------- */
+
+static const char *nonempty(const json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s && *s ? s : NULL;
+}
+
+/* The channel's container object plus the server-wide files and the
+ * customer's keys, as container_spec_from_json reads them. */
+static json_t *spec_json(const json_t *c, const json_t *server)
+{
+    json_t *j = json_copy((json_t *)c);
+    if (!j)
+        return NULL;
+    const json_t *cust = json_object_get(c, "customer");
+    const char *hosts = nonempty(server, "etc_hosts");
+    const char *resolv = nonempty(server, "etc_resolv_conf");
+    const char *key = nonempty(cust, "rsa_key"), *pub = nonempty(cust, "rsa_pubkey");
+    if ((hosts && json_object_set_new(j, "etc_hosts", json_string(hosts)) < 0) ||
+        (resolv && json_object_set_new(j, "etc_resolv_conf", json_string(resolv)) < 0) ||
+        (key && json_object_set_new(j, "rsa_key", json_string(key)) < 0) ||
+        (pub && json_object_set_new(j, "rsa_pubkey", json_string(pub)) < 0)) {
+        json_decref(j);
+        return NULL;
+    }
+    /* Homes are the node's business: always <containers_dir>/<uid>. */
+    json_object_del(j, "home");
+    return j;
+}
+
+static void want(supervisor_t *sv, const json_t *c, const json_t *server)
+{
+    json_int_t uid = json_integer_value(json_object_get(c, "uid"));
+    if (uid <= UID_BASE || uid > INT_MAX) {
+        log_error("node state: a container without a valid uid; ignored");
+        return;
+    }
+    rec_t *r = get(sv, (int)uid);
+    if (!r) {
+        log_error("container %d: out of memory", (int)uid);
+        return;
+    }
+    r->wanted = true;
+    err_t e;
+    err_clear(&e);
+    container_spec_t spec;
+    json_t *j = spec_json(c, server);
+    int rc = j ? container_spec_from_json(j, &sv->o.node, &spec, &e)
+               : err_set(&e, ERR_INTERNAL, "out of memory");
+    json_decref(j);
+    if (rc < 0) {
+        if (strcmp(r->spec_error, e.msg) != 0)
+            log_error("container %d: the API's description cannot be used: %s%s", r->uid,
+                      e.msg, r->have_spec ? " (keeping the previous one)" : "");
+        snprintf(r->spec_error, sizeof r->spec_error, "%s", e.msg);
+        return;
+    }
+    container_spec_free(&r->spec);
+    r->spec = spec;
+    r->have_spec = true;
+    r->spec_error[0] = '\0';
+}
+
+void sv_set_state(supervisor_t *sv, const json_t *state)
+{
+    const json_t *server = json_object_get(state, "server");
+    const json_t *list = json_object_get(state, "containers");
+    for (size_t i = 0; i < sv->n; i++)
+        sv->recs[i]->wanted = false;
+    size_t i;
+    const json_t *c;
+    json_array_foreach(list, i, c) want(sv, c, server);
+    if (!sv->have_state)
+        log_info("node state received: %zu containers wanted here", json_array_size(list));
+    else
+        log_debug("node state %s: %zu containers wanted here",
+                  json_string_value(json_object_get(state, "version")), json_array_size(list));
+    sv->have_state = true;
+    sv->changed = true; /* report after every state, e.g. when the API is back */
+}
+
+/* ---- converge ----------------------------------------------------------------- */
+
+static void converge_one(supervisor_t *sv, rec_t *r, long long now)
+{
+    poll_alive(sv, r);
+    if (r->phase == PH_STOPPING) {
+        r->restart_after = r->restart_after && r->wanted && r->have_spec;
+        if (now >= r->deadline_ms) {
+            if (!r->killed)
+                log_msg(r->restart_after ? LOG_INFO : LOG_WARN,
+                        "container %d: init %d still runs %d ms after SIGTERM: SIGKILL", r->uid,
+                        (int)r->pid,
+                        r->restart_after ? sv->o.restart_grace_ms : sv->o.stop_timeout_ms);
+            else
+                log_error("container %d: stop: init %d survives SIGKILL", r->uid, (int)r->pid);
+            r->killed = true;
+            r->deadline_ms = now + KILL_WAIT_MS;
+            send_signal(r, SIGKILL);
+        }
+        return;
+    }
+    if (!sv->have_state)
+        return; /* nothing is started or stopped before the API said what it wants */
+    switch (r->phase) {
+    case PH_RUNNING:
+        if (!r->wanted) {
+            log_info("container %d: no longer wanted here: stopping it (the home stays)",
+                     r->uid);
+            begin_stop(sv, r, sv->o.stop_timeout_ms, false);
+        } else if (!r->have_spec) {
+            /* keep it running as it is */
+        } else if (r->run_gen != r->spec.generation) {
+            log_info("container %d: generation %lld -> %lld: restarting it", r->uid, r->run_gen,
+                     r->spec.generation);
+            begin_stop(sv, r, sv->o.restart_grace_ms, true);
+        } else if (r->run_ssh_gen != r->spec.ssh_generation) {
+            write_keys(sv, r);
+        }
+        break;
+    case PH_WAITING:
+        if (!r->wanted) {
+            r->phase = PH_STOPPED;
+            r->failed = false;
+            r->last_error[0] = '\0';
+            clean(sv, r);
+            sv->changed = true;
+        } else if (r->have_spec && (r->spec.generation != r->wait_gen || now >= r->deadline_ms)) {
+            if (r->spec.generation != r->wait_gen)
+                r->backoff = 0; /* something changed: try at once */
+            start(sv, r);
+        }
+        break;
+    case PH_STOPPED:
+        if (r->wanted && r->have_spec)
+            start(sv, r);
+        else if (!r->wanted && r->needs_cleanup)
+            clean(sv, r);
+        break;
+    case PH_STOPPING:
+        break;
+    }
+}
+
+void sv_converge(supervisor_t *sv)
+{
+    for (size_t i = 0; i < sv->n; i++)
+        converge_one(sv, sv->recs[i], sv_now_ms());
+}
+
+long long sv_next_deadline(const supervisor_t *sv)
+{
+    long long next = -1;
+    for (size_t i = 0; i < sv->n; i++) {
+        const rec_t *r = sv->recs[i];
+        long long d = -1;
+        if (r->phase == PH_STOPPING || (r->phase == PH_WAITING && r->wanted))
+            d = r->deadline_ms;
+        if (r->pidfd < 0 && (r->phase == PH_RUNNING || r->phase == PH_STOPPING)) {
+            long long p = sv_now_ms() + POLL_ALIVE_MS;
+            d = d < 0 || p < d ? p : d;
+        }
+        if (d >= 0 && (next < 0 || d < next))
+            next = d;
+    }
+    return next;
+}
+
+/* ---- adoption at start-up ---------------------------------------------------------- */
+
+void sv_adopt_all(supervisor_t *sv)
+{
+    DIR *d = opendir(sv->o.node.state_dir);
+    if (!d) {
+        if (errno != ENOENT)
+            log_error("read the state directory %s: %s", sv->o.node.state_dir, strerror(errno));
+        return;
+    }
+    struct dirent *de;
+    int adopted = 0;
+    while ((de = readdir(d))) {
+        long long uid;
+        if (!str_to_ll(de->d_name, &uid) || uid <= UID_BASE || uid > INT_MAX)
+            continue;
+        state_t st;
+        if (state_load(sv->o.node.state_dir, (int)uid, &st, NULL) <= 0)
+            continue;
+        rec_t *r = get(sv, (int)uid);
+        if (!r) {
+            log_error("container %lld: out of memory", uid);
+            continue;
+        }
+        pid_t pid;
+        if (container_find(&sv->o.node, r->uid, &pid) && adopt(sv, r, pid))
+            adopted++;
+        else
+            r->needs_cleanup = st.pid != 0; /* died while no daemon watched */
+    }
+    closedir(d);
+    log_info("%d running containers adopted from %s", adopted, sv->o.node.state_dir);
+}
+
+/* ---- status ---------------------------------------------------------------------- */
+
+static json_t *report_one(const supervisor_t *sv, const rec_t *r)
+{
+    container_status_t st;
+    if (container_status(&sv->o.node, r->uid, &st, NULL) < 0)
+        memset(&st, 0, sizeof st);
+    const char *state = "stopped", *err = NULL;
+    long long gen = st.rec.generation;
+    switch (r->phase) {
+    case PH_RUNNING:
+        state = "running";
+        gen = r->run_gen;
+        break;
+    case PH_STOPPING:
+        state = r->restart_after ? "starting" : "running";
+        gen = r->run_gen;
+        break;
+    case PH_WAITING:
+        state = r->failed ? "failed" : "starting";
+        err = r->last_error;
+        gen = r->failed ? r->wait_gen : r->run_gen;
+        break;
+    case PH_STOPPED:
+        if (r->wanted && !r->have_spec) {
+            state = "failed";
+            err = r->spec_error;
+        } else if (r->wanted) {
+            state = "starting";
+        }
+        break;
+    }
+    long long since = st.rec.since ? st.rec.since : (long long)time(NULL); /* never started */
+    json_t *last = json_null();
+    if (err && *err && !(last = json_string(err)))
+        last = json_string("(an error message that is not UTF-8)");
+    return json_pack("{s:i,s:s,s:I,s:I,s:o,s:I}", "uid", r->uid, "state", state, "since",
+                     (json_int_t)since, "restarts", (json_int_t)st.rec.restarts,
+                     "last_error", last, "generation", (json_int_t)gen);
+}
+
+char *sv_status_report(const supervisor_t *sv)
+{
+    json_t *list = json_array();
+    if (!list)
+        return NULL;
+    for (size_t i = 0; i < sv->n; i++) {
+        json_t *o = report_one(sv, sv->recs[i]);
+        if (!o || json_array_append_new(list, o) < 0) {
+            json_decref(list);
+            return NULL;
+        }
+    }
+    json_t *body = json_pack("{s:o}", "containers", list);
+    char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    return s;
+}

@@ -1,0 +1,67 @@
+/* supervisor.h - the node's containers, one record each: what the API wants
+ * (spec, generation, ssh_generation) and what runs (init pid, the
+ * generations it runs, restarts).  Everything happens in the daemon's main
+ * thread; nothing here blocks for long: stops are SIGTERM now and a
+ * deadline, and the end of an init is seen through its pidfd (or SIGCHLD for
+ * our own children).
+ *
+ * Converge, for each container:
+ *   wanted, not running           -> start (a failed start is retried with
+ *                                    backoff 1 s, 2 s, 4 s .. 30 s)
+ *   wanted, older generation      -> SIGTERM, SIGKILL after the restart
+ *                                    grace, start again (new pid)
+ *   wanted, other ssh_generation  -> rewrite the authorized keys only
+ *   not wanted, running           -> SIGTERM, SIGKILL after stop_timeout;
+ *                                    the home stays
+ *   init died on its own          -> start again after the backoff (reset
+ *                                    once it ran 60 s), logged */
+#ifndef IMP_NODE_SUPERVISOR_H
+#define IMP_NODE_SUPERVISOR_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "../common/err.h"
+#include "container.h"
+
+typedef struct supervisor supervisor_t;
+
+typedef struct {
+    node_cfg_t node;
+    bool distro_host_ok;
+    int stop_timeout_ms;
+    int restart_grace_ms;
+} sv_opts_t;
+
+#define SV_BACKOFF_MIN_MS 1000
+#define SV_BACKOFF_MAX_MS 30000
+#define SV_BACKOFF_RESET_MS 60000
+
+supervisor_t *sv_new(const sv_opts_t *o, err_t *e);
+/* Forget everything; running containers keep running. */
+void sv_free(supervisor_t *sv);
+
+/* An fd that polls readable when an init of ours ended: call sv_events. */
+int sv_fd(const supervisor_t *sv);
+void sv_events(supervisor_t *sv);
+/* SIGCHLD: reap our children. */
+void sv_reap(supervisor_t *sv);
+
+/* Adopt every container of the state directory whose init still runs. */
+void sv_adopt_all(supervisor_t *sv);
+/* A node state from the API: its containers become the wanted set. */
+void sv_set_state(supervisor_t *sv, const json_t *state);
+/* Act on the wanted set, the deadlines and the backoffs. */
+void sv_converge(supervisor_t *sv);
+/* Milliseconds (monotonic clock) of the next deadline, or -1. */
+long long sv_next_deadline(const supervisor_t *sv);
+
+/* True once since the last call if something changed (worth a report). */
+bool sv_take_changed(supervisor_t *sv);
+/* {"containers": [{"uid", "state", "since", "restarts", "last_error",
+ *  "generation"}]} for POST /node/status; NULL when out of memory. */
+char *sv_status_report(const supervisor_t *sv);
+
+long long sv_now_ms(void);
+
+#endif

@@ -1,0 +1,660 @@
+"""The imperium-node daemon against the real imperium-api: a customer's API
+calls start, restart, re-key and stop real containers (the `host` distro,
+the node's own root read-only), and `status` says what runs.
+
+Runs as root.  Every test has its own node directory under build/e2e-node/
+(not /tmp: inside a container /tmp is the home's tmp/), its own server in
+the API and its own daemon; the cleanup stops the daemon, runs `stop-all`,
+kills whatever is left of the test's uids, removes their cgroups and checks
+that no mount leaked onto the host, even when the test failed.
+
+Timing bounds are the issue's ("within 1 second"), measured from the moment
+the API call returned, polling rather than sleeping."""
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+import conftest
+from conftest import BIN, ROOT, start_api, stop_api, unique
+
+NODE = os.path.join(BIN, "imperium-node")
+BASE = os.path.join(ROOT, "build", "e2e-node")
+CGROUP_PARENT = f"imperium-e2e-daemon-{os.getpid()}"
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+MiB = 1024 * 1024
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
+    pytest.mark.skipif(not os.path.exists("/usr/lib/uwsgi/plugins/python3_plugin.so"),
+                       reason="needs uwsgi-core and uwsgi-plugin-python3"),
+]
+
+# A vassal reporting, from inside, what a customer's process can see and do.
+PROBE = r'''
+import errno, json, os, socket, subprocess
+home = os.environ["HOME"]
+def attempt(fn):
+    try:
+        fn()
+        return "ok"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+def comm(p):
+    try:
+        return open("/proc/%s/comm" % p).read().strip()
+    except OSError:
+        return "?"
+root_opts = [l.split()[5] for l in open("/proc/self/mountinfo") if l.split()[4] == "/"][-1]
+pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+out = {
+    "uid": os.getuid(), "gid": os.getgid(),
+    "id_u": subprocess.check_output(["id", "-u"]).decode().strip(),
+    "hostname": socket.gethostname(),
+    "pids": pids, "comms": sorted(set(comm(p) for p in pids)),
+    "write_usr": attempt(lambda: open("/usr/imperium-probe", "w")),
+    "write_root": attempt(lambda: open("/imperium-probe", "w")),
+    "write_home": attempt(lambda: open(home + "/probe-write", "w").write("x")),
+    "root_opts": root_opts,
+    "containers": sorted(os.listdir("/containers")),
+    "other": {p: attempt(lambda: os.listdir(p)) for p in OTHER},
+    "other_files": {p: attempt(lambda: open(p).read()) for p in OTHER_FILES},
+}
+tmp = os.path.join(home, ".probe.json.tmp")
+open(tmp, "w").write(json.dumps(out))
+os.rename(tmp, os.path.join(home, "probe.json"))
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"probe"]
+'''
+
+VASSAL = """[uwsgi]
+plugin = 0:python
+wsgi-file = $(HOME)/probe.py
+socket = $(HOME)/run/probe.sock
+"""
+
+
+# ---- the host's view ----------------------------------------------------------
+
+def proc_status(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return dict((k, v.strip()) for k, v in (line.split(":", 1) for line in f))
+
+
+def procs_of_uid(uid, ppids=False):
+    """{pid: comm} (or {pid: (comm, ppid)}) of the live processes running as uid."""
+    out = {}
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            st = proc_status(p)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if st["Uid"].split()[0] == str(uid) and st["State"][0] != "Z":
+            out[int(p)] = (st["Name"], int(st["PPid"])) if ppids else st["Name"]
+    return out
+
+
+def init_of(uid):
+    """The pid of the container's live init, or None.  (For a moment the
+    Emperor is a fork of init, not exec'd yet, named like it.)"""
+    procs = procs_of_uid(uid, ppids=True)
+    inits = [p for p, (name, ppid) in procs.items()
+             if name == "imperium-init" and ppid not in procs]
+    assert len(inits) <= 1, inits
+    return inits[0] if inits else None
+
+
+def emperor_of(init):
+    """The init's uwsgi child (the Emperor), or None."""
+    try:
+        with open(f"/proc/{init}/task/{init}/children") as f:
+            kids = [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return None
+    for k in kids:
+        try:
+            if proc_status(k)["Name"].startswith("uwsgi"):
+                return k
+        except FileNotFoundError:
+            pass
+    return None
+
+
+def running(uid):
+    """(init, emperor) once the container's Emperor runs, else None."""
+    init = init_of(uid)
+    emperor = emperor_of(init) if init else None
+    return (init, emperor) if emperor else None
+
+
+def wait_for(fn, timeout, what, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def cgroup_dirs(uid):
+    return [f"/sys/fs/cgroup/memory/{CGROUP_PARENT}/{uid}", f"/sys/fs/cgroup/{CGROUP_PARENT}/{uid}"]
+
+
+def memory_limit(uid):
+    for d in cgroup_dirs(uid):
+        for name in ("memory.limit_in_bytes", "memory.max"):
+            if os.path.exists(f"{d}/{name}"):
+                with open(f"{d}/{name}") as f:
+                    return int(f.read()), d
+    return None, None
+
+
+def mount_lines():
+    with open("/proc/self/mountinfo") as f:
+        return set(f.read().splitlines())
+
+
+def reap_orphans():
+    """Inits outlive the daemon that started them and are then reparented
+    to us (the subreaper): collect the dead ones.  Only imperium-init
+    zombies, so the Popen objects of the API and the daemon keep theirs."""
+    me = str(os.getpid())
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            st = proc_status(p)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if st["PPid"] == me and st["State"][0] == "Z" and st["Name"] == "imperium-init":
+            try:
+                os.waitpid(int(p), os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def subreaper():
+    """Like PID 1 on a real node: adopt the inits a stopped daemon leaves
+    behind, and reap them when they die."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    done = threading.Event()
+
+    def reaper():
+        while not done.wait(0.05):
+            reap_orphans()
+
+    t = threading.Thread(target=reaper, daemon=True)
+    t.start()
+    yield
+    done.set()
+    t.join()
+    reap_orphans()
+    libc.prctl(36, 0, 0, 0, 0)
+    for d in (f"/sys/fs/cgroup/memory/{CGROUP_PARENT}", f"/sys/fs/cgroup/{CGROUP_PARENT}"):
+        try:
+            os.rmdir(d)
+        except FileNotFoundError:
+            pass
+
+
+# ---- a node: its directory, its server in the API, its daemon ---------------------
+
+class Node:
+    def __init__(self, api, base, host_ok=True):
+        self.api = api
+        self.base = base
+        self.state = os.path.join(base, "state")
+        self.containers = os.path.join(base, "containers")
+        self.conf = os.path.join(base, "node.conf")
+        self.logpath = os.path.join(base, "node.log")
+        self.proc = None
+        self.uids = []
+        self.auth, _ = api.new_customer()
+        # The customer owns the server, so it may change memory itself.
+        self.server = api.new_server(owner=self.auth[0])
+        with open(self.conf, "w") as f:
+            f.write(f"# imperium-node for {self.server['name']}\n"
+                    f"api_url = {api.base}\n"
+                    f"server_name = {self.server['name']}\n"
+                    f"secret = {self.server['node_secret']}\n"
+                    f"state_dir = {self.state}\n"
+                    f"containers_dir = {self.containers}\n"
+                    f"shortcuts = {ROOT}/etc/uwsgi/shortcuts.ini\n"
+                    f"cgroup_parent = {CGROUP_PARENT}\n"
+                    f"distro_host_ok = {'true' if host_ok else 'false'}\n"
+                    f"log_level = debug\n")
+
+    # -- the daemon --
+    def start(self):
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        offset = len(self.log())
+        with open(self.logpath, "a") as log:
+            self.proc = subprocess.Popen([NODE, "run", "--config", self.conf], stdout=log,
+                                         stderr=subprocess.STDOUT, env=env)
+        wait_for(lambda: "node state received" in self.log()[offset:] or self.proc.poll(), 20,
+                 "the daemon's first state")
+        assert self.proc.poll() is None, self.log()
+
+    def stop(self):
+        """SIGTERM: the daemon exits cleanly, leaving the containers running."""
+        if not self.proc or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail("imperium-node did not stop on SIGTERM:\n" + self.log()[-3000:])
+        self.check_log()
+        assert self.proc.returncode == 0, self.log()[-3000:]
+
+    def log(self):
+        try:
+            with open(self.logpath, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def check_log(self):
+        log = self.log()
+        for marker in SANITIZER_MARKERS:
+            assert marker not in log, "sanitizer report in imperium-node log:\n" + log[-6000:]
+
+    def run(self, *args):
+        p = subprocess.run([NODE, *args], capture_output=True, text=True, timeout=120)
+        for marker in SANITIZER_MARKERS:
+            assert marker not in p.stderr, p.stderr
+        return p
+
+    # -- containers, through the API as a customer does --
+    def new_container(self, memory=256):
+        uid = self.api.new_container(self.auth[0], self.server["name"], name=unique("box"),
+                                     memory=memory)
+        assert not procs_of_uid(uid), f"leftover processes of uid {uid}"
+        self.uids.append(uid)
+        return uid
+
+    def post(self, uid, body, expect=200):
+        r = self.api.post(f"/containers/{uid}", auth=self.auth, json=body)
+        assert r.status_code == expect, r.text
+        return time.monotonic()
+
+    def container(self, uid):
+        r = self.api.get(f"/containers/{uid}", auth=self.auth)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def status(self, uid):
+        return self.container(uid)["status"]
+
+    def wait_status(self, uid, timeout=5, **want):
+        def ok():
+            st = self.status(uid)
+            return st if all(st.get(k) == v for k, v in want.items()) else None
+        try:
+            return wait_for(ok, timeout, f"status {want}", interval=0.1)
+        except AssertionError:
+            raise AssertionError(f"status of {uid} is {self.status(uid)}, not {want}")
+
+    def home(self, uid):
+        return os.path.join(self.containers, str(uid))
+
+    def launch(self, uid, distro, key):
+        """distro, then ssh_keys: running within 1 s of the second call."""
+        self.post(uid, {"distro": distro["id"]})
+        t = self.post(uid, {"ssh_keys": [key]})
+        got = wait_for(lambda: running(uid), 1.0 + 0.02, "the Emperor within 1 s")
+        assert time.monotonic() - t <= 1.0 + 0.05
+        return got
+
+    def deploy_probe(self, uid, other=(), other_files=()):
+        home = self.home(uid)
+        path = os.path.join(home, "probe.json")
+        if os.path.exists(path):
+            os.remove(path)
+        with open(os.path.join(home, "probe.py"), "w") as f:
+            f.write(f"OTHER = {list(other)!r}\nOTHER_FILES = {list(other_files)!r}\n" + PROBE)
+        tmp = os.path.join(home, "vassals", ".probe.ini.tmp")
+        with open(tmp, "w") as f:
+            f.write(VASSAL)
+        os.chown(tmp, uid, uid)
+        os.rename(tmp, os.path.join(home, "vassals", "probe.ini"))
+        wait_for(lambda: os.path.exists(path), 30, "the probe vassal's report", interval=0.1)
+        with open(path) as f:
+            return json.load(f)
+
+    # -- cleanup --
+    def cleanup(self):
+        try:
+            self.stop()
+        finally:
+            p = self.run("stop-all", "--config", self.conf)
+            for uid in self.uids:
+                for pid in procs_of_uid(uid):  # should be none: belt and braces
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                for d in cgroup_dirs(uid):
+                    if os.path.isdir(d):
+                        with open(f"{d}/cgroup.procs") as f:
+                            for pid in f.read().split():
+                                os.kill(int(pid), signal.SIGKILL)
+                        wait_for(lambda: not open(f"{d}/cgroup.procs").read(), 5, "empty cgroup")
+                        os.rmdir(d)
+            time.sleep(0.1)
+            reap_orphans()
+            assert p.returncode == 0, p.stderr
+
+
+@pytest.fixture
+def make_node(api):
+    """make_node() -> a Node with its daemon running; make_node(api2, start=False)."""
+    os.makedirs(BASE, exist_ok=True)
+    nodes = []
+    before = mount_lines()
+
+    def make(on_api=None, start=True, host_ok=True):
+        base = tempfile.mkdtemp(prefix="daemon-", dir=BASE)
+        # Traversable by anyone: what keeps another home out of reach must
+        # be the node, not this directory's mode.
+        os.chmod(base, 0o755)
+        n = Node(on_api or api, base, host_ok=host_ok)
+        nodes.append(n)
+        if start:
+            n.start()
+        return n
+
+    try:
+        yield make
+    finally:
+        try:
+            for n in nodes:
+                n.cleanup()
+        finally:
+            for n in nodes:
+                shutil.rmtree(n.base, ignore_errors=True)
+        leaked = [line for line in mount_lines() - before
+                  if BASE in line or " /containers" in line or " - tmpfs none " in line
+                  or " - proc none " in line or " - devpts none " in line]
+        assert not leaked, leaked
+
+
+@pytest.fixture(scope="module")
+def host_distro(api):
+    return api.new_distro(unique("host-distro-"), path="/")
+
+
+# ---- the tests -----------------------------------------------------------------
+
+def test_distro_and_keys_start_an_isolated_container(make_node, host_distro, ssh_keys):
+    node = make_node()
+    a, b = node.new_container(memory=200), node.new_container()
+    # Nothing runs before the container is startable.
+    node.post(a, {"distro": host_distro["id"]})
+    time.sleep(0.3)
+    assert init_of(a) is None
+    assert node.status(a)["state"] == "stopped"
+    t = node.post(a, {"ssh_keys": [ssh_keys[0]]})
+    init, emperor = wait_for(lambda: running(a), 1.0, "the Emperor within 1 s of the 2nd call")
+    assert time.monotonic() - t <= 1.05
+
+    # uid 30000+id everywhere, no capabilities, namespaces of its own.
+    for pid in (init, emperor):
+        s = proc_status(pid)
+        assert s["Uid"].split() == [str(a)] * 4 and s["Gid"].split() == [str(a)] * 4
+        assert int(s["CapEff"], 16) == 0 and int(s["CapBnd"], 16) == 0
+    for ns in ("mnt", "pid", "uts", "ipc", "net", "cgroup"):
+        assert os.readlink(f"/proc/{emperor}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
+    # The memory limit in its cgroup, the Emperor in it.
+    limit, cg = memory_limit(a)
+    assert limit == 200 * MiB
+    with open(f"{cg}/cgroup.procs") as f:
+        assert emperor in [int(x) for x in f.read().split()]
+    node.wait_status(a, state="running", restarts=0, last_error=None)
+
+    # A second container: its home must stay out of reach of the first.
+    node.launch(b, host_distro, ssh_keys[1])
+    with open(os.path.join(node.home(b), "secret.txt"), "w") as f:
+        f.write("b's secret\n")
+    os.chown(os.path.join(node.home(b), "secret.txt"), b, b)
+    other = [node.home(b), f"/containers/{b}", os.path.join(node.state, str(b))]
+    other_files = [os.path.join(node.home(b), "secret.txt"), f"/containers/{b}/secret.txt"]
+
+    # A vassal dropped into vassals/ runs inside the container.
+    r = node.deploy_probe(a, other, other_files)
+    assert r["uid"] == a and r["gid"] == a and r["id_u"] == str(a)
+    assert r["hostname"] == node.container(a)["hostname"]
+    # The distro is / and read-only; the home is writable.
+    assert r["write_usr"] == "EROFS" and r["write_root"] == "EROFS"
+    assert "ro" in r["root_opts"].split(",")
+    assert r["write_home"] == "ok"
+    assert open(os.path.join(node.home(a), "probe-write")).read() == "x"
+    # Only its own processes: no host process (pytest, the daemon, the API).
+    assert 1 in r["pids"] and len(r["pids"]) < 12, r["pids"]
+    assert set(r["comms"]) <= {"imperium-init", "uwsgi", "uwsgi-core", "id", "?"}, r["comms"]
+    # Another container's home: neither listed nor readable.
+    assert r["containers"] == [str(a)]
+    assert all(v == "ENOENT" for v in r["other"].values()), r["other"]
+    assert all(v == "ENOENT" for v in r["other_files"].values()), r["other_files"]
+    log = open(os.path.join(node.home(a), "logs", "emperor.log")).read()
+    assert "[emperor] vassal probe.ini has been spawned" in log
+
+
+def test_reboot_memory_and_keys(make_node, host_distro, ssh_keys):
+    node = make_node()
+    uid = node.new_container(memory=200)
+    init, _ = node.launch(uid, host_distro, ssh_keys[0])
+    node.wait_status(uid, state="running")
+
+    # reboot: a new init within 1 s.
+    t = node.post(uid, {"reboot": 1})
+    init2, _ = wait_for(lambda: (r := running(uid)) and r[0] != init and r, 1.0,
+                        "the rebooted container within 1 s")
+    assert time.monotonic() - t <= 1.05
+    assert not os.path.exists(f"/proc/{init}") or proc_status(init)["State"][0] == "Z"
+    assert memory_limit(uid)[0] == 200 * MiB
+
+    # memory: restarted with the new limit.
+    t = node.post(uid, {"memory": 300})
+    init3, _ = wait_for(lambda: (r := running(uid)) and r[0] != init2 and r, 1.0,
+                        "the restart for the new memory")
+    assert memory_limit(uid)[0] == 300 * MiB
+    st = node.wait_status(uid, state="running")
+    assert st["restarts"] == 0  # restarts count deaths, not requested restarts
+
+    # ssh_keys only: the keys are rewritten, the container keeps running.
+    keys_file = os.path.join(node.home(uid), ".ssh", "uwsgi_authorized_keys")
+    assert open(keys_file).read() == ssh_keys[0] + "\n"
+    t = node.post(uid, {"ssh_keys": [ssh_keys[1], ssh_keys[2]]})
+    want = ssh_keys[1] + "\n" + ssh_keys[2] + "\n"
+    wait_for(lambda: open(keys_file).read() == want, 1.0, "the keys rewritten within 1 s")
+    s = os.stat(keys_file)
+    assert (s.st_uid, s.st_mode & 0o777) == (uid, 0o600)
+    time.sleep(0.5)
+    assert running(uid)[0] == init3
+    assert "ssh keys rewritten" in node.log()
+
+
+def test_removing_keys_or_deleting_stops_and_keeps_the_home(make_node, host_distro, ssh_keys):
+    node = make_node()
+    uid = node.new_container()
+    node.launch(uid, host_distro, ssh_keys[0])
+    node.deploy_probe(uid)
+    home = node.home(uid)
+
+    # No keys: not startable, stopped; the home stays.
+    node.post(uid, {"ssh_keys": []})
+    wait_for(lambda: not procs_of_uid(uid), 15, "every process of the container gone")
+    assert not any(os.path.exists(d) for d in cgroup_dirs(uid))
+    assert os.path.exists(os.path.join(home, "probe.json"))
+    assert os.path.exists(os.path.join(home, "vassals", "probe.ini"))
+    node.wait_status(uid, state="stopped")
+
+    # Keys again: it starts again, with the same home.
+    t = node.post(uid, {"ssh_keys": [ssh_keys[1]]})
+    wait_for(lambda: running(uid), 1.0, "the container back within 1 s")
+    assert time.monotonic() - t <= 1.05
+    node.wait_status(uid, state="running")
+
+    # Deleted by the supplier: stopped, the home stays on disk.
+    node.api.admin("DELETE", f"/containers/{uid}", expect=200)
+    wait_for(lambda: not procs_of_uid(uid), 15, "the deleted container stopped")
+    assert not any(os.path.exists(d) for d in cgroup_dirs(uid))
+    assert os.path.exists(os.path.join(home, "probe.json"))
+    assert "no longer wanted here" in node.log()
+
+
+def test_kill_9_of_init_restarts_it(make_node, host_distro, ssh_keys):
+    node = make_node()
+    uid = node.new_container()
+    init, _ = node.launch(uid, host_distro, ssh_keys[0])
+    node.wait_status(uid, state="running", restarts=0)
+    os.kill(init, signal.SIGKILL)
+    new, _ = wait_for(lambda: (r := running(uid)) and r[0] != init and r, 10,
+                      "the container back after kill -9")
+    st = node.wait_status(uid, state="running", restarts=1)
+    assert st["last_error"] is None
+    log = node.log()
+    assert f"init {init} was killed by signal 9" in log and "restarting it in 1 s" in log
+    assert f"restarted after its init died (init pid {new}, restart 1)" in log
+
+
+def test_restarting_the_daemon_adopts_running_containers(make_node, host_distro, ssh_keys):
+    node = make_node()
+    a, b = node.new_container(), node.new_container()
+    node.launch(a, host_distro, ssh_keys[0])
+    node.launch(b, host_distro, ssh_keys[1])
+    before = {uid: running(uid) for uid in (a, b)}
+
+    # stop-all is refused while the daemon runs (it would restart them).
+    p = node.run("stop-all", "--config", node.conf)
+    assert p.returncode == 1 and "daemon is running" in p.stderr, p.stderr
+
+    node.stop()  # SIGTERM: the daemon exits, the containers keep running
+    assert "the containers keep running" in node.log()
+    assert {uid: running(uid) for uid in (a, b)} == before
+    node.start()
+    assert "container %d: adopted (init pid %d" % (a, before[a][0]) in node.log()
+    time.sleep(1.5)
+    assert {uid: running(uid) for uid in (a, b)} == before
+    node.wait_status(a, state="running", restarts=0)
+
+    # The new daemon watches what it adopted: a change is applied, a death
+    # of an init that is not its child is seen and repaired.
+    keys_file = os.path.join(node.home(a), ".ssh", "uwsgi_authorized_keys")
+    node.post(a, {"ssh_keys": [ssh_keys[2]]})
+    wait_for(lambda: open(keys_file).read() == ssh_keys[2] + "\n", 1.0, "keys rewritten")
+    assert running(a) == before[a]
+    os.kill(before[b][0], signal.SIGKILL)
+    wait_for(lambda: (r := running(b)) and r[0] != before[b][0], 10, "b back after kill -9")
+    node.wait_status(b, state="running", restarts=1)
+    assert running(a) == before[a]
+
+
+def test_api_outage_keeps_containers_running(make_node, ssh_keys, monkeypatch):
+    with tempfile.TemporaryDirectory(prefix="imperium-e2e-outage-") as d:
+        api = start_api(d)
+        node = None
+        try:
+            distro = api.new_distro(path="/")
+            node = make_node(api)
+            uid = node.new_container()
+            init, emperor = node.launch(uid, distro, ssh_keys[0])
+            node.wait_status(uid, state="running")
+            port = api.port
+            stop_api(api)
+
+            # Ten seconds without the API: nothing changes on the node.
+            t_end = time.monotonic() + 10
+            while time.monotonic() < t_end:
+                assert running(uid) == (init, emperor)
+                time.sleep(0.5)
+            assert node.proc.poll() is None
+            warnings = [l for l in node.log().splitlines() if "cannot get the node state" in l]
+            assert len(warnings) == 1, warnings  # logged once per outage
+
+            # The API returns (same port, same database): a change made right
+            # away is applied within 1 s.
+            monkeypatch.setattr(conftest, "free_port", lambda: port)
+            api = start_api(d)
+            node.api = api
+            keys_file = os.path.join(node.home(uid), ".ssh", "uwsgi_authorized_keys")
+            t = node.post(uid, {"ssh_keys": [ssh_keys[1]]})
+            wait_for(lambda: open(keys_file).read() == ssh_keys[1] + "\n", 1.0,
+                     "a change right after the API returned, applied within 1 s")
+            assert time.monotonic() - t <= 1.05
+            assert running(uid) == (init, emperor)
+            node.wait_status(uid, state="running", restarts=0)
+            assert "the API answers again" in node.log()
+        finally:
+            try:
+                if node:
+                    node.cleanup()  # the node before its API
+            finally:
+                stop_api(api)
+
+
+def test_status_says_why_a_container_cannot_start(make_node, host_distro, ssh_keys, api):
+    node = make_node()
+    missing = os.path.join(node.base, "distros", "nope")
+    broken = api.new_distro(path=missing)
+    uid = node.new_container()
+    node.post(uid, {"distro": broken["id"]})
+    node.post(uid, {"ssh_keys": [ssh_keys[0]]})
+    st = node.wait_status(uid, state="failed")
+    assert f"distro directory {missing} missing" in st["last_error"], st
+    assert not procs_of_uid(uid)
+    assert f"container {uid}: start: distro directory {missing} missing" in node.log()
+
+    # Fixing the distro (a new generation) starts it at once.
+    t = node.post(uid, {"distro": host_distro["id"]})
+    wait_for(lambda: running(uid), 1.0, "the container with a good distro")
+    assert time.monotonic() - t <= 1.05
+    node.wait_status(uid, state="running", last_error=None)
+
+
+def test_the_host_distro_needs_distro_host_ok(make_node, host_distro, ssh_keys):
+    node = make_node(host_ok=False)
+    uid = node.new_container()
+    node.post(uid, {"distro": host_distro["id"]})
+    node.post(uid, {"ssh_keys": [ssh_keys[0]]})
+    st = node.wait_status(uid, state="failed")
+    assert "distro_host_ok" in st["last_error"], st
+    assert not procs_of_uid(uid)
+
+
+def test_config_errors_are_reported(tmp_path):
+    conf = tmp_path / "node.conf"
+    good = ("api_url = http://127.0.0.1:1\nserver_name = s\nsecret = x\n"
+            f"state_dir = {tmp_path}/state\ncontainers_dir = {tmp_path}/c\n")
+    for text, msg in [(good + "colour = blue\n", "unknown setting 'colour'"),
+                      (good.replace("secret = x\n", ""), "secret"),
+                      (good.replace("http://", "ftp://"), "api_url"),
+                      (good + "distro_host_ok = maybe\n", "distro_host_ok"),
+                      (good.replace(f"state_dir = {tmp_path}", "state_dir = rel"), "absolute")]:
+        conf.write_text(text)
+        p = subprocess.run([NODE, "run", "--config", str(conf)], capture_output=True, text=True,
+                           timeout=30)
+        assert p.returncode == 1 and msg in p.stderr, (text, p.stderr)
+    p = subprocess.run([NODE, "run"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "--config" in p.stderr
