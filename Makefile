@@ -96,3 +96,33 @@ run: deps
 
 clean:
 	rm -rf $(B)
+
+# ssh into containers (docs/SSH.md): the NSS module and the login shell run
+# inside sshd (a non-sanitized program; the shell is setuid root once
+# installed), so they have no sanitizer build; imperium-wall has one.
+SSH_ENTER_SRC := src/ssh/enter.c src/node/state.c src/common/config.c src/common/err.c \
+                 src/common/strutil.c
+SSH_WALL_SRC  := src/ssh/wall.c src/node/shells.c src/node/state.c src/common/err.c
+SSH_LDLIBS    := $(shell pkg-config --libs jansson libsodium 2>/dev/null)
+
+all: $(B)/libnss_imperium.so.2 $(B)/imperium-enter $(B)/imperium-wall
+
+asan: $(BA)/imperium-wall
+
+$(B)/libnss_imperium.so.2: src/ssh/nss_imperium.c
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	@$(CC) $(CFLAGS) -fPIC -shared -fvisibility=hidden -Wl,-soname,libnss_imperium.so.2 \
+	    -Wl,-z,defs -o $@ $<
+
+$(B)/imperium-enter: $(call obj,$(B),$(SSH_ENTER_SRC))
+	@echo "  LD      $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(SSH_LDLIBS)
+
+$(B)/imperium-wall: $(call obj,$(B),$(SSH_WALL_SRC))
+	@echo "  LD      $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(SSH_LDLIBS)
+
+$(BA)/imperium-wall: $(call obj,$(BA),$(SSH_WALL_SRC))
+	@echo "  LD-SAN  $@"
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(SSH_LDLIBS)

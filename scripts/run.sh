@@ -68,6 +68,11 @@ node_log=$run_dir/node.log
 node_dir=$run_dir/node
 node_pid=
 node_started=
+router_port=${IMPERIUM_ROUTER_PORT:-8000}
+ssh_port=${IMPERIUM_SSH_PORT:-2222}
+sshd_dir=$run_dir/sshd
+sshd_pid=
+ssh_note="sshd is NOT running: it needs root (run make run as root)"
 
 api_pid=
 log_tail() {
@@ -80,6 +85,11 @@ stop_node() {
     [ -n "$node_started" ] || return 0
     node_started=
     status=0
+    if [ -n "$sshd_pid" ]; then
+        kill -TERM "$sshd_pid" 2>/dev/null || true
+        wait "$sshd_pid" 2>/dev/null || true
+        sshd_pid=
+    fi
     if [ -n "$node_pid" ]; then
         pid=$node_pid
         node_pid=
@@ -130,6 +140,43 @@ fail() {
     exit 1
 }
 
+# The node's sshd (docs/SSH.md): in a mount namespace of its own, where /etc
+# is an overlay adding the NSS module's configuration, so the host's /etc
+# and its own sshd stay untouched.
+start_sshd() {
+    # imperium-enter and the NSS module run inside sshd: they are built
+    # without sanitizers only, so an asan binary dir borrows its parent's.
+    ssh_bin=$bin_dir
+    [ -x "$ssh_bin/imperium-enter" ] || ssh_bin=$(dirname "$bin_dir")
+    if [ ! -x "$ssh_bin/imperium-enter" ] || [ ! -f "$ssh_bin/libnss_imperium.so.2" ]; then
+        ssh_note="sshd is NOT running: imperium-enter or libnss_imperium.so.2 is not built"
+        return 0
+    fi
+    mkdir -p "$sshd_dir/etc-upper/imperium" "$sshd_dir/etc-work" "$sshd_dir/lib" \
+        "$sshd_dir/bin" || fail "cannot create $sshd_dir"
+    cp "$ssh_bin/imperium-enter" "$sshd_dir/bin/" &&
+        chown 0:0 "$sshd_dir/bin/imperium-enter" &&
+        chmod 4755 "$sshd_dir/bin/imperium-enter" &&
+        cp "$ssh_bin/libnss_imperium.so.2" "$sshd_dir/lib/" ||
+        fail "cannot install imperium-enter and the NSS module in $sshd_dir"
+    printf 'passwd: files imperium\ngroup: files imperium\nshadow: files\nhosts: files dns\n' \
+        >"$sshd_dir/etc-upper/nsswitch.conf"
+    printf 'containers_dir = %s\nstate_dir = %s\nshell = %s\n' "$node_dir/containers" \
+        "$node_dir/state" "$sshd_dir/bin/imperium-enter" >"$sshd_dir/etc-upper/imperium/ssh.conf"
+    chmod 0644 "$sshd_dir/etc-upper/imperium/ssh.conf"
+    ssh-keygen -q -t ed25519 -N '' -f "$sshd_dir/host_key" </dev/null ||
+        fail "cannot make sshd's host key"
+    unshare -m --propagation private sh -c "set -e
+        mount -t overlay overlay -o lowerdir=/etc,upperdir=$sshd_dir/etc-upper,workdir=$sshd_dir/etc-work /etc
+        mount -t tmpfs -o mode=0755 tmpfs /run
+        mkdir -m 0755 /run/sshd
+        LD_LIBRARY_PATH=$sshd_dir/lib exec /usr/sbin/sshd -D -e -f $root/etc/ssh/sshd_config \
+            -h $sshd_dir/host_key -p $ssh_port -o ListenAddress=$host -o PidFile=none" \
+        >"$run_dir/sshd.log" 2>&1 &
+    sshd_pid=$!
+    ssh_note="sshd listens on $host:$ssh_port (log: $run_dir/sshd.log)"
+}
+
 "$api_bin" -c "$conf" >"$log" 2>&1 &
 api_pid=$!
 
@@ -168,6 +215,9 @@ uid=$(imp admin container add --customer kratos --server fooserver --name change
     --memory 500 --storage 1000) || fail "cannot create kratos' container"
 imp admin news add "Welcome to Imperium: this is the make run demo." --public >/dev/null ||
     fail "cannot publish the news"
+# The supplier maps the quickstart's domain to kratos (no DNS check needed).
+imp admin domain add mynewdomain.org --customer kratos >/dev/null ||
+    fail "cannot map mynewdomain.org to kratos"
 
 # The node of fooserver.  The first distro above is this machine's own root,
 # read-only (distro_host_ok): the demo's only way to have a distro at once.
@@ -185,6 +235,7 @@ containers_dir = $node_dir/containers
 shortcuts = $root/etc/uwsgi/shortcuts.ini
 cgroup_parent = imperium-run
 distro_host_ok = true
+router_http = $host:$router_port
 log_level = info
 NODECONF
     ) || fail "cannot write $node_conf"
@@ -202,7 +253,8 @@ NODECONF
         [ "$tries" -lt 100 ] || fail "imperium-node does not get its state from the API"
         sleep 0.1
     done
-    node_note="imperium-node runs fooserver's containers (log: $node_log)"
+    node_note="imperium-node runs fooserver's containers and its HTTP router on $host:$router_port (log: $node_log)"
+    start_sshd
 else
     node_note="imperium-node is NOT running: containers need root (run make run as root)"
 fi
@@ -218,6 +270,7 @@ state: $run_dir (log: $log)
 Seeded: customer kratos/deimos ("God of war S.r.l.") with container $uid on fooserver,
 customer zeus/olympus owning zeusserver (127.0.0.2), two distros, one public news item.
 $node_note
+$ssh_note
 
 Distro 1, "Debian 12 bookworm (host)", is this machine's own root filesystem, read-only:
 a demo shortcut (distro_host_ok = true in $node_conf), never for customers.
@@ -233,6 +286,16 @@ The customer quickstart, as kratos:
   curl -X POST -d '{"distro": 1}' $k17/api/containers/$uid
   curl -X POST -d "{\"ssh_keys\": [\"\$(cat ~/.ssh/id_ed25519.pub)\"]}" $k17/api/containers/$uid
   curl $k17/api/containers/$uid        ("status": running, within a second)
+
+Once it runs, ssh into it (keys only; the key you gave in ssh_keys):
+  ssh -p $ssh_port $uid@$host 'id -u; hostname'
+
+The first deploy: as the container (over ssh) or as root on the host, drop the
+quickstart's vassals into its vassals/ (owned by uid $uid), e.g. for Python 3:
+  printf 'def application(e, sr):\n    sr("200 OK", [("Content-Type", "text/plain")])\n    return [b"Hello i am python"]\n' > $node_dir/containers/$uid/myapp.py
+  printf '[uwsgi]\nplugin = 0:python\nwsgi-file = \$(HOME)/myapp.py\ndomain = mynewdomain.org\n' > $node_dir/containers/$uid/vassals/pythonapp.ini
+  chown $uid:$uid $node_dir/containers/$uid/myapp.py $node_dir/containers/$uid/vassals/pythonapp.ini
+  curl -H 'Host: mynewdomain.org' http://$host:$router_port/
 
 The container, from the host:
   ps -u $uid -o pid,args                 (its init and uWSGI Emperor)

@@ -36,11 +36,12 @@
 #include "../common/validate.h"
 #include "cgroup.h"
 #include "channel.h"
+#include "router.h"
 #include "supervisor.h"
 
 #define STATUS_EVERY_MS 5000
 
-enum { EV_SIGNAL = 1, EV_STATE, EV_INITS };
+enum { EV_SIGNAL = 1, EV_STATE, EV_INITS, EV_ROUTER };
 
 /* The daemon's one piece of mutable state. */
 typedef struct {
@@ -50,6 +51,7 @@ typedef struct {
     sigset_t old_mask;
     supervisor_t *sv;
     channel_t *ch;
+    router_t *router; /* the HTTP router, NULL without router_http */
     long long next_report_ms;
 } agent_t;
 
@@ -94,7 +96,22 @@ static int setup(agent_t *a, err_t *e)
         return -1;
     if (agent_mkdirs(c->node.containers_dir, 0755, e) < 0)
         return -1;
-    sv_opts_t so = {.node = c->node,
+    node_cfg_t node = c->node;
+    if (c->router_http) {
+        char *dir = str_printf("%s/%s", c->node.state_dir, AGENT_ROUTER_DIR);
+        router_opts_t ro = {.uwsgi = c->router_uwsgi,
+                            .http = c->router_http,
+                            .dir = dir,
+                            .containers_dir = c->node.containers_dir};
+        a->router = dir ? router_new(&ro, e) : NULL;
+        free(dir);
+        if (!a->router)
+            return e->msg[0] ? -1 : err_set(e, ERR_INTERNAL, "out of memory");
+        node.subscribe_dir = router_subscribe_dir(a->router);
+        if (router_fd(a->router) >= 0 && add_fd(a, router_fd(a->router), EV_ROUTER, e) < 0)
+            return -1;
+    }
+    sv_opts_t so = {.node = node,
                     .distro_host_ok = c->distro_host_ok,
                     .stop_timeout_ms = c->stop_timeout_ms,
                     .restart_grace_ms = c->restart_grace_ms};
@@ -121,6 +138,7 @@ static void teardown(agent_t *a)
     if (a->curl_ready)
         curl_global_cleanup();
     sv_free(a->sv);
+    router_free(a->router); /* it keeps running: the next daemon adopts it */
     if (a->ep_fd >= 0)
         close(a->ep_fd);
     if (a->event_fd >= 0)
@@ -156,6 +174,8 @@ static void on_state(agent_t *a)
     json_t *state = channel_take_state(a->ch);
     if (!state)
         return;
+    if (a->router)
+        router_set_domains(a->router, json_object_get(state, "domains"));
     sv_set_state(a->sv, state);
     json_decref(state);
 }
@@ -173,6 +193,9 @@ static int timeout_ms(const agent_t *a)
 {
     long long now = sv_now_ms(), next = a->next_report_ms;
     long long d = sv_next_deadline(a->sv);
+    if (d >= 0 && d < next)
+        next = d;
+    d = a->router ? router_next_deadline(a->router) : -1;
     if (d >= 0 && d < next)
         next = d;
     next -= now;
@@ -196,10 +219,18 @@ static void loop(agent_t *a)
                 on_state(a);
             else if (evs[i].data.u64 == EV_INITS)
                 sv_events(a->sv);
+            else if (evs[i].data.u64 == EV_ROUTER)
+                router_events(a->router); /* closing its pidfd leaves the epoll */
         }
         if (a->quit)
             break;
         sv_converge(a->sv);
+        if (a->router && router_converge(a->router)) {
+            err_t e;
+            err_clear(&e);
+            if (add_fd(a, router_fd(a->router), EV_ROUTER, &e) < 0)
+                log_error("router: %s", e.msg);
+        }
         long long now = sv_now_ms();
         if (sv_take_changed(a->sv) || now >= a->next_report_ms)
             report(a, now);
@@ -317,6 +348,15 @@ int agent_stop_all(const agent_cfg_t *c, err_t *e)
         }
     }
     free(uids);
+    /* The HTTP router (if any) goes too. */
+    char *rdir = str_printf("%s/%s", c->node.state_dir, AGENT_ROUTER_DIR);
+    err_t re;
+    err_clear(&re);
+    if (!rdir || router_stop_dir(rdir, c->stop_timeout_ms, &re) < 0) {
+        log_error("stop-all: %s", rdir ? re.msg : "out of memory");
+        failed++;
+    }
+    free(rdir);
     /* Nothing runs: the node's cgroup parent goes too (the next start
      * creates it again); one still in use stays. */
     cgroup_t cg;

@@ -32,7 +32,12 @@ typedef struct {
     enum log_level log_level;
     int stop_timeout_ms;   /* graceful stop of a container no longer wanted */
     int restart_grace_ms;  /* SIGTERM before SIGKILL when restarting */
+    const char *router_http;  /* the HTTP router's address; NULL: no router */
+    const char *router_https; /* reserved for HTTPS (SNI): not used yet */
+    const char *router_uwsgi; /* host path of the router's uwsgi */
 } agent_cfg_t;
+
+#define AGENT_ROUTER_DIR "router" /* <state_dir>/router: docs/ROUTER.md */
 
 /* Load and check the file; -1 with a message naming the file and key. */
 int agent_cfg_load(agent_cfg_t *c, const char *path, err_t *e);

@@ -13,7 +13,10 @@
  *   log_level      = info
  *   distro_host_ok = false
  *   stop_timeout   = 10        (seconds)
- *   restart_grace_ms = 300 */
+ *   restart_grace_ms = 300
+ *   router_http    = 0.0.0.0:80   (none: no HTTP router; docs/ROUTER.md)
+ *   router_https   = 0.0.0.0:443  (reserved)
+ *   router_uwsgi   = /usr/bin/uwsgi */
 #include "agent.h"
 
 #include <errno.h>
@@ -31,7 +34,7 @@ static const char *const known_keys[] = {
     "api_url",     "node_prefix", "server_name",   "secret",         "secret_file",
     "state_dir",   "containers_dir", "uwsgi",      "shortcuts",      "cgroup_root",
     "cgroup_parent", "log_level", "distro_host_ok", "stop_timeout",  "restart_grace_ms",
-    NULL};
+    "router_http", "router_https", "router_uwsgi", NULL};
 
 static int bad(const agent_cfg_t *c, err_t *e, const char *key, const char *why)
 {
@@ -147,6 +150,22 @@ static int check_node(agent_cfg_t *c, err_t *e)
         n->cgroup_parent = parent;
     }
     node_cfg_defaults(n);
+    c->router_uwsgi = NODE_DEFAULT_UWSGI;
+    if (get_path(c, "router_uwsgi", false, &c->router_uwsgi, e) < 0)
+        return -1;
+    const char *addrs[2] = {"router_http", "router_https"};
+    const char **outs[2] = {&c->router_http, &c->router_https};
+    for (int i = 0; i < 2; i++) {
+        const char *v = conf_get(&c->conf, addrs[i]);
+        if (!v || !*v)
+            continue;
+        const char *colon = strrchr(v, ':');
+        long long port;
+        if (!colon || !str_to_ll(colon + 1, &port) || port < 1 || port > 65535 ||
+            strpbrk(v, " \t,;"))
+            return bad(c, e, addrs[i], "must be ADDRESS:PORT, e.g. 0.0.0.0:80");
+        *outs[i] = v;
+    }
     if (n->shortcuts && access(n->shortcuts, R_OK) < 0)
         return err_set(e, ERR_INPUT, "%s: shortcuts %s: %s", c->conf.path, n->shortcuts,
                        strerror(errno));

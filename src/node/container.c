@@ -292,6 +292,9 @@ static int plan_build(const node_cfg_t *cfg, const container_spec_t *s, const cg
         return -1;
     hide_path(p->hide[0], sizeof p->hide[0], cfg->containers_dir);
     hide_path(p->hide[1], sizeof p->hide[1], cfg->state_dir);
+    if (cfg->subscribe_dir &&
+        copy(p->subscribe, sizeof p->subscribe, cfg->subscribe_dir, "router directory", e) < 0)
+        return -1;
     snprintf(p->home_inside, sizeof p->home_inside, "/containers/%d", s->uid);
     snprintf(p->log_inside, sizeof p->log_inside, "%s/logs/emperor.log", p->home_inside);
     if (cfg->shortcuts) {

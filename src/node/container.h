@@ -25,6 +25,8 @@ typedef struct {
     const char *shortcuts;      /* host path of the shortcuts file, or NULL */
     const char *cgroup_root;    /* where cgroupfs lives: /sys/fs/cgroup */
     const char *cgroup_parent;  /* our sub-tree under the memory hierarchy */
+    const char *subscribe_dir;  /* the HTTP router's subscription socket directory,
+                                   shown as /run/subscribe (NULL: no router) */
 } node_cfg_t;
 
 #define NODE_DEFAULT_UWSGI "/usr/bin/uwsgi"

@@ -3,15 +3,16 @@
  *
  *   uwsgi --master --emperor /containers/<uid>/vassals
  *         --vassals-include-before /run/imperium/platform.ini
- *         [--vassals-include /run/imperium/shortcuts.ini]
+ *         [--vassals-include-before /run/imperium/shortcuts.ini]
  *         --logto /containers/<uid>/logs/emperor.log --log-maxsize 104857600
  *         --die-on-term
  *
  * platform.ini comes *before* each vassal's own file because it sets
  * plugins-dir, an immediate option that must precede the vassal's
- * `plugin = 0:python`; the shortcuts come after, like the original platform
- * ("automatically merged"): custom options (declare-option2) resolve at the
- * end of parsing, so order does not matter for them.  log-maxsize needs a
+ * `plugin = 0:python`; the shortcuts come before it as well: uWSGI 2.0
+ * expands a custom option (declare-option2) only if it was declared before
+ * the line that uses it (checked with 2.0.21: declared after, `domain =`
+ * is silently ignored).  log-maxsize needs a
  * master (it would imply one anyway); die-on-term makes SIGTERM a shutdown
  * instead of uWSGI's default brutal reload.  The Emperor already runs as
  * the container's uid, so there is no --uid/--gid. */
@@ -60,7 +61,9 @@ int rt_emperor_plan(rt_plan_t *p, const char *uwsgi, bool shortcuts, err_t *e)
         !(argv[a++] = plan_str(p, e, "--vassals-include-before")) ||
         !(argv[a++] = plan_str(p, e, "%s", RT_PLATFORM_INI)))
         return -1;
-    if (shortcuts && (!(argv[a++] = plan_str(p, e, "--vassals-include")) ||
+    /* Before the vassal too: uWSGI 2.0 resolves a custom option only when
+     * its declare-option2 was parsed before the line using it. */
+    if (shortcuts && (!(argv[a++] = plan_str(p, e, "--vassals-include-before")) ||
                       !(argv[a++] = plan_str(p, e, "%s", RT_SHORTCUTS_INI))))
         return -1;
     if (!(argv[a++] = plan_str(p, e, "--logto")) ||

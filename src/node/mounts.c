@@ -46,6 +46,7 @@ enum {
     S_RESOLV,
     S_CG_LIMIT,
     S_CG_USAGE,
+    S_SUBSCRIBE,
     S_DEV,
     S_COUNT = S_DEV + N_DEV
 };
@@ -154,6 +155,11 @@ static int clone_sources(const rt_plan_t *p, struct sources *s, err_t *e)
         return -1;
     if ((s->fd[S_CG_LIMIT] = clone_tree(AT_FDCWD, p->cg_limit, RO_ATTRS, p->cg_limit, e)) < 0 ||
         (s->fd[S_CG_USAGE] = clone_tree(AT_FDCWD, p->cg_usage, RO_ATTRS, p->cg_usage, e)) < 0)
+        return -1;
+    /* The HTTP router's subscription socket directory, read-only (a unix
+     * socket on a read-only mount can still be sent to). */
+    if (p->subscribe[0] &&
+        (s->fd[S_SUBSCRIBE] = clone_tree(AT_FDCWD, p->subscribe, RO_ATTRS, p->subscribe, e)) < 0)
         return -1;
     for (size_t i = 0; i < N_DEV; i++) {
         char what[64];
@@ -396,7 +402,15 @@ static int mount_run(const rt_plan_t *p, struct sources *s, err_t *e)
     snprintf(opts, sizeof opts, "mode=0755,uid=%d,gid=%d", p->uid, p->uid);
     if (mount_fresh("tmpfs", opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "/run", e) < 0)
         return -1;
-    return mount_run_cgroup(s, e) < 0 ? -1 : mount_run_platform(p, e);
+    if (mount_run_cgroup(s, e) < 0 || mount_run_platform(p, e) < 0)
+        return -1;
+    if (s->fd[S_SUBSCRIBE] < 0)
+        return 0;
+    if (make_dir(RT_SUBSCRIBE_DIR, 0755, e) < 0 ||
+        attach(s->fd[S_SUBSCRIBE], RT_SUBSCRIBE_DIR, 1, e) < 0)
+        return -1;
+    close_fd(&s->fd[S_SUBSCRIBE]);
+    return 0;
 }
 
 static int mount_home(const rt_plan_t *p, struct sources *s, err_t *e)

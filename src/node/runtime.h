@@ -28,6 +28,7 @@
 #define RT_PLATFORM_INI RT_PLATFORM_DIR "/platform.ini"
 #define RT_SHORTCUTS_INI RT_PLATFORM_DIR "/shortcuts.ini"
 #define RT_CGROUP_DIR "/run/cgroup"
+#define RT_SUBSCRIBE_DIR "/run/subscribe" /* the HTTP router's subscription socket */
 
 typedef struct {
     int uid; /* also the gid */
@@ -40,6 +41,7 @@ typedef struct {
     char hide[2][RT_PATH];  /* node directories to cover if the distro shows them */
     char cg_limit[RT_PATH]; /* cgroup files shown in /run/cgroup */
     char cg_usage[RT_PATH];
+    char subscribe[RT_PATH]; /* the router's socket directory ("": none) */
 
     /* Inside. */
     char home_inside[64];  /* /containers/<uid> */

@@ -1,0 +1,529 @@
+/* router.c - the node's HTTP router: a supervised uWSGI http router with
+ * secured subscriptions (router.h, docs/ROUTER.md).
+ *
+ * The router is started through an intermediate child that exits at once,
+ * so the router is never the daemon's child: the daemon watches it through
+ * a pidfd, exactly as it watches a router a previous daemon left running
+ * (adoption).  <dir>/router.pid records its pid and start time, so a reused
+ * pid is never mistaken for it.
+ *
+ * It runs in a mount namespace of its own where /containers is the node's
+ * containers_dir: the vassals subscribe with their in-container socket
+ * paths (/containers/<uid>/run/...), which on a production node
+ * (containers_dir = /containers) are the host paths already. */
+
+#include "router.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/log.h"
+#include "../common/strutil.h"
+#include "agent.h"
+#include "state.h"
+#include "supervisor.h"
+
+#define BACKOFF_MIN_MS 1000
+#define BACKOFF_MAX_MS 30000
+#define HEALTHY_MS 60000
+#define MAX_ARGS 32
+
+struct router {
+    router_opts_t o;
+    char *dir, *keys, *subscribe, *log_path, *pid_path, *containers;
+    char *argv[MAX_ARGS];
+    pid_t pid;
+    unsigned long long starttime;
+    int pidfd;
+    long long started_ms, due_ms;
+    int backoff_ms;
+    bool reload_pending;
+};
+
+static int sys_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+const char *router_subscribe_dir(const router_t *r) { return r->subscribe; }
+int router_fd(const router_t *r) { return r->pidfd; }
+
+static void forget(router_t *r)
+{
+    if (r->pidfd >= 0)
+        close(r->pidfd);
+    r->pidfd = -1;
+    r->pid = 0;
+    r->starttime = 0;
+}
+
+/* The recorded router, if it still runs: pid and start time match. */
+static pid_t recorded(const char *pid_path, unsigned long long *start)
+{
+    FILE *f = fopen(pid_path, "re");
+    if (!f)
+        return 0;
+    long long pid = 0;
+    unsigned long long st = 0, now_st = 0;
+    int n = fscanf(f, "%lld %llu", &pid, &st);
+    fclose(f);
+    char state = 0;
+    if (n != 2 || pid <= 1 || pid > INT_MAX || proc_stat((pid_t)pid, &now_st, &state) < 0 ||
+        now_st != st || state == 'Z')
+        return 0;
+    if (start)
+        *start = st;
+    return (pid_t)pid;
+}
+
+static void record(router_t *r)
+{
+    char *tmp = str_printf("%s.tmp", r->pid_path);
+    FILE *f = tmp ? fopen(tmp, "we") : NULL;
+    if (!f) {
+        log_error("router: write %s: %s", r->pid_path, tmp ? strerror(errno) : "out of memory");
+        free(tmp);
+        return;
+    }
+    int bad = fprintf(f, "%d %llu\n", (int)r->pid, r->starttime) < 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, r->pid_path) < 0) {
+        log_error("router: write %s: %s", r->pid_path, strerror(errno));
+        unlink(tmp);
+    }
+    free(tmp);
+}
+
+static int add_arg(router_t *r, int *n, char *s, err_t *e)
+{
+    if (!s)
+        return err_set(e, ERR_INTERNAL, "out of memory");
+    if (*n >= MAX_ARGS - 1) {
+        free(s);
+        return err_set(e, ERR_INTERNAL, "router: too many arguments");
+    }
+    r->argv[(*n)++] = s;
+    return 0;
+}
+
+static int build_argv(router_t *r, err_t *e)
+{
+    int n = 0;
+    /* uWSGI 2.0's http router closes the connection when no subscription
+     * matches a Host, whatever its options.  So it forwards everything to a
+     * fastrouter that owns the subscriptions (dotsplit for wildcards, signed
+     * with the domain owners' keys) and, for a Host nobody serves, falls
+     * back to the notfound plugin: a real 404 instead of a reset. */
+    const char *fixed_head[] = {"--plugin", "http,fastrouter,notfound", "--master",
+                                "--die-on-term", "--http-processes", "1",
+                                "--subscription-dotsplit", "--fastrouter-fallback-on-no-key"};
+    if (add_arg(r, &n, str_printf("%s", r->o.uwsgi), e) < 0)
+        return -1;
+    for (size_t i = 0; i < sizeof fixed_head / sizeof fixed_head[0]; i++)
+        if (add_arg(r, &n, str_printf("%s", fixed_head[i]), e) < 0)
+            return -1;
+    if (add_arg(r, &n, str_printf("--http"), e) < 0 ||
+        add_arg(r, &n, str_printf("%s", r->o.http), e) < 0 ||
+        add_arg(r, &n, str_printf("--http-to"), e) < 0 ||
+        add_arg(r, &n, str_printf("%s/fastrouter.sock", r->dir), e) < 0 ||
+        add_arg(r, &n, str_printf("--fastrouter"), e) < 0 ||
+        add_arg(r, &n, str_printf("%s/fastrouter.sock", r->dir), e) < 0 ||
+        add_arg(r, &n, str_printf("--fastrouter-subscription-server"), e) < 0 ||
+        add_arg(r, &n, str_printf("%s/%s", r->subscribe, ROUTER_SUBSCRIBE_SOCKET), e) < 0 ||
+        add_arg(r, &n, str_printf("--subscriptions-sign-check"), e) < 0 ||
+        add_arg(r, &n, str_printf("SHA1:%s", r->keys), e) < 0 ||
+        add_arg(r, &n, str_printf("--fastrouter-stats"), e) < 0 ||
+        add_arg(r, &n, str_printf("%s/fastrouter-stats.sock", r->dir), e) < 0 ||
+        add_arg(r, &n, str_printf("--stats"), e) < 0 ||
+        add_arg(r, &n, str_printf("%s/stats.sock", r->dir), e) < 0 ||
+        add_arg(r, &n, str_printf("--socket"), e) < 0 ||
+        add_arg(r, &n, str_printf("%s/notfound.sock", r->dir), e) < 0 ||
+        add_arg(r, &n, str_printf("--fastrouter-fallback"), e) < 0 ||
+        add_arg(r, &n, str_printf("%s/notfound.sock", r->dir), e) < 0)
+        return -1;
+    r->argv[n] = NULL;
+    return 0;
+}
+
+router_t *router_new(const router_opts_t *o, err_t *e)
+{
+    router_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        err_set(e, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    r->o = *o;
+    r->pidfd = -1;
+    if (!(r->dir = str_printf("%s", o->dir)) || !(r->keys = str_printf("%s/keys", o->dir)) ||
+        !(r->subscribe = str_printf("%s/subscribe", o->dir)) ||
+        !(r->log_path = str_printf("%s/router.log", o->dir)) ||
+        !(r->pid_path = str_printf("%s/router.pid", o->dir)) ||
+        !(r->containers = realpath(o->containers_dir, NULL))) {
+        err_set(e, ERR_INTERNAL, "router: %s", r->dir && r->keys && r->subscribe && r->log_path &&
+                                                       r->pid_path
+                                                   ? strerror(errno)
+                                                   : "out of memory");
+        router_free(r);
+        return NULL;
+    }
+    if (agent_mkdirs(r->dir, 0700, e) < 0 || agent_mkdirs(r->keys, 0700, e) < 0 ||
+        agent_mkdirs(r->subscribe, 0755, e) < 0 || chmod(r->subscribe, 0755) < 0 ||
+        build_argv(r, e) < 0) {
+        if (!e->msg[0])
+            err_set(e, ERR_INTERNAL, "chmod %s: %s", r->subscribe, strerror(errno));
+        router_free(r);
+        return NULL;
+    }
+    pid_t pid = recorded(r->pid_path, &r->starttime);
+    if (pid > 0 && (r->pidfd = sys_pidfd_open(pid)) >= 0) {
+        r->pid = pid;
+        r->started_ms = sv_now_ms();
+        log_info("router: adopted the running HTTP router (pid %d)", (int)pid);
+    }
+    return r;
+}
+
+void router_free(router_t *r)
+{
+    if (!r)
+        return;
+    if (r->pidfd >= 0)
+        close(r->pidfd);
+    for (int i = 0; r->argv[i]; i++)
+        free(r->argv[i]);
+    free(r->dir);
+    free(r->keys);
+    free(r->subscribe);
+    free(r->log_path);
+    free(r->pid_path);
+    free(r->containers);
+    free(r);
+}
+
+/* ---- start ------------------------------------------------------------------ */
+
+/* The router's own process, after fork: nothing here allocates (the daemon
+ * is multi-threaded). */
+static void __attribute__((noreturn)) exec_router(const router_t *r, int log_fd)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (nul < 0 || dup2(nul, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0)
+        _exit(126);
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+        dprintf(2, "imperium-node: router: mount namespace: %s\n", strerror(errno));
+        _exit(126);
+    }
+    if (strcmp(r->containers, "/containers") != 0) {
+        if (mkdir("/containers", 0755) < 0 && errno != EEXIST) {
+            dprintf(2, "imperium-node: router: mkdir /containers: %s\n", strerror(errno));
+            _exit(126);
+        }
+        if (mount(r->containers, "/containers", NULL, MS_BIND | MS_REC, NULL) < 0) {
+            dprintf(2, "imperium-node: router: bind %s on /containers: %s\n", r->containers,
+                    strerror(errno));
+            _exit(126);
+        }
+    }
+    if (close_range(3, ~0U, 0) < 0) {
+        /* close-on-exec covers the daemon's descriptors anyway */
+    }
+    /* The subscription socket must be writable by every container's uid;
+     * everything else the router creates is in the 0700 router dir. */
+    umask(0);
+    char *envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", NULL};
+    execve(r->argv[0], r->argv, envp);
+    dprintf(2, "imperium-node: router: exec %s: %s\n", r->argv[0], strerror(errno));
+    _exit(127);
+}
+
+static int start(router_t *r, err_t *e)
+{
+    int log_fd = open(r->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (log_fd < 0)
+        return err_set(e, ERR_INTERNAL, "open %s: %s", r->log_path, strerror(errno));
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        close(log_fd);
+        return err_set(e, ERR_INTERNAL, "pipe: %s", strerror(errno));
+    }
+    pid_t mid = fork();
+    if (mid < 0) {
+        int err = errno;
+        close(log_fd);
+        close(p[0]);
+        close(p[1]);
+        return err_set(e, ERR_INTERNAL, "fork: %s", strerror(err));
+    }
+    if (mid == 0) {
+        setsid();
+        pid_t gc = fork();
+        if (gc == 0)
+            exec_router(r, log_fd);
+        int32_t v = gc;
+        ssize_t w = write(p[1], &v, sizeof v);
+        _exit(w == (ssize_t)sizeof v && gc > 0 ? 0 : 1);
+    }
+    close(p[1]);
+    close(log_fd);
+    int32_t v = -1;
+    ssize_t got;
+    while ((got = read(p[0], &v, sizeof v)) < 0 && errno == EINTR)
+        ;
+    close(p[0]);
+    int st;
+    while (waitpid(mid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (got != (ssize_t)sizeof v || v <= 0)
+        return err_set(e, ERR_INTERNAL, "fork the router failed");
+    r->pid = v;
+    char state = 0;
+    if (proc_stat(r->pid, &r->starttime, &state) < 0 || (r->pidfd = sys_pidfd_open(r->pid)) < 0) {
+        forget(r);
+        return err_set(e, ERR_INTERNAL, "the router exited at once (see %s)", r->log_path);
+    }
+    r->started_ms = sv_now_ms();
+    record(r);
+    log_info("router: HTTP router started on %s (pid %d, log %s)", r->o.http, (int)r->pid,
+             r->log_path);
+    return 0;
+}
+
+bool router_converge(router_t *r)
+{
+    long long now = sv_now_ms();
+    if (r->pid > 0) {
+        if (r->reload_pending) {
+            r->reload_pending = false;
+            log_info("router: a domain's key changed or went away: reloading the router");
+            kill(r->pid, SIGHUP);
+        }
+        return false;
+    }
+    if (now < r->due_ms)
+        return false;
+    r->reload_pending = false; /* a fresh router reads the keys anyway */
+    err_t e;
+    err_clear(&e);
+    if (start(r, &e) < 0) {
+        r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : BACKOFF_MIN_MS;
+        if (r->backoff_ms > BACKOFF_MAX_MS)
+            r->backoff_ms = BACKOFF_MAX_MS;
+        r->due_ms = now + r->backoff_ms;
+        log_error("router: start: %s; retrying in %d s", e.msg, r->backoff_ms / 1000);
+        return false;
+    }
+    return true;
+}
+
+void router_events(router_t *r)
+{
+    if (r->pid <= 0)
+        return;
+    unsigned long long st = 0;
+    char state = 0;
+    if (proc_stat(r->pid, &st, &state) == 0 && st == r->starttime && state != 'Z')
+        return; /* still there: a stale event */
+    long long now = sv_now_ms(), ran = now - r->started_ms;
+    if (ran >= HEALTHY_MS)
+        r->backoff_ms = 0;
+    r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : BACKOFF_MIN_MS;
+    if (r->backoff_ms > BACKOFF_MAX_MS)
+        r->backoff_ms = BACKOFF_MAX_MS;
+    r->due_ms = now + r->backoff_ms;
+    log_error("router: the HTTP router (pid %d) ended after %lld s; restarting it in %d s (see %s)",
+              (int)r->pid, ran / 1000, r->backoff_ms / 1000, r->log_path);
+    forget(r);
+}
+
+long long router_next_deadline(const router_t *r)
+{
+    if (r->pid > 0)
+        return r->reload_pending ? 0 : -1;
+    return r->due_ms;
+}
+
+/* ---- keys --------------------------------------------------------------------- */
+
+/* uWSGI's file name for a subscription key (uwsgi_sanitize_cert_filename):
+ * every byte outside [0-9A-Za-z._-] becomes '_', then ".pem". */
+static char *key_file_name(const char *name)
+{
+    char *s = str_printf("%s.pem", name);
+    if (!s)
+        return NULL;
+    for (char *c = s; *c; c++)
+        if (!((*c >= '0' && *c <= '9') || (*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') ||
+              *c == '.' || *c == '-' || *c == '_'))
+            *c = '_';
+    return s;
+}
+
+static char *read_file(int dfd, const char *name)
+{
+    int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return NULL;
+    buf_t b = {0};
+    char chunk[4096];
+    ssize_t n;
+    while ((n = read(fd, chunk, sizeof chunk)) > 0)
+        if (buf_append(&b, chunk, (size_t)n) < 0)
+            break;
+    close(fd);
+    if (n != 0 || buf_append(&b, "", 1) < 0) {
+        buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
+static int write_file(int dfd, const char *name, const char *data)
+{
+    char tmp[300];
+    if (snprintf(tmp, sizeof tmp, ".tmp-%s", name) >= (int)sizeof tmp)
+        return -1;
+    unlinkat(dfd, tmp, 0);
+    int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(data), off = 0;
+    while (off < len) {
+        ssize_t n = write(fd, data + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            close(fd);
+            unlinkat(dfd, tmp, 0);
+            return -1;
+        }
+        off += (size_t)n;
+    }
+    if (close(fd) < 0 || renameat(dfd, tmp, dfd, name) < 0) {
+        unlinkat(dfd, tmp, 0);
+        return -1;
+    }
+    return 0;
+}
+
+void router_set_domains(router_t *r, const json_t *domains)
+{
+    int dfd = open(r->keys, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (dfd < 0) {
+        log_error("router: open %s: %s", r->keys, strerror(errno));
+        return;
+    }
+    json_t *wanted = json_object(); /* file name -> pubkey */
+    size_t i;
+    json_t *d;
+    json_array_foreach(domains, i, d) {
+        const char *name = json_string_value(json_object_get(d, "name"));
+        const char *key = json_string_value(json_object_get(d, "pubkey"));
+        if (!wanted || !name || !*name || !key || !*key)
+            continue;
+        char *file = key_file_name(name);
+        if (file)
+            json_object_set_new(wanted, file, json_string(key));
+        free(file);
+    }
+    if (!wanted) {
+        close(dfd);
+        log_error("router: keys: out of memory");
+        return;
+    }
+    int added = 0, changed = 0, removed = 0;
+    /* Remove what is no longer wanted. */
+    DIR *dir = fdopendir(dup(dfd));
+    struct dirent *de;
+    while (dir && (de = readdir(dir))) {
+        size_t len = strlen(de->d_name);
+        if (de->d_name[0] == '.' && (len <= 2 || !strncmp(de->d_name, ".tmp-", 5)))
+            continue;
+        if (len < 4 || strcmp(de->d_name + len - 4, ".pem") != 0)
+            continue;
+        if (!json_object_get(wanted, de->d_name)) {
+            if (unlinkat(dfd, de->d_name, 0) == 0)
+                removed++;
+            else
+                log_error("router: remove key %s: %s", de->d_name, strerror(errno));
+        }
+    }
+    if (dir)
+        closedir(dir);
+    const char *file;
+    json_t *v;
+    json_object_foreach(wanted, file, v) {
+        const char *key = json_string_value(v);
+        char *old = read_file(dfd, file);
+        if (old && !strcmp(old, key)) {
+            free(old);
+            continue;
+        }
+        if (write_file(dfd, file, key) < 0)
+            log_error("router: write key %s/%s: %s", r->keys, file, strerror(errno));
+        else if (old)
+            changed++;
+        else
+            added++;
+        free(old);
+    }
+    json_decref(wanted);
+    close(dfd);
+    if (added || changed || removed)
+        log_info("router: domain keys: %d added, %d changed, %d removed", added, changed,
+                 removed);
+    /* uWSGI keeps a domain's key while the domain has subscribers: only a
+     * fresh subscription table forgets a moved or deleted domain. */
+    if (changed || removed)
+        r->reload_pending = true;
+}
+
+/* ---- stop-all ------------------------------------------------------------------ */
+
+int router_stop_dir(const char *dir, int timeout_ms, err_t *e)
+{
+    char *pid_path = str_printf("%s/router.pid", dir);
+    if (!pid_path)
+        return err_set(e, ERR_INTERNAL, "out of memory");
+    unsigned long long st = 0;
+    pid_t pid = recorded(pid_path, &st);
+    if (pid <= 0) {
+        free(pid_path);
+        return 0;
+    }
+    log_info("router: stopping the HTTP router (pid %d)", (int)pid);
+    kill(pid, SIGINT);
+    long long deadline = sv_now_ms() + timeout_ms;
+    struct timespec ts = {0, 20 * 1000000L};
+    while (recorded(pid_path, NULL) == pid) {
+        if (sv_now_ms() >= deadline) {
+            kill(pid, SIGKILL);
+            deadline = sv_now_ms() + 2000;
+            timeout_ms = -1;
+        }
+        nanosleep(&ts, NULL);
+        if (timeout_ms < 0 && sv_now_ms() >= deadline)
+            break;
+    }
+    bool gone = recorded(pid_path, NULL) != pid;
+    if (gone)
+        unlink(pid_path);
+    free(pid_path);
+    if (!gone)
+        return err_set(e, ERR_INTERNAL, "the HTTP router (pid %d) did not stop", (int)pid);
+    return 0;
+}

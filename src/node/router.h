@@ -1,0 +1,62 @@
+/* router.h - the node's HTTP router (docs/ROUTER.md).
+ *
+ * A separate uWSGI process (`uwsgi --http ADDR --http-subscription-server
+ * ... --subscriptions-sign-check SHA1:<keys> --subscription-dotsplit`),
+ * supervised by the daemon: started when missing, restarted with backoff
+ * when it dies, adopted (not restarted) by a new daemon, left running when
+ * the daemon exits (like the containers), stopped by `stop-all`.
+ *
+ * The keys directory holds <domain>.pem, the public key of the customer
+ * owning each domain in the API (the channel's "domains"): the router
+ * accepts a subscription for a domain only when signed by that key. */
+#ifndef IMP_NODE_ROUTER_H
+#define IMP_NODE_ROUTER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "../common/err.h"
+
+/* Inside every container: the directory holding the subscription socket. */
+#define ROUTER_SUBSCRIBE_INSIDE "/run/subscribe"
+#define ROUTER_SUBSCRIBE_SOCKET "http"
+
+typedef struct {
+    const char *uwsgi;          /* host path of the uwsgi binary */
+    const char *http;           /* listen address, e.g. 127.0.0.1:8000 or 0.0.0.0:80 */
+    const char *dir;            /* <state_dir>/router: keys/, subscribe/, log, pid */
+    const char *containers_dir; /* shown to the router as /containers */
+} router_opts_t;
+
+typedef struct router router_t;
+
+/* Create the directories (dir 0700, keys/ 0700, subscribe/ 0755) and adopt
+ * a router a previous daemon left running.  Nothing is started yet. */
+router_t *router_new(const router_opts_t *o, err_t *e);
+/* Forget it; the router keeps running. */
+void router_free(router_t *r);
+
+/* The subscribe/ directory (bind-mounted as /run/subscribe in containers). */
+const char *router_subscribe_dir(const router_t *r);
+
+/* A pidfd that polls readable when the router ended (-1 while none runs);
+ * its number changes when the router is restarted: call router_fd again. */
+int router_fd(const router_t *r);
+/* The pidfd polled readable: notice the end, plan the restart. */
+void router_events(router_t *r);
+
+/* The channel's "domains" array: rewrite keys/ to match.  A key that
+ * changed or went away makes the router reload (it caches a domain's key
+ * while that domain has subscribers). */
+void router_set_domains(router_t *r, const json_t *domains);
+
+/* Start the router when it is due; returns true when the pidfd changed. */
+bool router_converge(router_t *r);
+/* Milliseconds clock value of the next planned action, -1 for none. */
+long long router_next_deadline(const router_t *r);
+
+/* stop-all: stop a running router recorded in dir (SIGINT, SIGKILL after
+ * timeout_ms).  0 when none runs any more. */
+int router_stop_dir(const char *dir, int timeout_ms, err_t *e);
+
+#endif
