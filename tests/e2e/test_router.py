@@ -267,3 +267,23 @@ def test_deleting_the_domain_stops_new_subscriptions(rnode, host_distro, ssh_key
     time.sleep(5)
     assert dom not in rnode.subscriptions()
     assert rnode.get(dom).status_code == 404
+
+
+def test_ssl_and_cluster_shortcuts_serve_the_http_record(rnode, host_distro, ssh_keys):
+    """ssl-domain, ssl-ca-domain, cluster-domain and ssl-cluster-domain take
+    their arguments and, on this HTTP-only router, register the plain-HTTP
+    record of the name (the public platform's ssl-domain does too)."""
+    uid = launch(rnode, host_distro, ssh_keys)
+    lines = {"ssl-domain": "{d} $(HOME)/k.pem $(HOME)/c.pem",
+             "ssl-ca-domain": "{d} $(HOME)/k.pem $(HOME)/c.pem !$(HOME)/ca.pem",
+             "cluster-domain": "{d}",
+             "ssl-cluster-domain": "{d} $(HOME)/k.pem $(HOME)/c.pem"}
+    for i, (opt, args) in enumerate(lines.items()):
+        dom = unique(f"s{i}") + ".org"
+        add_domain(rnode.api, rnode.auth, dom)
+        name = f"opt{i}"
+        rnode.vassal(uid, f"{name}.ini",
+                     f"[uwsgi]\nplugin = 0:python\nwsgi-file = $(HOME)/{name}.py\n"
+                     f"{opt} = {args.format(d=dom)}\n",
+                     files=[(f"{name}.py", f"NAME = {opt!r}\n" + PY_APP)])
+        rnode.wait_answer(dom, f"python {opt}")
