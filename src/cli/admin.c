@@ -17,6 +17,7 @@ typedef enum {
     ACT_MODIFY, /* POST path/POS {options} */
     ACT_DELETE, /* DELETE path/POS */
     ACT_DO,     /* POST path/POS/<sub> {} */
+    ACT_BUILD,  /* distro build: runs here (distro_build.c), then POSTs path */
 } action_t;
 
 typedef struct {
@@ -244,6 +245,12 @@ static const cmd_t commands[] = {
      NULL, "rename a distro or move its rootfs (its containers restart)", NULL},
     {"distro", "delete", ACT_DELETE, "/distros", "ID", true, NULL, NULL, NULL, NULL,
      "delete a distro no container uses", NULL},
+    {"distro", "build", ACT_BUILD, "/distros", "NAME", false, "name", distro_build_opts, NULL,
+     "id",
+     "build a Debian rootfs with debootstrap (uwsgi-core, python3/psgi/rack plugins,\n"
+     "      `python` alias) in DIR (default /var/lib/imperium/distros/NAME) and add it to\n"
+     "      the pool; prints its id.  Needs root and the debootstrap package",
+     NULL},
 
     {"container", "add", ACT_ADD, "/containers", NULL, false, NULL, container_add_opts, NULL,
      "uid", "create a container for a customer on a server; prints its uid", NULL},
@@ -464,6 +471,10 @@ static int run_cmd(cli_t *cli, const cmd_t *c, int argc, char **argv, err_t *e)
     }
     if (c->pos_int && args_int(pos, c->pos, name, &num, e) < 0)
         goto out;
+    if (c->act == ACT_BUILD) {
+        rc = distro_build(cli, pos, a.opts, e);
+        goto out;
+    }
     if (c->act == ACT_MODIFY && json_object_size(a.opts) == 0) {
         err_set(e, ERR_INPUT,
                 "%s: nothing to change: give at least one option (see imperium %s --help)", name,

@@ -6,6 +6,7 @@
  *   output.c       tables, key: value lines, raw JSON
  *   admin.c        `imperium admin ...` (the supplier's commands)
  *   call.c         `imperium call ...` (the customer API)
+ *   distro_build.c `imperium admin distro build` (debootstrap, then the API)
  *
  * Every function that can fail takes an err_t and returns -1; only main()
  * prints the message and picks the exit code: 2 for ERR_INPUT (a usage
@@ -138,6 +139,12 @@ int call_main(cli_t *cli, int argc, char **argv, err_t *e);
 /* Every admin command; with `verbose`, each with what it does. */
 void admin_help(FILE *f, bool verbose);
 void call_help(FILE *f);
+
+/* ---- distro_build.c ---- */
+
+extern const opt_spec distro_build_opts[];
+/* `admin distro build NAME` with its parsed options; prints the new id. */
+int distro_build(cli_t *cli, const char *name, json_t *opts, err_t *e);
 
 /* ---- main.c: settings resolved from flags, environment and config file ---- */
 
