@@ -1,10 +1,14 @@
 #!/bin/sh
-# Install the Debian packages listed in scripts/packages.txt that are missing.
+# Install the Debian packages listed in a file (one a line, # comments) that
+# are missing: scripts/packages.txt by default (`make check`, `make run`),
+# or the list given as the first argument (`make bench`: bench/packages.txt).
 # Runs apt-get only when something is missing, so a second run is instant.
 set -eu
 here=$(dirname "$0")
+list=${1:-$here/packages.txt}
+[ -r "$list" ] || { echo "deps: cannot read the package list $list" >&2; exit 1; }
 missing=""
-for p in $(grep -v '^#' "$here/packages.txt"); do
+for p in $(grep -v '^#' "$list"); do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
         missing="$missing $p"
     fi

@@ -24,6 +24,7 @@ typedef struct {
     int n;
     pthread_mutex_t lock;
     pthread_cond_t freed;
+    pthread_mutex_t write_lock; /* db_set_write_lock: writers queue here */
 } db_pool_t;
 
 typedef struct {

@@ -14,11 +14,13 @@ int db_pool_open(db_pool_t *p, const char *url, int n, err_t *e)
     p->n = n;
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->freed, NULL);
+    pthread_mutex_init(&p->write_lock, NULL);
     for (int i = 0; i < n; i++) {
         if (!(p->conns[i] = db_open(url, e))) {
             db_pool_close(p);
             return -1;
         }
+        db_set_write_lock(p->conns[i], &p->write_lock);
     }
     return 0;
 }
@@ -34,6 +36,7 @@ void db_pool_close(db_pool_t *p)
     p->conns = NULL;
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->freed);
+    pthread_mutex_destroy(&p->write_lock);
 }
 
 db_t *db_pool_acquire(db_pool_t *p)
@@ -53,6 +56,9 @@ db_t *db_pool_acquire(db_pool_t *p)
 
 void db_pool_release(db_pool_t *p, db_t *db)
 {
+    /* A transaction left open by a handler would keep the write lock, and
+     * with it every writer, waiting forever: end it. */
+    db_rollback(db);
     pthread_mutex_lock(&p->lock);
     for (int i = 0; i < p->n; i++)
         if (p->conns[i] == db)

@@ -173,6 +173,16 @@ static void dispatch(req_t *r, const route_t *const *tables)
         return;
     }
     r->db = db_pool_acquire(&r->api->pool);
+    /* Reads see one snapshot and take the database's read lock once. */
+    bool read_txn = strcmp(r->method, "GET") == 0;
+    if (read_txn) {
+        err_t e = {0};
+        if (db_read_begin(r->db, &e) < 0) {
+            log_error("%s %s: %s", r->method, r->path, e.msg);
+            reply_error(r, 500, NULL);
+            goto out;
+        }
+    }
     switch (rt->auth) {
     case AUTH_NODE:
         if (auth_node(r) < 0)
@@ -199,6 +209,8 @@ static void dispatch(req_t *r, const route_t *const *tables)
         r->status >= 200 && r->status < 300)
         changes_bump(r->api->changes);
 out:
+    if (read_txn)
+        db_read_end(r->db);
     db_pool_release(&r->api->pool, r->db);
     r->db = NULL;
 }

@@ -277,9 +277,14 @@ static void h_node_state(req_t *r)
         return reply_bad_request(r, "'wait' must be 0 to %d seconds", MAX_WAIT_S);
     if (*r->poll_deadline_ms == 0)
         *r->poll_deadline_ms = now_ms() + wait * 1000;
-    /* Read the sequence first: a change committed after this point wakes us. */
+    /* Read the sequence first: a change committed after this point wakes us.
+     * The state's snapshot must be taken after it, so the request's read
+     * transaction (taken for the authentication) starts anew. */
+    db_read_end(r->db);
     unsigned long long seq = changes_seq(r->api->changes);
     err_t e = {0};
+    if (db_read_begin(r->db, &e) < 0)
+        return reply_internal(r, &e);
     json_t *state = node_state(r->db, &e, r->node_server_id);
     char version[33];
     if (!state || state_version(state, version) < 0) {

@@ -10,6 +10,7 @@
 
 #include "err.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 
 typedef struct db db_t;
@@ -56,7 +57,19 @@ int db_exec_script(db_t *db, err_t *e, const char *sql);
 
 int db_begin(db_t *db, err_t *e); /* a write transaction */
 int db_commit(db_t *db, err_t *e);
-void db_rollback(db_t *db);
+void db_rollback(db_t *db); /* a no-op outside a transaction */
+/* Connections of one process sharing `lock` queue their write transactions
+ * on it (db_begin takes it, db_commit / db_rollback release it): a waiting
+ * writer wakes the moment the previous one commits instead of polling the
+ * database's lock.  Other processes are still waited for by polling. */
+void db_set_write_lock(db_t *db, pthread_mutex_t *lock);
+/* A read transaction around a request's queries: one snapshot and one
+ * acquisition of the database's read lock, instead of one per statement
+ * (for a GET of a container: 10 statements).  A no-op inside a transaction.
+ * A write statement or db_begin ends it first, so a handler may still
+ * write; db_read_end ends it if it is still open. */
+int db_read_begin(db_t *db, err_t *e);
+void db_read_end(db_t *db);
 
 void db_res_free(db_res_t *r);
 const char *db_get(const db_res_t *r, int row, int col);

@@ -6,12 +6,16 @@
  * stays small and a request pays no parse cost. */
 #include "db.h"
 
+#include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define STMT_CACHE 128
+/* How long a statement waits for another connection's write lock. */
+#define BUSY_TIMEOUT_MS 10000
 
 struct db {
     sqlite3 *h;
@@ -20,6 +24,9 @@ struct db {
         sqlite3_stmt *st;
     } cache[STMT_CACHE];
     int ncached;
+    pthread_mutex_t *write_lock; /* shared by the process's connections, or NULL */
+    bool holds_write_lock;
+    bool in_read; /* inside a transaction of db_read_begin */
 };
 
 static int sqlite_fail(db_t *db, err_t *e, const char *what)
@@ -27,6 +34,27 @@ static int sqlite_fail(db_t *db, err_t *e, const char *what)
     int code = sqlite3_extended_errcode(db->h);
     enum err_kind k = (code & 0xff) == SQLITE_CONSTRAINT ? ERR_CONSTRAINT : ERR_INTERNAL;
     return err_set(e, k, "%s: %s", what, sqlite3_errmsg(db->h));
+}
+
+/* SQLite's own busy handler (sqlite3_busy_timeout) sleeps 1, 2, 5, 10 ... then
+ * 100 ms at a time: under concurrent writes a waiter that keeps losing the
+ * race sleeps hundreds of milliseconds while the lock is free most of that
+ * time, and every request queued behind its worker thread waits with it
+ * (docs/PERFORMANCE.md: write p99 0.7-0.9 s under 16 clients).  A write holds
+ * the lock for well under a millisecond, so poll briskly instead: 50 us
+ * doubling to 1 ms, for BUSY_TIMEOUT_MS in all. */
+static int on_busy(void *arg, int count)
+{
+    (void)arg;
+    long us = count < 5 ? 50L << count : 1000L; /* 50 100 200 400 800 1000 ... */
+    /* Elapsed time, approximately: the sum of the sleeps so far. */
+    long long slept = count < 5 ? 50LL * ((1LL << count) - 1) : 1550LL + (count - 5) * 1000LL;
+    if (slept >= BUSY_TIMEOUT_MS * 1000LL)
+        return 0; /* give up: the statement answers SQLITE_BUSY */
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = us * 1000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+    return 1;
 }
 
 db_t *db_open(const char *url, err_t *e)
@@ -47,7 +75,13 @@ db_t *db_open(const char *url, err_t *e)
         free(db);
         return NULL;
     }
-    sqlite3_busy_timeout(db->h, 10000);
+    if (sqlite3_busy_handler(db->h, on_busy, NULL) != SQLITE_OK) {
+        err_set(e, ERR_INTERNAL, "cannot set the busy handler of %s: %s", path,
+                sqlite3_errmsg(db->h));
+        sqlite3_close(db->h);
+        free(db);
+        return NULL;
+    }
     /* WAL lets readers run while one writer commits; synchronous=FULL keeps
      * every acknowledged API change durable across a power loss. */
     if (db_exec_script(db, e,
@@ -59,10 +93,21 @@ db_t *db_open(const char *url, err_t *e)
     return db;
 }
 
+void db_set_write_lock(db_t *db, pthread_mutex_t *lock) { db->write_lock = lock; }
+
+static void write_unlock(db_t *db)
+{
+    if (db->holds_write_lock) {
+        db->holds_write_lock = false;
+        pthread_mutex_unlock(db->write_lock);
+    }
+}
+
 void db_close(db_t *db)
 {
     if (!db)
         return;
+    write_unlock(db);
     for (int i = 0; i < db->ncached; i++) {
         sqlite3_finalize(db->cache[i].st);
         free(db->cache[i].sql);
@@ -165,6 +210,10 @@ db_res_t *db_query(db_t *db, err_t *e, const char *sql, int n, const db_val *arg
     sqlite3_stmt *st = prepare(db, e, sql);
     if (!st)
         return NULL;
+    /* A write (or BEGIN) in a read transaction: end the read first, so the
+     * write runs as it would without it. */
+    if (db->in_read && !sqlite3_stmt_readonly(st))
+        db_read_end(db);
     db_res_t *r = calloc(1, sizeof *r);
     if (!r) {
         err_set(e, ERR_INTERNAL, "out of memory");
@@ -205,17 +254,58 @@ int db_exec_script(db_t *db, err_t *e, const char *sql)
     return 0;
 }
 
-int db_begin(db_t *db, err_t *e)
+int db_read_begin(db_t *db, err_t *e)
 {
-    /* IMMEDIATE takes the write lock now, so a read-then-write check (the
-     * overselling check) cannot race another writer. */
-    return db_exec(db, e, "BEGIN IMMEDIATE", DB_NOARGS) < 0 ? -1 : 0;
+    if (db->in_read || !sqlite3_get_autocommit(db->h))
+        return 0;
+    if (db_exec(db, e, "BEGIN", DB_NOARGS) < 0)
+        return -1;
+    db->in_read = true;
+    return 0;
 }
 
-int db_commit(db_t *db, err_t *e) { return db_exec(db, e, "COMMIT", DB_NOARGS) < 0 ? -1 : 0; }
+void db_read_end(db_t *db)
+{
+    if (!db->in_read)
+        return;
+    db->in_read = false;
+    if (!sqlite3_get_autocommit(db->h) && db_exec(db, NULL, "COMMIT", DB_NOARGS) < 0)
+        db_exec(db, NULL, "ROLLBACK", DB_NOARGS);
+}
+
+int db_begin(db_t *db, err_t *e)
+{
+    db_read_end(db);
+    if (db->write_lock && !db->holds_write_lock) {
+        int rc = pthread_mutex_lock(db->write_lock);
+        if (rc != 0)
+            return err_set(e, ERR_INTERNAL, "write lock: %s", strerror(rc));
+        db->holds_write_lock = true;
+    }
+    /* IMMEDIATE takes the write lock now, so a read-then-write check (the
+     * overselling check) cannot race another writer. */
+    if (db_exec(db, e, "BEGIN IMMEDIATE", DB_NOARGS) < 0) {
+        if (sqlite3_get_autocommit(db->h))
+            write_unlock(db);
+        return -1;
+    }
+    return 0;
+}
+
+int db_commit(db_t *db, err_t *e)
+{
+    long long rc = db_exec(db, e, "COMMIT", DB_NOARGS);
+    /* A failed COMMIT may leave the transaction open: db_rollback ends it. */
+    if (sqlite3_get_autocommit(db->h))
+        write_unlock(db);
+    return rc < 0 ? -1 : 0;
+}
 
 void db_rollback(db_t *db)
 {
+    db->in_read = false;
     if (!sqlite3_get_autocommit(db->h))
         db_exec(db, NULL, "ROLLBACK", DB_NOARGS);
+    if (sqlite3_get_autocommit(db->h))
+        write_unlock(db);
 }

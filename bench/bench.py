@@ -1,0 +1,1057 @@
+#!/usr/bin/python3
+"""bench/bench.py - the `make bench` harness (docs/PERFORMANCE.md).
+
+Starts everything itself (imperium-api on a temporary SQLite file, nginx,
+imperium-node daemons with the host distro and the HTTP router, plain uWSGI
+baselines) under <bin>/bench-run/ (not /tmp: inside a container /tmp is the
+home's) on free loopback ports, measures, prints every figure next to its
+baseline measured in the same run, and cleans up (daemons, containers,
+cgroups, directories) even on failure or Ctrl-C.
+
+    /usr/bin/python3 bench/bench.py --bin build [--only api,converge,...] [--quick]
+
+Sections: api (read throughput, write latency), converge, start, vassal,
+router.  Needs root for everything but `api`."""
+
+import argparse
+import base64
+import ctypes
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WRK_LUA = os.path.join(ROOT, "bench", "wrk.lua")
+SHORTCUTS = os.path.join(ROOT, "etc", "uwsgi", "shortcuts.ini")
+SECTIONS = ("api", "converge", "start", "vassal", "router")
+MARKER = ".imperium-bench"
+EMPEROR_READY = b"*** starting uWSGI Emperor ***"
+
+APP = '''def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "20")])
+    return [b"Hello from the bench"]
+'''
+
+
+class BenchError(Exception):
+    pass
+
+
+def say(*a):
+    print(*a, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values, p):
+    """The p-th percentile (nearest rank) of a list of numbers."""
+    v = sorted(values)
+    if not v:
+        return float("nan")
+    k = max(0, min(len(v) - 1, int(round(p / 100.0 * len(v) + 0.5)) - 1))
+    return v[k]
+
+
+def wait_for(fn, timeout, what, interval=0.01):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise BenchError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def read_bytes(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+# ---- results ------------------------------------------------------------------
+
+class Results:
+    """Every figure with its baseline; printed as it comes and at the end."""
+
+    def __init__(self):
+        self.rows = []
+
+    def add(self, section, name, ours, baseline, unit, base_what, target=None, ok=None,
+            digits=1):
+        ratio = ours / baseline if baseline else float("nan")
+        row = dict(section=section, name=name, ours=ours, baseline=baseline, unit=unit,
+                   base_what=base_what, ratio=ratio, target=target, ok=ok, digits=digits)
+        self.rows.append(row)
+        say("  " + self.line(row))
+
+    @staticmethod
+    def fmt(v, digits):
+        if v != v:  # nan
+            return "-"
+        return f"{v:,.{digits}f}"
+
+    def line(self, r):
+        t = ""
+        if r["target"]:
+            t = f"  [target {r['target']}: {'met' if r['ok'] else 'NOT met'}]"
+        return (f"{r['name']:<44} {self.fmt(r['ours'], r['digits']):>12} {r['unit']:<6}"
+                f" baseline {self.fmt(r['baseline'], r['digits']):>12} ({r['base_what']})"
+                f"  ratio {self.fmt(r['ratio'], 3)}x{t}")
+
+    def summary(self):
+        say("")
+        say("=" * 30 + " summary: ours vs baseline (ratio = ours / baseline) " + "=" * 30)
+        sec = None
+        for r in self.rows:
+            if r["section"] != sec:
+                sec = r["section"]
+                say(f"[{sec}]")
+            say("  " + self.line(r))
+
+
+# ---- processes and cleanup ------------------------------------------------------
+
+class Cleanup:
+    """A stack of undo actions, run in reverse order, each one guarded."""
+
+    def __init__(self):
+        self.actions = []
+
+    def push(self, what, fn):
+        self.actions.append((what, fn))
+
+    def run(self):
+        while self.actions:
+            what, fn = self.actions.pop()
+            try:
+                fn()
+            except BaseException as e:  # keep cleaning up whatever happens
+                say(f"bench: cleanup: {what}: {e!r}")
+
+
+def stop_proc(p, sig=signal.SIGTERM, timeout=20):
+    if p.poll() is None:
+        try:
+            p.send_signal(sig)
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def proc_status(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return dict((k, v.strip()) for k, v in (line.split(":", 1) for line in f if ":" in line))
+
+
+def reap_orphans():
+    """As subreaper, we inherit the inits a stopped node daemon leaves: collect
+    the dead ones (imperium-init only: Popen objects keep their children)."""
+    me = str(os.getpid())
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            st = proc_status(p)
+        except (FileNotFoundError, ProcessLookupError, OSError):
+            continue
+        if st.get("PPid") == me and st.get("State", " ")[0] == "Z" and \
+                st.get("Name") == "imperium-init":
+            try:
+                os.waitpid(int(p), os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+def cpu_ns(pid):
+    """CPU time of every thread of pid so far (schedstat: nanoseconds, not ticks)."""
+    total = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def rss_kib(pid):
+    return int(proc_status(pid)["VmRSS"].split()[0])
+
+
+# ---- wrk ------------------------------------------------------------------------
+
+def wrk(url, threads, conns, seconds, headers=(), method="GET", body=None, vary=False):
+    env = dict(os.environ, BENCH_METHOD=method, BENCH_BODY=body or "",
+               BENCH_CTYPE="application/json" if body and body.startswith("{") else "")
+    lua = WRK_LUA
+    if vary:  # a different body per request: the row really changes each time
+        lua = os.path.join(tempfile.gettempdir(), f"imperium-bench-{os.getpid()}-vary.lua")
+        with open(WRK_LUA) as f, open(lua, "w") as out:
+            out.write(f.read())
+            out.write('\nlocal n = 0\nrequest = function()\n  n = n + 1\n'
+                      '  return wrk.format(nil, nil, nil, string.gsub(wrk.body, "#", n))\n'
+                      'end\n')
+    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s",
+           "-s", lua]
+    for h in headers:
+        cmd += ["-H", h]
+    cmd.append(url)
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 60)
+    finally:
+        if vary:
+            os.unlink(lua)
+    for line in p.stdout.splitlines():
+        if line.startswith("BENCH-JSON "):
+            d = json.loads(line[len("BENCH-JSON "):])
+            d["rps"] = d["requests"] / (d["duration_us"] / 1e6)
+            d["errors"] = sum(d[k] for k in ("connect_errors", "read_errors", "write_errors",
+                                             "status_errors", "timeouts"))
+            return d
+    raise BenchError(f"wrk gave no figures ({' '.join(cmd)}):\n{p.stdout}\n{p.stderr}")
+
+
+def wrk_line(what, d, closes=False):
+    """closes: the server closes the connection after each answer (uWSGI without
+    keep-alive), which wrk counts as a read error; only the others count."""
+    n = d["errors"] - (d["read_errors"] if closes else 0)
+    errs = f", {n} errors/non-2xx" if n else ""
+    if closes:
+        errs += f", {d['read_errors']} connections closed by the server"
+    say(f"    {what}: {d['rps']:,.0f} req/s, p50 {d['p50_us'] / 1000:.2f} ms, "
+        f"p99 {d['p99_us'] / 1000:.2f} ms, max {d['max_us'] / 1000:.1f} ms "
+        f"({d['requests']} requests{errs})")
+
+
+# ---- the API --------------------------------------------------------------------
+
+class Api:
+    def __init__(self, bench, name="api"):
+        self.dir = os.path.join(bench.run_dir, name)
+        os.makedirs(self.dir)
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.logpath = os.path.join(self.dir, "api.log")
+        token_file = os.path.join(self.dir, "admin.token")
+        with open(self.logpath, "w") as log:
+            self.proc = subprocess.Popen(
+                [os.path.join(bench.bin, "imperium-api"), "--port", str(self.port),
+                 "--database", "sqlite:" + os.path.join(self.dir, "imperium.db"),
+                 "--admin-token-file", token_file],
+                stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+        bench.cleanup.push("stop imperium-api", lambda: stop_proc(self.proc))
+
+        def up():
+            if self.proc.poll() is not None:
+                raise BenchError("imperium-api exited at start:\n" + self.log()[-3000:])
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return True
+            except OSError:
+                return False
+        wait_for(up, 20, "imperium-api to listen", 0.05)
+        with open(token_file) as f:
+            self.token = f.read().strip()
+        self.s = requests.Session()
+
+    def log(self):
+        return read_bytes(self.logpath).decode(errors="replace")
+
+    def admin(self, method, path, body=None, expect=(200, 201)):
+        r = self.s.request(method, self.base + "/admin" + path, json=body, timeout=60,
+                           headers={"Authorization": "Bearer " + self.token})
+        if r.status_code not in expect:
+            raise BenchError(f"{method} /admin{path}: {r.status_code} {r.text}")
+        return r.json() if r.text else None
+
+    def call(self, method, path, auth, body=None, expect=(200, 201)):
+        r = self.s.request(method, self.base + "/api" + path, json=body, auth=auth, timeout=60)
+        if r.status_code not in expect:
+            raise BenchError(f"{method} /api{path}: {r.status_code} {r.text}")
+        return r.json()
+
+    def customer(self, name, password="bench-secret"):
+        self.admin("POST", "/customers", {"username": name, "password": password,
+                                          "company": "Bench S.r.l."})
+        return (name, password)
+
+    def server(self, name, address, owner=None):
+        body = {"name": name, "address": address, "memory": 1000000, "storage": 10000000}
+        if owner:
+            body["owner"] = owner
+        return self.admin("POST", "/servers", body)
+
+    def container(self, customer, server, name, memory=64):
+        return self.admin("POST", "/containers", {"customer": customer, "server": server,
+                                                  "name": name, "memory": memory,
+                                                  "storage": 1000})["uid"]
+
+
+# ---- a node ---------------------------------------------------------------------
+
+class Node:
+    """An imperium-node daemon for a server of its own, in a directory of its
+    own under the run dir, with the host distro and (optionally) a router."""
+
+    def __init__(self, bench, api, name, router=False):
+        self.bench, self.api, self.name = bench, api, name
+        self.base = os.path.join(bench.run_dir, name)
+        os.makedirs(self.base)
+        os.chmod(self.base, 0o755)
+        self.state = os.path.join(self.base, "state")
+        self.containers = os.path.join(self.base, "containers")
+        self.conf = os.path.join(self.base, "node.conf")
+        self.logpath = os.path.join(self.base, "node.log")
+        self.proc = None
+        self.uids = []
+        self.cgroup_parent = f"imperium-bench-{os.getpid()}-{name}"
+        self.auth = api.customer(f"bench{os.getpid()}{name}")
+        n = len(bench.nodes) + 1
+        self.server = api.server(f"bench-{name}", f"198.51.100.{n}", owner=self.auth[0])
+        self.router_port = free_port() if router else None
+        with open(self.conf, "w") as f:
+            f.write(f"# imperium-node for the bench ({name})\n"
+                    f"api_url = {api.base}\n"
+                    f"server_name = {self.server['name']}\n"
+                    f"secret = {self.server['node_secret']}\n"
+                    f"state_dir = {self.state}\n"
+                    f"containers_dir = {self.containers}\n"
+                    f"shortcuts = {SHORTCUTS}\n"
+                    f"cgroup_parent = {self.cgroup_parent}\n"
+                    f"distro_host_ok = true\n"
+                    f"stop_timeout = 5\n"
+                    f"log_level = info\n")
+            if router:
+                f.write(f"router_http = 127.0.0.1:{self.router_port}\n")
+        bench.nodes.append(self)
+        bench.cleanup.push(f"node {name}", self.teardown)
+
+    def log(self):
+        return read_bytes(self.logpath).decode(errors="replace")
+
+    def start(self):
+        offset = len(read_bytes(self.logpath))
+        t0 = time.monotonic()
+        with open(self.logpath, "a") as log:
+            self.proc = subprocess.Popen([os.path.join(self.bench.bin, "imperium-node"), "run",
+                                          "--config", self.conf], stdout=log,
+                                         stderr=subprocess.STDOUT)
+        wait_for(lambda: "node state received" in self.log()[offset:] or self.proc.poll()
+                 is not None, 30, "the node's first state")
+        if self.proc.poll() is not None:
+            raise BenchError(f"imperium-node ({self.name}) exited:\n{self.log()[-3000:]}")
+        return t0
+
+    def stop(self):
+        if self.proc:
+            stop_proc(self.proc)
+            self.proc = None
+
+    def teardown(self):
+        try:
+            self.stop()
+        finally:
+            subprocess.run([os.path.join(self.bench.bin, "imperium-node"), "stop-all",
+                            "--config", self.conf], capture_output=True, timeout=120)
+            kill_leftovers(self.uids, self.cgroup_parent)
+            reap_orphans()
+
+    def new_container(self, distro, memory=64):
+        uid = self.api.container(self.auth[0], self.server["name"],
+                                 f"b{len(self.uids)}", memory=memory)
+        self.uids.append(uid)
+        self.api.call("POST", f"/containers/{uid}", self.auth, {"distro": distro})
+        return uid
+
+    def home(self, uid):
+        return os.path.join(self.containers, str(uid))
+
+    def emperor_ready(self, uid):
+        return EMPEROR_READY in read_bytes(os.path.join(self.home(uid), "logs", "emperor.log"))
+
+    def state_of(self, uid):
+        try:
+            with open(os.path.join(self.state, str(uid), "state.json")) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def vassal(self, uid, name, text, files=()):
+        home = self.home(uid)
+        for fname, content in files:
+            p = os.path.join(home, fname)
+            with open(p, "w") as f:
+                f.write(content)
+            os.chown(p, uid, uid)
+        tmp = os.path.join(home, "vassals", f".{name}.tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.chown(tmp, uid, uid)
+        os.rename(tmp, os.path.join(home, "vassals", name))
+        return time.monotonic()
+
+    def router_get(self, host, timeout=2):
+        c = http.client.HTTPConnection("127.0.0.1", self.router_port, timeout=timeout)
+        try:
+            c.request("GET", "/", headers={"Host": host})
+            r = c.getresponse()
+            r.read()
+            return r.status
+        except OSError:
+            return 0
+        finally:
+            c.close()
+
+
+def kill_leftovers(uids, cgroup_parent):
+    """Belt and braces after stop-all: no process of ours, no cgroup."""
+    wanted = {str(u) for u in uids}
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            if proc_status(p)["Uid"].split()[0] in wanted:
+                os.kill(int(p), signal.SIGKILL)
+        except (OSError, KeyError):
+            pass
+    for root in (f"/sys/fs/cgroup/memory/{cgroup_parent}", f"/sys/fs/cgroup/{cgroup_parent}"):
+        if not os.path.isdir(root):
+            continue
+        for d in sorted((os.path.join(root, x) for x in os.listdir(root)
+                         if os.path.isdir(os.path.join(root, x))), reverse=True) + [root]:
+            try:
+                with open(os.path.join(d, "cgroup.procs")) as f:
+                    for pid in f.read().split():
+                        os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+            for _ in range(50):
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+
+# ---- the bench ------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.bin = os.path.abspath(args.bin)
+        self.quick = args.quick
+        self.dur = 3 if args.quick else 10
+        self.results = Results()
+        self.cleanup = Cleanup()
+        self.nodes = []
+        self._api = None
+        self._node = None
+        self.base_dir = os.path.join(self.bin, "bench-run")
+        os.makedirs(self.base_dir, exist_ok=True)
+        self.forget_old_runs()
+        self.run_dir = tempfile.mkdtemp(prefix="run-", dir=self.base_dir)
+        os.chmod(self.run_dir, 0o755)
+        open(os.path.join(self.run_dir, MARKER), "w").close()
+        self.cleanup.push("remove the run directory", self.remove_run_dir)
+
+    def forget_old_runs(self):
+        """A run killed with SIGKILL cleaned nothing: stop its containers."""
+        for d in os.listdir(self.base_dir):
+            path = os.path.join(self.base_dir, d)
+            if not os.path.exists(os.path.join(path, MARKER)):
+                continue
+            for sub in os.listdir(path):
+                conf = os.path.join(path, sub, "node.conf")
+                if os.path.exists(conf):
+                    subprocess.run([os.path.join(self.bin, "imperium-node"), "stop-all",
+                                    "--config", conf], capture_output=True, timeout=120)
+            shutil.rmtree(path, ignore_errors=True)
+
+    def remove_run_dir(self):
+        if self.args.keep:
+            say(f"bench: kept {self.run_dir}")
+        else:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def api(self):
+        if not self._api:
+            self._api = Api(self)
+            self.host_distro = self._api.admin("POST", "/distros",
+                                               {"name": "host (bench)", "path": "/"})["id"]
+        return self._api
+
+    def node(self):
+        """The shared node (router on) with a few running containers."""
+        if not self._node:
+            api = self.api()
+            self._node = Node(self, api, "node", router=True)
+            self._node.start()
+            self.keys = ssh_key(self.run_dir)
+            self.running = []
+            for _ in range(4):
+                uid = self._node.new_container(self.host_distro)
+                self.api().call("POST", f"/containers/{uid}", self._node.auth,
+                                {"ssh_keys": [self.keys]})
+                self.running.append(uid)
+            for uid in self.running:
+                wait_for(lambda: self._node.emperor_ready(uid), 30, f"container {uid}")
+        return self._node
+
+    # ---- 1 + 2: the API ---------------------------------------------------------
+    def bench_api(self):
+        say("== 1. API read throughput: wrk -t2 -c64, imperium-api vs nginx serving the "
+            "same JSON body as a static file")
+        api = self.api()
+        auth = api.customer(f"reader{os.getpid()}")
+        srv = api.server("bench-api", "198.51.100.200")
+        uid = api.container(auth[0], srv["name"], "reader")
+        api.call("POST", f"/containers/{uid}", auth, {"distro": self.host_distro,
+                                                      "note": "a container to read"})
+        basic = "Authorization: Basic " + base64.b64encode(
+            f"{auth[0]}:{auth[1]}".encode()).decode()
+        paths = {"container": f"/api/containers/{uid}", "me": "/api/me/"}
+        nginx = Nginx(self)
+        for name, path in paths.items():
+            r = api.s.get(api.base + path, auth=auth, timeout=30)
+            if r.status_code != 200:
+                raise BenchError(f"GET {path}: {r.status_code} {r.text}")
+            nginx.put(name + ".json", r.content)
+        nginx.start()
+        for name, path in paths.items():
+            wrk(api.base + path, 2, 64, 1, [basic])  # warm-up (password cache, statements)
+            ours = wrk(api.base + path, 2, 64, self.dur, [basic])
+            wrk_line(f"imperium-api GET {path}", ours)
+            base = wrk(nginx.url(name + ".json"), 2, 64, self.dur, [basic])
+            wrk_line(f"nginx        GET /{name}.json ({len(nginx.files[name + '.json'])} bytes)",
+                     base)
+            if ours["errors"] or base["errors"]:
+                raise BenchError(f"errors under load on {path}: ours {ours}, nginx {base}")
+            g = f"GET {path.replace(str(uid), '<uid>')}"
+            self.results.add("api read", f"{g} req/s", ours["rps"], base["rps"], "req/s",
+                             "nginx, static file", ">= 0.5x", ours["rps"] >= 0.5 * base["rps"],
+                             digits=0)
+            self.results.add("api read", f"{g} p50", ours["p50_us"] / 1000,
+                             base["p50_us"] / 1000, "ms", "nginx p50", digits=2)
+            self.results.add("api read", f"{g} p99", ours["p99_us"] / 1000,
+                             base["p99_us"] / 1000, "ms", "nginx p99", "< 5 ms",
+                             ours["p99_us"] < 5000, digits=2)
+        nginx.stop()
+
+        say("== 2. API write latency: 16 concurrent clients (wrk -t2 -c16), SQLite durable "
+            "(WAL, synchronous=FULL), vs raw SQLite durable commits by 16 threads")
+        sq = sqlite_commits(os.path.join(api.dir, "raw.db"), 16, self.dur)
+        say(f"    raw SQLite commits: {sq['rate']:,.0f}/s, p50 {sq['p50']:.2f} ms, "
+            f"p99 {sq['p99']:.2f} ms ({sq['n']} commits)")
+        writes = {
+            f"POST /api/containers/<uid> note": (f"/api/containers/{uid}",
+                                                 '{"note": "bench note #"}'),
+            f"POST /api/alarms/raise/<uid>": (f"/api/alarms/raise/{uid}",
+                                              "bench alarm number #"),
+        }
+        for name, (path, body) in writes.items():
+            wrk(api.base + path, 2, 16, 1, [basic], "POST", body, vary=True)
+            d = wrk(api.base + path, 2, 16, self.dur, [basic], "POST", body, vary=True)
+            wrk_line(name, d)
+            if d["errors"]:
+                raise BenchError(f"errors under load on {path}: {d}")
+            self.results.add("api write", f"{name} p50", d["p50_us"] / 1000, sq["p50"], "ms",
+                             "raw SQLite commit p50", digits=2)
+            self.results.add("api write", f"{name} p99", d["p99_us"] / 1000, sq["p99"], "ms",
+                             "raw SQLite commit p99", digits=2)
+            self.results.add("api write", f"{name} writes/s", d["rps"], sq["rate"], "/s",
+                             "raw SQLite commits/s", digits=0)
+
+    # ---- 3: convergence ---------------------------------------------------------
+    def bench_converge(self):
+        n = 40 if self.quick else 200
+        say(f"== 3. Convergence: {n} API changes (half reboot = restart, half ssh_keys = "
+            "re-key), from the API's 200 to the node having applied it")
+        node = self.node()
+        api = self.api()
+        restart, rekey = [], []
+        for i in range(n):
+            uid = self.running[i % len(self.running)]
+            if i % 2 == 0:
+                before = node.state_of(uid)
+                api.call("POST", f"/containers/{uid}", node.auth, {"reboot": True})
+                t0 = time.monotonic()
+
+                def applied(uid=uid, before=before):
+                    st = node.state_of(uid)
+                    return (st and st.get("generation", 0) > before["generation"] and
+                            st.get("pid") != before["pid"] and
+                            os.path.exists(f"/proc/{st['pid']}"))
+                wait_for(applied, 30, f"container {uid} restarted", 0.001)
+                restart.append((time.monotonic() - t0) * 1000)
+            else:
+                key = f"{self.keys} bench-change-{i}"
+                api.call("POST", f"/containers/{uid}", node.auth, {"ssh_keys": [key]})
+                t0 = time.monotonic()
+                kpath = os.path.join(node.home(uid), ".ssh", "uwsgi_authorized_keys")
+                wait_for(lambda: f"bench-change-{i}".encode() in read_bytes(kpath), 30,
+                         f"container {uid} re-keyed", 0.001)
+                rekey.append((time.monotonic() - t0) * 1000)
+        both = restart + rekey
+        for name, v in (("all changes", both), ("restart (reboot)", restart),
+                        ("re-key (ssh_keys)", rekey)):
+            say(f"    {name}: n={len(v)} p50 {pct(v, 50):.1f} ms, p99 {pct(v, 99):.1f} ms, "
+                f"max {max(v):.1f} ms, mean {statistics.mean(v):.1f} ms")
+        for name, v in (("all changes", both), ("restart", restart), ("re-key", rekey)):
+            self.results.add("convergence", f"{name} p50", pct(v, 50), 15000, "ms",
+                             "30 s poll: p50 15 s", "< 100 ms" if name == "all changes" else None,
+                             pct(v, 50) < 100)
+            self.results.add("convergence", f"{name} p99", pct(v, 99), 29700, "ms",
+                             "30 s poll: p99 29.7 s",
+                             "< 500 ms" if name == "all changes" else None, pct(v, 99) < 500)
+            self.results.add("convergence", f"{name} max", max(v), 30000, "ms",
+                             "30 s poll: max 30 s")
+
+    # ---- 4: container start -----------------------------------------------------
+    def bench_start(self):
+        n_seq = 10 if self.quick else 50
+        n_all = 50 if self.quick else 200
+        say(f"== 4a. Container start, one at a time ({n_seq}): from the ssh_keys call "
+            "(it makes the container startable) to its Emperor running, vs a plain "
+            "`uwsgi --emperor` started directly")
+        node = self.node()
+        api = self.api()
+        uids = [node.new_container(self.host_distro) for _ in range(n_seq)]
+        ours = []
+        for uid in uids:
+            api.call("POST", f"/containers/{uid}", node.auth, {"ssh_keys": [self.keys]})
+            t0 = time.monotonic()
+            wait_for(lambda: node.emperor_ready(uid), 30, f"container {uid}", 0.001)
+            ours.append((time.monotonic() - t0) * 1000)
+        # Stop them again: they would only add noise to what follows.
+        for uid in uids:
+            api.call("POST", f"/containers/{uid}", node.auth, {"ssh_keys": []})
+        plain = plain_emperors(self, n_seq, at_once=False)
+        say(f"    imperium: p50 {pct(ours, 50):.1f} ms, p99 {pct(ours, 99):.1f} ms, "
+            f"max {max(ours):.1f} ms")
+        say(f"    plain uwsgi --emperor: p50 {pct(plain, 50):.1f} ms, "
+            f"p99 {pct(plain, 99):.1f} ms")
+        self.results.add("container start", "one container p50", pct(ours, 50),
+                         pct(plain, 50), "ms", "plain uwsgi --emperor p50")
+        self.results.add("container start", "one container p99", pct(ours, 99),
+                         pct(plain, 99), "ms", "plain uwsgi --emperor p99")
+
+        say(f"== 4b. {n_all} containers at once: a node daemon started with {n_all} "
+            "startable containers, until every Emperor runs; then the daemon idle")
+        bulk = Node(self, api, "bulk")
+        bulk_uids = [bulk.new_container(self.host_distro, memory=32) for _ in range(n_all)]
+        # Idle with nothing to run: the reference for the idle figures.
+        bulk.start()
+        idle0 = idle_usage(bulk.proc.pid, 3 if self.quick else 10)
+        bulk.stop()
+        body = {"ssh_keys": [self.keys]}
+        for uid in bulk_uids:
+            api.call("POST", f"/containers/{uid}", bulk.auth, body)
+        t0 = bulk.start()
+        pending = set(bulk_uids)
+        times = []
+        deadline = t0 + 300
+        while pending:
+            for uid in list(pending):
+                if bulk.emperor_ready(uid):
+                    pending.discard(uid)
+                    times.append((time.monotonic() - t0) * 1000)
+            if time.monotonic() > deadline:
+                raise BenchError(f"{len(pending)} containers still not running after 300 s")
+            time.sleep(0.01)
+        all_ms = max(times)
+        plain_all = plain_emperors(self, n_all, at_once=True)
+        say(f"    imperium: all {n_all} running after {all_ms:.0f} ms "
+            f"(first {min(times):.0f} ms, p50 {pct(times, 50):.0f} ms)")
+        say(f"    plain: {n_all} uwsgi --emperor spawned at once, all running after "
+            f"{max(plain_all):.0f} ms")
+        self.results.add("container start", f"{n_all} at once, all running", all_ms,
+                         max(plain_all), "ms", f"{n_all} plain uwsgi --emperor at once")
+        time.sleep(2)  # let the start-up reports settle
+        idle = idle_usage(bulk.proc.pid, 3 if self.quick else 10)
+        say(f"    node agent idle: {idle['cpu']:.2f}% CPU, {idle['rss']:,} KiB RSS with "
+            f"{n_all} containers; {idle0['cpu']:.2f}% CPU, {idle0['rss']:,} KiB with none")
+        self.results.add("container start", f"node agent idle CPU, {n_all} containers",
+                         idle["cpu"], idle0["cpu"], "%CPU", "same daemon, 0 containers",
+                         digits=3)
+        self.results.add("container start", f"node agent RSS, {n_all} containers",
+                         idle["rss"] / 1024, idle0["rss"] / 1024, "MiB",
+                         "same daemon, 0 containers")
+        say("    stopping the bulk node's containers")
+        bulk.teardown()
+
+    # ---- 5: vassal to traffic ---------------------------------------------------
+    def bench_vassal(self):
+        n = 3 if self.quick else 10
+        say(f"== 5. Vassal to traffic ({n} vassals): from the vassal file's rename into "
+            "vassals/ to the first 200 on its domain through the router")
+        node = self.node()
+        api = self.api()
+        uid = self.running[0]
+        doms = [f"v{i}.bench{os.getpid()}.org" for i in range(n)]
+        for d in doms:
+            api.admin("POST", "/domains", {"name": d, "customer": node.auth[0]})
+        keys = os.path.join(node.state, "router", "keys")
+        wait_for(lambda: all(os.path.exists(os.path.join(keys, d + ".pem")) for d in doms), 10,
+                 "the router keys of the bench domains")
+        ours = []
+        for i, d in enumerate(doms):
+            t0 = node.vassal(uid, f"v{i}.ini", f"[uwsgi]\nplugin = 0:python\n"
+                             f"wsgi-file = $(HOME)/v{i}.py\ndomain = {d}\n",
+                             files=[(f"v{i}.py", APP)])
+            wait_for(lambda: node.router_get(d) == 200, 30, f"200 on {d}", 0.005)
+            ours.append((time.monotonic() - t0) * 1000)
+            os.remove(os.path.join(node.home(uid), "vassals", f"v{i}.ini"))
+        direct = []
+        for i in range(n):
+            direct.append(plain_app_start(self, i))
+        say(f"    through the router: p50 {pct(ours, 50):.0f} ms, max {max(ours):.0f} ms; "
+            f"the same app on a plain uwsgi http-socket: p50 {pct(direct, 50):.0f} ms")
+        self.results.add("vassal to traffic", "vassal file to first 200, p50", pct(ours, 50),
+                         2000, "ms", "router subscribe-freq 2 s")
+        self.results.add("vassal to traffic", "vassal file to first 200, max", max(ours),
+                         2000, "ms", "router subscribe-freq 2 s")
+        self.results.add("vassal to traffic", "vassal file to first 200, p50 (vs app)",
+                         pct(ours, 50), pct(direct, 50), "ms",
+                         "plain uwsgi start to first 200")
+
+    # ---- 6: router overhead -----------------------------------------------------
+    def bench_router(self):
+        say("== 6. Router overhead: wrk -t2 -c64 through the node's router to a vassal "
+            "(2 processes) vs the same app on its own http-socket")
+        node = self.node()
+        api = self.api()
+        uid = self.running[1]
+        d = f"rt.bench{os.getpid()}.org"
+        api.admin("POST", "/domains", {"name": d, "customer": node.auth[0]})
+        wait_for(lambda: os.path.exists(os.path.join(node.state, "router", "keys", d + ".pem")),
+                 10, "the router key")
+        node.vassal(uid, "rt.ini", f"[uwsgi]\nplugin = 0:python\nwsgi-file = $(HOME)/rt.py\n"
+                    f"master = true\nprocesses = 2\ndomain = {d}\n", files=[("rt.py", APP)])
+        wait_for(lambda: node.router_get(d) == 200, 30, f"200 on {d}", 0.05)
+        url = f"http://127.0.0.1:{node.router_port}/"
+        wrk(url, 2, 64, 1, [f"Host: {d}"])
+        ours = wrk(url, 2, 64, self.dur, [f"Host: {d}"])
+        wrk_line("through the router", ours, closes=True)
+        port, stop = plain_app(self, "rt-direct", processes=2)
+        try:
+            durl = f"http://127.0.0.1:{port}/"
+            wrk(durl, 2, 64, 1)
+            base = wrk(durl, 2, 64, self.dur)
+            wrk_line("direct http-socket", base, closes=True)
+        finally:
+            stop()
+        os.remove(os.path.join(node.home(uid), "vassals", "rt.ini"))
+        for d_ in (ours, base):
+            if d_["errors"] - d_["read_errors"]:
+                raise BenchError(f"errors under load on the router test: {d_}")
+        self.results.add("router", "req/s through the router", ours["rps"], base["rps"],
+                         "req/s", "same app, direct http-socket", digits=0)
+        self.results.add("router", "p50 through the router", ours["p50_us"] / 1000,
+                         base["p50_us"] / 1000, "ms", "direct p50", digits=2)
+        self.results.add("router", "p99 through the router", ours["p99_us"] / 1000,
+                         base["p99_us"] / 1000, "ms", "direct p99", digits=2)
+
+
+# ---- baselines and helpers --------------------------------------------------------
+
+class Nginx:
+    def __init__(self, bench):
+        self.dir = os.path.join(bench.run_dir, "nginx")
+        self.www = os.path.join(self.dir, "www")
+        os.makedirs(self.www)
+        os.makedirs(os.path.join(self.dir, "tmp"))
+        self.port = free_port()
+        self.files = {}
+        self.proc = None
+        bench.cleanup.push("stop nginx", self.stop)
+
+    def put(self, name, body):
+        self.files[name] = body
+        with open(os.path.join(self.www, name), "wb") as f:
+            f.write(body)
+
+    def url(self, name):
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def start(self):
+        d = self.dir
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""# nginx for the bench: the same JSON bodies as static files
+user root;
+worker_processes 2;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    default_type application/json;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{self.port};
+        root {self.www};
+        location / {{ }}
+    }}
+}}
+""")
+        self.proc = subprocess.Popen(["nginx", "-p", d, "-c", conf, "-e", f"{d}/error.log",
+                                      "-g", "daemon off;"], stdout=subprocess.DEVNULL,
+                                     stderr=open(os.path.join(d, "stderr.log"), "w"))
+
+        def up():
+            if self.proc.poll() is not None:
+                raise BenchError("nginx exited: " + read_bytes(f"{d}/error.log").decode())
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return True
+            except OSError:
+                return False
+        wait_for(up, 10, "nginx to listen", 0.05)
+
+    def stop(self):
+        if self.proc:
+            stop_proc(self.proc, signal.SIGQUIT)
+            self.proc = None
+
+
+def ssh_key(run_dir):
+    path = os.path.join(run_dir, "bench_key")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", path],
+                   check=True, stdin=subprocess.DEVNULL)
+    with open(path + ".pub") as f:
+        return " ".join(f.read().split()[:2])
+
+
+def sqlite_commits(path, threads, seconds):
+    """The write baseline: one-row UPDATE transactions, committed durably
+    (WAL, synchronous=FULL, as imperium-api opens its database) by `threads`
+    connections at once."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, note TEXT)")
+    db.executemany("INSERT INTO t VALUES (?, '')", [(i,) for i in range(threads)])
+    db.close()
+    lat, lock = [], threading.Lock()
+    end = time.monotonic() + seconds
+
+    def worker(i):
+        c = sqlite3.connect(path, isolation_level=None, timeout=10, check_same_thread=False)
+        c.execute("PRAGMA synchronous=FULL")
+        mine, n = [], 0
+        while time.monotonic() < end:
+            n += 1
+            t0 = time.monotonic()
+            while True:
+                try:
+                    c.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError:
+                    # SQLITE_BUSY without the busy handler (a WAL checkpoint
+                    # or recovery in progress): try again, the wait counts.
+                    time.sleep(0.0001)
+            c.execute("UPDATE t SET note = ? WHERE id = ?", (f"note {n}", i))
+            c.execute("COMMIT")
+            mine.append((time.monotonic() - t0) * 1000)
+        c.close()
+        with lock:
+            lat.extend(mine)
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    t0 = time.monotonic()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    took = time.monotonic() - t0
+    return {"n": len(lat), "rate": len(lat) / took, "p50": pct(lat, 50), "p99": pct(lat, 99)}
+
+
+def plain_emperors(bench, n, at_once):
+    """Start `uwsgi --master --emperor DIR --logto LOG --die-on-term` directly
+    n times (one by one, or all at once) and time each until it logs that the
+    Emperor started: what a container start is measured against."""
+    base = os.path.join(bench.run_dir, f"plain-{'all' if at_once else 'seq'}")
+    os.makedirs(base)
+    procs, times = [], []
+
+    def spawn(i):
+        d = os.path.join(base, str(i))
+        os.makedirs(os.path.join(d, "vassals"))
+        log = os.path.join(d, "emperor.log")
+        p = subprocess.Popen(["uwsgi", "--master", "--emperor", os.path.join(d, "vassals"),
+                              "--logto", log, "--die-on-term"], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=d)
+        procs.append(p)
+        return log
+
+    def stop_all():
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        for p in procs:
+            p.wait()
+        procs.clear()
+    bench.cleanup.push("plain emperors", stop_all)
+    try:
+        if at_once:
+            t0 = time.monotonic()
+            logs = [spawn(i) for i in range(n)]
+            pending = set(logs)
+            while pending:
+                for log in list(pending):
+                    if EMPEROR_READY in read_bytes(log):
+                        pending.discard(log)
+                        times.append((time.monotonic() - t0) * 1000)
+                time.sleep(0.01)
+        else:
+            for i in range(n):
+                t0 = time.monotonic()
+                log = spawn(i)
+                wait_for(lambda: EMPEROR_READY in read_bytes(log), 30, "a plain Emperor", 0.001)
+                times.append((time.monotonic() - t0) * 1000)
+                stop_all()
+    finally:
+        stop_all()
+    return times
+
+
+def plain_app(bench, name, processes=1):
+    """The bench app on a plain uwsgi http-socket on the host; returns (port, stop)."""
+    d = os.path.join(bench.run_dir, name)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "app.py"), "w") as f:
+        f.write(APP)
+    port = free_port()
+    p = subprocess.Popen(["uwsgi", "--plugin", "python3", "--master", "--processes",
+                          str(processes), "--http-socket", f"127.0.0.1:{port}", "--wsgi-file",
+                          os.path.join(d, "app.py"), "--die-on-term", "--logto",
+                          os.path.join(d, "uwsgi.log")], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=d)
+
+    def stop():
+        stop_proc(p, signal.SIGTERM, 10)
+    bench.cleanup.push(f"plain uwsgi {name}", stop)
+
+    def ok():
+        if p.poll() is not None:
+            raise BenchError(f"plain uwsgi exited: {read_bytes(os.path.join(d, 'uwsgi.log'))}")
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            c.request("GET", "/")
+            return c.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            c.close()
+    wait_for(ok, 30, "the plain uwsgi app", 0.005)
+    return port, stop
+
+
+def plain_app_start(bench, i):
+    t0 = time.monotonic()
+    _, stop = plain_app(bench, f"direct-{i}")
+    took = (time.monotonic() - t0) * 1000
+    stop()
+    return took
+
+
+def idle_usage(pid, seconds):
+    c0, t0 = cpu_ns(pid), time.monotonic()
+    time.sleep(seconds)
+    c1, t1 = cpu_ns(pid), time.monotonic()
+    return {"cpu": (c1 - c0) / 1e9 / (t1 - t0) * 100, "rss": rss_kib(pid)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default=os.path.join(ROOT, "build"),
+                    help="directory of the optimized binaries (default build/)")
+    ap.add_argument("--only", default="",
+                    help=f"comma-separated sections among {', '.join(SECTIONS)} (default all)")
+    ap.add_argument("--quick", action="store_true", help="shorter runs, fewer samples")
+    ap.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
+    args = ap.parse_args()
+    only = [s for s in args.only.replace(" ", ",").split(",") if s] or list(SECTIONS)
+    bad = [s for s in only if s not in SECTIONS]
+    if bad:
+        ap.error(f"unknown section(s) {', '.join(bad)}; choose among {', '.join(SECTIONS)}")
+    for b in ("imperium-api", "imperium-node"):
+        if not os.access(os.path.join(args.bin, b), os.X_OK):
+            ap.error(f"{os.path.join(args.bin, b)} is missing: build it first (make all)")
+    if any(s != "api" for s in only) and os.geteuid() != 0:
+        ap.error("containers need root: run as root, or --only api")
+    for tool in ("wrk", "nginx", "uwsgi"):
+        if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
+            ap.error(f"{tool} is missing: scripts/deps.sh bench/packages.txt installs it")
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: inits left by a stopped daemon
+    bench = Bench(args)
+    done = threading.Event()
+
+    def reaper():
+        while not done.wait(0.2):
+            reap_orphans()
+    threading.Thread(target=reaper, daemon=True).start()
+    say(f"bench: binaries {bench.bin}, run directory {bench.run_dir}, sections {', '.join(only)}"
+        f"{' (quick)' if args.quick else ''}")
+    say(f"bench: {os.cpu_count()} CPUs, {os.uname().release}")
+    code = 0
+    t_start = time.monotonic()
+    try:
+        for s in SECTIONS:
+            if s in only:
+                getattr(bench, "bench_" + s)()
+    except KeyboardInterrupt:
+        say("\nbench: interrupted; cleaning up")
+        code = 130
+    except BenchError as e:
+        say(f"bench: FAILED: {e}")
+        code = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if code:
+            bench.args.keep = True
+        bench.cleanup.run()
+        done.set()
+        reap_orphans()
+    if bench.results.rows:
+        bench.results.summary()
+    say(f"bench: {time.monotonic() - t_start:.0f} s")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
