@@ -71,7 +71,9 @@ $(BA)/imperium: $(call obj,$(BA),$(CLI_SRC) $(COMMON_SRC))
 	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
 
 # Unit tests (cmocka), built with the sanitizers.
-$(BA)/tests/%: tests/unit/%.c $(call obj,$(BA),$(API_LIB_SRC) $(COMMON_SRC))
+# The node's pure helpers (no daemon, no syscalls) are unit-tested too.
+NODE_LIB_SRC := src/node/subscription.c
+$(BA)/tests/%: tests/unit/%.c $(call obj,$(BA),$(API_LIB_SRC) $(COMMON_SRC) $(NODE_LIB_SRC))
 	@mkdir -p $(dir $@)
 	@echo "  LD-SAN  $@"
 	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS) -lcmocka
@@ -96,6 +98,15 @@ run: deps
 
 clean:
 	rm -rf $(B)
+
+# Benchmarks (docs/PERFORMANCE.md), never part of `make check`: timing must not
+# decide CI.  `make bench ONLY=api,router QUICK=1`; B=build-x benches build-x/.
+bench:
+	@scripts/deps.sh
+	@scripts/deps.sh bench/packages.txt
+	$(MAKE) all
+	/usr/bin/python3 bench/bench.py --bin $(B) $(if $(ONLY),--only $(ONLY)) \
+	    $(if $(QUICK),--quick) $(if $(KEEP),--keep)
 
 # ssh into containers (docs/SSH.md): the NSS module and the login shell run
 # inside sshd (a non-sanitized program; the shell is setuid root once

@@ -37,6 +37,7 @@
 #include "cgroup.h"
 #include "channel.h"
 #include "router.h"
+#include "subgate.h"
 #include "supervisor.h"
 
 #define STATUS_EVERY_MS 5000
@@ -52,6 +53,7 @@ typedef struct {
     supervisor_t *sv;
     channel_t *ch;
     router_t *router; /* the HTTP router, NULL without router_http */
+    subgate_t *gate;  /* its subscription gate (a thread), likewise */
     long long next_report_ms;
 } agent_t;
 
@@ -99,15 +101,21 @@ static int setup(agent_t *a, err_t *e)
     node_cfg_t node = c->node;
     if (c->router_http) {
         char *dir = str_printf("%s/%s", c->node.state_dir, AGENT_ROUTER_DIR);
-        router_opts_t ro = {.uwsgi = c->router_uwsgi,
-                            .http = c->router_http,
-                            .dir = dir,
-                            .containers_dir = c->node.containers_dir};
+        router_opts_t ro = {.uwsgi = c->router_uwsgi, .http = c->router_http, .dir = dir};
         a->router = dir ? router_new(&ro, e) : NULL;
         free(dir);
         if (!a->router)
             return e->msg[0] ? -1 : err_set(e, ERR_INTERNAL, "out of memory");
         node.subscribe_dir = router_subscribe_dir(a->router);
+        node.sockets_dir = router_sockets_dir(a->router);
+        char *listen = str_printf("%s/%s", node.subscribe_dir, ROUTER_SUBSCRIBE_SOCKET);
+        subgate_opts_t go = {.listen_path = listen,
+                             .router_path = router_subscription_server(a->router),
+                             .containers_dir = c->node.containers_dir};
+        a->gate = listen ? subgate_start(&go, e) : NULL;
+        free(listen);
+        if (!a->gate)
+            return e->msg[0] ? -1 : err_set(e, ERR_INTERNAL, "out of memory");
         if (router_fd(a->router) >= 0 && add_fd(a, router_fd(a->router), EV_ROUTER, e) < 0)
             return -1;
     }
@@ -138,6 +146,7 @@ static void teardown(agent_t *a)
     if (a->curl_ready)
         curl_global_cleanup();
     sv_free(a->sv);
+    subgate_stop(a->gate);
     router_free(a->router); /* it keeps running: the next daemon adopts it */
     if (a->ep_fd >= 0)
         close(a->ep_fd);

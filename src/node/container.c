@@ -278,6 +278,53 @@ static void hide_path(char *dst, size_t len, const char *dir)
     free(real);
 }
 
+/* mkdir dir/name (root-owned, exactly `mode`), refusing anything but a
+ * real directory: the node created it, nobody else can write the parent. */
+static int root_dir_at(int dir, const char *name, mode_t mode, const char *what, err_t *e)
+{
+    if (mkdirat(dir, name, mode) < 0 && errno != EEXIST)
+        return err_set(e, ERR_INTERNAL, "create %s: %s", what, strerror(errno));
+    int fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return err_set(e, ERR_INTERNAL, "open %s: %s", what, strerror(errno));
+    if (fchown(fd, 0, 0) < 0 || fchmod(fd, mode) < 0) {
+        int err = errno;
+        close(fd);
+        return err_set(e, ERR_INTERNAL, "set owner and mode of %s: %s", what, strerror(err));
+    }
+    return fd;
+}
+
+/* <sockets_dir>/<uid>/run: where the container's vassals create their
+ * sockets (mounted on the home's run/) and where the router finds them.
+ * Sticky and world-writable, owned by root: the kernel's protected_symlinks
+ * then keeps the router from following a symlink the customer leaves in it.
+ * Only this container (and root) can see it. */
+static int prepare_sockets_dir(const node_cfg_t *cfg, int uid, char *out, size_t len, err_t *e)
+{
+    char what[RT_PATH];
+    int top = open(cfg->sockets_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (top < 0)
+        return err_set(e, ERR_INTERNAL, "open %s: %s", cfg->sockets_dir, strerror(errno));
+    char name[16];
+    snprintf(name, sizeof name, "%d", uid);
+    snprintf(what, sizeof what, "%s/%s", cfg->sockets_dir, name);
+    int mid = root_dir_at(top, name, 0755, what, e);
+    close(top);
+    if (mid < 0)
+        return -1;
+    if (snprintf(out, len, "%s/%s/run", cfg->sockets_dir, name) >= (int)len) {
+        close(mid);
+        return err_set(e, ERR_INPUT, "path too long: %s/%s/run", cfg->sockets_dir, name);
+    }
+    int run = root_dir_at(mid, "run", 01777, out, e);
+    close(mid);
+    if (run < 0)
+        return -1;
+    close(run);
+    return 0;
+}
+
 static int plan_build(const node_cfg_t *cfg, const container_spec_t *s, const cgroup_t *cg,
                       rt_plan_t *p, char **shortcuts, err_t *e)
 {
@@ -294,6 +341,9 @@ static int plan_build(const node_cfg_t *cfg, const container_spec_t *s, const cg
     hide_path(p->hide[1], sizeof p->hide[1], cfg->state_dir);
     if (cfg->subscribe_dir &&
         copy(p->subscribe, sizeof p->subscribe, cfg->subscribe_dir, "router directory", e) < 0)
+        return -1;
+    if (cfg->sockets_dir &&
+        prepare_sockets_dir(cfg, s->uid, p->sockets_run, sizeof p->sockets_run, e) < 0)
         return -1;
     snprintf(p->home_inside, sizeof p->home_inside, "/containers/%d", s->uid);
     snprintf(p->log_inside, sizeof p->log_inside, "%s/logs/emperor.log", p->home_inside);

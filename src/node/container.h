@@ -27,6 +27,8 @@ typedef struct {
     const char *cgroup_parent;  /* our sub-tree under the memory hierarchy */
     const char *subscribe_dir;  /* the HTTP router's subscription socket directory,
                                    shown as /run/subscribe (NULL: no router) */
+    const char *sockets_dir;    /* <sockets_dir>/<uid>/run, root-owned and sticky, is
+                                   mounted on the home's run/ (NULL: no router) */
 } node_cfg_t;
 
 #define NODE_DEFAULT_UWSGI "/usr/bin/uwsgi"

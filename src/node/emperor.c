@@ -4,8 +4,15 @@
  *   uwsgi --master --emperor /containers/<uid>/vassals
  *         --vassals-include-before /run/imperium/platform.ini
  *         [--vassals-include-before /run/imperium/shortcuts.ini]
+ *         --emperor-wrapper /run/imperium/vassal --emperor-graceful-shutdown
  *         --logto /containers/<uid>/logs/emperor.log --log-maxsize 104857600
  *         --die-on-term
+ *
+ * The wrapper (written by mounts.c) exports IMPERIUM_VASSAL, the vassal's
+ * file name, which the `domain` shortcut puts in the socket name: stable
+ * across reloads, so a touched vassal keeps its socket and its place in
+ * the router.  Graceful shutdown: a vassal removed from vassals/ first
+ * unsubscribes, then lets its workers finish the requests they hold.
  *
  * platform.ini comes *before* each vassal's own file because it sets
  * plugins-dir, an immediate option that must precede the vassal's
@@ -66,7 +73,10 @@ int rt_emperor_plan(rt_plan_t *p, const char *uwsgi, bool shortcuts, err_t *e)
     if (shortcuts && (!(argv[a++] = plan_str(p, e, "--vassals-include-before")) ||
                       !(argv[a++] = plan_str(p, e, "%s", RT_SHORTCUTS_INI))))
         return -1;
-    if (!(argv[a++] = plan_str(p, e, "--logto")) ||
+    if (!(argv[a++] = plan_str(p, e, "--emperor-wrapper")) ||
+        !(argv[a++] = plan_str(p, e, "%s", RT_VASSAL_WRAPPER)) ||
+        !(argv[a++] = plan_str(p, e, "--emperor-graceful-shutdown")) ||
+        !(argv[a++] = plan_str(p, e, "--logto")) ||
         !(argv[a++] = plan_str(p, e, "%s", p->log_inside)) ||
         !(argv[a++] = plan_str(p, e, "--log-maxsize")) ||
         !(argv[a++] = plan_str(p, e, "%s", LOG_MAXSIZE)) ||

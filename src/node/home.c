@@ -23,7 +23,7 @@ struct dir_rule {
 
 static const struct dir_rule rules[] = {
     {"vassals", 0755, false}, {"logs", 0755, true}, {"etc", 0755, true},      {".ssh", 0700, true},
-    {"run", 0755, false},     {"tmp", 01777, true}, {"distros", 0755, false}, {NULL, 0, false},
+    {"run", 0755, true},      {"tmp", 01777, true}, {"distros", 0755, false}, {NULL, 0, false},
 };
 
 const char *const home_dirs[] = {"vassals", "logs", "etc", ".ssh", "run", "tmp", "distros", NULL};

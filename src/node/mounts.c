@@ -47,6 +47,7 @@ enum {
     S_CG_LIMIT,
     S_CG_USAGE,
     S_SUBSCRIBE,
+    S_SOCKETS,
     S_DEV,
     S_COUNT = S_DEV + N_DEV
 };
@@ -160,6 +161,11 @@ static int clone_sources(const rt_plan_t *p, struct sources *s, err_t *e)
      * socket on a read-only mount can still be sent to). */
     if (p->subscribe[0] &&
         (s->fd[S_SUBSCRIBE] = clone_tree(AT_FDCWD, p->subscribe, RO_ATTRS, p->subscribe, e)) < 0)
+        return -1;
+    /* The node's sticky socket directory, on the home's run/ (router.c). */
+    if (p->sockets_run[0] &&
+        (s->fd[S_SOCKETS] = clone_tree(AT_FDCWD, p->sockets_run, HOME_ATTRS | MOUNT_ATTR_NOEXEC,
+                                       p->sockets_run, e)) < 0)
         return -1;
     for (size_t i = 0; i < N_DEV; i++) {
         char what[64];
@@ -380,10 +386,30 @@ static int mount_run_platform(const rt_plan_t *p, err_t *e)
     static const char platform_ini[] = "[uwsgi]\n"
                                        "; written by imperium-node at container start\n"
                                        "plugins-dir = " RT_PLUGINS_DIR "\n";
+    /* The Emperor's --emperor-wrapper: it runs each vassal with
+     * IMPERIUM_VASSAL set to the vassal file's name, so the `domain`
+     * shortcut names the vassal's socket after it.  The name must outlive
+     * a graceful reload (uWSGI re-execs itself and keeps the listening
+     * socket only if the configured name is the same), which the
+     * environment does and uWSGI's own %-variables do not. */
+    char wrapper[RT_PATH + 512];
+    int wn = snprintf(wrapper, sizeof wrapper,
+                      "#!/bin/sh\n"
+                      "# written by imperium-node: run a vassal with IMPERIUM_VASSAL set\n"
+                      "for a in \"$@\"; do v=$a; done\n"
+                      "v=${v##*/}\n"
+                      "IMPERIUM_VASSAL=$(printf '%%s' \"$v\" | tr -c 'A-Za-z0-9._-' '_')\n"
+                      "export IMPERIUM_VASSAL\n"
+                      "exec %s \"$@\"\n",
+                      p->argv[0]);
+    if (wn < 0 || (size_t)wn >= sizeof wrapper)
+        return err_set(e, ERR_INPUT, "the uwsgi path is too long");
+    /* Executable (the wrapper), but read-only, nosuid, nodev. */
     if (make_dir(RT_PLATFORM_DIR, 0755, e) < 0 ||
-        mount_fresh("tmpfs", "mode=0755,size=1m", RO_ATTRS & ~MOUNT_ATTR_RDONLY, RT_PLATFORM_DIR,
-                    e) < 0 ||
+        mount_fresh("tmpfs", "mode=0755,size=1m", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                    RT_PLATFORM_DIR, e) < 0 ||
         make_file(RT_PLATFORM_INI, platform_ini, sizeof platform_ini - 1, 0444, e) < 0 ||
+        make_file(RT_VASSAL_WRAPPER, wrapper, (size_t)wn, 0555, e) < 0 ||
         (p->shortcuts &&
          make_file(RT_SHORTCUTS_INI, p->shortcuts, p->shortcuts_len, 0444, e) < 0) ||
         make_dir(RT_PLUGINS_DIR, 0755, e) < 0 ||
@@ -421,6 +447,14 @@ static int mount_home(const rt_plan_t *p, struct sources *s, err_t *e)
         make_dir(p->home_inside, 0700, e) < 0 || attach(s->fd[S_HOME], p->home_inside, 1, e) < 0 ||
         set_attrs("/containers", MOUNT_ATTR_RDONLY, e) < 0)
         return -1;
+    /* A mountpoint cannot be renamed or removed: run/ stays the node's. */
+    if (s->fd[S_SOCKETS] >= 0) {
+        char run[sizeof p->home_inside + 8];
+        snprintf(run, sizeof run, "%s/run", p->home_inside);
+        if (attach(s->fd[S_SOCKETS], run, 1, e) < 0)
+            return -1;
+        close_fd(&s->fd[S_SOCKETS]);
+    }
     if (attach(s->fd[S_USR_LOCAL], "/usr/local", 1, e) < 0 ||
         attach(s->fd[S_LOGS], "/var/log", 1, e) < 0 || attach(s->fd[S_TMP], "/tmp", 1, e) < 0 ||
         attach(s->fd[S_VAR_TMP], "/var/tmp", 1, e) < 0)

@@ -7,10 +7,15 @@
  * (adoption).  <dir>/router.pid records its pid and start time, so a reused
  * pid is never mistaken for it.
  *
- * It runs in a mount namespace of its own where /containers is the node's
- * containers_dir: the vassals subscribe with their in-container socket
- * paths (/containers/<uid>/run/...), which on a production node
- * (containers_dir = /containers) are the host paths already. */
+ * It runs in a mount namespace of its own where /containers is <dir>/homes:
+ * for each container, <uid>/run/, a root-owned sticky directory that is
+ * also mounted on the container's home run/.  So the in-container socket
+ * paths the vassals subscribe with (/containers/<uid>/run/NAME) are valid
+ * for the router, and reach nothing but sockets: no path of the customer's
+ * can be swapped for a symlink elsewhere (protected_symlinks stops the
+ * router from following the customer's links in the sticky run/).  The
+ * vassals reach the router only through the subscription gate (subgate.c),
+ * which lets each container name sockets in its own run/ only. */
 
 #include "router.h"
 
@@ -44,7 +49,7 @@
 
 struct router {
     router_opts_t o;
-    char *dir, *keys, *subscribe, *log_path, *pid_path, *containers;
+    char *dir, *keys, *subscribe, *log_path, *pid_path, *homes, *server;
     char *argv[MAX_ARGS];
     pid_t pid;
     unsigned long long starttime;
@@ -57,6 +62,8 @@ struct router {
 static int sys_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
 const char *router_subscribe_dir(const router_t *r) { return r->subscribe; }
+const char *router_sockets_dir(const router_t *r) { return r->homes; }
+const char *router_subscription_server(const router_t *r) { return r->server; }
 int router_fd(const router_t *r) { return r->pidfd; }
 
 static void forget(router_t *r)
@@ -140,7 +147,7 @@ static int build_argv(router_t *r, err_t *e)
         add_arg(r, &n, str_printf("--fastrouter"), e) < 0 ||
         add_arg(r, &n, str_printf("%s/fastrouter.sock", r->dir), e) < 0 ||
         add_arg(r, &n, str_printf("--fastrouter-subscription-server"), e) < 0 ||
-        add_arg(r, &n, str_printf("%s/%s", r->subscribe, ROUTER_SUBSCRIBE_SOCKET), e) < 0 ||
+        add_arg(r, &n, str_printf("%s", r->server), e) < 0 ||
         add_arg(r, &n, str_printf("--subscriptions-sign-check"), e) < 0 ||
         add_arg(r, &n, str_printf("SHA1:%s", r->keys), e) < 0 ||
         add_arg(r, &n, str_printf("--fastrouter-stats"), e) < 0 ||
@@ -153,6 +160,31 @@ static int build_argv(router_t *r, err_t *e)
         add_arg(r, &n, str_printf("%s/notfound.sock", r->dir), e) < 0)
         return -1;
     r->argv[n] = NULL;
+    return 0;
+}
+
+/* The router (root) must not follow a symlink a customer leaves in their
+ * sticky run/ directory: fs.protected_symlinks makes the kernel refuse
+ * that.  It is on by default on Debian and most distributions. */
+static int protect_symlinks(err_t *e)
+{
+    static const char path[] = "/proc/sys/fs/protected_symlinks";
+    char v = 0;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd >= 0 && read(fd, &v, 1) == 1 && v == '1') {
+        close(fd);
+        return 0;
+    }
+    bool set = fd >= 0 && lseek(fd, 0, SEEK_SET) == 0 && write(fd, "1\n", 2) == 2;
+    int err = errno;
+    if (fd >= 0)
+        close(fd);
+    if (!set)
+        return err_set(e, ERR_INTERNAL,
+                       "the router needs fs.protected_symlinks = 1 and %s could not be set: %s",
+                       path, strerror(err));
+    log_info("router: set fs.protected_symlinks = 1 (the router must not follow customers' "
+             "symlinks)");
     return 0;
 }
 
@@ -169,17 +201,16 @@ router_t *router_new(const router_opts_t *o, err_t *e)
         !(r->subscribe = str_printf("%s/subscribe", o->dir)) ||
         !(r->log_path = str_printf("%s/router.log", o->dir)) ||
         !(r->pid_path = str_printf("%s/router.pid", o->dir)) ||
-        !(r->containers = realpath(o->containers_dir, NULL))) {
-        err_set(e, ERR_INTERNAL, "router: %s", r->dir && r->keys && r->subscribe && r->log_path &&
-                                                       r->pid_path
-                                                   ? strerror(errno)
-                                                   : "out of memory");
+        !(r->homes = str_printf("%s/homes", o->dir)) ||
+        !(r->server = str_printf("%s/subscription.sock", o->dir))) {
+        err_set(e, ERR_INTERNAL, "router: out of memory");
         router_free(r);
         return NULL;
     }
     if (agent_mkdirs(r->dir, 0700, e) < 0 || agent_mkdirs(r->keys, 0700, e) < 0 ||
         agent_mkdirs(r->subscribe, 0755, e) < 0 || chmod(r->subscribe, 0755) < 0 ||
-        build_argv(r, e) < 0) {
+        agent_mkdirs(r->homes, 0755, e) < 0 || chmod(r->homes, 0755) < 0 ||
+        protect_symlinks(e) < 0 || build_argv(r, e) < 0) {
         if (!e->msg[0])
             err_set(e, ERR_INTERNAL, "chmod %s: %s", r->subscribe, strerror(errno));
         router_free(r);
@@ -207,7 +238,8 @@ void router_free(router_t *r)
     free(r->subscribe);
     free(r->log_path);
     free(r->pid_path);
-    free(r->containers);
+    free(r->homes);
+    free(r->server);
     free(r);
 }
 
@@ -228,23 +260,20 @@ static void __attribute__((noreturn)) exec_router(const router_t *r, int log_fd)
         dprintf(2, "imperium-node: router: mount namespace: %s\n", strerror(errno));
         _exit(126);
     }
-    if (strcmp(r->containers, "/containers") != 0) {
-        if (mkdir("/containers", 0755) < 0 && errno != EEXIST) {
-            dprintf(2, "imperium-node: router: mkdir /containers: %s\n", strerror(errno));
-            _exit(126);
-        }
-        if (mount(r->containers, "/containers", NULL, MS_BIND | MS_REC, NULL) < 0) {
-            dprintf(2, "imperium-node: router: bind %s on /containers: %s\n", r->containers,
-                    strerror(errno));
-            _exit(126);
-        }
+    if (mkdir("/containers", 0755) < 0 && errno != EEXIST) {
+        dprintf(2, "imperium-node: router: mkdir /containers: %s\n", strerror(errno));
+        _exit(126);
+    }
+    if (mount(r->homes, "/containers", NULL, MS_BIND, NULL) < 0) {
+        dprintf(2, "imperium-node: router: bind %s on /containers: %s\n", r->homes,
+                strerror(errno));
+        _exit(126);
     }
     if (close_range(3, ~0U, 0) < 0) {
         /* close-on-exec covers the daemon's descriptors anyway */
     }
-    /* The subscription socket must be writable by every container's uid;
-     * everything else the router creates is in the 0700 router dir. */
-    umask(0);
+    /* Its sockets are for root only: the containers talk to the gate. */
+    umask(077);
     char *envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", NULL};
     execve(r->argv[0], r->argv, envp);
     dprintf(2, "imperium-node: router: exec %s: %s\n", r->argv[0], strerror(errno));

@@ -24,20 +24,25 @@
 typedef struct {
     const char *uwsgi;          /* host path of the uwsgi binary */
     const char *http;           /* listen address, e.g. 127.0.0.1:8000 or 0.0.0.0:80 */
-    const char *dir;            /* <state_dir>/router: keys/, subscribe/, log, pid */
-    const char *containers_dir; /* shown to the router as /containers */
+    const char *dir;            /* <state_dir>/router: keys/, subscribe/, homes/, log, pid */
 } router_opts_t;
 
 typedef struct router router_t;
 
-/* Create the directories (dir 0700, keys/ 0700, subscribe/ 0755) and adopt
- * a router a previous daemon left running.  Nothing is started yet. */
+/* Create the directories (dir 0700, keys/ 0700, subscribe/ 0755, homes/
+ * 0755), make sure fs.protected_symlinks is on, and adopt a router a
+ * previous daemon left running.  Nothing is started yet. */
 router_t *router_new(const router_opts_t *o, err_t *e);
 /* Forget it; the router keeps running. */
 void router_free(router_t *r);
 
-/* The subscribe/ directory (bind-mounted as /run/subscribe in containers). */
+/* The subscribe/ directory (bind-mounted as /run/subscribe in containers),
+ * where the subscription gate listens (subgate.h). */
 const char *router_subscribe_dir(const router_t *r);
+/* homes/: <uid>/run/ for each container, the router's /containers. */
+const char *router_sockets_dir(const router_t *r);
+/* The router's own subscription server socket (only the gate sends to it). */
+const char *router_subscription_server(const router_t *r);
 
 /* A pidfd that polls readable when the router ended (-1 while none runs);
  * its number changes when the router is restarted: call router_fd again. */

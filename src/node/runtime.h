@@ -27,6 +27,7 @@
 #define RT_PLUGINS_DIR RT_PLATFORM_DIR "/plugins"
 #define RT_PLATFORM_INI RT_PLATFORM_DIR "/platform.ini"
 #define RT_SHORTCUTS_INI RT_PLATFORM_DIR "/shortcuts.ini"
+#define RT_VASSAL_WRAPPER RT_PLATFORM_DIR "/vassal" /* --emperor-wrapper (mounts.c) */
 #define RT_CGROUP_DIR "/run/cgroup"
 #define RT_SUBSCRIBE_DIR "/run/subscribe" /* the HTTP router's subscription socket */
 
@@ -42,6 +43,7 @@ typedef struct {
     char cg_limit[RT_PATH]; /* cgroup files shown in /run/cgroup */
     char cg_usage[RT_PATH];
     char subscribe[RT_PATH]; /* the router's socket directory ("": none) */
+    char sockets_run[RT_PATH]; /* mounted on the home's run/ ("": none) */
 
     /* Inside. */
     char home_inside[64];  /* /containers/<uid> */

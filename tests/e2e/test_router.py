@@ -5,6 +5,7 @@ and plain HTTP requests through the router.  Root only."""
 
 import json
 import os
+import re
 import socket
 import time
 
@@ -68,6 +69,11 @@ class RouterNode(nd.Node):
         stats = json.loads(data)
         return {sub["key"]: [n["name"] for n in sub["nodes"]]
                 for sub in stats.get("subscriptions", [])}
+
+    def sockets(self, uid):
+        """The container's run/ as the node keeps it (mounted on the home's
+        run/ inside the container, the router's /containers/<uid>/run)."""
+        return os.path.join(self.state, "router", "homes", str(uid), "run")
 
     def vassal(self, uid, name, text, files=()):
         home = self.home(uid)
@@ -203,10 +209,8 @@ def test_another_customer_cannot_hijack_a_domain(rnode, host_distro, ssh_keys):
     b = launch(rnode, host_distro, ssh_keys, auth=other, i=1)
     rnode.py_vassal(b, "evil", dom, tag="evil")
     # The evil vassal runs and keeps trying (subscribe-freq 2 s)...
-    # (the shortcut names sockets <domain>_<start time in µs>.socket)
-    run_b = os.path.join(rnode.home(b), "run")
-    wait_for(lambda: any(f.startswith(dom + "_") and f.endswith(".socket")
-                         for f in os.listdir(run_b)),
+    # (the shortcut names sockets <domain>_<vassal file>.socket)
+    wait_for(lambda: os.path.exists(os.path.join(rnode.sockets(b), dom + "_evil.ini.socket")),
              30, "the evil vassal's socket")
     time.sleep(5)
     # ...but the router never took it.
@@ -241,39 +245,162 @@ def test_removing_and_replacing_vassals(rnode, host_distro, ssh_keys):
     assert rnode.get(dom).text.endswith("one")
 
 
-@pytest.mark.skip(reason="issue 5, open: a request in flight when the Emperor stops the old "
-                         "instance is reset (seen 1 in 3 runs on a loaded machine); the vassal "
-                         "must unsubscribe and drain before it dies")
-def test_replacing_a_vassal_under_load_fails_no_request(rnode, host_distro, ssh_keys):
+def sequential_load(rnode, dom, seconds, step, stop=None):
+    """GET dom one request after another for `seconds` (or until
+    stop(texts seen) is true), calling step(i) before request i; returns
+    (failures, texts seen)."""
+    failures, seen = [], []
+    deadline = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < deadline and not (stop and stop(seen)):
+        step(i)
+        i += 1
+        try:
+            r = rnode.get(dom)
+            if r.status_code != 200:
+                failures.append((r.status_code, r.text[:80]))
+            seen.append(r.text)
+        except requests.RequestException as e:
+            failures.append(str(e))
+    return failures, seen
+
+
+def test_touching_a_vassal_under_load_fails_no_request(rnode, host_distro, ssh_keys):
+    """A touch reloads the domain's only vassal gracefully: its socket (named
+    after the vassal file) survives uWSGI's re-exec, so requests wait in its
+    queue instead of failing."""
+    dom = unique("tl") + ".org"
+    add_domain(rnode.api, rnode.auth, dom)
+    uid = launch(rnode, host_distro, ssh_keys)
+    rnode.py_vassal(uid, "one", dom, tag="one")
+    rnode.wait_answer(dom, "python one")
+    ini = os.path.join(rnode.home(uid), "vassals", "one.ini")
+    log = os.path.join(rnode.home(uid), "logs", "emperor.log")
+    reloads = lambda: open(log, errors="replace").read().count(  # noqa: E731
+        "reload the uwsgi instance one.ini")
+    before = reloads()
+
+    def touch(i):
+        if i in (20, 200):
+            now = time.time() + i  # a new mtime even within one second
+            os.utime(ini, (now, now))
+    failures, seen = sequential_load(rnode, dom, 8, touch)
+    assert not failures, failures
+    assert len(seen) > 200, len(seen)
+    wait_for(lambda: reloads() >= before + 1, 10, "the vassal reloaded")
+    # It kept its socket across the re-exec.
+    assert re.search(r"found fd \d+ mapped to socket 0 \(/containers/%d/run/%s_one.ini.socket\)"
+                     % (uid, re.escape(dom)), open(log, errors="replace").read())
+
+
+def test_replacing_a_vassal_file_under_load_fails_no_request(rnode, host_distro, ssh_keys):
+    """A new version of the file (renamed over the old one, as editors and
+    deploy tools do) reloads the vassal: the new code answers, no request
+    fails."""
     dom = unique("rl") + ".org"
     add_domain(rnode.api, rnode.auth, dom)
     uid = launch(rnode, host_distro, ssh_keys)
     rnode.py_vassal(uid, "one", dom, tag="one")
+    rnode.wait_answer(dom, "python one")
+    home = rnode.home(uid)
+    ini = os.path.join(home, "vassals", "one.ini")
+    # The Emperor compares mtimes in whole seconds: a new version written
+    # within the second of the old one would go unnoticed.
+    due = os.stat(ini).st_mtime + 1.1
+    state = {"done": False}
+
+    def replace(i):
+        if not state["done"] and i >= 20 and time.time() >= due:
+            with open(os.path.join(home, "one2.py"), "w") as f:
+                f.write("NAME = 'v2'\n" + PY_APP)
+            rnode.vassal(uid, "one.ini", f"[uwsgi]\nplugin = 0:python\n"
+                         f"wsgi-file = $(HOME)/one2.py\ndomain = {dom}\n")
+            state["done"] = True
+    # Load until the new version has answered 50 times (or 30 s).
+    failures, seen = sequential_load(rnode, dom, 30, replace,
+                                     stop=lambda seen: sum(t.endswith("v2") for t in seen) >= 50)
+    assert not failures, failures
+    assert seen[0].endswith("one") and seen[-1].endswith("v2"), (seen[0], seen[-1])
+
+
+def test_swapping_vassals_under_load_fails_no_request(rnode, host_distro, ssh_keys):
+    """A new vassal file joins the domain, then the old file goes: the old
+    instance unsubscribes before its workers finish what they hold
+    (--emperor-graceful-shutdown)."""
+    dom = unique("sw") + ".org"
+    add_domain(rnode.api, rnode.auth, dom)
+    uid = launch(rnode, host_distro, ssh_keys)
+    rnode.py_vassal(uid, "one", dom, tag="one")
     wait_for(lambda: len(rnode.subscriptions().get(dom, [])) == 1, 30, "one subscriber")
-    # Replace "one" by a new file under a load of sequential requests: the
-    # new instance subscribes, then the old file goes: no failed request.
-    # (A touch reload of a domain's only vassal re-execs uWSGI, which names
-    # its socket anew: see docs/ROUTER.md.)
-    failures, seen = [], set()
-    deadline = time.monotonic() + 10
-    replaced = removed = False
-    while time.monotonic() < deadline:
-        if not replaced:
-            rnode.py_vassal(uid, "one-v2", dom, tag="v2")
-            replaced = True
-        if not removed and len(rnode.subscriptions().get(dom, [])) == 2:
+    state = {"removed": False}
+
+    def swap(i):
+        if i == 10:
+            rnode.py_vassal(uid, "two", dom, tag="two")
+        if i > 10 and not state["removed"] and len(rnode.subscriptions().get(dom, [])) == 2:
             os.remove(os.path.join(rnode.home(uid), "vassals", "one.ini"))
-            removed = True
+            state["removed"] = True
+    failures, seen = sequential_load(rnode, dom, 10, swap)
+    assert state["removed"], "the new vassal never subscribed"
+    assert not failures, failures
+    assert seen[-1].endswith("two") and any(t.endswith("one") for t in seen)
+
+
+SECRET_APP = '''def application(environ, start_response):
+    start_response('200 OK', [('Content-Type','text/plain')])
+    return [b"private data of B"]
+'''
+
+
+def test_a_subscription_may_name_only_its_own_sockets(rnode, host_distro, ssh_keys):
+    """Customer A signs subscriptions for its own domain, but points them at
+    customer B's private socket, at a TCP service of the node, and through a
+    symlink in its own run/ at B's socket: the router serves none of them,
+    and A's logs/router.log says why."""
+    dom = unique("own") + ".org"
+    add_domain(rnode.api, rnode.auth, dom)
+    a = launch(rnode, host_distro, ssh_keys)
+    other, _ = rnode.api.new_customer()
+    b = launch(rnode, host_distro, ssh_keys, auth=other, i=1)
+    # B: an app on a private socket, on no domain.
+    rnode.vassal(b, "private.ini", "[uwsgi]\nplugin = 0:python\nwsgi-file = $(HOME)/p.py\n"
+                 "socket = $(HOME)/run/private.socket\n", files=[("p.py", SECRET_APP)])
+    wait_for(lambda: os.path.exists(os.path.join(rnode.sockets(b), "private.socket")), 30,
+             "B's private socket")
+    # A: a symlink in its run/ to B's socket (as the router would see it).
+    link = os.path.join(rnode.sockets(a), "evil.socket")
+    os.symlink(f"/containers/{b}/run/private.socket", link)
+    os.lchown(link, a, a)
+    sub = "subscribe2 = server=/run/subscribe/http,key={d},addr={addr}," \
+          "sign=SHA1:$(HOME)/etc/uwsgi.key\n"
+    targets = [f"/containers/{b}/run/private.socket", f"127.0.0.1:{rnode.api.port}",
+               f"/containers/{a}/run/../../{b}/run/private.socket",
+               f"/containers/{a}/run/evil.socket"]
+    rnode.vassal(a, "evil.ini", "[uwsgi]\nplugin = 0:python\nwsgi-file = $(HOME)/p.py\n"
+                 "socket = $(HOME)/run/mine.socket\nsubscribe-freq = 1\n"
+                 + "".join(sub.format(d=dom, addr=t) for t in targets),
+                 files=[("p.py", PY_APP.replace("NAME", "'A'"))])
+    router_log = os.path.join(rnode.home(a), "logs", "router.log")
+    wait_for(lambda: os.path.exists(router_log) and
+             open(router_log).read().count("refused: address") >= 3, 30,
+             "A told of the refusals")
+    text = open(router_log).read()
+    for t in targets[:3]:
+        assert f"refused: address {t}: a subscription may only name a unix socket " \
+               f"directly in /containers/{a}/run/" in text, text
+    assert os.stat(router_log).st_uid == a
+    # Only the symlink got through the gate (it is in A's own run/)...
+    wait_for(lambda: dom in rnode.subscriptions(), 10, "A's own-run/ subscription")
+    assert rnode.subscriptions()[dom] == [f"/containers/{a}/run/evil.socket"]
+    # ...and the router, refusing to follow A's symlink, serves nothing of B.
+    # (uWSGI closes the connection, or answers through its 404 fallback.)
+    for _ in range(5):
         try:
             r = rnode.get(dom)
-            if r.status_code != 200:
-                failures.append(r.status_code)
-            seen.add(r.text)
-        except requests.RequestException as e:
-            failures.append(str(e))
-    assert removed, "the new vassal never subscribed"
-    assert not failures, failures
-    assert rnode.get(dom).text.endswith("v2") and any(t.endswith("one") for t in seen)
+        except requests.ConnectionError:
+            continue
+        assert "private data of B" not in r.text
+        assert r.status_code != 200, r.text
 
 
 def test_deleting_the_domain_stops_new_subscriptions(rnode, host_distro, ssh_keys):

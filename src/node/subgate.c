@@ -1,0 +1,260 @@
+/* subgate.c - the subscription gate (subgate.h). */
+#include "subgate.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/log.h"
+#include "../common/strutil.h"
+#include "subscription.h"
+
+#define REFUSAL_SLOTS 64
+#define REFUSAL_QUIET_MS 60000     /* the same refusal is logged once a minute */
+#define ROUTER_LOG_MAX (1 << 20)   /* logs/router.log stops growing at 1 MiB */
+
+struct refusal {
+    uid_t uid;
+    uint32_t why_hash;
+    long long at_ms;
+};
+
+struct subgate {
+    char *router_path, *containers_dir;
+    int fd, out_fd, stop_fd;
+    pthread_t thread;
+    bool running;
+    struct refusal seen[REFUSAL_SLOTS]; /* only the gate's thread touches it */
+};
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+static uint32_t hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+/* True when this refusal was not reported for this uid lately. */
+static bool worth_reporting(subgate_t *g, uid_t uid, const char *why)
+{
+    uint32_t h = hash(why);
+    struct refusal *r = &g->seen[(uid * 2654435761u ^ h) % REFUSAL_SLOTS];
+    long long now = now_ms();
+    if (r->uid == uid && r->why_hash == h && now - r->at_ms < REFUSAL_QUIET_MS)
+        return false;
+    *r = (struct refusal){.uid = uid, .why_hash = h, .at_ms = now};
+    return true;
+}
+
+/* Append a line to the container's logs/router.log.  The home belongs to
+ * the customer: resolve without symlinks, never follow or block on what
+ * they put there, append only to a plain file of their own. */
+static void tell_container(const subgate_t *g, uid_t uid, const char *line)
+{
+    char home[4200];
+    if (snprintf(home, sizeof home, "%s/%u", g->containers_dir, (unsigned)uid) >= (int)sizeof home)
+        return;
+    int hfd = open(home, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (hfd < 0)
+        return;
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+    how.mode = 0644;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    int fd = (int)syscall(SYS_openat2, hfd, "logs/router.log", &how, sizeof how);
+    close(hfd);
+    if (fd < 0)
+        return;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
+        (st.st_uid == uid || st.st_uid == 0) && st.st_size < ROUTER_LOG_MAX) {
+        if (st.st_uid == 0 && fchown(fd, uid, uid) < 0)
+            log_debug("subscription gate: chown logs/router.log of %u: %s", (unsigned)uid,
+                      strerror(errno));
+        char stamp[32];
+        time_t t = time(NULL);
+        struct tm tm;
+        strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", gmtime_r(&t, &tm));
+        dprintf(fd, "%s UTC imperium router: %s\n", stamp, line);
+    }
+    close(fd);
+}
+
+static void refused(subgate_t *g, uid_t uid, const subscription_t *s, const char *why)
+{
+    if (!worth_reporting(g, uid, why))
+        return;
+    char line[768];
+    snprintf(line, sizeof line, "subscription of %s refused: %s", s->key[0] ? s->key : "?", why);
+    log_info("subscription gate: container %u: %s", (unsigned)uid, line);
+    tell_container(g, uid, line);
+}
+
+static void forward(subgate_t *g, const unsigned char *pkt, size_t len)
+{
+    struct sockaddr_un to = {.sun_family = AF_UNIX};
+    snprintf(to.sun_path, sizeof to.sun_path, "%s", g->router_path);
+    if (sendto(g->out_fd, pkt, len, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&to,
+               sizeof to) < 0 &&
+        errno != ENOENT && errno != ECONNREFUSED)
+        log_error("subscription gate: forward to %s: %s", g->router_path, strerror(errno));
+    /* ENOENT/ECONNREFUSED: the router is (re)starting; vassals resubscribe
+     * every few seconds. */
+}
+
+/* One datagram: who sent it, what it asks, forward or refuse. */
+static void handle(subgate_t *g)
+{
+    unsigned char pkt[SUBSCRIPTION_MAX];
+    union {
+        char buf[CMSG_SPACE(sizeof(struct ucred))];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = {.iov_base = pkt, .iov_len = sizeof pkt};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                         .msg_controllen = sizeof ctl.buf};
+    ssize_t n = recvmsg(g->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            log_error("subscription gate: recvmsg: %s", strerror(errno));
+        return;
+    }
+    const struct ucred *cred = NULL;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS)
+            cred = (const struct ucred *)CMSG_DATA(c);
+    if (!cred)
+        return; /* SO_PASSCRED always attaches them */
+    subscription_t s;
+    char why[512];
+    if (msg.msg_flags & MSG_TRUNC) {
+        memset(&s, 0, sizeof s);
+        refused(g, cred->uid, &s, "packet too large");
+        return;
+    }
+    if (subscription_check(pkt, (size_t)n, cred->uid, &s, why, sizeof why) < 0) {
+        refused(g, cred->uid, &s, why);
+        return;
+    }
+    log_debug("subscription gate: container %u: %s %s -> %s", (unsigned)cred->uid,
+              s.unsubscribe ? "unsubscribe" : "subscribe", s.key, s.address);
+    forward(g, pkt, (size_t)n);
+}
+
+static void *gate_main(void *arg)
+{
+    subgate_t *g = arg;
+    struct pollfd p[2] = {{.fd = g->fd, .events = POLLIN}, {.fd = g->stop_fd, .events = POLLIN}};
+    for (;;) {
+        int n = poll(p, 2, -1);
+        if (n < 0 && errno != EINTR) {
+            log_error("subscription gate: poll: %s", strerror(errno));
+            break;
+        }
+        if (n > 0 && p[1].revents)
+            break;
+        if (n > 0 && p[0].revents)
+            handle(g);
+    }
+    return NULL;
+}
+
+static int bind_listen(subgate_t *g, const char *path, err_t *e)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof a.sun_path)
+        return err_set(e, ERR_INPUT, "subscription socket path too long: %s", path);
+    strcpy(a.sun_path, path);
+    if ((g->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0 ||
+        (g->out_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0)
+        return err_set(e, ERR_INTERNAL, "socket: %s", strerror(errno));
+    int on = 1;
+    if (setsockopt(g->fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) < 0)
+        return err_set(e, ERR_INTERNAL, "SO_PASSCRED: %s", strerror(errno));
+    if (unlink(path) < 0 && errno != ENOENT)
+        return err_set(e, ERR_INTERNAL, "remove %s: %s", path, strerror(errno));
+    if (bind(g->fd, (struct sockaddr *)&a, sizeof a) < 0)
+        return err_set(e, ERR_INTERNAL, "bind %s: %s", path, strerror(errno));
+    /* Every container's uid sends to it; what they may say is checked. */
+    if (chmod(path, 0666) < 0)
+        return err_set(e, ERR_INTERNAL, "chmod %s: %s", path, strerror(errno));
+    return 0;
+}
+
+subgate_t *subgate_start(const subgate_opts_t *o, err_t *e)
+{
+    subgate_t *g = calloc(1, sizeof *g);
+    if (!g) {
+        err_set(e, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    g->fd = g->out_fd = g->stop_fd = -1;
+    if (!(g->router_path = str_printf("%s", o->router_path)) ||
+        !(g->containers_dir = str_printf("%s", o->containers_dir))) {
+        err_set(e, ERR_INTERNAL, "out of memory");
+        goto fail;
+    }
+    if (strlen(g->router_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+        err_set(e, ERR_INPUT, "router subscription socket path too long: %s", g->router_path);
+        goto fail;
+    }
+    if (bind_listen(g, o->listen_path, e) < 0)
+        goto fail;
+    if ((g->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+        err_set(e, ERR_INTERNAL, "eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    int rc = pthread_create(&g->thread, NULL, gate_main, g);
+    if (rc != 0) {
+        err_set(e, ERR_INTERNAL, "start the subscription gate: %s", strerror(rc));
+        goto fail;
+    }
+    g->running = true;
+    return g;
+fail:
+    subgate_stop(g);
+    return NULL;
+}
+
+void subgate_stop(subgate_t *g)
+{
+    if (!g)
+        return;
+    if (g->running) {
+        uint64_t one = 1;
+        if (write(g->stop_fd, &one, sizeof one) < 0)
+            log_error("subscription gate: stop: %s", strerror(errno));
+        pthread_join(g->thread, NULL);
+    }
+    if (g->fd >= 0)
+        close(g->fd);
+    if (g->out_fd >= 0)
+        close(g->out_fd);
+    if (g->stop_fd >= 0)
+        close(g->stop_fd);
+    free(g->router_path);
+    free(g->containers_dir);
+    free(g);
+}

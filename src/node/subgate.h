@@ -1,0 +1,32 @@
+/* subgate.h - the subscription gate: the only way from the containers to
+ * the HTTP router's subscription server (docs/ROUTER.md).
+ *
+ * Every container sees the gate's datagram socket as /run/subscribe/http.
+ * The kernel tells the gate who sent each packet (SO_PASSCRED: the sender's
+ * uid is its container's, and a process without privileges cannot lie
+ * about it); the gate forwards the packet, unchanged so its signature
+ * still verifies, to the router's own socket in the root-only router
+ * directory when subscription_check() allows it, and otherwise drops it,
+ * saying why in the node's log and in the container's logs/router.log.
+ *
+ * It runs in a thread of its own so a busy daemon (starting containers)
+ * never delays a subscription or, more importantly, an unsubscription. */
+#ifndef IMP_NODE_SUBGATE_H
+#define IMP_NODE_SUBGATE_H
+
+#include "../common/err.h"
+
+typedef struct subgate subgate_t;
+
+typedef struct {
+    const char *listen_path;    /* the socket containers send to (created 0666) */
+    const char *router_path;    /* the router's subscription server */
+    const char *containers_dir; /* homes: <containers_dir>/<uid>/logs/router.log */
+} subgate_opts_t;
+
+/* Bind the socket and start the thread. */
+subgate_t *subgate_start(const subgate_opts_t *o, err_t *e);
+/* Stop the thread and close the sockets (NULL is fine). */
+void subgate_stop(subgate_t *g);
+
+#endif

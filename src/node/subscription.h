@@ -1,0 +1,36 @@
+/* subscription.h - what a container may ask of the node's HTTP router.
+ *
+ * A vassal announces itself with a uWSGI subscription packet: a 4-byte
+ * header (modifier1 224, little-endian body size, modifier2 = command:
+ * 0 subscribe, 1 unsubscribe) and a body of (u16 length, bytes) pairs:
+ * key, address, modifier1, ..., unix, sign.  The router checks the
+ * signature (the domain is the signer's); this module checks what the
+ * signature does not: WHERE the router will connect.  A container's
+ * subscription may only name a unix socket directly in its own run/
+ * directory, /containers/<uid>/run/<name>, which in the router's mount
+ * namespace is a root-owned sticky directory holding nothing but that
+ * container's sockets (docs/ROUTER.md).  Everything else (TCP addresses,
+ * other containers' paths, "..", abstract sockets, notify sockets) is
+ * refused with a reason the customer can act on. */
+#ifndef IMP_NODE_SUBSCRIPTION_H
+#define IMP_NODE_SUBSCRIPTION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define SUBSCRIPTION_MAX 4096 /* larger than any packet uWSGI sends */
+
+typedef struct {
+    bool unsubscribe;
+    char key[256];
+    char address[256];
+} subscription_t;
+
+/* Parse the packet and decide whether container `uid` may send it.
+ * 0: allowed (*out filled); -1: refused, `why` says why (and *out holds
+ * whatever could be parsed, for the log). */
+int subscription_check(const unsigned char *pkt, size_t len, uid_t uid, subscription_t *out,
+                       char *why, size_t why_len);
+
+#endif
