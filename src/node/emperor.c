@@ -5,6 +5,7 @@
  *         --vassals-include-before /run/imperium/platform.ini
  *         [--vassals-include-before /run/imperium/shortcuts.ini]
  *         --emperor-wrapper /run/imperium/vassal --emperor-graceful-shutdown
+ *         --emperor-freq 1
  *         --logto /containers/<uid>/logs/emperor.log --log-maxsize 104857600
  *         --die-on-term
  *
@@ -13,6 +14,9 @@
  * across reloads, so a touched vassal keeps its socket and its place in
  * the router.  Graceful shutdown: a vassal removed from vassals/ first
  * unsubscribes, then lets its workers finish the requests they hold.
+ * emperor-freq 1: the Emperor looks at vassals/ every second instead of
+ * every 3 (a vassal file dropped there serves within about a second; the
+ * scan is a readdir and a stat per file).
  *
  * platform.ini comes *before* each vassal's own file because it sets
  * plugins-dir, an immediate option that must precede the vassal's
@@ -76,6 +80,7 @@ int rt_emperor_plan(rt_plan_t *p, const char *uwsgi, bool shortcuts, err_t *e)
     if (!(argv[a++] = plan_str(p, e, "--emperor-wrapper")) ||
         !(argv[a++] = plan_str(p, e, "%s", RT_VASSAL_WRAPPER)) ||
         !(argv[a++] = plan_str(p, e, "--emperor-graceful-shutdown")) ||
+        !(argv[a++] = plan_str(p, e, "--emperor-freq")) || !(argv[a++] = plan_str(p, e, "1")) ||
         !(argv[a++] = plan_str(p, e, "--logto")) ||
         !(argv[a++] = plan_str(p, e, "%s", p->log_inside)) ||
         !(argv[a++] = plan_str(p, e, "--log-maxsize")) ||
