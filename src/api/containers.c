@@ -19,7 +19,8 @@ enum {
     C_ID, C_NAME, C_MEMORY, C_STORAGE, C_UUID, C_DISTRO, C_DISTRO_NAME, C_CDISTRO,
     C_CDISTRO_NAME, C_SERVER, C_SERVER_ADDR, C_NOTE, C_QUOTA, C_JID, C_JID_DEST,
     C_PO_USER, C_PO_TOKEN, C_PO_SOUND, C_PB_TOKEN, C_SLACK, C_ALARM_FREQ, C_NOFOLLOW,
-    C_CDS, C_SECRET_UUID, C_SERVER_ID,
+    C_CDS, C_SECRET_UUID, C_SERVER_ID, C_CUSTOMER,
+    C_ST_STATE, C_ST_SINCE, C_ST_RESTARTS, C_ST_ERROR, C_ST_GEN, C_GEN, C_STARTABLE,
 };
 
 #define CONTAINER_SELECT                                                                   \
@@ -27,10 +28,14 @@ enum {
     "c.custom_distro_id, cd.name, s.name, s.address, c.note, c.quota_threshold, c.jid, "  \
     "c.jid_destinations, c.pushover_user, c.pushover_token, c.pushover_sound, "           \
     "c.pushbullet_token, c.slack_webhook, c.alarm_freq, c.nofollow, "                     \
-    "c.custom_distros_storage, c.secret_uuid, c.server_id "                               \
+    "c.custom_distros_storage, c.secret_uuid, c.server_id, c.customer_id, "               \
+    "st.state, st.since, st.restarts, st.last_error, st.generation, c.generation, "      \
+    "(c.distro_id IS NOT NULL OR c.custom_distro_id IS NOT NULL) AND "                    \
+    "EXISTS (SELECT 1 FROM ssh_keys k WHERE k.container_id = c.id) "                      \
     "FROM containers c JOIN servers s ON s.id = c.server_id "                             \
     "LEFT JOIN distros d ON d.id = c.distro_id "                                          \
-    "LEFT JOIN custom_distros cd ON cd.id = c.custom_distro_id "
+    "LEFT JOIN custom_distros cd ON cd.id = c.custom_distro_id "                          \
+    "LEFT JOIN container_status st ON st.container_id = c.id "
 
 static json_t *nullable_int(db_res_t *res, int row, int col)
 {
@@ -42,15 +47,15 @@ static json_t *nullable_str(db_res_t *res, int row, int col)
     return db_is_null(res, row, col) ? json_null() : json_string(db_get(res, row, col));
 }
 
-/* The fields every container object has (list and full forms). */
-static json_t *container_short(db_t *db, err_t *e, db_res_t *res, int row)
+/* The fields every container object has (list and full forms).  `tags`
+ * (taken) when the caller has them already, else NULL to look them up. */
+static json_t *container_short(db_t *db, err_t *e, db_res_t *res, int row, json_t *tags)
 {
     long long id = db_get_int(res, row, C_ID);
     char ip[32] = "", hostname[NAME_MAX_LEN + 1];
     container_ip(id, ip, sizeof ip);
     container_hostname(db_get(res, row, C_NAME), hostname, sizeof hostname);
-    json_t *tags = tags_of(db, e, TAGGED_CONTAINER, id);
-    if (!tags)
+    if (!tags && !(tags = tags_of(db, e, TAGGED_CONTAINER, id)))
         return NULL;
     json_t *o = json_pack(
         "{s:I,s:s,s:s,s:s,s:I,s:I,s:s,s:o,s:o,s:o,s:o,s:s,s:s,s:o}", "uid",
@@ -70,40 +75,77 @@ static json_t *container_short(db_t *db, err_t *e, db_res_t *res, int row)
 /* What the node reports it runs.  Before any report: "starting" when the
  * container is startable (a root filesystem and a key), else "stopped".  A
  * report about an older generation than the current one means the change
- * is being applied: "starting". */
-static json_t *container_status(db_t *db, err_t *e, long long id)
+ * is being applied: "starting".  From CONTAINER_SELECT's status columns. */
+static json_t *container_status(db_res_t *res, int row)
+{
+    bool startable = db_get_int(res, row, C_STARTABLE) != 0;
+    if (db_is_null(res, row, C_ST_STATE))
+        return json_pack("{s:s,s:n,s:i,s:n}", "state", startable ? "starting" : "stopped",
+                         "since", "restarts", 0, "last_error");
+    const char *state = db_get(res, row, C_ST_STATE);
+    if (strcmp(state, "running") == 0 &&
+        db_get_int(res, row, C_ST_GEN) < db_get_int(res, row, C_GEN))
+        state = "starting";
+    return json_pack("{s:s,s:I,s:I,s:o}", "state", state, "since",
+                     (json_int_t)db_get_int(res, row, C_ST_SINCE), "restarts",
+                     (json_int_t)db_get_int(res, row, C_ST_RESTARTS), "last_error",
+                     db_is_null(res, row, C_ST_ERROR) ? json_null()
+                                                      : json_string(db_get(res, row, C_ST_ERROR)));
+}
+
+/* The lists of a full container object: ssh keys, links, legion
+ * addresses and tags, in one query (a GET of a container is the API's
+ * hottest read: docs/PERFORMANCE.md). */
+enum { L_KEYS, L_LINKS, L_LEGIONS, L_TAGS, L_COUNT };
+
+static int container_lists(db_t *db, err_t *e, long long id, long long server_id,
+                           json_t *lists[L_COUNT])
 {
     db_res_t *res = db_query(
         db, e,
-        "SELECT s.state, s.since, s.restarts, s.last_error, s.generation, c.generation, "
-        "(c.distro_id IS NOT NULL OR c.custom_distro_id IS NOT NULL) AND "
-        "EXISTS (SELECT 1 FROM ssh_keys k WHERE k.container_id = c.id) "
-        "FROM containers c LEFT JOIN container_status s ON s.container_id = c.id "
-        "WHERE c.id = $1",
-        DB_ARGS(DB_INT(id)));
+        "SELECT 0, key, pos, '' FROM ssh_keys WHERE container_id = $1 "
+        "UNION ALL SELECT 1, CAST(to_id AS TEXT), to_id, '' FROM links WHERE container_id = $1 "
+        "UNION ALL SELECT 2, l.address, l.id, '' FROM legions l JOIN legion_nodes n "
+        "ON n.legion_id = l.id WHERE n.server_id = $2 "
+        "UNION ALL SELECT 3, t.name, 0, t.name FROM container_tags x "
+        "JOIN tags t ON t.id = x.tag_id WHERE x.container_id = $1 "
+        "ORDER BY 1, 3, 4",
+        DB_ARGS(DB_INT(id), DB_INT(server_id)));
     if (!res)
-        return NULL;
-    json_t *o;
-    bool startable = db_get_int(res, 0, 6) != 0;
-    if (db_is_null(res, 0, 0)) {
-        o = json_pack("{s:s,s:n,s:i,s:n}", "state", startable ? "starting" : "stopped",
-                      "since", "restarts", 0, "last_error");
-    } else {
-        const char *state = db_get(res, 0, 0);
-        if (strcmp(state, "running") == 0 && db_get_int(res, 0, 4) < db_get_int(res, 0, 5))
-            state = "starting";
-        o = json_pack("{s:s,s:I,s:I,s:o}", "state", state, "since",
-                      (json_int_t)db_get_int(res, 0, 1), "restarts",
-                      (json_int_t)db_get_int(res, 0, 2), "last_error",
-                      db_is_null(res, 0, 3) ? json_null() : json_string(db_get(res, 0, 3)));
+        return -1;
+    int rc = 0;
+    for (int i = 0; i < res->nrows && rc == 0; i++) {
+        long long kind = db_get_int(res, i, 0);
+        if (db_is_null(res, i, 1) || kind < 0 || kind >= L_COUNT)
+            continue;
+        if (kind == L_LINKS)
+            rc = json_array_append_new(lists[kind],
+                                       json_integer(db_get_int(res, i, 1) + UID_BASE));
+        else
+            rc = json_array_append_new(lists[kind], json_string(db_get(res, i, 1)));
     }
     db_res_free(res);
-    return o;
+    if (rc < 0)
+        err_set(e, ERR_INTERNAL, "out of memory");
+    return rc;
 }
 
-static int container_add_full(db_t *db, err_t *e, json_t *o, db_res_t *res, int row)
+/* The full object: the short one plus what only a single container shows. */
+static json_t *container_full(db_t *db, err_t *e, db_res_t *res, int row)
 {
-    long long id = db_get_int(res, row, C_ID);
+    json_t *lists[L_COUNT] = {json_array(), json_array(), json_array(), json_array()};
+    json_t *o = NULL, *status = NULL;
+    if (!lists[0] || !lists[1] || !lists[2] || !lists[3] || !(status = container_status(res, row))) {
+        err_set(e, ERR_INTERNAL, "out of memory");
+        goto fail;
+    }
+    if (container_lists(db, e, db_get_int(res, row, C_ID), db_get_int(res, row, C_SERVER_ID),
+                        lists) < 0)
+        goto fail;
+    o = container_short(db, e, res, row, lists[L_TAGS]);
+    lists[L_TAGS] = NULL; /* taken */
+    if (!o)
+        goto fail;
     static const struct {
         const char *key;
         int col;
@@ -120,44 +162,36 @@ static int container_add_full(db_t *db, err_t *e, json_t *o, db_res_t *res, int 
     json_object_set_new(o, "nofollow", json_boolean(db_get_int(res, row, C_NOFOLLOW)));
     json_object_set_new(o, "custom_distros_storage",
                         json_boolean(db_get_int(res, row, C_CDS)));
-    json_t *keys = rows_str_list(db, e, "SELECT key FROM ssh_keys WHERE container_id = $1 "
-                                     "ORDER BY pos", id);
-    json_t *links = rows_int_list(db, e, "SELECT to_id FROM links WHERE container_id = $1 "
-                                      "ORDER BY to_id", id, UID_BASE);
-    json_t *status = container_status(db, e, id);
-    json_t *legions = rows_str_list(db, e,
-                                 "SELECT l.address FROM legions l JOIN legion_nodes n "
-                                 "ON n.legion_id = l.id WHERE n.server_id = $1 ORDER BY l.id",
-                                 db_get_int(res, row, C_SERVER_ID));
-    if (!keys || !links || !legions || !status) {
-        json_decref(keys);
-        json_decref(links);
-        json_decref(legions);
-        json_decref(status);
-        return -1;
-    }
     json_object_set_new(o, "status", status);
-    json_object_set_new(o, "ssh_keys", keys);
-    json_object_set_new(o, "linked_to", links);
-    json_object_set_new(o, "legion_address", legions);
-    return 0;
+    json_object_set_new(o, "ssh_keys", lists[L_KEYS]);
+    json_object_set_new(o, "linked_to", lists[L_LINKS]);
+    json_object_set_new(o, "legion_address", lists[L_LEGIONS]);
+    return o;
+fail:
+    json_decref(status);
+    for (int i = 0; i < L_COUNT; i++)
+        json_decref(lists[i]);
+    return NULL;
 }
 
-json_t *container_json(db_t *db, err_t *e, long long id, bool full)
+/* One container, of `owner` unless owner < 0. */
+static json_t *container_json_of(db_t *db, err_t *e, long long id, long long owner, bool full)
 {
     db_res_t *res = db_query(db, e, CONTAINER_SELECT "WHERE c.id = $1", DB_ARGS(DB_INT(id)));
     if (!res)
         return NULL;
     json_t *o = NULL;
-    if (res->nrows == 0)
+    if (res->nrows == 0 || (owner >= 0 && db_get_int(res, 0, C_CUSTOMER) != owner))
         err_set(e, ERR_NOTFOUND, "no container %lld", container_uid(id));
-    else if ((o = container_short(db, e, res, 0)) && full &&
-             container_add_full(db, e, o, res, 0) < 0) {
-        json_decref(o);
-        o = NULL;
-    }
+    else
+        o = full ? container_full(db, e, res, 0) : container_short(db, e, res, 0, NULL);
     db_res_free(res);
     return o;
+}
+
+json_t *container_json(db_t *db, err_t *e, long long id, bool full)
+{
+    return container_json_of(db, e, id, -1, full);
 }
 
 static void h_containers_list(req_t *r)
@@ -171,7 +205,7 @@ static void h_containers_list(req_t *r)
     const char *filter = req_arg(r, "tags");
     json_t *out = json_array();
     for (int i = 0; i < res->nrows; i++) {
-        json_t *o = container_short(r->db, &e, res, i);
+        json_t *o = container_short(r->db, &e, res, i, NULL);
         if (!o) {
             json_decref(out);
             db_res_free(res);
@@ -204,9 +238,14 @@ static void reply_container(req_t *r, int status, long long id)
 
 static void h_container_get(req_t *r)
 {
-    long long id = own_container(r, r->segs[1]);
-    if (id > 0)
-        reply_container(r, 200, id);
+    /* The ownership check is the query's (one query less on the API's
+     * hottest read); anything not the caller's is a 403, as req_owned. */
+    long long id = container_id_from_uid(r->segs[1]);
+    err_t e = {0};
+    json_t *o = id < 0 ? NULL : container_json_of(r->db, &e, id, r->me.id, true);
+    if (!o)
+        return id < 0 || e.kind == ERR_NOTFOUND ? reply_error(r, 403, NULL) : reply_err(r, &e);
+    reply(r, 200, o);
 }
 
 int container_name_check(const char *name, err_t *e)

@@ -1,9 +1,11 @@
 #include "log.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static enum log_level current_level = LOG_INFO;
 
@@ -40,11 +42,20 @@ void log_msg(enum log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
     va_end(ap);
-    /* One fputs per line keeps lines from concurrent threads whole. */
+    /* One write(2) per line keeps lines from concurrent threads whole, and
+     * takes no lock: stderr's FILE lock was a point of contention between
+     * the API's threads (perf, docs/PERFORMANCE.md). */
     size_t len = strlen(line);
-    if (len < sizeof line - 1) {
-        line[len] = '\n';
-        line[len + 1] = '\0';
+    if (len < sizeof line - 1)
+        line[len++] = '\n';
+    const char *p = line;
+    while (len > 0) {
+        ssize_t w = write(STDERR_FILENO, p, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return; /* nowhere left to say it */
+        p += w;
+        len -= (size_t)w;
     }
-    fputs(line, stderr);
 }
