@@ -10,6 +10,8 @@
  *     due every STATUS_EVERY_MS.
  * After every wake-up it converges and, when something changed (or the
  * report is due), queues a POST /node/status with every known container.
+ * Every new state is saved (<state_dir>/desired.json): a daemon started
+ * while the API is unreachable follows it after SAVED_AFTER_MS.
  *
  * On SIGTERM/SIGINT the daemon exits WITHOUT stopping containers: they keep
  * running, and the next daemon adopts them.  `imperium-node stop-all` stops
@@ -19,6 +21,7 @@
 #include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdint.h>
@@ -41,6 +44,12 @@
 #include "supervisor.h"
 
 #define STATUS_EVERY_MS 5000
+/* The last desired state, kept for a daemon that starts while the API is
+ * unreachable: without it, it could adopt its containers but not restart
+ * one that dies.  It is followed only if the API gives no state within
+ * SAVED_AFTER_MS of the start (a fresh state always wins). */
+#define DESIRED_FILE "desired.json"
+#define SAVED_AFTER_MS 2000
 
 enum { EV_SIGNAL = 1, EV_STATE, EV_INITS, EV_ROUTER };
 
@@ -55,7 +64,12 @@ typedef struct {
     router_t *router; /* the HTTP router, NULL without router_http */
     subgate_t *gate;  /* its subscription gate (a thread), likewise */
     long long next_report_ms;
+    bool have_state;    /* a state came from the API */
+    json_t *saved;      /* the state saved by the last run, until used or superseded */
+    long long saved_ms; /* when to fall back on it */
 } agent_t;
+
+static void load_saved_state(agent_t *a);
 
 static int add_fd(agent_t *a, int fd, uint64_t tag, err_t *e)
 {
@@ -126,6 +140,7 @@ static int setup(agent_t *a, err_t *e)
     if (!(a->sv = sv_new(&so, e)) || add_fd(a, sv_fd(a->sv), EV_INITS, e) < 0)
         return -1;
     sv_adopt_all(a->sv);
+    load_saved_state(a);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return err_set(e, ERR_INTERNAL, "libcurl failed to initialise");
     a->curl_ready = true;
@@ -143,6 +158,7 @@ static int setup(agent_t *a, err_t *e)
 static void teardown(agent_t *a)
 {
     channel_free(a->ch); /* stops and joins the thread first */
+    json_decref(a->saved);
     if (a->curl_ready)
         curl_global_cleanup();
     sv_free(a->sv);
@@ -175,6 +191,61 @@ static void on_signals(agent_t *a)
     }
 }
 
+static char *desired_path(const agent_t *a, const char *suffix)
+{
+    return str_printf("%s/%s%s", a->cfg->node.state_dir, DESIRED_FILE, suffix);
+}
+
+/* Keep the state for the next daemon (root only: it holds the customers'
+ * private keys), replaced atomically. */
+static void save_state(agent_t *a, const json_t *state)
+{
+    char *path = desired_path(a, ""), *tmp = desired_path(a, ".tmp");
+    int fd = tmp ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600) : -1;
+    bool ok = fd >= 0 && json_dumpfd(state, fd, JSON_COMPACT) == 0 && fsync(fd) == 0;
+    if (fd >= 0 && close(fd) < 0)
+        ok = false;
+    if (!ok || !path || rename(tmp, path) < 0) {
+        log_error("save the desired state to %s: %s", path ? path : DESIRED_FILE,
+                  path && tmp ? strerror(errno) : "out of memory");
+        if (tmp)
+            unlink(tmp);
+    }
+    free(path);
+    free(tmp);
+}
+
+static void load_saved_state(agent_t *a)
+{
+    char *path = desired_path(a, "");
+    json_error_t je;
+    a->saved = path ? json_load_file(path, 0, &je) : NULL;
+    if (!a->saved && path && access(path, F_OK) == 0)
+        log_error("the saved desired state %s is unreadable: %s", path, je.text);
+    a->saved_ms = sv_now_ms() + SAVED_AFTER_MS;
+    free(path);
+}
+
+static void apply_state(agent_t *a, json_t *state)
+{
+    if (a->router)
+        router_set_domains(a->router, json_object_get(state, "domains"));
+    sv_set_state(a->sv, state);
+}
+
+/* No state from the API in time: follow the saved one meanwhile. */
+static void maybe_use_saved(agent_t *a)
+{
+    if (!a->saved || a->have_state || sv_now_ms() < a->saved_ms)
+        return;
+    log_info("no desired state from the API %d s after the start: following the last one "
+             "saved (%s/%s) until it answers",
+             SAVED_AFTER_MS / 1000, a->cfg->node.state_dir, DESIRED_FILE);
+    apply_state(a, a->saved);
+    json_decref(a->saved);
+    a->saved = NULL;
+}
+
 static void on_state(agent_t *a)
 {
     uint64_t n;
@@ -183,9 +254,11 @@ static void on_state(agent_t *a)
     json_t *state = channel_take_state(a->ch);
     if (!state)
         return;
-    if (a->router)
-        router_set_domains(a->router, json_object_get(state, "domains"));
-    sv_set_state(a->sv, state);
+    a->have_state = true;
+    json_decref(a->saved);
+    a->saved = NULL;
+    apply_state(a, state);
+    save_state(a, state);
     json_decref(state);
 }
 
@@ -207,6 +280,8 @@ static int timeout_ms(const agent_t *a)
     d = a->router ? router_next_deadline(a->router) : -1;
     if (d >= 0 && d < next)
         next = d;
+    if (a->saved && a->saved_ms < next)
+        next = a->saved_ms;
     next -= now;
     return next < 0 ? 0 : next > STATUS_EVERY_MS ? STATUS_EVERY_MS : (int)next;
 }
@@ -233,6 +308,7 @@ static void loop(agent_t *a)
         }
         if (a->quit)
             break;
+        maybe_use_saved(a);
         sv_converge(a->sv);
         if (a->router && router_converge(a->router)) {
             err_t e;

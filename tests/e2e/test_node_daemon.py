@@ -614,6 +614,39 @@ def test_api_outage_keeps_containers_running(make_node, ssh_keys, monkeypatch):
                 stop_api(api)
 
 
+def test_a_daemon_started_during_an_api_outage_follows_the_saved_state(make_node, ssh_keys):
+    """The daemon saves every desired state: one restarted while the API is
+    down adopts its containers and, after 2 s without an answer, follows the
+    saved state, so a container that dies is restarted anyway."""
+    with tempfile.TemporaryDirectory(prefix="imperium-e2e-saved-") as d:
+        api = start_api(d)
+        node = None
+        try:
+            distro = api.new_distro(path="/")
+            node = make_node(api)
+            uid = node.new_container()
+            init, _ = node.launch(uid, distro, ssh_keys[0])
+            node.wait_status(uid, state="running")
+            saved = os.path.join(node.state, "desired.json")
+            assert oct(os.stat(saved).st_mode & 0o777) == "0o600"
+            assert any(c["uid"] == uid for c in json.load(open(saved))["containers"])
+            node.stop()
+            stop_api(api)
+            node.start()
+            wait_for(lambda: "following the last one saved" in node.log(), 10,
+                     "the daemon falling back on the saved state")
+            os.kill(init, signal.SIGKILL)
+            wait_for(lambda: (r := running(uid)) and r[0] != init, 10,
+                     "the container restarted with the API still down")
+            assert "restarted after its init died" in node.log()
+        finally:
+            try:
+                if node:
+                    node.cleanup()
+            finally:
+                stop_api(api)
+
+
 def test_status_says_why_a_container_cannot_start(make_node, host_distro, ssh_keys, api):
     node = make_node()
     missing = os.path.join(node.base, "distros", "nope")
