@@ -4,7 +4,6 @@
 #include "../common/validate.h"
 #include "fields.h"
 #include "routes.h"
-#include "rows.h"
 #include "tags.h"
 
 #include <stdio.h>

@@ -66,6 +66,7 @@ typedef struct {
     long long next_report_ms;
     bool have_state;    /* a state came from the API */
     json_t *saved;      /* the state saved by the last run, until used or superseded */
+    json_t *unsaved;    /* the newest state, saved once the loop has converged on it */
     long long saved_ms; /* when to fall back on it */
 } agent_t;
 
@@ -159,6 +160,7 @@ static void teardown(agent_t *a)
 {
     channel_free(a->ch); /* stops and joins the thread first */
     json_decref(a->saved);
+    json_decref(a->unsaved);
     if (a->curl_ready)
         curl_global_cleanup();
     sv_free(a->sv);
@@ -258,8 +260,8 @@ static void on_state(agent_t *a)
     json_decref(a->saved);
     a->saved = NULL;
     apply_state(a, state);
-    save_state(a, state);
-    json_decref(state);
+    json_decref(a->unsaved); /* a newer one supersedes it */
+    a->unsaved = state;
 }
 
 static void report(agent_t *a, long long now)
@@ -310,6 +312,12 @@ static void loop(agent_t *a)
             break;
         maybe_use_saved(a);
         sv_converge(a->sv);
+        if (a->unsaved) {
+            /* After converging: the file (and its fsync) never delays a change. */
+            save_state(a, a->unsaved);
+            json_decref(a->unsaved);
+            a->unsaved = NULL;
+        }
         if (a->router && router_converge(a->router)) {
             err_t e;
             err_clear(&e);

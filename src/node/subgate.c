@@ -21,6 +21,7 @@
 #include "../common/log.h"
 #include "../common/strutil.h"
 #include "subscription.h"
+#include "supervisor.h"
 
 #define REFUSAL_SLOTS 64
 #define REFUSAL_QUIET_MS 60000     /* the same refusal is logged once a minute */
@@ -40,13 +41,6 @@ struct subgate {
     struct refusal seen[REFUSAL_SLOTS]; /* only the gate's thread touches it */
 };
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
-
 static uint32_t hash(const char *s)
 {
     uint32_t h = 2166136261u;
@@ -60,7 +54,7 @@ static bool worth_reporting(subgate_t *g, uid_t uid, const char *why)
 {
     uint32_t h = hash(why);
     struct refusal *r = &g->seen[(uid * 2654435761u ^ h) % REFUSAL_SLOTS];
-    long long now = now_ms();
+    long long now = sv_now_ms();
     if (r->uid == uid && r->why_hash == h && now - r->at_ms < REFUSAL_QUIET_MS)
         return false;
     *r = (struct refusal){.uid = uid, .why_hash = h, .at_ms = now};
