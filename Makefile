@@ -106,7 +106,7 @@ bench:
 	@scripts/deps.sh bench/packages.txt
 	$(MAKE) all
 	/usr/bin/python3 bench/bench.py --bin $(B) $(if $(ONLY),--only $(ONLY)) \
-	    $(if $(QUICK),--quick) $(if $(KEEP),--keep)
+	    $(if $(QUICK),--quick) $(if $(KEEP),--keep) $(if $(API_ARGS),--api-args "$(API_ARGS)")
 
 # ssh into containers (docs/SSH.md): the NSS module and the login shell run
 # inside sshd (a non-sanitized program; the shell is setuid root once

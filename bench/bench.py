@@ -246,7 +246,7 @@ def wrk_line(what, d, closes=False):
 # ---- the API --------------------------------------------------------------------
 
 class Api:
-    def __init__(self, bench, name="api"):
+    def __init__(self, bench, name="api", extra=()):
         self.dir = os.path.join(bench.run_dir, name)
         os.makedirs(self.dir)
         self.port = free_port()
@@ -257,7 +257,7 @@ class Api:
             self.proc = subprocess.Popen(
                 [os.path.join(bench.bin, "imperium-api"), "--port", str(self.port),
                  "--database", "sqlite:" + os.path.join(self.dir, "imperium.db"),
-                 "--admin-token-file", token_file],
+                 "--admin-token-file", token_file, *bench.api_args, *extra],
                 stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
         bench.cleanup.push("stop imperium-api", lambda: stop_proc(self.proc))
 
@@ -462,6 +462,7 @@ class Bench:
         self.args = args
         self.bin = os.path.abspath(args.bin)
         self.quick = args.quick
+        self.api_args = args.api_args.split()
         self.dur = 3 if args.quick else 10
         self.results = Results()
         self.cleanup = Cleanup()
@@ -997,6 +998,8 @@ def main():
                     help=f"comma-separated sections among {', '.join(SECTIONS)} (default all)")
     ap.add_argument("--quick", action="store_true", help="shorter runs, fewer samples")
     ap.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
+    ap.add_argument("--api-args", default="",
+                    help="extra imperium-api flags, for A/B runs (e.g. '--threads 2')")
     args = ap.parse_args()
     only = [s for s in args.only.replace(" ", ",").split(",") if s] or list(SECTIONS)
     bad = [s for s in only if s not in SECTIONS]

@@ -208,10 +208,10 @@ static void h_admin_customer_delete(req_t *r)
 }
 
 const route_t admin_customer_routes[] = {
-    {"GET", "customers", h_admin_customers_list, AUTH_ADMIN},
-    {"POST", "customers", h_admin_customer_create, AUTH_ADMIN},
-    {"GET", "customers/*", h_admin_customer_get, AUTH_ADMIN},
-    {"POST", "customers/*", h_admin_customer_modify, AUTH_ADMIN},
-    {"DELETE", "customers/*", h_admin_customer_delete, AUTH_ADMIN},
-    {NULL, NULL, NULL, 0},
+    {"GET", "customers", h_admin_customers_list, AUTH_ADMIN, CACHE_NONE},
+    {"POST", "customers", h_admin_customer_create, AUTH_ADMIN, CACHE_NONE},
+    {"GET", "customers/*", h_admin_customer_get, AUTH_ADMIN, CACHE_NONE},
+    {"POST", "customers/*", h_admin_customer_modify, AUTH_ADMIN, CACHE_NONE},
+    {"DELETE", "customers/*", h_admin_customer_delete, AUTH_ADMIN, CACHE_NONE},
+    {NULL, NULL, NULL, 0, 0},
 };

@@ -322,15 +322,15 @@ static void h_admin_news_delete(req_t *r)
 }
 
 const route_t admin_other_routes[] = {
-    {"GET", "domains", h_admin_domains_list, AUTH_ADMIN},
-    {"POST", "domains", h_admin_domain_create, AUTH_ADMIN},
-    {"DELETE", "domains/*", h_admin_domain_delete, AUTH_ADMIN},
-    {"GET", "legions", h_admin_legions_list, AUTH_ADMIN},
-    {"POST", "legions", h_admin_legion_create, AUTH_ADMIN},
-    {"POST", "legions/*", h_admin_legion_modify, AUTH_ADMIN},
-    {"DELETE", "legions/*", h_admin_legion_delete, AUTH_ADMIN},
-    {"GET", "news", h_admin_news_list, AUTH_ADMIN},
-    {"POST", "news", h_admin_news_create, AUTH_ADMIN},
-    {"DELETE", "news/*", h_admin_news_delete, AUTH_ADMIN},
-    {NULL, NULL, NULL, 0},
+    {"GET", "domains", h_admin_domains_list, AUTH_ADMIN, CACHE_NONE},
+    {"POST", "domains", h_admin_domain_create, AUTH_ADMIN, CACHE_NONE},
+    {"DELETE", "domains/*", h_admin_domain_delete, AUTH_ADMIN, CACHE_NONE},
+    {"GET", "legions", h_admin_legions_list, AUTH_ADMIN, CACHE_NONE},
+    {"POST", "legions", h_admin_legion_create, AUTH_ADMIN, CACHE_NONE},
+    {"POST", "legions/*", h_admin_legion_modify, AUTH_ADMIN, CACHE_NONE},
+    {"DELETE", "legions/*", h_admin_legion_delete, AUTH_ADMIN, CACHE_NONE},
+    {"GET", "news", h_admin_news_list, AUTH_ADMIN, CACHE_NONE},
+    {"POST", "news", h_admin_news_create, AUTH_ADMIN, CACHE_NONE},
+    {"DELETE", "news/*", h_admin_news_delete, AUTH_ADMIN, CACHE_NONE},
+    {NULL, NULL, NULL, 0, 0},
 };

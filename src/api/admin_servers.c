@@ -406,15 +406,15 @@ static void h_admin_distro_delete(req_t *r)
 }
 
 const route_t admin_server_routes[] = {
-    {"GET", "servers", h_admin_servers_list, AUTH_ADMIN},
-    {"POST", "servers", h_admin_server_create, AUTH_ADMIN},
-    {"GET", "servers/*", h_admin_server_get, AUTH_ADMIN},
-    {"POST", "servers/*", h_admin_server_modify, AUTH_ADMIN},
-    {"DELETE", "servers/*", h_admin_server_delete, AUTH_ADMIN},
-    {"POST", "servers/*/secret", h_admin_server_secret, AUTH_ADMIN},
-    {"GET", "distros", h_admin_distros_list, AUTH_ADMIN},
-    {"POST", "distros", h_admin_distro_create, AUTH_ADMIN},
-    {"POST", "distros/*", h_admin_distro_modify, AUTH_ADMIN},
-    {"DELETE", "distros/*", h_admin_distro_delete, AUTH_ADMIN},
-    {NULL, NULL, NULL, 0},
+    {"GET", "servers", h_admin_servers_list, AUTH_ADMIN, CACHE_NONE},
+    {"POST", "servers", h_admin_server_create, AUTH_ADMIN, CACHE_NONE},
+    {"GET", "servers/*", h_admin_server_get, AUTH_ADMIN, CACHE_NONE},
+    {"POST", "servers/*", h_admin_server_modify, AUTH_ADMIN, CACHE_NONE},
+    {"DELETE", "servers/*", h_admin_server_delete, AUTH_ADMIN, CACHE_NONE},
+    {"POST", "servers/*/secret", h_admin_server_secret, AUTH_ADMIN, CACHE_NONE},
+    {"GET", "distros", h_admin_distros_list, AUTH_ADMIN, CACHE_NONE},
+    {"POST", "distros", h_admin_distro_create, AUTH_ADMIN, CACHE_NONE},
+    {"POST", "distros/*", h_admin_distro_modify, AUTH_ADMIN, CACHE_NONE},
+    {"DELETE", "distros/*", h_admin_distro_delete, AUTH_ADMIN, CACHE_NONE},
+    {NULL, NULL, NULL, 0, 0},
 };

@@ -523,11 +523,11 @@ static void h_alarm_key(req_t *r)
 /* Other methods on raise/trigger get 405 from the router, which knows the
  * paths exist for POST. */
 const route_t alarm_routes[] = {
-    {"GET", "alarms", h_alarms_list, AUTH_CUSTOMER},
-    {"GET", "alarms/*", h_alarm_get, AUTH_CUSTOMER},
-    {"DELETE", "alarms/*", h_alarm_delete, AUTH_CUSTOMER},
-    {"POST", "alarms/raise/*", h_alarm_raise, AUTH_ALARM},
-    {"POST", "alarms/trigger/*", h_alarm_raise, AUTH_ALARM},
-    {"GET", "alarm_key/*", h_alarm_key, AUTH_CUSTOMER},
-    {NULL, NULL, NULL, 0},
+    {"GET", "alarms", h_alarms_list, AUTH_CUSTOMER, CACHE_NONE},
+    {"GET", "alarms/*", h_alarm_get, AUTH_CUSTOMER, CACHE_NONE},
+    {"DELETE", "alarms/*", h_alarm_delete, AUTH_CUSTOMER, CACHE_NONE},
+    {"POST", "alarms/raise/*", h_alarm_raise, AUTH_ALARM, CACHE_NONE},
+    {"POST", "alarms/trigger/*", h_alarm_raise, AUTH_ALARM, CACHE_NONE},
+    {"GET", "alarm_key/*", h_alarm_key, AUTH_CUSTOMER, CACHE_NONE},
+    {NULL, NULL, NULL, 0, 0},
 };

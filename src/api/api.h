@@ -15,6 +15,8 @@
 #define API_MAX_SEGS 8
 
 typedef struct auth_cache auth_cache_t;
+typedef struct resp_cache resp_cache_t;
+typedef struct resp_entry resp_entry_t;
 typedef struct changes changes_t;
 
 /* A fixed pool of database connections shared by the HTTP worker threads. */
@@ -25,6 +27,7 @@ typedef struct {
     pthread_mutex_t lock;
     pthread_cond_t freed;
     pthread_mutex_t write_lock; /* db_set_write_lock: writers queue here */
+    atomic_ullong commits;      /* db_set_commit_counter: the data's version */
 } db_pool_t;
 
 typedef struct {
@@ -37,6 +40,7 @@ typedef struct {
     char admin_token_file[1024];
     int threads;
     int auth_cache_ttl;    /* seconds a verified password stays cached */
+    int response_cache_mb; /* resp_cache.c's bodies; 0 = off */
     char dns_resolver[80]; /* POST /domains/ check: "IP[:PORT]"; "" = /etc/resolv.conf */
     int dns_timeout_ms;    /* the whole DNS check of one domain */
 } api_config_t;
@@ -46,6 +50,7 @@ typedef struct api {
     char admin_token[128];
     db_pool_t pool;
     auth_cache_t *auth;
+    resp_cache_t *responses; /* repeated GETs, until the next write */
     changes_t *changes; /* wakes the nodes' long polls */
 } api_t;
 
@@ -75,6 +80,12 @@ typedef struct req {
      * set when the handler suspended the connection instead of replying. */
     long long *poll_deadline_ms;
     bool suspended;
+    /* resp_cache.c: the key and data version of a cacheable GET, and the
+     * entry that answers it when there is one. */
+    bool cache_keyed;
+    unsigned char cache_key[32];
+    unsigned long long cache_version;
+    resp_entry_t *cache_hit;
     /* The response. */
     int status;
     json_t *out;

@@ -643,11 +643,11 @@ static void h_regenerate_secret_uuid(req_t *r)
 }
 
 const route_t container_routes[] = {
-    {"GET", "me/containers", h_containers_list, AUTH_CUSTOMER},
-    {"GET", "containers", h_containers_list, AUTH_CUSTOMER},
-    {"POST", "containers", h_container_create, AUTH_CUSTOMER},
-    {"GET", "containers/*", h_container_get, AUTH_CUSTOMER},
-    {"POST", "containers/*", h_container_post, AUTH_CUSTOMER},
-    {"POST", "regenerate_secret_uuid/*", h_regenerate_secret_uuid, AUTH_CUSTOMER},
-    {NULL, NULL, NULL, 0},
+    {"GET", "me/containers", h_containers_list, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
+    {"GET", "containers", h_containers_list, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
+    {"POST", "containers", h_container_create, AUTH_CUSTOMER, CACHE_NONE},
+    {"GET", "containers/*", h_container_get, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
+    {"POST", "containers/*", h_container_post, AUTH_CUSTOMER, CACHE_NONE},
+    {"POST", "regenerate_secret_uuid/*", h_regenerate_secret_uuid, AUTH_CUSTOMER, CACHE_NONE},
+    {NULL, NULL, NULL, 0, 0},
 };

@@ -309,11 +309,11 @@ static void h_cdistro_delete(req_t *r)
 }
 
 const route_t custom_distro_routes[] = {
-    {"GET", "custom_distros", h_cdistros_all, AUTH_CUSTOMER},
-    {"GET", "custom_distros/*", h_cdistros_usable, AUTH_CUSTOMER},
-    {"POST", "custom_distros/*", h_cdistro_create, AUTH_CUSTOMER},
-    {"GET", "custom_distro/*", h_cdistro_get, AUTH_CUSTOMER},
-    {"POST", "custom_distro/*", h_cdistro_post, AUTH_CUSTOMER},
-    {"DELETE", "custom_distro/*", h_cdistro_delete, AUTH_CUSTOMER},
-    {NULL, NULL, NULL, 0},
+    {"GET", "custom_distros", h_cdistros_all, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
+    {"GET", "custom_distros/*", h_cdistros_usable, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
+    {"POST", "custom_distros/*", h_cdistro_create, AUTH_CUSTOMER, CACHE_NONE},
+    {"GET", "custom_distro/*", h_cdistro_get, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
+    {"POST", "custom_distro/*", h_cdistro_post, AUTH_CUSTOMER, CACHE_NONE},
+    {"DELETE", "custom_distro/*", h_cdistro_delete, AUTH_CUSTOMER, CACHE_NONE},
+    {NULL, NULL, NULL, 0, 0},
 };

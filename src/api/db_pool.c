@@ -21,6 +21,13 @@ int db_pool_open(db_pool_t *p, const char *url, int n, err_t *e)
             return -1;
         }
         db_set_write_lock(p->conns[i], &p->write_lock);
+        db_set_commit_counter(p->conns[i], &p->commits);
+    }
+    /* The response cache and the nodes' wake-ups know only this process's
+     * writes: no other process may write beside it. */
+    if (db_claim(p->conns[0], e) < 0) {
+        db_pool_close(p);
+        return -1;
     }
     return 0;
 }
@@ -29,7 +36,8 @@ void db_pool_close(db_pool_t *p)
 {
     if (!p->conns)
         return;
-    for (int i = 0; i < p->n; i++)
+    /* conns[0] holds db_claim's lock: closed last (see db.h). */
+    for (int i = p->n - 1; i >= 0; i--)
         db_close(p->conns[i]);
     free(p->conns);
     free(p->busy);

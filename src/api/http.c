@@ -9,6 +9,7 @@
 #include "../common/strutil.h"
 #include "changes.h"
 #include "db_pool.h"
+#include "resp_cache.h"
 #include "routes.h"
 
 #include <microhttpd.h>
@@ -164,12 +165,45 @@ static int split_path(req_t *r, const char *path, const char *prefix)
     return 0;
 }
 
+/* A GET of a cacheable route without query arguments: key it by what the
+ * answer depends on besides the data, and answer it from the cache when
+ * nothing was written since the cached answer was built.  The version is
+ * read before the request's snapshot begins (dispatch), so an answer can
+ * only ever be tagged older than its data, never newer. */
+static bool cache_lookup(req_t *r, const route_t *rt)
+{
+    if (rt->cache != CACHE_UNTIL_WRITE || strcmp(r->method, "GET") != 0 ||
+        !resp_cache_enabled(r->api->responses) ||
+        MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, NULL, NULL) > 0)
+        return false;
+    const char *ua = req_header(r, "User-Agent");
+    const char *parts[] = {
+        r->path,
+        ua && strstr(ua, "curl/") ? "curl" : "", /* send_json's newline */
+        req_header(r, "Authorization"),
+        req_header(r, "X-uwsgi-it-username"),
+        req_header(r, "X-uwsgi-it-password"),
+    };
+    resp_cache_key(r->api->responses, parts, (int)(sizeof parts / sizeof parts[0]),
+                   r->cache_key);
+    r->cache_keyed = true;
+    r->cache_version = atomic_load(&r->api->pool.commits);
+    r->cache_hit = resp_cache_get(r->api->responses, r->cache_key, r->cache_version);
+    return r->cache_hit != NULL;
+}
+
 static void dispatch(req_t *r, const route_t *const *tables)
 {
     bool known;
     const route_t *rt = route_find(tables, r->method, r->segs, r->nsegs, &known);
     if (!rt) {
         reply_error(r, known ? 405 : 404, NULL);
+        return;
+    }
+    if (cache_lookup(r, rt)) {
+        r->status = 200;
+        r->authed = true;
+        snprintf(r->me.username, sizeof r->me.username, "%s", resp_entry_user(r->cache_hit));
         return;
     }
     r->db = db_pool_acquire(&r->api->pool);
@@ -281,7 +315,19 @@ static enum MHD_Result send_json(struct MHD_Connection *c, req_t *r)
     if (r->status == 401)
         MHD_add_response_header(resp, "WWW-Authenticate", "Basic realm=\"uwsgi.it api\"");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, resp);
-    MHD_destroy_response(resp);
+    if (r->cache_keyed && r->status == 200)
+        resp_cache_put(r->api->responses, r->cache_key, r->cache_version, resp, len,
+                       r->me.username);
+    else
+        MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result send_cached(struct MHD_Connection *c, req_t *r)
+{
+    enum MHD_Result ret = MHD_queue_response(c, 200, resp_entry_response(r->cache_hit));
+    resp_entry_release(r->cache_hit);
+    r->cache_hit = NULL;
     return ret;
 }
 
@@ -309,7 +355,9 @@ static enum MHD_Result answer(struct MHD_Connection *c, api_t *api, conn_ctx_t *
     }
     /* A suspended long poll answers later, when libmicrohttpd calls us again
      * for the same request after it is resumed. */
-    enum MHD_Result ret = r.suspended ? MHD_YES : send_json(c, &r);
+    enum MHD_Result ret = r.suspended   ? MHD_YES
+                          : r.cache_hit ? send_cached(c, &r)
+                                        : send_json(c, &r);
     if (!r.suspended)
         log_request(&r, ctx);
     json_decref(r.out);

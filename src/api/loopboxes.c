@@ -257,10 +257,10 @@ static void h_loopbox_delete(req_t *r)
 }
 
 const route_t loopbox_routes[] = {
-    {"GET", "loopboxes", h_loopboxes_list, AUTH_CUSTOMER},
-    {"POST", "loopboxes", h_loopbox_create, AUTH_CUSTOMER},
-    {"GET", "loopboxes/*", h_loopbox_get, AUTH_CUSTOMER},
-    {"POST", "loopboxes/*", h_loopbox_post, AUTH_CUSTOMER},
-    {"DELETE", "loopboxes/*", h_loopbox_delete, AUTH_CUSTOMER},
-    {NULL, NULL, NULL, 0},
+    {"GET", "loopboxes", h_loopboxes_list, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
+    {"POST", "loopboxes", h_loopbox_create, AUTH_CUSTOMER, CACHE_NONE},
+    {"GET", "loopboxes/*", h_loopbox_get, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
+    {"POST", "loopboxes/*", h_loopbox_post, AUTH_CUSTOMER, CACHE_NONE},
+    {"DELETE", "loopboxes/*", h_loopbox_delete, AUTH_CUSTOMER, CACHE_NONE},
+    {NULL, NULL, NULL, 0, 0},
 };

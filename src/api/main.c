@@ -7,6 +7,7 @@
 #include "db_pool.h"
 #include "dns_check.h"
 #include "http.h"
+#include "resp_cache.h"
 #include "schema.h"
 
 #include <errno.h>
@@ -31,6 +32,8 @@ static const char usage[] =
     "      --admin-token-file FILE  the supplier's admin token; created if missing\n"
     "      --node-prefix PATH       the nodes' channel prefix (default /node)\n"
     "      --threads N              HTTP worker threads (default 4)\n"
+    "      --response-cache-mb N    memory for answers to repeated GETs, kept until\n"
+    "                               the next write (default 32; 0 turns it off)\n"
     "      --dns-resolver ADDR      IP or IP:PORT of the DNS server the domain check\n"
     "                               asks (default: the servers of /etc/resolv.conf)\n"
     "      --dns-timeout-ms N       time limit of one domain's DNS check (default 5000)\n"
@@ -40,7 +43,8 @@ static const char usage[] =
 
 static const char *const config_keys[] = {
     "listen", "port", "database", "prefix", "admin_prefix", "node_prefix", "admin_token_file",
-    "threads", "log_level", "auth_cache_ttl", "dns_resolver", "dns_timeout_ms", NULL,
+    "threads", "log_level", "auth_cache_ttl", "dns_resolver", "dns_timeout_ms",
+    "response_cache_mb", NULL,
 };
 
 static int set_int(const char *name, const char *v, int lo, int hi, int *out, err_t *e)
@@ -90,6 +94,8 @@ static int apply_setting(api_config_t *c, const char *key, const char *v, err_t 
         return set_int(key, v, 1, 256, &c->threads, e);
     if (!strcmp(key, "auth_cache_ttl"))
         return set_int(key, v, 0, 86400, &c->auth_cache_ttl, e);
+    if (!strcmp(key, "response_cache_mb"))
+        return set_int(key, v, 0, 65536, &c->response_cache_mb, e);
     if (!strcmp(key, "dns_resolver")) {
         /* Empty means the system's resolvers (/etc/resolv.conf). */
         if (*v && dns_resolver_check(v, e) < 0)
@@ -157,13 +163,14 @@ static int parse_args(api_t *api, int argc, char **argv, bool *migrate_only, err
         {"dns-resolver", required_argument, NULL, 7},
         {"dns-timeout-ms", required_argument, NULL, 8},
         {"node-prefix", required_argument, NULL, 9},
+        {"response-cache-mb", required_argument, NULL, 10},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     static const char *const flag_keys[] = {
         [1] = "prefix", [2] = "admin_prefix", [3] = "admin_token_file",
         [4] = "threads", [5] = "log_level", [7] = "dns_resolver", [8] = "dns_timeout_ms",
-        [9] = "node_prefix",
+        [9] = "node_prefix", [10] = "response_cache_mb",
     };
     /* The config file first, wherever -c appears, so flags override it. */
     for (int i = 1; i + 1 < argc; i++) {
@@ -187,7 +194,7 @@ static int parse_args(api_t *api, int argc, char **argv, bool *migrate_only, err
         case 'l': rc = apply_setting(&api->cfg, "listen", optarg, e); break;
         case 'p': rc = apply_setting(&api->cfg, "port", optarg, e); break;
         case 'd': rc = apply_setting(&api->cfg, "database", optarg, e); break;
-        case 1: case 2: case 3: case 4: case 5: case 7: case 8: case 9:
+        case 1: case 2: case 3: case 4: case 5: case 7: case 8: case 9: case 10:
             rc = apply_setting(&api->cfg, flag_keys[c], optarg, e);
             break;
         case 6: *migrate_only = true; break;
@@ -208,6 +215,7 @@ int main(int argc, char **argv)
         .cfg = {.listen_addr = "127.0.0.1", .port = 8080, .db_url = "sqlite:imperium.db",
                 .prefix = "/api", .admin_prefix = "/admin", .node_prefix = "/node",
                 .admin_token_file = "admin.token", .threads = 4, .auth_cache_ttl = 300,
+                .response_cache_mb = 32,
                 .dns_timeout_ms = DNS_DEFAULT_TIMEOUT_MS},
     };
     err_t e = {0};
@@ -244,7 +252,11 @@ int main(int argc, char **argv)
         rc = 0;
         goto out;
     }
+    /* A cached answer skips the password check: it lives no longer than a
+     * verified password does in the auth cache. */
     if (load_admin_token(&api, &e) < 0 || !(api.auth = auth_cache_new(api.cfg.auth_cache_ttl)) ||
+        !(api.responses = resp_cache_new(api.cfg.auth_cache_ttl,
+                                         (size_t)api.cfg.response_cache_mb << 20)) ||
         !(api.changes = changes_new()) || changes_start(api.changes) < 0) {
         log_error("%s", e.msg[0] ? e.msg : "out of memory");
         goto out;
@@ -266,6 +278,7 @@ out:
     http_stop(srv);
     changes_free(api.changes);
     auth_cache_free(api.auth);
+    resp_cache_free(api.responses);
     db_pool_close(&api.pool);
     sodium_memzero(api.admin_token, sizeof api.admin_token);
     dns_check_cleanup();

@@ -83,7 +83,7 @@ fail:
 }
 
 const route_t me_routes[] = {
-    {"GET", "me", h_me_get, AUTH_CUSTOMER},
-    {"POST", "me", h_me_post, AUTH_CUSTOMER},
-    {NULL, NULL, NULL, 0},
+    {"GET", "me", h_me_get, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
+    {"POST", "me", h_me_post, AUTH_CUSTOMER, CACHE_NONE},
+    {NULL, NULL, NULL, 0, 0},
 };

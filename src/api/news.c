@@ -35,6 +35,6 @@ static void h_news(req_t *r)
 }
 
 const route_t news_routes[] = {
-    {"GET", "news", h_news, AUTH_OPTIONAL},
-    {NULL, NULL, NULL, 0},
+    {"GET", "news", h_news, AUTH_OPTIONAL, CACHE_NONE},
+    {NULL, NULL, NULL, 0, 0},
 };

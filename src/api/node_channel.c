@@ -365,7 +365,7 @@ static void h_node_status(req_t *r)
 }
 
 const route_t node_routes[] = {
-    {"GET", "state", h_node_state, AUTH_NODE},
-    {"POST", "status", h_node_status, AUTH_NODE},
-    {NULL, NULL, NULL, 0},
+    {"GET", "state", h_node_state, AUTH_NODE, CACHE_NONE},
+    {"POST", "status", h_node_status, AUTH_NODE, CACHE_NONE},
+    {NULL, NULL, NULL, 0, 0},
 };

@@ -187,8 +187,8 @@ static void h_portmapping_delete(req_t *r)
 }
 
 const route_t portmapping_routes[] = {
-    {"GET", "portmappings/*", h_portmappings_list, AUTH_CUSTOMER},
-    {"POST", "portmappings/*", h_portmapping_create, AUTH_CUSTOMER},
-    {"DELETE", "portmappings/*", h_portmapping_delete, AUTH_CUSTOMER},
-    {NULL, NULL, NULL, 0},
+    {"GET", "portmappings/*", h_portmappings_list, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
+    {"POST", "portmappings/*", h_portmapping_create, AUTH_CUSTOMER, CACHE_NONE},
+    {"DELETE", "portmappings/*", h_portmapping_delete, AUTH_CUSTOMER, CACHE_NONE},
+    {NULL, NULL, NULL, 0, 0},
 };

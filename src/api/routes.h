@@ -15,11 +15,20 @@ enum route_auth {
     AUTH_NODE,     /* a server: Basic <server name>:<node secret> */
 };
 
+/* Whether a 200 of a GET may be answered again from resp_cache.c until the
+ * next write.  Only for answers made of the database alone: nothing that
+ * depends on the clock, the query string or another service. */
+enum route_cache {
+    CACHE_NONE,
+    CACHE_UNTIL_WRITE,
+};
+
 typedef struct {
     const char *method;
     const char *pattern; /* segments joined by '/', '*' matches one segment */
     handler_fn fn;
     enum route_auth auth;
+    enum route_cache cache;
 } route_t;
 
 /* Find the route for a request's method and segments in a NULL-terminated

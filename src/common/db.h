@@ -11,6 +11,7 @@
 #include "err.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 typedef struct db db_t;
@@ -63,6 +64,18 @@ void db_rollback(db_t *db); /* a no-op outside a transaction */
  * writer wakes the moment the previous one commits instead of polling the
  * database's lock.  Other processes are still waited for by polling. */
 void db_set_write_lock(db_t *db, pthread_mutex_t *lock);
+/* Connections sharing `counter` add one to it each time a change of theirs
+ * is committed, after it is visible to new reads: a reader that loads the
+ * counter before its snapshot and finds it unchanged later knows that no
+ * write of this process landed in between (the API's response cache).
+ * Writes of other processes are not counted: db_claim keeps them out. */
+void db_set_commit_counter(db_t *db, atomic_ullong *counter);
+/* Make this process the database's only user: a second process calling it
+ * on the same database fails (ERR_CONFLICT) instead of running beside the
+ * first with caches of its own.  Held until the connection is closed;
+ * close the claiming connection last (closing a descriptor of the database
+ * file drops the process's other locks on it). */
+int db_claim(db_t *db, err_t *e);
 /* A read transaction around a request's queries: one snapshot and one
  * acquisition of the database's read lock, instead of one per statement
  * (for a GET of a container: 10 statements).  A no-op inside a transaction.

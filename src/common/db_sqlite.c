@@ -7,11 +7,14 @@
 #include "db.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
+#include <unistd.h>
 
 #define STMT_CACHE 128
 /* How long a statement waits for another connection's write lock. */
@@ -27,6 +30,9 @@ struct db {
     pthread_mutex_t *write_lock; /* shared by the process's connections, or NULL */
     bool holds_write_lock;
     bool in_read; /* inside a transaction of db_read_begin */
+    atomic_ullong *commits; /* db_set_commit_counter, or NULL */
+    bool dirty;             /* the open transaction has written */
+    int claim_fd;           /* db_claim's lock on the file, or -1 */
 };
 
 static int sqlite_fail(db_t *db, err_t *e, const char *what)
@@ -67,6 +73,7 @@ db_t *db_open(const char *url, err_t *e)
         err_set(e, ERR_INTERNAL, "out of memory");
         return NULL;
     }
+    db->claim_fd = -1;
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
     if (sqlite3_open_v2(path, &db->h, flags, NULL) != SQLITE_OK) {
         err_set(e, ERR_INTERNAL, "cannot open database %s: %s", path,
@@ -95,6 +102,38 @@ db_t *db_open(const char *url, err_t *e)
 
 void db_set_write_lock(db_t *db, pthread_mutex_t *lock) { db->write_lock = lock; }
 
+void db_set_commit_counter(db_t *db, atomic_ullong *counter) { db->commits = counter; }
+
+static void count_commit(db_t *db)
+{
+    if (db->commits)
+        atomic_fetch_add(db->commits, 1);
+}
+
+/* flock, not fcntl: SQLite's own locks on the file are fcntl locks, which
+ * an flock neither takes nor conflicts with. */
+int db_claim(db_t *db, err_t *e)
+{
+    const char *path = sqlite3_db_filename(db->h, "main");
+    if (!path || !*path)
+        return 0; /* an in-memory database belongs to this connection anyway */
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return err_set(e, ERR_INTERNAL, "cannot open %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int err = errno;
+        close(fd);
+        if (err == EWOULDBLOCK)
+            return err_set(e, ERR_CONFLICT,
+                           "%s is in use by another process (one imperium-api per SQLite "
+                           "database)",
+                           path);
+        return err_set(e, ERR_INTERNAL, "cannot lock %s: %s", path, strerror(err));
+    }
+    db->claim_fd = fd;
+    return 0;
+}
+
 static void write_unlock(db_t *db)
 {
     if (db->holds_write_lock) {
@@ -113,6 +152,8 @@ void db_close(db_t *db)
         free(db->cache[i].sql);
     }
     sqlite3_close(db->h);
+    if (db->claim_fd >= 0)
+        close(db->claim_fd);
     free(db);
 }
 
@@ -205,6 +246,19 @@ static int res_add_row(db_res_t *r, sqlite3_stmt *st, int *cap)
     return 0;
 }
 
+/* A write statement outside a transaction has committed (or failed) by the
+ * time it returns; inside one, it counts when db_commit succeeds.  Counting
+ * a failed write too is harmless: a cache entry is dropped for nothing. */
+static void note_write(db_t *db, bool writes)
+{
+    if (!writes)
+        return;
+    if (sqlite3_get_autocommit(db->h))
+        count_commit(db);
+    else
+        db->dirty = true;
+}
+
 db_res_t *db_query(db_t *db, err_t *e, const char *sql, int n, const db_val *args)
 {
     sqlite3_stmt *st = prepare(db, e, sql);
@@ -220,6 +274,7 @@ db_res_t *db_query(db_t *db, err_t *e, const char *sql, int n, const db_val *arg
         release(db, st);
         return NULL;
     }
+    bool writes = !sqlite3_stmt_readonly(st);
     if (bind_args(db, st, e, n, args) < 0)
         goto fail;
     r->ncols = sqlite3_column_count(st);
@@ -236,9 +291,11 @@ db_res_t *db_query(db_t *db, err_t *e, const char *sql, int n, const db_val *arg
     }
     r->changes = sqlite3_changes(db->h);
     release(db, st);
+    note_write(db, writes);
     return r;
 fail:
     release(db, st);
+    note_write(db, writes);
     db_res_free(r);
     return NULL;
 }
@@ -246,7 +303,9 @@ fail:
 int db_exec_script(db_t *db, err_t *e, const char *sql)
 {
     char *msg = NULL;
-    if (sqlite3_exec(db->h, sql, NULL, NULL, &msg) != SQLITE_OK) {
+    int rc = sqlite3_exec(db->h, sql, NULL, NULL, &msg);
+    note_write(db, true); /* scripts are migrations: assume they wrote */
+    if (rc != SQLITE_OK) {
         err_set(e, ERR_INTERNAL, "sql: %s", msg ? msg : sqlite3_errmsg(db->h));
         sqlite3_free(msg);
         return -1;
@@ -289,6 +348,7 @@ int db_begin(db_t *db, err_t *e)
             write_unlock(db);
         return -1;
     }
+    db->dirty = false; /* SQLite counts BEGIN IMMEDIATE as a write: it wrote nothing */
     return 0;
 }
 
@@ -296,14 +356,19 @@ int db_commit(db_t *db, err_t *e)
 {
     long long rc = db_exec(db, e, "COMMIT", DB_NOARGS);
     /* A failed COMMIT may leave the transaction open: db_rollback ends it. */
-    if (sqlite3_get_autocommit(db->h))
+    if (sqlite3_get_autocommit(db->h)) {
+        if (rc >= 0 && db->dirty)
+            count_commit(db);
+        db->dirty = false;
         write_unlock(db);
+    }
     return rc < 0 ? -1 : 0;
 }
 
 void db_rollback(db_t *db)
 {
     db->in_read = false;
+    db->dirty = false;
     if (!sqlite3_get_autocommit(db->h))
         db_exec(db, NULL, "ROLLBACK", DB_NOARGS);
     if (sqlite3_get_autocommit(db->h))

@@ -151,6 +151,60 @@ static void test_migrations_idempotent(void **state)
     db_exec(f->db, &e, "DELETE FROM schema_version WHERE version = 999", DB_NOARGS);
 }
 
+/* The response cache's invariant: the counter moves when, and only when, a
+ * change is committed. */
+static void test_commit_counter(void **state)
+{
+    fixture_t *f = *state;
+    err_t e = {0};
+    atomic_ullong n;
+    atomic_init(&n, 0);
+    db_set_commit_counter(f->db, &n);
+    assert_int_equal(db_exec(f->db, &e, "INSERT INTO distros (name, path) VALUES ('a', '/a')",
+                             DB_NOARGS), 1);
+    assert_int_equal(atomic_load(&n), 1); /* autocommit: at once */
+    db_res_t *r = db_query(f->db, &e, "SELECT count(*) FROM distros", DB_NOARGS);
+    assert_non_null(r);
+    db_res_free(r);
+    assert_int_equal(db_read_begin(f->db, &e), 0);
+    db_read_end(f->db);
+    assert_int_equal(atomic_load(&n), 1); /* reads and read transactions: never */
+    assert_int_equal(db_begin(f->db, &e), 0);
+    assert_int_equal(db_exec(f->db, &e, "UPDATE distros SET name = 'b'", DB_NOARGS), 1);
+    assert_int_equal(atomic_load(&n), 1); /* not before the commit */
+    assert_int_equal(db_commit(f->db, &e), 0);
+    assert_int_equal(atomic_load(&n), 2);
+    assert_int_equal(db_begin(f->db, &e), 0);
+    assert_int_equal(db_exec(f->db, &e, "UPDATE distros SET name = 'c'", DB_NOARGS), 1);
+    db_rollback(f->db);
+    assert_int_equal(db_begin(f->db, &e), 0);
+    assert_int_equal(db_commit(f->db, &e), 0);
+    assert_int_equal(atomic_load(&n), 2); /* rolled back, or nothing written */
+    /* A write inside a read transaction ends it and counts as autocommit. */
+    assert_int_equal(db_read_begin(f->db, &e), 0);
+    assert_int_equal(db_exec(f->db, &e, "UPDATE distros SET name = 'd'", DB_NOARGS), 1);
+    assert_int_equal(atomic_load(&n), 3);
+    db_read_end(f->db);
+    assert_int_equal(atomic_load(&n), 3);
+}
+
+static void test_claim_is_exclusive(void **state)
+{
+    fixture_t *f = *state;
+    err_t e = {0};
+    db_t *other = db_open(f->path, &e);
+    assert_non_null(other);
+    assert_int_equal(db_claim(f->db, &e), 0);
+    assert_int_equal(db_claim(other, &e), -1);
+    assert_int_equal(e.kind, ERR_CONFLICT);
+    assert_non_null(strstr(e.msg, "in use by another process"));
+    db_close(f->db); /* the claim goes with its connection */
+    f->db = NULL;
+    e = (err_t){0};
+    assert_int_equal(db_claim(other, &e), 0);
+    f->db = other;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -159,6 +213,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_statement_cache_by_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrations_idempotent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_counter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_is_exclusive, setup, teardown),
     };
     return cmocka_run_group_tests_name("db", tests, NULL, NULL);
 }
