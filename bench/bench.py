@@ -558,6 +558,31 @@ class Bench:
             self.results.add("api read", f"{g} p99", ours["p99_us"] / 1000,
                              base["p99_us"] / 1000, "ms", "nginx p99", "< 5 ms",
                              ours["p99_us"] < 5000, digits=2)
+        # The same GET on an API whose response cache is off: what the first
+        # read after a write costs (the database, authentication, JSON).
+        cold = Api(self, "api-nocache", ["--response-cache-mb", "0"])
+        cdistro = cold.admin("POST", "/distros", {"name": "host (bench)", "path": "/"})["id"]
+        cauth = cold.customer(f"reader{os.getpid()}")
+        csrv = cold.server("bench-api", "198.51.100.200")
+        cuid = cold.container(cauth[0], csrv["name"], "reader")
+        cold.call("POST", f"/containers/{cuid}", cauth, {"distro": cdistro,
+                                                        "note": "a container to read"})
+        path = f"/api/containers/{cuid}"
+        wrk(cold.base + path, 2, 64, 1, [basic])
+        ours = wrk(cold.base + path, 2, 64, self.dur, [basic])
+        wrk_line(f"imperium-api GET {path}, response cache off", ours)
+        base = wrk(nginx.url("container.json"), 2, 64, self.dur, [basic])
+        wrk_line("nginx        GET /container.json", base)
+        if ours["errors"] or base["errors"]:
+            raise BenchError(f"errors under load on {path} (cache off): {ours}, nginx {base}")
+        g = "GET /api/containers/<uid>, cache off"
+        self.results.add("api read", f"{g} req/s", ours["rps"], base["rps"], "req/s",
+                         "nginx, static file", ">= 0.5x", ours["rps"] >= 0.5 * base["rps"],
+                         digits=0)
+        self.results.add("api read", f"{g} p50", ours["p50_us"] / 1000, base["p50_us"] / 1000,
+                         "ms", "nginx p50", digits=2)
+        self.results.add("api read", f"{g} p99", ours["p99_us"] / 1000, base["p99_us"] / 1000,
+                         "ms", "nginx p99", "< 5 ms", ours["p99_us"] < 5000, digits=2)
         nginx.stop()
 
         say("== 2. API write latency: 16 concurrent clients (wrk -t2 -c16), SQLite durable "

@@ -18,6 +18,8 @@ typedef struct auth_cache auth_cache_t;
 typedef struct resp_cache resp_cache_t;
 typedef struct resp_entry resp_entry_t;
 typedef struct changes changes_t;
+typedef struct workers workers_t;
+struct route;
 
 /* A fixed pool of database connections shared by the HTTP worker threads. */
 typedef struct {
@@ -38,7 +40,8 @@ typedef struct {
     char admin_prefix[64]; /* admin API prefix, "/admin" */
     char node_prefix[64];  /* the nodes' channel, "/node" */
     char admin_token_file[1024];
-    int threads;
+    int threads;           /* libmicrohttpd's: read requests, answer cached ones */
+    int workers;           /* workers.c's: run every other request */
     int auth_cache_ttl;    /* seconds a verified password stays cached */
     int response_cache_mb; /* resp_cache.c's bodies; 0 = off */
     char dns_resolver[80]; /* POST /domains/ check: "IP[:PORT]"; "" = /etc/resolv.conf */
@@ -52,6 +55,7 @@ typedef struct api {
     auth_cache_t *auth;
     resp_cache_t *responses; /* repeated GETs, until the next write */
     changes_t *changes; /* wakes the nodes' long polls */
+    workers_t *workers;
 } api_t;
 
 /* The authenticated customer of a request. */
@@ -86,6 +90,10 @@ typedef struct req {
     unsigned char cache_key[32];
     unsigned long long cache_version;
     resp_entry_t *cache_hit;
+    /* Set by dispatch when the route must run on a worker thread. */
+    const struct route *route;
+    bool on_worker;    /* may block: a worker thread runs it */
+    bool needs_worker; /* an HTTP thread met work that may block (auth.c) */
     /* The response. */
     int status;
     json_t *out;

@@ -130,8 +130,14 @@ static int check_password(req_t *r, const char *user, const char *pass)
         const char *hash = db_get(res, 0, 2);
         unsigned char d[32];
         cache_digest(r->api->auth, user, pass, hash, d);
-        if (cache_hit(r->api->auth, d) ||
-            crypto_pwhash_str_verify(hash, pass, strlen(pass)) == 0) {
+        bool known = cache_hit(r->api->auth, d);
+        if (!known && !r->on_worker) {
+            /* argon2 takes tens of milliseconds: not on an HTTP thread. */
+            r->needs_worker = true;
+            db_res_free(res);
+            return -1;
+        }
+        if (known || crypto_pwhash_str_verify(hash, pass, strlen(pass)) == 0) {
             cache_store(r->api->auth, d);
             r->me.id = db_get_int(res, 0, 0);
             snprintf(r->me.uuid, sizeof r->me.uuid, "%s", db_get(res, 0, 1));

@@ -11,6 +11,7 @@
 #include "db_pool.h"
 #include "resp_cache.h"
 #include "routes.h"
+#include "workers.h"
 
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -31,11 +32,13 @@ struct http_server {
 };
 
 typedef struct {
+    work_t work; /* first: run_job finds the context from it */
     buf_t body;
     size_t received;
     bool too_large;
     struct timespec start;
     long long poll_deadline_ms; /* a node's long poll, across resumptions */
+    req_t *job; /* on a worker, or answered by one and waiting to be sent */
 } conn_ctx_t;
 
 void reply(req_t *r, int status, json_t *body)
@@ -192,20 +195,9 @@ static bool cache_lookup(req_t *r, const route_t *rt)
     return r->cache_hit != NULL;
 }
 
-static void dispatch(req_t *r, const route_t *const *tables)
+/* Authenticate and run the handler, with a database connection. */
+static void run_route(req_t *r, const route_t *rt)
 {
-    bool known;
-    const route_t *rt = route_find(tables, r->method, r->segs, r->nsegs, &known);
-    if (!rt) {
-        reply_error(r, known ? 405 : 404, NULL);
-        return;
-    }
-    if (cache_lookup(r, rt)) {
-        r->status = 200;
-        r->authed = true;
-        snprintf(r->me.username, sizeof r->me.username, "%s", resp_entry_user(r->cache_hit));
-        return;
-    }
     r->db = db_pool_acquire(&r->api->pool);
     /* Reads see one snapshot and take the database's read lock once. */
     bool read_txn = strcmp(r->method, "GET") == 0;
@@ -247,6 +239,43 @@ out:
         db_read_end(r->db);
     db_pool_release(&r->api->pool, r->db);
     r->db = NULL;
+}
+
+static void dispatch(req_t *r, const route_t *const *tables)
+{
+    bool known;
+    const route_t *rt = route_find(tables, r->method, r->segs, r->nsegs, &known);
+    if (!rt) {
+        reply_error(r, known ? 405 : 404, NULL);
+        return;
+    }
+    if (cache_lookup(r, rt)) {
+        r->status = 200;
+        r->authed = true;
+        snprintf(r->me.username, sizeof r->me.username, "%s", resp_entry_user(r->cache_hit));
+        return;
+    }
+    /* The plain reads (the cacheable ones) are short: an HTTP thread runs
+     * them, saving the trip to a worker and back, unless they meet
+     * something that may block (a password to check with argon2): then the
+     * request starts again on a worker; nothing was written, so starting
+     * again is harmless.  The nodes' long poll must stay: it suspends its
+     * connection itself.  Everything else may wait for the database's write
+     * lock, a domain's DNS check, a password hash, or reads a lot (metrics):
+     * workers. */
+    if (strcmp(r->method, "GET") == 0 &&
+        (rt->cache == CACHE_UNTIL_WRITE || rt->auth == AUTH_NODE)) {
+        run_route(r, rt);
+        if (!r->needs_worker)
+            return;
+        json_decref(r->out);
+        r->out = NULL;
+        r->status = 500;
+        r->authed = false;
+        r->needs_worker = false;
+        memset(&r->me, 0, sizeof r->me);
+    }
+    r->route = rt; /* answer() hands it to a worker */
 }
 
 static void route_request(req_t *r)
@@ -341,9 +370,68 @@ static void log_request(req_t *r, conn_ctx_t *ctx)
              r->authed ? r->me.username : "-");
 }
 
+static void req_free(req_t *r)
+{
+    json_decref(r->out);
+    json_decref(r->json);
+    free(r->segbuf);
+}
+
+/* Send what the request holds (unless a long poll suspended it), log it. */
+static enum MHD_Result finish(struct MHD_Connection *c, conn_ctx_t *ctx, req_t *r)
+{
+    /* A suspended long poll answers later, when libmicrohttpd calls us again
+     * for the same request after it is resumed. */
+    enum MHD_Result ret = r->suspended   ? MHD_YES
+                          : r->cache_hit ? send_cached(c, r)
+                                         : send_json(c, r);
+    if (!r->suspended)
+        log_request(r, ctx);
+    req_free(r);
+    return ret;
+}
+
+/* On a worker thread.  Resuming is the last thing it does with the request:
+ * from then on the HTTP thread owns it again (answer() sends it). */
+static void run_job(work_t *w)
+{
+    conn_ctx_t *ctx = (conn_ctx_t *)w;
+    req_t *r = ctx->job;
+    r->on_worker = true;
+    run_route(r, r->route);
+    MHD_resume_connection(r->conn);
+}
+
+static enum MHD_Result hand_off(struct MHD_Connection *c, api_t *api, conn_ctx_t *ctx,
+                                req_t *r)
+{
+    req_t *job = malloc(sizeof *job);
+    if (!job) {
+        r->on_worker = true; /* no memory to queue it: run it here */
+        run_route(r, r->route);
+        return finish(c, ctx, r);
+    }
+    *job = *r; /* takes over the request's allocations */
+    ctx->job = job;
+    ctx->work.fn = run_job;
+    MHD_suspend_connection(c);
+    if (workers_submit(api->workers, &ctx->work) < 0) {
+        reply_error(job, 503, "the API is shutting down");
+        MHD_resume_connection(c);
+    }
+    return MHD_YES;
+}
+
 static enum MHD_Result answer(struct MHD_Connection *c, api_t *api, conn_ctx_t *ctx,
                               const char *url, const char *method)
 {
+    if (ctx->job) { /* resumed: a worker has answered it */
+        req_t *job = ctx->job;
+        ctx->job = NULL;
+        enum MHD_Result ret = finish(c, ctx, job);
+        free(job);
+        return ret;
+    }
     req_t r = {.api = api, .method = method, .path = url, .conn = c, .status = 500,
                .poll_deadline_ms = &ctx->poll_deadline_ms};
     if (ctx->too_large) {
@@ -353,17 +441,9 @@ static enum MHD_Result answer(struct MHD_Connection *c, api_t *api, conn_ctx_t *
         r.body_len = ctx->body.len;
         route_request(&r);
     }
-    /* A suspended long poll answers later, when libmicrohttpd calls us again
-     * for the same request after it is resumed. */
-    enum MHD_Result ret = r.suspended   ? MHD_YES
-                          : r.cache_hit ? send_cached(c, &r)
-                                        : send_json(c, &r);
-    if (!r.suspended)
-        log_request(&r, ctx);
-    json_decref(r.out);
-    json_decref(r.json);
-    free(r.segbuf);
-    return ret;
+    if (r.route)
+        return hand_off(c, api, ctx, &r);
+    return finish(c, ctx, &r);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -412,6 +492,10 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     conn_ctx_t *ctx = *con_cls;
     if (!ctx)
         return;
+    if (ctx->job) { /* answered by a worker, but the client has gone */
+        req_free(ctx->job);
+        free(ctx->job);
+    }
     buf_free(&ctx->body);
     free(ctx);
     *con_cls = NULL;

@@ -9,6 +9,7 @@
 #include "http.h"
 #include "resp_cache.h"
 #include "schema.h"
+#include "workers.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,7 +32,9 @@ static const char usage[] =
     "      --admin-prefix PATH      admin API prefix (default /admin)\n"
     "      --admin-token-file FILE  the supplier's admin token; created if missing\n"
     "      --node-prefix PATH       the nodes' channel prefix (default /node)\n"
-    "      --threads N              HTTP worker threads (default 4)\n"
+    "      --threads N              HTTP threads: read requests, answer cached GETs\n"
+    "                               (default: one per CPU, at most 8)\n"
+    "      --workers N              threads running every other request (default 8)\n"
     "      --response-cache-mb N    memory for answers to repeated GETs, kept until\n"
     "                               the next write (default 32; 0 turns it off)\n"
     "      --dns-resolver ADDR      IP or IP:PORT of the DNS server the domain check\n"
@@ -44,7 +47,7 @@ static const char usage[] =
 static const char *const config_keys[] = {
     "listen", "port", "database", "prefix", "admin_prefix", "node_prefix", "admin_token_file",
     "threads", "log_level", "auth_cache_ttl", "dns_resolver", "dns_timeout_ms",
-    "response_cache_mb", NULL,
+    "response_cache_mb", "workers", NULL,
 };
 
 static int set_int(const char *name, const char *v, int lo, int hi, int *out, err_t *e)
@@ -92,6 +95,8 @@ static int apply_setting(api_config_t *c, const char *key, const char *v, err_t 
         return set_str(key, v, c->admin_token_file, sizeof c->admin_token_file, e);
     if (!strcmp(key, "threads"))
         return set_int(key, v, 1, 256, &c->threads, e);
+    if (!strcmp(key, "workers"))
+        return set_int(key, v, 1, 256, &c->workers, e);
     if (!strcmp(key, "auth_cache_ttl"))
         return set_int(key, v, 0, 86400, &c->auth_cache_ttl, e);
     if (!strcmp(key, "response_cache_mb"))
@@ -164,13 +169,14 @@ static int parse_args(api_t *api, int argc, char **argv, bool *migrate_only, err
         {"dns-timeout-ms", required_argument, NULL, 8},
         {"node-prefix", required_argument, NULL, 9},
         {"response-cache-mb", required_argument, NULL, 10},
+        {"workers", required_argument, NULL, 11},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     static const char *const flag_keys[] = {
         [1] = "prefix", [2] = "admin_prefix", [3] = "admin_token_file",
         [4] = "threads", [5] = "log_level", [7] = "dns_resolver", [8] = "dns_timeout_ms",
-        [9] = "node_prefix", [10] = "response_cache_mb",
+        [9] = "node_prefix", [10] = "response_cache_mb", [11] = "workers",
     };
     /* The config file first, wherever -c appears, so flags override it. */
     for (int i = 1; i + 1 < argc; i++) {
@@ -194,7 +200,7 @@ static int parse_args(api_t *api, int argc, char **argv, bool *migrate_only, err
         case 'l': rc = apply_setting(&api->cfg, "listen", optarg, e); break;
         case 'p': rc = apply_setting(&api->cfg, "port", optarg, e); break;
         case 'd': rc = apply_setting(&api->cfg, "database", optarg, e); break;
-        case 1: case 2: case 3: case 4: case 5: case 7: case 8: case 9: case 10:
+        case 1: case 2: case 3: case 4: case 5: case 7: case 8: case 9: case 10: case 11:
             rc = apply_setting(&api->cfg, flag_keys[c], optarg, e);
             break;
         case 6: *migrate_only = true; break;
@@ -209,12 +215,22 @@ static int parse_args(api_t *api, int argc, char **argv, bool *migrate_only, err
     return 0;
 }
 
+/* One HTTP thread per CPU: they never block (workers.h), and more of them
+ * than cores only adds waits for the CPU to the latency's tail
+ * (docs/PERFORMANCE.md). */
+static int default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 8 ? 8 : (int)n;
+}
+
 int main(int argc, char **argv)
 {
     api_t api = {
         .cfg = {.listen_addr = "127.0.0.1", .port = 8080, .db_url = "sqlite:imperium.db",
                 .prefix = "/api", .admin_prefix = "/admin", .node_prefix = "/node",
-                .admin_token_file = "admin.token", .threads = 4, .auth_cache_ttl = 300,
+                .admin_token_file = "admin.token", .threads = default_threads(), .workers = 8,
+                .auth_cache_ttl = 300,
                 .response_cache_mb = 32,
                 .dns_timeout_ms = DNS_DEFAULT_TIMEOUT_MS},
     };
@@ -242,8 +258,9 @@ int main(int argc, char **argv)
 
     int rc = 1;
     http_server_t *srv = NULL;
-    /* Two spare connections beyond the workers, for slow admin calls. */
-    if (db_pool_open(&api.pool, api.cfg.db_url, api.cfg.threads + 2, &e) < 0 ||
+    /* One connection per thread that may use one: workers, and HTTP threads
+     * for the nodes' channel. */
+    if (db_pool_open(&api.pool, api.cfg.db_url, api.cfg.workers + api.cfg.threads, &e) < 0 ||
         schema_migrate(api.pool.conns[0], &e) < 0) {
         log_error("database %s: %s", api.cfg.db_url, e.msg);
         goto out;
@@ -257,7 +274,8 @@ int main(int argc, char **argv)
     if (load_admin_token(&api, &e) < 0 || !(api.auth = auth_cache_new(api.cfg.auth_cache_ttl)) ||
         !(api.responses = resp_cache_new(api.cfg.auth_cache_ttl,
                                          (size_t)api.cfg.response_cache_mb << 20)) ||
-        !(api.changes = changes_new()) || changes_start(api.changes) < 0) {
+        !(api.changes = changes_new()) || changes_start(api.changes) < 0 ||
+        !(api.workers = workers_start(api.cfg.workers, &e))) {
         log_error("%s", e.msg[0] ? e.msg : "out of memory");
         goto out;
     }
@@ -273,9 +291,12 @@ int main(int argc, char **argv)
     log_info("signal %d: shutting down", sig);
     rc = 0;
 out:
-    /* Long polls first: libmicrohttpd cannot stop with suspended requests. */
+    /* Long polls and the workers' requests first: libmicrohttpd cannot stop
+     * with suspended requests. */
     changes_shutdown(api.changes);
+    workers_stop(api.workers);
     http_stop(srv);
+    workers_free(api.workers);
     changes_free(api.changes);
     auth_cache_free(api.auth);
     resp_cache_free(api.responses);

@@ -23,7 +23,7 @@ enum route_cache {
     CACHE_UNTIL_WRITE,
 };
 
-typedef struct {
+typedef struct route {
     const char *method;
     const char *pattern; /* segments joined by '/', '*' matches one segment */
     handler_fn fn;

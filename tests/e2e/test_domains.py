@@ -7,6 +7,7 @@ import socket
 import sqlite3
 import subprocess
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -411,6 +412,33 @@ def test_dns_timeout_is_503_and_creates_nothing(silent_dns_api):
     reason = r.json()["reason"]
     assert "failed" in reason and "slow.example.test" in reason and "try again" in reason
     assert names_of(api, auth) == []
+
+
+def test_pending_dns_checks_do_not_hold_up_reads():
+    """Checks wait on worker threads: the HTTP threads keep answering reads
+    while more checks are pending than there are HTTP threads."""
+    with tempfile.TemporaryDirectory(prefix="imperium-e2e-dns-") as d, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        api = start_api(d, ["--dns-resolver", f"127.0.0.1:{sink.getsockname()[1]}",
+                            "--dns-timeout-ms", "4000", "--threads", "2", "--workers", "8"])
+        try:
+            auth, _ = customer(api)
+            assert api.get("/me/", auth=auth).status_code == 200  # password verified
+            results = []
+            posts = [threading.Thread(target=lambda i=i: results.append(
+                add(api, auth, f"slow{i}.example.test").status_code)) for i in range(6)]
+            for t in posts:
+                t.start()
+            time.sleep(0.5)  # the checks are under way
+            for path in ("/me/", "/domains/", "/tags/"):
+                assert api.get(path, auth=auth).status_code == 200
+                assert results == [], "a read waited for a DNS check"
+            for t in posts:
+                t.join()
+            assert results == [503] * 6
+        finally:
+            stop_api(api)
 
 
 def test_bad_resolver_setting_is_refused_at_start():

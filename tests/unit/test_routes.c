@@ -13,14 +13,14 @@ static void h_a(req_t *r) { (void)r; }
 static void h_b(req_t *r) { (void)r; }
 
 static const route_t table1[] = {
-    {"GET", "me", h_a, AUTH_CUSTOMER},
-    {"GET", "containers/*", h_a, AUTH_CUSTOMER},
-    {"POST", "containers/*", h_b, AUTH_CUSTOMER},
-    {NULL, NULL, NULL, 0},
+    {"GET", "me", h_a, AUTH_CUSTOMER, CACHE_NONE},
+    {"GET", "containers/*", h_a, AUTH_CUSTOMER, CACHE_NONE},
+    {"POST", "containers/*", h_b, AUTH_CUSTOMER, CACHE_NONE},
+    {NULL, NULL, NULL, 0, 0},
 };
 static const route_t table2[] = {
-    {"GET", "containers/*/domains", h_b, AUTH_CUSTOMER},
-    {NULL, NULL, NULL, 0},
+    {"GET", "containers/*/domains", h_b, AUTH_CUSTOMER, CACHE_NONE},
+    {NULL, NULL, NULL, 0, 0},
 };
 static const route_t *const tables[] = {table1, table2, NULL};
 
