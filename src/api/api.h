@@ -28,7 +28,7 @@ typedef struct {
     int n;
     pthread_mutex_t lock;
     pthread_cond_t freed;
-    pthread_mutex_t write_lock; /* db_set_write_lock: writers queue here */
+    fifo_lock_t write_lock;     /* db_set_write_lock: writers queue here */
     atomic_ullong commits;      /* db_set_commit_counter: the data's version */
 } db_pool_t;
 

@@ -14,7 +14,7 @@ int db_pool_open(db_pool_t *p, const char *url, int n, err_t *e)
     p->n = n;
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->freed, NULL);
-    pthread_mutex_init(&p->write_lock, NULL);
+    fifo_lock_init(&p->write_lock);
     for (int i = 0; i < n; i++) {
         if (!(p->conns[i] = db_open(url, e))) {
             db_pool_close(p);
@@ -44,7 +44,7 @@ void db_pool_close(db_pool_t *p)
     p->conns = NULL;
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->freed);
-    pthread_mutex_destroy(&p->write_lock);
+    fifo_lock_destroy(&p->write_lock);
 }
 
 db_t *db_pool_acquire(db_pool_t *p)

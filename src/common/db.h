@@ -9,6 +9,7 @@
 #define IMP_DB_H
 
 #include "err.h"
+#include "fifo_lock.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -60,10 +61,10 @@ int db_begin(db_t *db, err_t *e); /* a write transaction */
 int db_commit(db_t *db, err_t *e);
 void db_rollback(db_t *db); /* a no-op outside a transaction */
 /* Connections of one process sharing `lock` queue their write transactions
- * on it (db_begin takes it, db_commit / db_rollback release it): a waiting
- * writer wakes the moment the previous one commits instead of polling the
- * database's lock.  Other processes are still waited for by polling. */
-void db_set_write_lock(db_t *db, pthread_mutex_t *lock);
+ * on it, first come first served (db_begin takes it, db_commit / db_rollback
+ * release it): a waiting writer wakes the moment the previous one commits
+ * instead of polling the database's lock.  Other processes are still waited for by polling. */
+void db_set_write_lock(db_t *db, fifo_lock_t *lock);
 /* Connections sharing `counter` add one to it each time a change of theirs
  * is committed, after it is visible to new reads: a reader that loads the
  * counter before its snapshot and finds it unchanged later knows that no

@@ -27,7 +27,7 @@ struct db {
         sqlite3_stmt *st;
     } cache[STMT_CACHE];
     int ncached;
-    pthread_mutex_t *write_lock; /* shared by the process's connections, or NULL */
+    fifo_lock_t *write_lock; /* shared by the process's connections, or NULL */
     bool holds_write_lock;
     bool in_read; /* inside a transaction of db_read_begin */
     atomic_ullong *commits; /* db_set_commit_counter, or NULL */
@@ -100,7 +100,7 @@ db_t *db_open(const char *url, err_t *e)
     return db;
 }
 
-void db_set_write_lock(db_t *db, pthread_mutex_t *lock) { db->write_lock = lock; }
+void db_set_write_lock(db_t *db, fifo_lock_t *lock) { db->write_lock = lock; }
 
 void db_set_commit_counter(db_t *db, atomic_ullong *counter) { db->commits = counter; }
 
@@ -138,7 +138,7 @@ static void write_unlock(db_t *db)
 {
     if (db->holds_write_lock) {
         db->holds_write_lock = false;
-        pthread_mutex_unlock(db->write_lock);
+        fifo_unlock(db->write_lock);
     }
 }
 
@@ -336,9 +336,7 @@ int db_begin(db_t *db, err_t *e)
 {
     db_read_end(db);
     if (db->write_lock && !db->holds_write_lock) {
-        int rc = pthread_mutex_lock(db->write_lock);
-        if (rc != 0)
-            return err_set(e, ERR_INTERNAL, "write lock: %s", strerror(rc));
+        fifo_lock(db->write_lock);
         db->holds_write_lock = true;
     }
     /* IMMEDIATE takes the write lock now, so a read-then-write check (the
