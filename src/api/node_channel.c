@@ -329,7 +329,14 @@ static int status_one(req_t *r, json_t *c, err_t *e)
                    "last_error, generation) VALUES ($1, $2, $3, $4, $5, $6) "
                    "ON CONFLICT (container_id) DO UPDATE SET state = excluded.state, "
                    "since = excluded.since, restarts = excluded.restarts, "
-                   "last_error = excluded.last_error, generation = excluded.generation",
+                   "last_error = excluded.last_error, generation = excluded.generation "
+                   /* The periodic report mostly repeats what is stored: rewriting
+                    * it would count as a change and empty the response cache. */
+                   "WHERE container_status.state IS DISTINCT FROM excluded.state "
+                   "OR container_status.since IS DISTINCT FROM excluded.since "
+                   "OR container_status.restarts IS DISTINCT FROM excluded.restarts "
+                   "OR container_status.last_error IS DISTINCT FROM excluded.last_error "
+                   "OR container_status.generation IS DISTINCT FROM excluded.generation",
                    DB_ARGS(DB_INT(id), DB_TEXT(json_string_value(state)),
                            DB_INT(since ? json_integer_value(since) : (long long)time(NULL)),
                            DB_INT(restarts ? json_integer_value(restarts) : 0),

@@ -66,7 +66,8 @@ void db_rollback(db_t *db); /* a no-op outside a transaction */
  * instead of polling the database's lock.  Other processes are still waited for by polling. */
 void db_set_write_lock(db_t *db, fifo_lock_t *lock);
 /* Connections sharing `counter` add one to it each time a change of theirs
- * is committed, after it is visible to new reads: a reader that loads the
+ * (rows inserted, updated or deleted, or a db_exec_script) is committed,
+ * after it is visible to new reads: a reader that loads the
  * counter before its snapshot and finds it unchanged later knows that no
  * write of this process landed in between (the API's response cache).
  * Writes of other processes are not counted: db_claim keeps them out. */

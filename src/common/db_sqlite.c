@@ -246,9 +246,10 @@ static int res_add_row(db_res_t *r, sqlite3_stmt *st, int *cap)
     return 0;
 }
 
-/* A write statement outside a transaction has committed (or failed) by the
- * time it returns; inside one, it counts when db_commit succeeds.  Counting
- * a failed write too is harmless: a cache entry is dropped for nothing. */
+/* A write statement outside a transaction has committed by the time it
+ * returns; inside one, it counts when db_commit succeeds.  `writes` is
+ * whether it changed rows: an upsert that finds the row as it wants it (a
+ * node's periodic status report) changes nothing a reader could see. */
 static void note_write(db_t *db, bool writes)
 {
     if (!writes)
@@ -274,7 +275,8 @@ db_res_t *db_query(db_t *db, err_t *e, const char *sql, int n, const db_val *arg
         release(db, st);
         return NULL;
     }
-    bool writes = !sqlite3_stmt_readonly(st);
+    bool writes = false;
+    sqlite3_int64 changes_before = sqlite3_total_changes64(db->h);
     if (bind_args(db, st, e, n, args) < 0)
         goto fail;
     r->ncols = sqlite3_column_count(st);
@@ -291,9 +293,10 @@ db_res_t *db_query(db_t *db, err_t *e, const char *sql, int n, const db_val *arg
     }
     r->changes = sqlite3_changes(db->h);
     release(db, st);
-    note_write(db, writes);
+    note_write(db, sqlite3_total_changes64(db->h) != changes_before);
     return r;
 fail:
+    writes = sqlite3_total_changes64(db->h) != changes_before;
     release(db, st);
     note_write(db, writes);
     db_res_free(r);

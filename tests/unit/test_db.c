@@ -186,6 +186,14 @@ static void test_commit_counter(void **state)
     assert_int_equal(atomic_load(&n), 3);
     db_read_end(f->db);
     assert_int_equal(atomic_load(&n), 3);
+    /* A write that changes no row changes nothing a reader could see. */
+    assert_int_equal(db_exec(f->db, &e, "UPDATE distros SET name = 'x' WHERE name = 'none'",
+                             DB_NOARGS), 0);
+    assert_int_equal(db_begin(f->db, &e), 0);
+    assert_int_equal(db_exec(f->db, &e, "DELETE FROM distros WHERE name = 'none'", DB_NOARGS),
+                     0);
+    assert_int_equal(db_commit(f->db, &e), 0);
+    assert_int_equal(atomic_load(&n), 3);
 }
 
 static void test_claim_is_exclusive(void **state)
