@@ -59,7 +59,6 @@ database = sqlite:$run_dir/imperium.db
 prefix = /api
 admin_prefix = /admin
 admin_token_file = $token
-threads = 4
 log_level = info
 EOF
 
