@@ -301,6 +301,15 @@ class Api:
             body["owner"] = owner
         return self.admin("POST", "/servers", body)
 
+    def reader(self, distro):
+        """A customer with one container to read, on a server of its own."""
+        auth = self.customer(f"reader{os.getpid()}")
+        srv = self.server("bench-api", "198.51.100.200")
+        uid = self.container(auth[0], srv["name"], "reader")
+        self.call("POST", f"/containers/{uid}", auth, {"distro": distro,
+                                                       "note": "a container to read"})
+        return auth, uid
+
     def container(self, customer, server, name, memory=64):
         return self.admin("POST", "/containers", {"customer": customer, "server": server,
                                                   "name": name, "memory": memory,
@@ -553,11 +562,7 @@ class Bench:
         say("== 1. API read throughput: wrk -t2 -c64, imperium-api vs nginx serving the "
             "same JSON body as a static file")
         api = self.api()
-        auth = api.customer(f"reader{os.getpid()}")
-        srv = api.server("bench-api", "198.51.100.200")
-        uid = api.container(auth[0], srv["name"], "reader")
-        api.call("POST", f"/containers/{uid}", auth, {"distro": self.host_distro,
-                                                      "note": "a container to read"})
+        auth, uid = api.reader(self.host_distro)
         basic = "Authorization: Basic " + base64.b64encode(
             f"{auth[0]}:{auth[1]}".encode()).decode()
         paths = {"container": f"/api/containers/{uid}", "me": "/api/me/"}
@@ -574,12 +579,8 @@ class Bench:
         # The same GET on an API whose response cache is off: what the first
         # read after a write costs (the database, authentication, JSON).
         cold = Api(self, "api-nocache", ["--response-cache-mb", "0"])
-        cdistro = cold.admin("POST", "/distros", {"name": "host (bench)", "path": "/"})["id"]
-        cauth = cold.customer(f"reader{os.getpid()}")
-        csrv = cold.server("bench-api", "198.51.100.200")
-        cuid = cold.container(cauth[0], csrv["name"], "reader")
-        cold.call("POST", f"/containers/{cuid}", cauth, {"distro": cdistro,
-                                                        "note": "a container to read"})
+        _, cuid = cold.reader(cold.admin("POST", "/distros",
+                                         {"name": "host (bench)", "path": "/"})["id"])
         self.read_vs_nginx("GET /api/containers/<uid>, cache off",
                            f"{cold.base}/api/containers/{cuid}", nginx, "container.json", basic)
         nginx.stop()

@@ -7,6 +7,7 @@
  * digest, a password change invalidates the cached entry at once, on every
  * API instance sharing the database, without any explicit purge. */
 #include "api.h"
+#include "../common/digest.h"
 #include "../common/log.h"
 
 #include <microhttpd.h>
@@ -19,7 +20,7 @@
 
 struct auth_cache {
     pthread_mutex_t lock;
-    unsigned char key[crypto_generichash_KEYBYTES];
+    unsigned char key[DIGEST_KEY_BYTES];
     int ttl;
     struct {
         unsigned char digest[32];
@@ -50,16 +51,8 @@ void auth_cache_free(auth_cache_t *c)
 static void cache_digest(auth_cache_t *c, const char *user, const char *pass,
                          const char *hash, unsigned char out[32])
 {
-    crypto_generichash_state st;
-    crypto_generichash_init(&st, c->key, sizeof c->key, 32);
-    /* Lengths are hashed too, so no two triples can collide by shifting bytes. */
     const char *parts[] = {user, pass, hash};
-    for (int i = 0; i < 3; i++) {
-        unsigned long long len = strlen(parts[i]);
-        crypto_generichash_update(&st, (const unsigned char *)&len, sizeof len);
-        crypto_generichash_update(&st, (const unsigned char *)parts[i], len);
-    }
-    crypto_generichash_final(&st, out, 32);
+    digest_parts(c->key, parts, 3, out);
 }
 
 static bool cache_hit(auth_cache_t *c, const unsigned char d[32])

@@ -168,6 +168,14 @@ static int split_path(req_t *r, const char *path, const char *prefix)
     return 0;
 }
 
+/* curl gets a newline after the JSON (send_json), so a shell prompt does not
+ * follow the answer on its line. */
+static bool client_is_curl(req_t *r)
+{
+    const char *ua = req_header(r, "User-Agent");
+    return ua && strstr(ua, "curl/");
+}
+
 /* A GET of a cacheable route without query arguments: key it by what the
  * answer depends on besides the data, and answer it from the cache when
  * nothing was written since the cached answer was built.  The version is
@@ -179,10 +187,9 @@ static bool cache_lookup(req_t *r, const route_t *rt)
         !resp_cache_enabled(r->api->responses) ||
         MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, NULL, NULL) > 0)
         return false;
-    const char *ua = req_header(r, "User-Agent");
     const char *parts[] = {
         r->path,
-        ua && strstr(ua, "curl/") ? "curl" : "", /* send_json's newline */
+        client_is_curl(r) ? "curl" : "", /* send_json's newline */
         req_header(r, "Authorization"),
         req_header(r, "X-uwsgi-it-username"),
         req_header(r, "X-uwsgi-it-password"),
@@ -308,8 +315,7 @@ static void route_request(req_t *r)
 
 static enum MHD_Result send_json(struct MHD_Connection *c, req_t *r)
 {
-    const char *ua = req_header(r, "User-Agent");
-    bool curl = ua && strstr(ua, "curl/");
+    bool curl = client_is_curl(r);
     char *text = r->out ? json_dumps(r->out, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     if (!text) {
         r->status = 500;

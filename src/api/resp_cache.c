@@ -1,12 +1,13 @@
 /* resp_cache.c - answers to repeated customer GETs (see resp_cache.h).
  *
  * A fixed table of slots indexed by the key's first bytes: a new entry
- * replaces whatever the slot held.  Entries are reference counted, so a
- * worker thread sends a cached response without holding the table's lock
- * while another replaces it; libmicrohttpd counts its own references to the
+ * replaces whatever the slot held.  Entries are reference counted, so an
+ * HTTP thread sends a cached response without holding the table's lock
+ * while another thread replaces it; libmicrohttpd counts its own references to the
  * response, so a connection still sending it keeps it alive after the
  * entry is gone. */
 #include "resp_cache.h"
+#include "../common/digest.h"
 
 #include <pthread.h>
 #include <sodium.h>
@@ -32,7 +33,7 @@ struct resp_entry {
 
 struct resp_cache {
     pthread_mutex_t lock;
-    unsigned char hkey[crypto_generichash_KEYBYTES];
+    unsigned char hkey[DIGEST_KEY_BYTES];
     int ttl;
     size_t max_bytes, bytes;
     resp_entry_t *slot[RESP_SLOTS];
@@ -88,17 +89,7 @@ void resp_cache_free(resp_cache_t *c)
 void resp_cache_key(const resp_cache_t *c, const char *const *parts, int n,
                     unsigned char key[RESP_CACHE_KEY])
 {
-    crypto_generichash_state st;
-    crypto_generichash_init(&st, c->hkey, sizeof c->hkey, RESP_CACHE_KEY);
-    for (int i = 0; i < n; i++) {
-        /* A length before each part (all ones for NULL): no two lists of
-         * parts hash the same bytes. */
-        unsigned long long len = parts[i] ? strlen(parts[i]) : ~0ULL;
-        crypto_generichash_update(&st, (const unsigned char *)&len, sizeof len);
-        if (parts[i])
-            crypto_generichash_update(&st, (const unsigned char *)parts[i], len);
-    }
-    crypto_generichash_final(&st, key, RESP_CACHE_KEY);
+    digest_parts(c->hkey, parts, n, key);
 }
 
 static unsigned slot_of(const unsigned char key[RESP_CACHE_KEY])

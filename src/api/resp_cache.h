@@ -16,7 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define RESP_CACHE_KEY 32
+#define RESP_CACHE_KEY 32 /* DIGEST_BYTES */
 
 typedef struct resp_cache resp_cache_t;
 typedef struct resp_entry resp_entry_t;

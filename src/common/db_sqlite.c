@@ -246,13 +246,13 @@ static int res_add_row(db_res_t *r, sqlite3_stmt *st, int *cap)
     return 0;
 }
 
-/* A write statement outside a transaction has committed by the time it
- * returns; inside one, it counts when db_commit succeeds.  `writes` is
- * whether it changed rows: an upsert that finds the row as it wants it (a
- * node's periodic status report) changes nothing a reader could see. */
-static void note_write(db_t *db, bool writes)
+/* A statement that changed rows: outside a transaction it has committed by
+ * the time it returns; inside one, it counts when db_commit succeeds.  One
+ * that changed none (an upsert finding the row as it wants it: a node's
+ * periodic status report) changes nothing a reader could see. */
+static void note_write(db_t *db, bool changed_rows)
 {
-    if (!writes)
+    if (!changed_rows)
         return;
     if (sqlite3_get_autocommit(db->h))
         count_commit(db);
@@ -275,7 +275,6 @@ db_res_t *db_query(db_t *db, err_t *e, const char *sql, int n, const db_val *arg
         release(db, st);
         return NULL;
     }
-    bool writes = false;
     sqlite3_int64 changes_before = sqlite3_total_changes64(db->h);
     if (bind_args(db, st, e, n, args) < 0)
         goto fail;
@@ -296,9 +295,8 @@ db_res_t *db_query(db_t *db, err_t *e, const char *sql, int n, const db_val *arg
     note_write(db, sqlite3_total_changes64(db->h) != changes_before);
     return r;
 fail:
-    writes = sqlite3_total_changes64(db->h) != changes_before;
     release(db, st);
-    note_write(db, writes);
+    note_write(db, sqlite3_total_changes64(db->h) != changes_before);
     db_res_free(r);
     return NULL;
 }
