@@ -2,7 +2,7 @@
 # machine needs; both install missing Debian packages first.
 
 CC      ?= cc
-PKGS    := libmicrohttpd jansson sqlite3 libsodium openssl libcurl libcares
+PKGS    := libmicrohttpd jansson sqlite3 libsodium openssl libcurl libcares libseccomp
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -D_GNU_SOURCE \
            -fno-strict-aliasing $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -17,7 +17,11 @@ BA   := build/asan
 COMMON_SRC := $(wildcard src/common/*.c)
 API_SRC    := $(wildcard src/api/*.c)
 CLI_SRC    := $(wildcard src/cli/*.c)
-NODE_SRC   := $(wildcard src/node/*.c)
+# imperium-init (the container's PID 1) is a program of its own: its
+# main and loop are not part of imperium-node.
+INIT_SRC   := src/node/init_main.c src/node/init.c src/node/report.c src/node/seccomp.c \
+              src/common/err.c
+NODE_SRC   := $(filter-out src/node/init_main.c src/node/init.c,$(wildcard src/node/*.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 
 # Sources of the API daemon minus main.c: what unit tests may link against.
@@ -27,7 +31,7 @@ obj = $(patsubst %.c,$(1)/obj/%.o,$(2))
 
 .PHONY: all asan deps run check unit e2e clean bench
 
-BINS := imperium-api imperium $(if $(NODE_SRC),imperium-node)
+BINS := imperium-api imperium $(if $(NODE_SRC),imperium-node imperium-init)
 
 all: $(addprefix $(B)/,$(BINS))
 
@@ -62,6 +66,20 @@ $(BA)/imperium-node: $(call obj,$(BA),$(NODE_SRC) $(COMMON_SRC))
 	@echo "  LD-SAN  $@"
 	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
 
+# imperium-init runs inside the container, whose distro need not have the
+# node's libraries: it is linked statically.  The sanitizers cannot be, so
+# build/asan holds the same non-sanitized static binary.
+INIT_LDLIBS := -static -lseccomp
+
+$(B)/imperium-init: $(call obj,$(B),$(INIT_SRC))
+	@echo "  LD      $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(INIT_LDLIBS)
+
+$(BA)/imperium-init: $(call obj,$(B),$(INIT_SRC))
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(INIT_LDLIBS)
+
 $(BA)/imperium-api: $(call obj,$(BA),$(API_SRC) $(COMMON_SRC))
 	@echo "  LD-SAN  $@"
 	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
@@ -72,11 +90,11 @@ $(BA)/imperium: $(call obj,$(BA),$(CLI_SRC) $(COMMON_SRC))
 
 # Unit tests (cmocka), built with the sanitizers.
 # The node's pure helpers (no daemon, no syscalls) are unit-tested too.
-NODE_LIB_SRC := src/node/subscription.c
-$(BA)/tests/%: tests/unit/%.c $(call obj,$(BA),$(API_LIB_SRC) $(COMMON_SRC) $(NODE_LIB_SRC))
+NODE_LIB_SRC := src/node/subscription.c src/node/shells.c src/node/state.c
+$(BA)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(call obj,$(BA),$(API_LIB_SRC) $(COMMON_SRC) $(NODE_LIB_SRC))
 	@mkdir -p $(dir $@)
 	@echo "  LD-SAN  $@"
-	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $(filter-out %.h,$^) $(LDLIBS) -lcmocka
 
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BA)/tests/%,$(UNIT_SRC))
 
@@ -112,9 +130,10 @@ bench:
 # inside sshd (a non-sanitized program; the shell is setuid root once
 # installed), so they have no sanitizer build; imperium-wall has one.
 SSH_ENTER_SRC := src/ssh/enter.c src/node/state.c src/common/config.c src/common/err.c \
-                 src/common/strutil.c
+                 src/common/strutil.c src/common/beneath.c \
+                 src/node/seccomp.c src/node/cgroup.c src/common/log.c
 SSH_WALL_SRC  := src/ssh/wall.c src/node/shells.c src/node/state.c src/common/err.c
-SSH_LDLIBS    := $(shell pkg-config --libs jansson libsodium 2>/dev/null)
+SSH_LDLIBS    := $(shell pkg-config --libs jansson libsodium libseccomp 2>/dev/null)
 
 all: $(B)/libnss_imperium.so.2 $(B)/imperium-enter $(B)/imperium-wall
 

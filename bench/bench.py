@@ -10,8 +10,9 @@ cgroups, directories) even on failure or Ctrl-C.
 
     /usr/bin/python3 bench/bench.py --bin build [--only api,converge,...] [--quick]
 
-Sections: api (read throughput, write latency), converge, start, vassal,
-router.  Needs root for everything but `api`."""
+Sections: api (read throughput, write latency), auth (a write during a
+wrong-password flood), converge, start, vassal, router.  Needs root for
+everything but `api` and `auth`."""
 
 import argparse
 import base64
@@ -35,7 +36,8 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WRK_LUA = os.path.join(ROOT, "bench", "wrk.lua")
 SHORTCUTS = os.path.join(ROOT, "etc", "uwsgi", "shortcuts.ini")
-SECTIONS = ("api", "converge", "start", "vassal", "router")
+SECTIONS = ("api", "auth", "converge", "start", "vassal", "router")
+NO_ROOT = ("api", "auth")  # sections that start no container
 MARKER = ".imperium-bench"
 EMPEROR_READY = b"*** starting uWSGI Emperor ***"
 
@@ -609,6 +611,70 @@ class Bench:
             self.results.add("api write", f"{name} writes/s", d["rps"], sq["rate"], "/s",
                              "raw SQLite commits/s", digits=0)
 
+    # ---- 2b: password guessing ----------------------------------------------------
+    def timed_writes(self, api, auth, until):
+        """POST /api/me/ one after another (from 127.0.0.2, one keep-alive
+        connection) until `until()`; the latencies in ms."""
+        basic = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        c = http.client.HTTPConnection("127.0.0.1", api.port, timeout=30,
+                                       source_address=("127.0.0.2", 0))
+        lat, n = [], 0
+        try:
+            while not until() or n < 20:
+                n += 1
+                body = json.dumps({"company": f"bench {n}"})
+                t0 = time.monotonic()
+                c.request("POST", "/api/me/", body=body,
+                          headers={"Authorization": basic, "Content-Type": "application/json"})
+                r = c.getresponse()
+                r.read()
+                lat.append((time.monotonic() - t0) * 1000)
+                if r.status != 200:
+                    raise BenchError(f"POST /api/me/ during the flood: {r.status}")
+                time.sleep(0.01)
+        finally:
+            c.close()
+        return lat
+
+    def bench_auth(self):
+        say("== 2b. A legitimate write during a 64-way wrong-password flood (wrk -t2 -c64 "
+            "GET /api/me/ with a wrong password for an existing customer); the throttle "
+            "is off, as if the flood came from many addresses: only the argon2 slots "
+            "bound it")
+        conf = os.path.join(self.run_dir, "auth-bench.conf")
+        with open(conf, "w") as f:
+            f.write("auth_user_failures = 0\nauth_address_failures = 0\n")
+        api = Api(self, "api-auth", ["-c", conf])
+        victim = api.customer(f"victim{os.getpid()}")
+        writer = api.customer(f"writer{os.getpid()}")
+        api.call("GET", "/me/", writer)  # its password is cached, like a client's
+        base = self.timed_writes(api, writer, lambda: True)
+        n_base = 200 if self.quick else 1000
+        while len(base) < n_base:
+            base += self.timed_writes(api, writer, lambda: True)
+        wrong = "Authorization: Basic " + base64.b64encode(
+            f"{victim[0]}:wrong".encode()).decode()
+        flood = {}
+        t = threading.Thread(target=lambda: flood.update(
+            wrk(api.base + "/api/me/", 2, 64, self.dur, [wrong])))
+        t.start()
+        time.sleep(0.5)  # under way
+        during = self.timed_writes(api, writer, lambda: not t.is_alive())
+        t.join()
+        wrk_line("wrong-password flood (all 401/429)", flood)
+        say(f"    POST /api/me/: no flood p50 {pct(base, 50):.2f} ms p99 {pct(base, 99):.2f} ms; "
+            f"during the flood p50 {pct(during, 50):.2f} ms p99 {pct(during, 99):.2f} ms, "
+            f"max {max(during):.1f} ms ({len(during)} writes)")
+        p99 = pct(during, 99)
+        self.results.add("api auth", "POST /api/me/ p99, 64-way wrong-password flood", p99,
+                         pct(base, 99), "ms", "the same write, no flood", "< 100 ms",
+                         p99 < 100, digits=2)
+        self.results.add("api auth", "POST /api/me/ p50, 64-way wrong-password flood",
+                         pct(during, 50), pct(base, 50), "ms", "the same write, no flood",
+                         digits=2)
+        self.results.add("api auth", "wrong-password flood answered (401/429)", flood["rps"],
+                         0, "req/s", "-", digits=0)
+
     # ---- 3: convergence ---------------------------------------------------------
     def bench_converge(self):
         n = 40 if self.quick else 200
@@ -1033,8 +1099,8 @@ def main():
     for b in ("imperium-api", "imperium-node"):
         if not os.access(os.path.join(args.bin, b), os.X_OK):
             ap.error(f"{os.path.join(args.bin, b)} is missing: build it first (make all)")
-    if any(s != "api" for s in only) and os.geteuid() != 0:
-        ap.error("containers need root: run as root, or --only api")
+    if any(s not in NO_ROOT for s in only) and os.geteuid() != 0:
+        ap.error(f"containers need root: run as root, or --only {','.join(NO_ROOT)}")
     for tool in ("wrk", "nginx", "uwsgi"):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
             ap.error(f"{tool} is missing: scripts/deps.sh bench/packages.txt installs it")

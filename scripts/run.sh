@@ -9,7 +9,11 @@
 # Environment:
 #   IMPERIUM_PORT     TCP port (default 8080)
 #   IMPERIUM_RUN_DIR  state directory, wiped on each run (default <repo>/.run;
-#                     keep it out of /tmp: inside a container /tmp is the home's)
+#                     keep it out of /tmp: inside a container /tmp is the home's).
+#                     It is made 0700: it holds the database, the admin token
+#                     and the node's secret, and a container of the host distro
+#                     sees the host's / (read-only) with its uid, which may
+#                     not even look into a root-only directory
 #   IMPERIUM_BIN_DIR  where imperium-api, imperium and imperium-node are
 #                     (default <repo>/build)
 set -eu
@@ -45,6 +49,7 @@ if [ -f "$run_dir/imperium-node.conf" ] && [ "$(id -u)" = 0 ]; then
 fi
 rm -rf "$run_dir"
 mkdir -p "$run_dir"
+chmod 0700 "$run_dir" || die "cannot make $run_dir private (chmod 0700)"
 run_dir=$(cd "$run_dir" && pwd)
 : >"$run_dir/$marker"
 
@@ -160,15 +165,19 @@ start_sshd() {
         fail "cannot install imperium-enter and the NSS module in $sshd_dir"
     printf 'passwd: files imperium\ngroup: files imperium\nshadow: files\nhosts: files dns\n' \
         >"$sshd_dir/etc-upper/nsswitch.conf"
+    # sshd execs the login shell as the container's uid, which cannot look
+    # into the 0700 state directory: sshd's namespace has the shell on its
+    # own /run tmpfs (below), a copy of the one installed here.
     printf 'containers_dir = %s\nstate_dir = %s\nshell = %s\n' "$node_dir/containers" \
-        "$node_dir/state" "$sshd_dir/bin/imperium-enter" >"$sshd_dir/etc-upper/imperium/ssh.conf"
+        "$node_dir/state" /run/imperium/imperium-enter >"$sshd_dir/etc-upper/imperium/ssh.conf"
     chmod 0644 "$sshd_dir/etc-upper/imperium/ssh.conf"
     ssh-keygen -q -t ed25519 -N '' -f "$sshd_dir/host_key" </dev/null ||
         fail "cannot make sshd's host key"
     unshare -m --propagation private sh -c "set -e
         mount -t overlay overlay -o lowerdir=/etc,upperdir=$sshd_dir/etc-upper,workdir=$sshd_dir/etc-work /etc
         mount -t tmpfs -o mode=0755 tmpfs /run
-        mkdir -m 0755 /run/sshd
+        mkdir -m 0755 /run/sshd /run/imperium
+        cp -p $sshd_dir/bin/imperium-enter /run/imperium/imperium-enter
         LD_LIBRARY_PATH=$sshd_dir/lib exec /usr/sbin/sshd -D -e -f $root/etc/ssh/sshd_config \
             -h $sshd_dir/host_key -p $ssh_port -o ListenAddress=$host -o PidFile=none" \
         >"$run_dir/sshd.log" 2>&1 &

@@ -125,9 +125,9 @@ static void h_admin_container_modify(req_t *r)
         return reply_bad_request(r, "'max_alarms' must be at least 1");
     if (field_str(r, "name") && container_name_check(field_str(r, "name"), &e) < 0)
         return reply_err(r, &e);
-    if ((field_has(r, "memory") && field_int(r, "memory") <= 0) ||
-        (field_has(r, "storage") && field_int(r, "storage") <= 0))
-        return reply_bad_request(r, "'memory' and 'storage' must be positive (MB)");
+    if (sizes_check(&e, field_has(r, "memory"), field_int(r, "memory"),
+                    field_has(r, "storage"), field_int(r, "storage")) < 0)
+        return reply_err(r, &e);
     if (db_begin(r->db, &e) < 0)
         return reply_internal(r, &e);
     db_res_t *cur = db_query(r->db, &e,
@@ -167,10 +167,18 @@ static void h_admin_container_delete(req_t *r)
     if (id < 0)
         return;
     err_t e = {0};
-    /* Links and tags go with it (ON DELETE CASCADE); the home stays on the
-     * node's disk until the supplier removes it. */
-    if (db_exec(r->db, &e, "DELETE FROM containers WHERE id = $1", DB_ARGS(DB_INT(id))) < 0)
+    /* Links, tags and the custom distros it holds go with it (ON DELETE
+     * CASCADE), and the containers booting those lose them in the same
+     * transaction; the node moves the home out of reach for the supplier
+     * to purge (imperium admin server purge-deleted). */
+    if (db_begin(r->db, &e) < 0)
+        return reply_internal(r, &e);
+    if (cdistros_unset(r->db, &e, 0, id) < 0 ||
+        db_exec(r->db, &e, "DELETE FROM containers WHERE id = $1", DB_ARGS(DB_INT(id))) < 0 ||
+        db_commit(r->db, &e) < 0) {
+        db_rollback(r->db);
         return reply_err(r, &e);
+    }
     reply_ok(r);
 }
 

@@ -1,12 +1,14 @@
 /* admin_servers.c - /admin/servers and /admin/distros. */
 #include "../common/validate.h"
 #include "admin.h"
+#include "containers.h"
 #include "fields.h"
 #include "routes.h"
 
 #include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 long long admin_server_id(db_t *db, err_t *e, const char *name_or_address)
 {
@@ -97,9 +99,10 @@ static int server_check_values(req_t *r)
         return reply_bad_request(r, "'address' must be an IPv4 address"), -1;
     if (name && (!*name || strlen(name) > 64))
         return reply_bad_request(r, "'name' must be 1 to 64 characters"), -1;
-    if ((field_has(r, "memory") && field_int(r, "memory") <= 0) ||
-        (field_has(r, "storage") && field_int(r, "storage") <= 0))
-        return reply_bad_request(r, "'memory' and 'storage' must be positive (MB)"), -1;
+    err_t e = {0};
+    if (sizes_check(&e, field_has(r, "memory"), field_int(r, "memory"),
+                    field_has(r, "storage"), field_int(r, "storage")) < 0)
+        return reply_bad_request(r, "%s", e.msg), -1;
     static const char *const lines[] = {"etc_hosts", "etc_resolv_conf"};
     for (int i = 0; i < 2; i++) {
         json_t *v = json_object_get(r->json, lines[i]);
@@ -264,6 +267,30 @@ static void h_admin_server_secret(req_t *r)
     reply(r, 200, json_pack("{s:s,s:s}", "message", "Ok", "node_secret", secret));
 }
 
+/* POST /admin/servers/<name>/purge_deleted {"older_than": SECONDS}: the
+ * server's node may remove the homes of containers deleted at least SECONDS
+ * ago (default 0: all deleted until now), which it keeps out of reach in
+ * <containers_dir>/.deleted/<uid>-<unix time>.  The node learns the time
+ * from its state (server.purge_deleted_before). */
+static void h_admin_server_purge(req_t *r)
+{
+    static const field_spec spec[] = {{"older_than", FT_INT}, {NULL, 0}};
+    long long id = path_server(r);
+    if (id < 0 || (r->body_len > 0 && fields_check(r, spec) < 0))
+        return;
+    long long older = r->json ? field_int(r, "older_than") : 0;
+    if (older < 0)
+        return reply_bad_request(r, "'older_than' must be 0 or more seconds");
+    long long now = (long long)time(NULL);
+    long long before = older < now ? now - older : 0; /* 0: nothing */
+    err_t e = {0};
+    if (db_exec(r->db, &e, "UPDATE servers SET purge_deleted_before = $1 WHERE id = $2",
+                DB_ARGS(DB_INT(before), DB_INT(id))) < 0)
+        return reply_internal(r, &e);
+    reply(r, 200, json_pack("{s:s,s:I}", "message", "Ok", "purge_deleted_before",
+                            (json_int_t)before));
+}
+
 static void h_admin_server_delete(req_t *r)
 {
     long long id = path_server(r);
@@ -412,6 +439,7 @@ const route_t admin_server_routes[] = {
     {"POST", "servers/*", h_admin_server_modify, AUTH_ADMIN, CACHE_NONE},
     {"DELETE", "servers/*", h_admin_server_delete, AUTH_ADMIN, CACHE_NONE},
     {"POST", "servers/*/secret", h_admin_server_secret, AUTH_ADMIN, CACHE_NONE},
+    {"POST", "servers/*/purge_deleted", h_admin_server_purge, AUTH_ADMIN, CACHE_NONE},
     {"GET", "distros", h_admin_distros_list, AUTH_ADMIN, CACHE_NONE},
     {"POST", "distros", h_admin_distro_create, AUTH_ADMIN, CACHE_NONE},
     {"POST", "distros/*", h_admin_distro_modify, AUTH_ADMIN, CACHE_NONE},

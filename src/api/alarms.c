@@ -402,7 +402,10 @@ static long long raise_auth(req_t *r)
     const char *seg = r->segs[2];
     long long id = container_id_from_uid(seg);
     err_t e = {0};
-    if (auth_optional(r) == 0) {
+    int a = auth_optional(r);
+    if (a == AUTH_ANSWERED)
+        return -1; /* 429: too many wrong passwords */
+    if (a == 0) {
         long long own = own_container_id(r, &e, seg);
         if (own < 0)
             reply_internal(r, &e);

@@ -19,6 +19,8 @@ typedef struct resp_cache resp_cache_t;
 typedef struct resp_entry resp_entry_t;
 typedef struct changes changes_t;
 typedef struct workers workers_t;
+typedef struct throttle throttle_t;
+typedef struct gate gate_t;
 struct route;
 
 /* A fixed pool of database connections shared by the HTTP worker threads. */
@@ -43,6 +45,10 @@ typedef struct {
     int threads;           /* libmicrohttpd's: read requests, answer cached ones */
     int workers;           /* workers.c's: run every other request */
     int auth_cache_ttl;    /* seconds a verified password stays cached */
+    int auth_slots;        /* argon2 checks at once (as many may wait) */
+    int auth_user_failures;    /* failed checks of one username, a burst... */
+    int auth_address_failures; /* ...and of one client address... */
+    int auth_failure_window;   /* ...refilled over this many seconds */
     int response_cache_mb; /* resp_cache.c's bodies; 0 = off */
     char dns_resolver[80]; /* POST /domains/ check: "IP[:PORT]"; "" = /etc/resolv.conf */
     int dns_timeout_ms;    /* the whole DNS check of one domain */
@@ -53,6 +59,10 @@ typedef struct api {
     char admin_token[128];
     db_pool_t pool;
     auth_cache_t *auth;
+    /* auth.c's limits on password checks (throttle.h). */
+    throttle_t *fail_users, *fail_addrs;
+    gate_t *argon2;
+    char dummy_hash[128]; /* checked for unknown users: the same work */
     resp_cache_t *responses; /* repeated GETs, until the next write */
     changes_t *changes; /* wakes the nodes' long polls */
     workers_t *workers;
@@ -98,6 +108,7 @@ typedef struct req {
     int status;
     json_t *out;
     const char *extra_header[2];
+    int retry_after; /* seconds, sent as Retry-After when > 0 (429) */
 } req_t;
 
 /* Answer helpers: every handler ends with exactly one of these. */
@@ -129,10 +140,21 @@ long long req_owned(req_t *r, const char *sql, long long id, int missing);
 /* The caller's container named by a uid path segment; 403 otherwise. */
 long long req_own_container(req_t *r, const char *uid_seg);
 
-/* Customer authentication (auth.c).  Answers 401 itself on failure. */
+/* Customer authentication (auth.c).  Answers 401 itself on failure, or
+ * 429 (with Retry-After) when password checks of this username or client
+ * address are throttled, or all argon2 slots are busy. */
 int auth_customer(req_t *r);
 int auth_admin(req_t *r);
+/* 0: authenticated; -1: no or wrong credentials (nothing answered);
+ * AUTH_ANSWERED: throttled, answered 429 already. */
+#define AUTH_ANSWERED (-2)
 int auth_optional(req_t *r);
+/* Before anything else answers a customer request (the response cache):
+ * true after answering 429 when its username or address is throttled. */
+bool auth_throttled(req_t *r);
+/* The limits on password checks, from api->cfg; freed by auth_limits_free. */
+int auth_limits_init(api_t *api, err_t *e);
+void auth_limits_free(api_t *api);
 int auth_node(req_t *r);
 /* A fresh node secret (hex) and the hash stored for it. */
 int node_secret_new(char secret[65], char hash[65]);

@@ -20,6 +20,7 @@ enum {
     C_PO_USER, C_PO_TOKEN, C_PO_SOUND, C_PB_TOKEN, C_SLACK, C_ALARM_FREQ, C_NOFOLLOW,
     C_CDS, C_SECRET_UUID, C_SERVER_ID, C_CUSTOMER,
     C_ST_STATE, C_ST_SINCE, C_ST_RESTARTS, C_ST_ERROR, C_ST_GEN, C_GEN, C_STARTABLE,
+    C_STOPPED_REASON,
 };
 
 #define CONTAINER_SELECT                                                                   \
@@ -30,7 +31,7 @@ enum {
     "c.custom_distros_storage, c.secret_uuid, c.server_id, c.customer_id, "               \
     "st.state, st.since, st.restarts, st.last_error, st.generation, c.generation, "      \
     "(c.distro_id IS NOT NULL OR c.custom_distro_id IS NOT NULL) AND "                    \
-    "EXISTS (SELECT 1 FROM ssh_keys k WHERE k.container_id = c.id) "                      \
+    "EXISTS (SELECT 1 FROM ssh_keys k WHERE k.container_id = c.id), c.stopped_reason "    \
     "FROM containers c JOIN servers s ON s.id = c.server_id "                             \
     "LEFT JOIN distros d ON d.id = c.distro_id "                                          \
     "LEFT JOIN custom_distros cd ON cd.id = c.custom_distro_id "                          \
@@ -78,6 +79,14 @@ static json_t *container_short(db_t *db, err_t *e, db_res_t *res, int row, json_
 static json_t *container_status(db_res_t *res, int row)
 {
     bool startable = db_get_int(res, row, C_STARTABLE) != 0;
+    /* The API stopped it (its custom distro was deleted): the node, which
+     * reports only "stopped", cannot say why; the reason stays until a
+     * distro is set again. */
+    if (!startable && !db_is_null(res, row, C_STOPPED_REASON))
+        return json_pack("{s:s,s:o,s:I,s:s}", "state", "stopped", "since",
+                         nullable_int(res, row, C_ST_SINCE), "restarts",
+                         (json_int_t)db_get_int(res, row, C_ST_RESTARTS), "last_error",
+                         db_get(res, row, C_STOPPED_REASON));
     if (db_is_null(res, row, C_ST_STATE))
         return json_pack("{s:s,s:n,s:i,s:n}", "state", startable ? "starting" : "stopped",
                          "since", "restarts", 0, "last_error");
@@ -255,6 +264,26 @@ int container_name_check(const char *name, err_t *e)
     return 0;
 }
 
+int sizes_check(err_t *e, bool has_memory, long long memory, bool has_storage,
+                long long storage)
+{
+    if (has_memory && (memory <= 0 || memory > MEMORY_MAX_MB))
+        return err_set(e, ERR_INPUT, "'memory' must be 1 to %lld (MB, at most 1 TiB)",
+                       MEMORY_MAX_MB);
+    if (has_storage && (storage <= 0 || storage > STORAGE_MAX_MB))
+        return err_set(e, ERR_INPUT, "'storage' must be 1 to %lld (MB, at most 1 PiB)",
+                       STORAGE_MAX_MB);
+    return 0;
+}
+
+/* Is there room for `want` more beside `used` of `total`?  Without the
+ * overflow of used + want (rows written before the bounds existed). */
+static bool fits(long long used, long long want, long long total)
+{
+    long long sum;
+    return !__builtin_add_overflow(used, want, &sum) && sum <= total;
+}
+
 int server_check_capacity(db_t *db, err_t *e, long long server_id, long long exclude_id,
                           long long memory, long long storage)
 {
@@ -270,9 +299,9 @@ int server_check_capacity(db_t *db, err_t *e, long long server_id, long long exc
     int rc = 0;
     if (res->nrows == 0)
         rc = err_set(e, ERR_NOTFOUND, "no such server");
-    else if (db_get_int(res, 0, 2) + memory > db_get_int(res, 0, 0))
+    else if (!fits(db_get_int(res, 0, 2), memory, db_get_int(res, 0, 0)))
         rc = err_set(e, ERR_CONFLICT, "not enough memory");
-    else if (db_get_int(res, 0, 3) + storage > db_get_int(res, 0, 1))
+    else if (!fits(db_get_int(res, 0, 3), storage, db_get_int(res, 0, 1)))
         rc = err_set(e, ERR_CONFLICT, "not enough storage");
     db_res_free(res);
     return rc;
@@ -283,8 +312,8 @@ int container_create(db_t *db, err_t *e, long long customer_id, long long server
 {
     if (container_name_check(name, e) < 0)
         return -1;
-    if (memory <= 0 || storage <= 0)
-        return err_set(e, ERR_INPUT, "'memory' and 'storage' must be positive (MB)");
+    if (sizes_check(e, true, memory, true, storage) < 0)
+        return -1;
     if (db_begin(db, e) < 0)
         return -1;
     char uuid[37], secret[37];
@@ -378,9 +407,9 @@ static int update_check_values(req_t *r)
         reply_bad_request(r, "'quota_threshold' is a percentage from 0 to 100");
         return -1;
     }
-    if ((field_has(r, "memory") && field_int(r, "memory") <= 0) ||
-        (field_has(r, "storage") && field_int(r, "storage") <= 0)) {
-        reply_bad_request(r, "'memory' and 'storage' must be positive (MB)");
+    if (sizes_check(&e, field_has(r, "memory"), field_int(r, "memory"),
+                    field_has(r, "storage"), field_int(r, "storage")) < 0) {
+        reply_bad_request(r, "%s", e.msg);
         return -1;
     }
     json_t *keys = field_list(r, "ssh_keys");
@@ -497,9 +526,11 @@ static int update_distro(req_t *r, update_t *u, err_t *e)
             if (found == 0)
                 return err_set(e, ERR_INPUT, "'distro': no distro with id %lld", d);
         }
-        /* A container boots one root filesystem: a distro replaces a custom one. */
+        /* A container boots one root filesystem: a distro replaces a custom
+         * one, and ends a stop the API made. */
         if (db_exec(r->db, e,
-                    "UPDATE containers SET distro_id = $1, custom_distro_id = NULL "
+                    "UPDATE containers SET distro_id = $1, custom_distro_id = NULL, "
+                    "stopped_reason = CASE WHEN $1 IS NULL THEN stopped_reason END "
                     "WHERE id = $2",
                     DB_ARGS(d ? DB_INT(d) : DB_NULL, DB_INT(u->id))) < 0)
             return -1;
@@ -525,7 +556,8 @@ static int update_distro(req_t *r, update_t *u, err_t *e)
         }
         if (db_exec(r->db, e,
                     "UPDATE containers SET custom_distro_id = $1, distro_id = "
-                    "CASE WHEN $1 IS NULL THEN distro_id ELSE NULL END WHERE id = $2",
+                    "CASE WHEN $1 IS NULL THEN distro_id ELSE NULL END, stopped_reason = "
+                    "CASE WHEN $1 IS NULL THEN stopped_reason END WHERE id = $2",
                     DB_ARGS(d ? DB_INT(d) : DB_NULL, DB_INT(u->id))) < 0)
             return -1;
         u->restart = true;

@@ -9,6 +9,16 @@
  * e->kind ERR_NOTFOUND when there is no such container. */
 json_t *container_json(db_t *db, err_t *e, long long id, bool full);
 
+/* The largest memory and storage (MB) of a container or a server: 1 TiB
+ * and 1 PiB (docs/API-NOTES.md).  Bounded, sums over a server's containers
+ * cannot overflow (2^33 containers would be needed). */
+#define MEMORY_MAX_MB (1LL << 20)
+#define STORAGE_MAX_MB (1LL << 30)
+
+/* ERR_INPUT naming the field unless each given size is 1 to its maximum. */
+int sizes_check(err_t *e, bool has_memory, long long memory, bool has_storage,
+                long long storage);
+
 /* Check that a server can hold `memory` and `storage` more MB beside its
  * other containers (excluding `exclude_id`); ERR_CONFLICT "not enough ...". */
 int server_check_capacity(db_t *db, err_t *e, long long server_id, long long exclude_id,
@@ -18,6 +28,12 @@ int server_check_capacity(db_t *db, err_t *e, long long server_id, long long exc
  * (ERR_CONFLICT).  Runs in its own transaction. */
 int container_create(db_t *db, err_t *e, long long customer_id, long long server_id,
                      const char *name, long long memory, long long storage, long long *id);
+
+/* Inside a transaction: containers booting a custom distro about to be
+ * deleted - custom distro `id`, or (id 0) every one held by storage
+ * container `holder` - lose it, restart (so their node stops them: no root
+ * filesystem) and keep the reason for their status.last_error. */
+int cdistros_unset(db_t *db, err_t *e, long long id, long long holder);
 
 /* Validate a container name: 1 to 63 characters (it becomes the hostname). */
 int container_name_check(const char *name, err_t *e);

@@ -10,9 +10,11 @@
  * kind - loopboxes, alarms - answer 403 too). */
 #include "../common/strutil.h"
 #include "../common/validate.h"
+#include "containers.h"
 #include "fields.h"
 #include "routes.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #define CDISTRO_NAME_MAX 255
@@ -286,6 +288,24 @@ static void h_cdistro_post(req_t *r)
     reply_cdistro(r, id);
 }
 
+int cdistros_unset(db_t *db, err_t *e, long long id, long long holder)
+{
+    /* A custom distro id names nothing once deleted: left on a container,
+     * it would boot whichever custom distro is later given that id. */
+    char uid[24];
+    snprintf(uid, sizeof uid, "%lld", container_uid(holder));
+    return db_exec(db, e,
+                   "UPDATE containers SET custom_distro_id = NULL, "
+                   "generation = generation + 1, stopped_reason = 'stopped: custom distro ' "
+                   "|| custom_distro_id || CASE WHEN $1 = 0 THEN ' was deleted with its "
+                   "storage container ' || $3 ELSE ' was deleted' END "
+                   "WHERE custom_distro_id = $1 OR custom_distro_id IN "
+                   "(SELECT id FROM custom_distros WHERE $1 = 0 AND container_id = $2)",
+                   DB_ARGS(DB_INT(id), DB_INT(holder), DB_TEXT(uid))) < 0
+               ? -1
+               : 0;
+}
+
 static void h_cdistro_delete(req_t *r)
 {
     long long cid, id = own_cdistro(r, &cid);
@@ -296,10 +316,7 @@ static void h_cdistro_delete(req_t *r)
      * stop until given a distro), restarting on the change. */
     if (db_begin(r->db, &e) < 0)
         return reply_internal(r, &e);
-    if (db_exec(r->db, &e,
-                "UPDATE containers SET custom_distro_id = NULL, generation = generation + 1 "
-                "WHERE custom_distro_id = $1",
-                DB_ARGS(DB_INT(id))) < 0 ||
+    if (cdistros_unset(r->db, &e, id, 0) < 0 ||
         db_exec(r->db, &e, "DELETE FROM custom_distros WHERE id = $1", DB_ARGS(DB_INT(id))) < 0 ||
         db_commit(r->db, &e) < 0) {
         db_rollback(r->db);

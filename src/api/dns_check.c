@@ -17,6 +17,7 @@
  * whole check is bounded by one deadline. */
 #define CARES_NO_DEPRECATED /* newer c-ares deprecates the calls 1.18 offers */
 #include "dns_check.h"
+#include "../common/clock.h"
 #include "../common/log.h"
 #include "../common/strutil.h"
 
@@ -114,19 +115,6 @@ int dns_resolver_check(const char *spec, err_t *e)
 }
 
 /* ---- time ---- */
-
-static struct timespec ms_from_now(int ms)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    t.tv_sec += ms / 1000;
-    t.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (t.tv_nsec >= 1000000000L) {
-        t.tv_sec++;
-        t.tv_nsec -= 1000000000L;
-    }
-    return t;
-}
 
 static long ms_until(const struct timespec *deadline)
 {
@@ -413,7 +401,7 @@ static void txt_lookup(check_t *c, int i, answer_t *a, const char **source)
 {
     zone_t *z = zone_for(c, i);
     if (z && z->ch && !z->dead) {
-        struct timespec quick = ms_from_now(c->timeout_ms / 4);
+        struct timespec quick = clock_after_ms(c->timeout_ms / 4);
         bool sooner = ms_until(&quick) < ms_until(&c->deadline);
         lookup(z->ch, c->names[i], ns_t_txt, sooner ? &quick : &c->deadline, a);
         if (settles_authoritatively(a)) {
@@ -487,8 +475,8 @@ dns_check_result dns_check_txt(const dns_check_cfg_t *cfg, const char *name, con
         return DNS_CHECK_FAILED;
     }
     c->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : DNS_DEFAULT_TIMEOUT_MS;
-    c->deadline = ms_from_now(c->timeout_ms);
-    c->zones_deadline = ms_from_now(c->timeout_ms / 2);
+    c->deadline = clock_after_ms(c->timeout_ms);
+    c->zones_deadline = clock_after_ms(c->timeout_ms / 2);
     chain_build(c, name);
     if (c->nnames == 0) { /* normalised names have a dot: a caller's bug */
         snprintf(reason, rlen, "'%s' is not a domain name with a dot", name);

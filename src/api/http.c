@@ -61,6 +61,7 @@ static const char *status_text(int status)
     case 409: return "Conflict";
     case 413: return "Request entity too large";
     case 416: return "Requested Range Not Satisfiable";
+    case 429: return "Too Many Requests";
     case 503: return "Service Unavailable";
     default: return "Internal Server Error";
     }
@@ -256,6 +257,11 @@ static void dispatch(req_t *r, const route_t *const *tables)
         reply_error(r, known ? 405 : 404, NULL);
         return;
     }
+    /* Before the response cache: a cached answer to the right password
+     * must not tell a throttled guesser that it is right (auth.c). */
+    if ((rt->auth == AUTH_CUSTOMER || rt->auth == AUTH_OPTIONAL || rt->auth == AUTH_ALARM) &&
+        auth_throttled(r))
+        return;
     if (cache_lookup(r, rt)) {
         r->status = 200;
         r->authed = true;
@@ -349,6 +355,11 @@ static enum MHD_Result send_json(struct MHD_Connection *c, req_t *r)
     }
     if (r->status == 401)
         MHD_add_response_header(resp, "WWW-Authenticate", "Basic realm=\"uwsgi.it api\"");
+    if (r->retry_after > 0) {
+        char secs[16];
+        snprintf(secs, sizeof secs, "%d", r->retry_after);
+        MHD_add_response_header(resp, "Retry-After", secs);
+    }
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, resp);
     if (r->cache_keyed && r->status == 200)
         resp_cache_put(r->api->responses, r->cache_key, r->cache_version, resp, len,

@@ -47,7 +47,8 @@ static const char usage[] =
 static const char *const config_keys[] = {
     "listen", "port", "database", "prefix", "admin_prefix", "node_prefix", "admin_token_file",
     "threads", "log_level", "auth_cache_ttl", "dns_resolver", "dns_timeout_ms",
-    "response_cache_mb", "workers", NULL,
+    "response_cache_mb", "workers", "auth_slots", "auth_user_failures",
+    "auth_address_failures", "auth_failure_window", NULL,
 };
 
 static int set_int(const char *name, const char *v, int lo, int hi, int *out, err_t *e)
@@ -99,6 +100,14 @@ static int apply_setting(api_config_t *c, const char *key, const char *v, err_t 
         return set_int(key, v, 1, 256, &c->workers, e);
     if (!strcmp(key, "auth_cache_ttl"))
         return set_int(key, v, 0, 86400, &c->auth_cache_ttl, e);
+    if (!strcmp(key, "auth_slots"))
+        return set_int(key, v, 1, 256, &c->auth_slots, e);
+    if (!strcmp(key, "auth_user_failures"))
+        return set_int(key, v, 0, 1000000, &c->auth_user_failures, e);
+    if (!strcmp(key, "auth_address_failures"))
+        return set_int(key, v, 0, 1000000, &c->auth_address_failures, e);
+    if (!strcmp(key, "auth_failure_window"))
+        return set_int(key, v, 1, 86400, &c->auth_failure_window, e);
     if (!strcmp(key, "response_cache_mb"))
         return set_int(key, v, 0, 65536, &c->response_cache_mb, e);
     if (!strcmp(key, "dns_resolver")) {
@@ -226,6 +235,16 @@ static int default_threads(void)
     return n < 1 ? 1 : n > 8 ? 8 : (int)n;
 }
 
+/* argon2 checks at once: one per two CPUs (each takes a CPU for ~100 ms
+ * and 64 MiB), and at most a quarter of the workers, so that checks and
+ * their waiters (as many) leave most workers to other requests. */
+static int default_auth_slots(int workers)
+{
+    int most = workers / 4 > 0 ? workers / 4 : 1;
+    int n = default_threads();
+    return n < most ? n : most;
+}
+
 int main(int argc, char **argv)
 {
     api_t api = {
@@ -233,11 +252,16 @@ int main(int argc, char **argv)
                 .prefix = "/api", .admin_prefix = "/admin", .node_prefix = "/node",
                 .admin_token_file = "admin.token", .threads = default_threads(), .workers = 8,
                 .auth_cache_ttl = 300,
+                .auth_user_failures = 30, .auth_address_failures = 15,
+                .auth_failure_window = 300,
                 .response_cache_mb = 32,
                 .dns_timeout_ms = DNS_DEFAULT_TIMEOUT_MS},
     };
     err_t e = {0};
     bool migrate_only = false;
+    /* Before any thread, so no file (the database, its -wal and -shm, the
+     * admin token) is ever created readable by others. */
+    umask(077);
     if (sodium_init() < 0) {
         fprintf(stderr, "imperium-api: libsodium failed to initialise\n");
         return 1;
@@ -246,6 +270,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "imperium-api: %s\n", e.msg);
         return 2;
     }
+    if (api.cfg.auth_slots == 0)
+        api.cfg.auth_slots = default_auth_slots(api.cfg.workers);
     if (dns_check_init(&e) < 0) {
         fprintf(stderr, "imperium-api: %s\n", e.msg);
         return 1;
@@ -274,6 +300,7 @@ int main(int argc, char **argv)
     /* A cached answer skips the password check: it lives no longer than a
      * verified password does in the auth cache. */
     if (load_admin_token(&api, &e) < 0 || !(api.auth = auth_cache_new(api.cfg.auth_cache_ttl)) ||
+        auth_limits_init(&api, &e) < 0 ||
         !(api.responses = resp_cache_new(api.cfg.auth_cache_ttl,
                                          (size_t)api.cfg.response_cache_mb << 20)) ||
         !(api.changes = changes_new()) || changes_start(api.changes) < 0 ||
@@ -301,6 +328,7 @@ out:
     workers_free(api.workers);
     changes_free(api.changes);
     auth_cache_free(api.auth);
+    auth_limits_free(&api);
     resp_cache_free(api.responses);
     db_pool_close(&api.pool);
     sodium_memzero(api.admin_token, sizeof api.admin_token);

@@ -14,7 +14,10 @@ static bool has_credentials(req_t *r)
 
 static void h_news(req_t *r)
 {
-    if (auth_optional(r) < 0 && has_credentials(r))
+    int a = auth_optional(r);
+    if (a == AUTH_ANSWERED)
+        return; /* 429: too many wrong passwords */
+    if (a < 0 && has_credentials(r))
         return reply_error(r, 401, NULL);
     err_t e = {0};
     /* Anonymous callers see public news only; customers see all. */

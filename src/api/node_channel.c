@@ -41,6 +41,7 @@ enum {
     S_JID_SECRET, S_JID_DEST, S_PO_USER, S_PO_TOKEN, S_PO_SOUND, S_PB_TOKEN, S_SLACK,
     S_GEN, S_SSH_GEN, S_CDS, S_MAX_ALARMS, S_DISTRO, S_DISTRO_PATH, S_CDISTRO,
     S_CDISTRO_PATH, S_CDISTRO_HOLDER, S_CUST_UUID, S_RSA_KEY, S_RSA_PUB, S_SECRET_UUID,
+    S_CDISTRO_HOLDER_CUST,
 };
 
 /* A container is startable with a root filesystem and at least one key. */
@@ -49,10 +50,12 @@ static const char startable_sql[] =
     "c.alarm_freq, c.jid, c.jid_secret, c.jid_destinations, c.pushover_user, "
     "c.pushover_token, c.pushover_sound, c.pushbullet_token, c.slack_webhook, c.generation, "
     "c.ssh_generation, c.custom_distros_storage, c.max_alarms, d.id, d.path, cd.id, cd.path, "
-    "cd.container_id, cu.uuid, cu.rsa_key, cu.rsa_pubkey, c.secret_uuid "
+    "cd.container_id, cu.uuid, cu.rsa_key, cu.rsa_pubkey, c.secret_uuid, hc.uuid "
     "FROM containers c JOIN customers cu ON cu.id = c.customer_id "
     "LEFT JOIN distros d ON d.id = c.distro_id "
     "LEFT JOIN custom_distros cd ON cd.id = c.custom_distro_id "
+    "LEFT JOIN containers h ON h.id = cd.container_id "
+    "LEFT JOIN customers hc ON hc.id = h.customer_id "
     "WHERE c.server_id = $1 AND (d.id IS NOT NULL OR cd.id IS NOT NULL) "
     "AND EXISTS (SELECT 1 FROM ssh_keys k WHERE k.container_id = c.id) ORDER BY c.id";
 
@@ -60,11 +63,14 @@ static json_t *rootfs_json(db_res_t *res, int i)
 {
     if (!db_is_null(res, i, S_CDISTRO))
         /* A custom distro lives in another container's home: the node
-         * resolves <home of holder>/distros/<path>. */
-        return json_pack("{s:s,s:I,s:I,s:s}", "kind", "custom", "id",
+         * resolves <home of holder>/distros/<path>, and checks that the
+         * holder it knows is of this customer (holder_customer) before
+         * trusting that tree. */
+        return json_pack("{s:s,s:I,s:I,s:s,s:s}", "kind", "custom", "id",
                          (json_int_t)db_get_int(res, i, S_CDISTRO), "holder_uid",
                          (json_int_t)container_uid(db_get_int(res, i, S_CDISTRO_HOLDER)),
-                         "path", db_get(res, i, S_CDISTRO_PATH));
+                         "holder_customer", db_get(res, i, S_CDISTRO_HOLDER_CUST), "path",
+                         db_get(res, i, S_CDISTRO_PATH));
     return json_pack("{s:s,s:I,s:s}", "kind", "distro", "id",
                      (json_int_t)db_get_int(res, i, S_DISTRO), "path",
                      db_get(res, i, S_DISTRO_PATH));
@@ -218,12 +224,38 @@ static json_t *legions_state(db_t *db, err_t *e, long long server_id)
     return out;
 }
 
+/* Every container of the server, startable or not, with its uuid and its
+ * customer's: the node tells a deleted container (its home is moved out of
+ * the customers' reach) from one that merely cannot start, and checks that
+ * a custom distro's holder is a container of the same customer. */
+static json_t *all_containers_state(db_t *db, err_t *e, long long server_id)
+{
+    db_res_t *res = db_query(db, e,
+                             "SELECT c.id, c.uuid, cu.uuid FROM containers c JOIN customers cu "
+                             "ON cu.id = c.customer_id WHERE c.server_id = $1 ORDER BY c.id",
+                             DB_ARGS(DB_INT(server_id)));
+    if (!res)
+        return NULL;
+    json_t *out = json_array();
+    for (int i = 0; out && i < res->nrows; i++)
+        if (json_array_append_new(out, json_pack("{s:I,s:s,s:s}", "uid",
+                                                 (json_int_t)container_uid(db_get_int(res, i, 0)),
+                                                 "uuid", db_get(res, i, 1), "customer",
+                                                 db_get(res, i, 2))) < 0) {
+            json_decref(out);
+            out = NULL;
+        }
+    db_res_free(res);
+    return out;
+}
+
 /* The whole desired state of one server, without its version. */
 static json_t *node_state(db_t *db, err_t *e, long long server_id)
 {
     db_res_t *srv = db_query(db, e,
                              "SELECT name, address, etc_hosts, etc_resolv_conf, "
-                             "portmap_generation FROM servers WHERE id = $1",
+                             "portmap_generation, purge_deleted_before FROM servers "
+                             "WHERE id = $1",
                              DB_ARGS(DB_INT(server_id)));
     if (!srv)
         return NULL;
@@ -238,10 +270,13 @@ static json_t *node_state(db_t *db, err_t *e, long long server_id)
     json_t *legions = ports ? legions_state(db, e, server_id) : NULL;
     json_t *out = NULL;
     if (legions)
-        out = json_pack("{s:{s:s,s:s,s:s,s:s,s:I},s:o,s:o,s:o,s:o}", "server", "name",
+        /* purge_deleted_before: the node removes the homes of containers
+         * deleted before this unix time (imperium admin server purge-deleted). */
+        out = json_pack("{s:{s:s,s:s,s:s,s:s,s:I,s:I},s:o,s:o,s:o,s:o}", "server", "name",
                         db_get(srv, 0, 0), "address", db_get(srv, 0, 1), "etc_hosts",
                         db_get(srv, 0, 2), "etc_resolv_conf", db_get(srv, 0, 3),
-                        "portmap_generation", (json_int_t)db_get_int(srv, 0, 4), "containers",
+                        "portmap_generation", (json_int_t)db_get_int(srv, 0, 4),
+                        "purge_deleted_before", (json_int_t)db_get_int(srv, 0, 5), "containers",
                         containers, "domains", domains, "portmappings", ports, "legions",
                         legions);
     else {
@@ -250,6 +285,12 @@ static json_t *node_state(db_t *db, err_t *e, long long server_id)
         json_decref(ports);
     }
     db_res_free(srv);
+    json_t *all = out ? all_containers_state(db, e, server_id) : NULL;
+    if (out && (!all || json_object_set_new(json_object_get(out, "server"), "all_containers",
+                                            all) < 0)) {
+        json_decref(out);
+        out = NULL;
+    }
     if (!out && e->kind == ERR_NONE)
         err_set(e, ERR_INTERNAL, "out of memory building the node state");
     return out;

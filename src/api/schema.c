@@ -9,9 +9,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const migrations[] = {
+/* A step is a script or, when it needs more than SQL text, a function.
+ * Each runs in one transaction with foreign keys checked at its end
+ * (db_schema_begin / db_schema_commit), so a step may rebuild tables. */
+typedef struct {
+    const char *sql;
+    int (*run)(db_t *db, err_t *e);
+} migration_t;
+
+static int ids_only_grow(db_t *db, err_t *e);
+
+static const migration_t migrations[] = {
     /* 1: everything API.md describes. */
-    "CREATE TABLE customers ("
+    {"CREATE TABLE customers ("
     "  id INTEGER PRIMARY KEY,"
     "  username TEXT NOT NULL UNIQUE,"
     "  password_hash TEXT NOT NULL,"
@@ -181,12 +191,50 @@ static const char *const migrations[] = {
     "  since INTEGER NOT NULL,"
     "  restarts INTEGER NOT NULL DEFAULT 0,"
     "  last_error TEXT,"
-    "  generation INTEGER NOT NULL DEFAULT 0);",
+    "  generation INTEGER NOT NULL DEFAULT 0);", NULL},
+    /* 2: ids only ever grow; why a container stopped; the purge of deleted homes. */
+    {NULL, ids_only_grow},
 };
+
+/* Every table with an `id INTEGER PRIMARY KEY`.  Ids travel to the nodes
+ * (a container's uid is 30000 + id and names its home there; custom
+ * distros, loopboxes, port mappings, domains, tags) and to customers:
+ * SQLite hands out max(id)+1, so deleting the newest row gave its id, and
+ * with a uid the old home and its data, to the next customer. */
+static const char *const grow_only_tables[] = {
+    "customers", "servers", "distros", "containers", "tags", "domains", "loopboxes",
+    "alarms", "portmappings", "custom_distros", "news", "legions", NULL,
+};
+
+static int ids_only_grow(db_t *db, err_t *e)
+{
+    for (const char *const *t = grow_only_tables; *t; t++)
+        if (db_ids_never_reused(db, e, *t) < 0)
+            return -1;
+    return db_exec_script(
+        db, e,
+        /* Why the API stopped a container (a custom distro deleted under
+         * it): shown as status.last_error until a distro is set again. */
+        "ALTER TABLE containers ADD COLUMN stopped_reason TEXT;"
+        /* Homes of containers deleted before this time may be purged. */
+        "ALTER TABLE servers ADD COLUMN purge_deleted_before INTEGER NOT NULL DEFAULT 0;"
+        /* Deleting a storage container left its custom distros' ids on the
+         * containers booting them: such an id, reused, would have booted
+         * whoever's custom distro took it next. */
+        "UPDATE containers SET stopped_reason = 'stopped: custom distro ' || "
+        "custom_distro_id || ' was deleted', custom_distro_id = NULL, "
+        "generation = generation + 1 WHERE custom_distro_id IS NOT NULL AND "
+        "custom_distro_id NOT IN (SELECT id FROM custom_distros);");
+}
 
 int schema_latest_version(void) { return (int)(sizeof migrations / sizeof migrations[0]); }
 
 int schema_migrate(db_t *db, err_t *e)
+{
+    return schema_migrate_to(db, e, schema_latest_version());
+}
+
+int schema_migrate_to(db_t *db, err_t *e, int target)
 {
     if (db_exec(db, e,
                 "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
@@ -200,16 +248,21 @@ int schema_migrate(db_t *db, err_t *e)
         return err_set(e, ERR_INTERNAL,
                        "database schema version %lld is newer than this binary (%d)", have,
                        schema_latest_version());
-    for (int v = (int)have + 1; v <= schema_latest_version(); v++) {
-        if (db_begin(db, e) < 0)
+    for (int v = (int)have + 1; v <= target && v <= schema_latest_version(); v++) {
+        const migration_t *m = &migrations[v - 1];
+        if (db_schema_begin(db, e) < 0)
             return -1;
-        if (db_exec_script(db, e, migrations[v - 1]) < 0 ||
-            db_exec(db, e, "INSERT INTO schema_version (version) VALUES ($1)",
-                    DB_ARGS(DB_INT(v))) < 0 ||
-            db_commit(db, e) < 0) {
+        int rc = m->sql ? db_exec_script(db, e, m->sql) : m->run(db, e);
+        if (rc < 0 || db_exec(db, e, "INSERT INTO schema_version (version) VALUES ($1)",
+                              DB_ARGS(DB_INT(v))) < 0) {
+            db_schema_rollback(db);
+            rc = -1;
+        } else {
+            rc = db_schema_commit(db, e); /* rolls back when it fails */
+        }
+        if (rc < 0) {
             char msg[sizeof e->msg];
             snprintf(msg, sizeof msg, "%s", e ? e->msg : "");
-            db_rollback(db);
             return err_set(e, ERR_INTERNAL, "schema migration %d failed: %s", v, msg);
         }
     }

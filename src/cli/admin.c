@@ -16,7 +16,7 @@ typedef enum {
     ACT_ADD,    /* POST path {options, pos_field: POS} */
     ACT_MODIFY, /* POST path/POS {options} */
     ACT_DELETE, /* DELETE path/POS */
-    ACT_DO,     /* POST path/POS/<sub> {} */
+    ACT_DO,     /* POST path/POS/<sub> {options} */
     ACT_BUILD,  /* distro build: runs here (distro_build.c), then POSTs path */
 } action_t;
 
@@ -74,6 +74,11 @@ static const opt_spec server_modify_opts[] = {
     {"memory", OPT_INT, "memory", "MB", false},
     {"storage", OPT_INT, "storage", "MB", false},
     SERVER_OPTIONAL_OPTS{NULL, 0, NULL, NULL, false},
+};
+
+static const opt_spec server_purge_opts[] = {
+    {"older-than", OPT_INT, "older_than", "SECONDS", false},
+    {NULL, 0, NULL, NULL, false},
 };
 
 static const opt_spec distro_add_opts[] = {
@@ -236,6 +241,12 @@ static const cmd_t commands[] = {
     {"server", "secret", ACT_DO, "/servers", "NAME", false, NULL, NULL, NULL, "node_secret",
      "give the server's node a new secret (printed once; the old one stops working)",
      "secret"},
+    {"server", "purge-deleted", ACT_DO, "/servers", "NAME", false, NULL, server_purge_opts,
+     NULL, "purge_deleted_before",
+     "let the server's node remove the homes of deleted containers (kept in\n"
+     "      <containers_dir>/.deleted) deleted at least SECONDS ago (default: all);\n"
+     "      prints the unix time before which they go",
+     "purge_deleted"},
 
     {"distro", "add", ACT_ADD, "/distros", "NAME", false, "name", distro_add_opts, NULL, NULL,
      "add a distro to the pool (DIR: its rootfs on the nodes)", NULL},
@@ -481,11 +492,7 @@ static int run_cmd(cli_t *cli, const cmd_t *c, int argc, char **argv, err_t *e)
                 name);
         goto out;
     }
-    if (c->act == ACT_DO && !(body = strdup("{}"))) {
-        err_set(e, ERR_INTERNAL, "out of memory");
-        goto out;
-    }
-    if (c->act == ACT_ADD || c->act == ACT_MODIFY) {
+    if (c->act == ACT_ADD || c->act == ACT_MODIFY || c->act == ACT_DO) {
         if (c->pos_field && json_object_set_new(a.opts, c->pos_field, json_string(pos)) < 0) {
             err_set(e, ERR_INPUT, "%s: %s is not valid UTF-8", name, c->pos);
             goto out;

@@ -86,6 +86,26 @@ int db_claim(db_t *db, err_t *e);
 int db_read_begin(db_t *db, err_t *e);
 void db_read_end(db_t *db);
 
+/* Schema changes (migrations), following SQLite's procedure for changing a
+ * table (sqlite.org/lang_altertable.html, "other kinds of table schema
+ * changes"): db_schema_begin suspends foreign key enforcement (outside the
+ * transaction, where the switch takes effect) and opens a write
+ * transaction, so tables can be rebuilt under the references of others;
+ * db_schema_commit checks every foreign key, commits, and enforces them
+ * again; db_schema_rollback abandons the change.  A backend whose DDL is
+ * transactional and needs none of this (PostgreSQL) makes them plain
+ * db_begin / db_commit / db_rollback. */
+int db_schema_begin(db_t *db, err_t *e);
+int db_schema_commit(db_t *db, err_t *e);
+void db_schema_rollback(db_t *db);
+/* Between db_schema_begin and db_schema_commit: make the integer key `id`
+ * of `table` never hand out a value again once used, even after the newest
+ * row is deleted (SQLite reuses max(id)+1 otherwise).  SQLite: the table is
+ * rebuilt with AUTOINCREMENT, its definition taken from sqlite_master (the
+ * schema has one owner, its migrations), rows and indexes kept; a no-op
+ * when it already is.  PostgreSQL: identity columns never reuse a value. */
+int db_ids_never_reused(db_t *db, err_t *e, const char *table);
+
 void db_res_free(db_res_t *r);
 const char *db_get(const db_res_t *r, int row, int col);
 long long db_get_int(const db_res_t *r, int row, int col);

@@ -5,14 +5,18 @@
  * text: queries are literals or a few filter combinations, so the cache
  * stays small and a request pays no parse cost. */
 #include "db.h"
+#include "strutil.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -63,11 +67,62 @@ static int on_busy(void *arg, int count)
     return 1;
 }
 
+/* A file that group or others may read or write: refused, naming the fix. */
+static int check_mode(const char *file, const struct stat *st, err_t *e)
+{
+    if ((st->st_mode & 077) == 0)
+        return 0;
+    return err_set(e, ERR_INPUT,
+                   "%s is readable or writable by group or others (mode %04o): it holds "
+                   "password hashes and node secrets; run chmod 600 %s",
+                   file, (unsigned)(st->st_mode & 07777), file);
+}
+
+/* The database is created 0600 here, not by SQLite (0644 less the umask),
+ * and SQLite gives its -wal and -shm the database's mode.  An existing
+ * file, or sidecar, open to others is refused rather than fixed: a chmod
+ * would not take back what others may have copied or opened already. */
+static int check_private(const char *path, err_t *e)
+{
+    if (!*path || !strcmp(path, ":memory:"))
+        return 0;
+    /* Only a file that does not exist yet is opened here: closing any
+     * descriptor of a database drops every POSIX lock this process holds on
+     * it (the pool's other connections), and another SQLite process would
+     * then take itself for the last user and checkpoint away the live WAL. */
+    int fd = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd);
+    else if (errno != EEXIST)
+        return err_set(e, ERR_INTERNAL, "cannot create database %s: %s", path, strerror(errno));
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return err_set(e, ERR_INTERNAL, "cannot stat %s: %s", path, strerror(errno));
+    if (check_mode(path, &st, e) < 0)
+        return -1;
+    static const char *const sidecars[] = {"-wal", "-shm"};
+    for (size_t i = 0; i < sizeof sidecars / sizeof sidecars[0]; i++) {
+        char side[4096];
+        if (snprintf(side, sizeof side, "%s%s", path, sidecars[i]) >= (int)sizeof side)
+            return err_set(e, ERR_INPUT, "database path %s is too long", path);
+        if (stat(side, &st) < 0) {
+            if (errno == ENOENT)
+                continue;
+            return err_set(e, ERR_INTERNAL, "cannot stat %s: %s", side, strerror(errno));
+        }
+        if (check_mode(side, &st, e) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 db_t *db_open(const char *url, err_t *e)
 {
     const char *path = url;
     if (strncmp(url, "sqlite:", 7) == 0)
         path = url + 7;
+    if (check_private(path, e) < 0)
+        return NULL;
     db_t *db = calloc(1, sizeof *db);
     if (!db) {
         err_set(e, ERR_INTERNAL, "out of memory");
@@ -372,4 +427,164 @@ void db_rollback(db_t *db)
         db_exec(db, NULL, "ROLLBACK", DB_NOARGS);
     if (sqlite3_get_autocommit(db->h))
         write_unlock(db);
+}
+
+/* ---- schema changes ---- */
+
+/* PRAGMA foreign_keys is a no-op inside a transaction: it is switched
+ * before BEGIN and after COMMIT / ROLLBACK. */
+int db_schema_begin(db_t *db, err_t *e)
+{
+    if (db_exec_script(db, e, "PRAGMA foreign_keys=OFF") < 0)
+        return -1;
+    if (db_begin(db, e) < 0) {
+        db_exec_script(db, NULL, "PRAGMA foreign_keys=ON");
+        return -1;
+    }
+    return 0;
+}
+
+void db_schema_rollback(db_t *db)
+{
+    db_rollback(db);
+    db_exec_script(db, NULL, "PRAGMA foreign_keys=ON");
+}
+
+int db_schema_commit(db_t *db, err_t *e)
+{
+    /* Rows: table, rowid, parent, fkid of every reference to a missing row. */
+    db_res_t *bad = db_query(db, e, "PRAGMA foreign_key_check", DB_NOARGS);
+    int rc = -1;
+    if (bad && bad->nrows > 0)
+        err_set(e, ERR_INTERNAL,
+                "foreign key check: row %s of table %s refers to a missing row of %s (and "
+                "%d more)",
+                db_get(bad, 0, 1) ? db_get(bad, 0, 1) : "?", db_get(bad, 0, 0),
+                db_get(bad, 0, 2), bad->nrows - 1);
+    else if (bad)
+        rc = db_commit(db, e);
+    db_res_free(bad);
+    if (rc < 0) {
+        db_schema_rollback(db);
+        return -1;
+    }
+    return db_exec_script(db, e, "PRAGMA foreign_keys=ON");
+}
+
+/* Does `s` start with `word` (case-insensitive), not followed by more of
+ * an identifier? */
+static bool word_at(const char *s, const char *word)
+{
+    size_t n = strlen(word);
+    return strncasecmp(s, word, n) == 0 && !(isalnum((unsigned char)s[n]) || s[n] == '_');
+}
+
+static const char *skip_space(const char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    return s;
+}
+
+/* Where a column definition `id INTEGER PRIMARY KEY` of `sql` (a CREATE
+ * TABLE statement) ends: AUTOINCREMENT goes there.  NULL when there is no
+ * such column; *done when it already has AUTOINCREMENT. */
+static const char *id_key_end(const char *sql, bool *done)
+{
+    static const char *const words[] = {"id", "INTEGER", "PRIMARY", "KEY"};
+    *done = false;
+    for (const char *p = strchr(sql, '('); p && *p; p = strpbrk(p + 1, "(,")) {
+        const char *q = skip_space(p + 1);
+        size_t i;
+        for (i = 0; i < 4 && word_at(q, words[i]); i++)
+            q = skip_space(q + strlen(words[i]));
+        if (i < 4)
+            continue;
+        *done = word_at(q, "AUTOINCREMENT");
+        if (*done || *q == ',' || *q == ')')
+            return q;
+    }
+    return NULL;
+}
+
+/* `sql` (CREATE TABLE <table> (...)) as CREATE TABLE new_<table> with
+ * AUTOINCREMENT on its id; NULL with e set (or *done when nothing to do). */
+static char *autoincrement_sql(const char *table, const char *sql, bool *done, err_t *e)
+{
+    const char *open = strchr(sql, '(');
+    bool header_ok = open && word_at(sql, "CREATE") && word_at(skip_space(sql + 6), "TABLE");
+    if (header_ok) {
+        /* A renamed table's name is quoted: CREATE TABLE "x" (...). */
+        const char *name = skip_space(skip_space(sql + 6) + 5);
+        bool quoted = *name == '"';
+        name += quoted;
+        header_ok = word_at(name, table) && (!quoted || name[strlen(table)] == '"') &&
+                    skip_space(name + strlen(table) + quoted) == open;
+    }
+    const char *end = header_ok ? id_key_end(sql, done) : NULL;
+    if (!end) {
+        err_set(e, ERR_INTERNAL,
+                "cannot make the ids of table %s grow only: its definition is not "
+                "\"CREATE TABLE %s (... id INTEGER PRIMARY KEY ...)\"",
+                table, table);
+        return NULL;
+    }
+    if (*done)
+        return NULL;
+    char *out = str_printf("CREATE TABLE new_%s %.*s AUTOINCREMENT%s", table,
+                           (int)(end - open), open, end);
+    if (!out)
+        err_set(e, ERR_INTERNAL, "out of memory");
+    return out;
+}
+
+/* Steps 4-8 of SQLite's procedure: create new_X, copy, drop X, rename,
+ * recreate X's indexes and triggers (in `res` rows after the table's). */
+static int rebuild_table(db_t *db, err_t *e, const char *table, const char *create,
+                         const db_res_t *res)
+{
+    buf_t b = {0};
+    int rc = buf_appends(&b, create);
+    char *copy = str_printf(";INSERT INTO new_%s SELECT * FROM %s;DROP TABLE %s;"
+                            "ALTER TABLE new_%s RENAME TO %s;",
+                            table, table, table, table, table);
+    rc |= copy ? buf_appends(&b, copy) : -1;
+    free(copy);
+    for (int i = 0; i < res->nrows; i++)
+        if (strcmp(db_get(res, i, 0), "table") != 0)
+            rc |= buf_appends(&b, db_get(res, i, 1)) | buf_appends(&b, ";");
+    if (rc < 0) {
+        buf_free(&b);
+        return err_set(e, ERR_INTERNAL, "out of memory");
+    }
+    rc = db_exec_script(db, e, b.data);
+    buf_free(&b);
+    return rc;
+}
+
+int db_ids_never_reused(db_t *db, err_t *e, const char *table)
+{
+    /* The table first, then what DROP TABLE takes with it.  Automatic
+     * indexes of UNIQUE constraints have no sql: the new table makes its own. */
+    db_res_t *res = db_query(db, e,
+                             "SELECT type, sql FROM sqlite_master WHERE tbl_name = $1 AND "
+                             "sql IS NOT NULL AND (type = 'table' AND name = $1 OR "
+                             "type IN ('index', 'trigger')) ORDER BY type != 'table'",
+                             DB_ARGS(DB_TEXT(table)));
+    if (!res)
+        return -1;
+    int rc = 0;
+    if (res->nrows == 0 || strcmp(db_get(res, 0, 0), "table") != 0) {
+        rc = err_set(e, ERR_INTERNAL, "no table %s to make its ids grow only", table);
+    } else {
+        bool done = false;
+        char *create = autoincrement_sql(table, db_get(res, 0, 1), &done, e);
+        if (create)
+            rc = rebuild_table(db, e, table, create, res);
+        else if (!done)
+            rc = -1;
+        free(create);
+    }
+    db_res_free(res);
+    return rc;
 }

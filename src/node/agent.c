@@ -116,16 +116,19 @@ static int setup(agent_t *a, err_t *e)
     node_cfg_t node = c->node;
     if (c->router_http) {
         char *dir = str_printf("%s/%s", c->node.state_dir, AGENT_ROUTER_DIR);
-        router_opts_t ro = {.uwsgi = c->router_uwsgi, .http = c->router_http, .dir = dir};
+        router_opts_t ro = {.uwsgi = c->router_uwsgi, .http = c->router_http, .dir = dir,
+                            .user = c->router_user};
         a->router = dir ? router_new(&ro, e) : NULL;
         free(dir);
         if (!a->router)
             return e->msg[0] ? -1 : err_set(e, ERR_INTERNAL, "out of memory");
         node.subscribe_dir = router_subscribe_dir(a->router);
         node.sockets_dir = router_sockets_dir(a->router);
+        node.sockets_gid = router_gid(a->router);
         char *listen = str_printf("%s/%s", node.subscribe_dir, ROUTER_SUBSCRIBE_SOCKET);
         subgate_opts_t go = {.listen_path = listen,
                              .router_path = router_subscription_server(a->router),
+                             .router_uid = router_uid(a->router),
                              .containers_dir = c->node.containers_dir};
         a->gate = listen ? subgate_start(&go, e) : NULL;
         free(listen);
@@ -454,14 +457,8 @@ int agent_stop_all(const agent_cfg_t *c, err_t *e)
      * creates it again); one still in use stays. */
     cgroup_t cg;
     if (!failed && cgroup_locate(c->node.cgroup_root, c->node.cgroup_parent, UID_BASE + 1, &cg,
-                                 NULL) == 0) {
-        char *slash = strrchr(cg.dir, '/');
-        if (slash && slash != cg.dir) {
-            *slash = '\0';
-            if (rmdir(cg.dir) < 0 && errno != ENOENT)
-                log_debug("stop-all: keep cgroup %s: %s", cg.dir, strerror(errno));
-        }
-    }
+                                 NULL) == 0)
+        cgroup_remove_parents(&cg);
     close(lock);
     if (failed)
         return err_set(e, ERR_INTERNAL, "%d of %d containers did not stop", failed, running);

@@ -35,6 +35,7 @@ typedef struct {
     const char *router_http;  /* the HTTP router's address; NULL: no router */
     const char *router_https; /* reserved for HTTPS (SNI): not used yet */
     const char *router_uwsgi; /* host path of the router's uwsgi */
+    const char *router_user;  /* the router's unprivileged user (router.h) */
 } agent_cfg_t;
 
 #define AGENT_ROUTER_DIR "router" /* <state_dir>/router: docs/ROUTER.md */

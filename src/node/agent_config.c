@@ -10,13 +10,18 @@
  *   shortcuts      = /etc/imperium/shortcuts.ini
  *   cgroup_root    = /sys/fs/cgroup
  *   cgroup_parent  = imperium
+ *   init           = <directory of imperium-node>/imperium-init
+ *   pids_max       = 1024      (processes + threads per container)
+ *   cpu_weight     = 100       (1-10000, relative between containers)
+ *   io_weight      = 100       (1-10000; needs BFQ or iocost)
  *   log_level      = info
  *   distro_host_ok = false
  *   stop_timeout   = 10        (seconds)
  *   restart_grace_ms = 300
  *   router_http    = 0.0.0.0:80   (none: no HTTP router; docs/ROUTER.md)
  *   router_https   = 0.0.0.0:443  (reserved)
- *   router_uwsgi   = /usr/bin/uwsgi */
+ *   router_uwsgi   = /usr/bin/uwsgi
+ *   router_user    = imperium-router  (the router's unprivileged user) */
 #include "agent.h"
 
 #include <errno.h>
@@ -29,12 +34,14 @@
 #include <unistd.h>
 
 #include "../common/strutil.h"
+#include "router.h"
 
 static const char *const known_keys[] = {
     "api_url",     "node_prefix", "server_name",   "secret",         "secret_file",
     "state_dir",   "containers_dir", "uwsgi",      "shortcuts",      "cgroup_root",
     "cgroup_parent", "log_level", "distro_host_ok", "stop_timeout",  "restart_grace_ms",
-    "router_http", "router_https", "router_uwsgi", NULL};
+    "router_http", "router_https", "router_uwsgi", "router_user", "init", "pids_max", "cpu_weight",
+    "io_weight", NULL};
 
 static int bad(const agent_cfg_t *c, err_t *e, const char *key, const char *why)
 {
@@ -141,7 +148,11 @@ static int check_node(agent_cfg_t *c, err_t *e)
         get_path(c, "containers_dir", true, &n->containers_dir, e) < 0 ||
         get_path(c, "uwsgi", false, &n->uwsgi, e) < 0 ||
         get_path(c, "shortcuts", false, &n->shortcuts, e) < 0 ||
-        get_path(c, "cgroup_root", false, &n->cgroup_root, e) < 0)
+        get_path(c, "cgroup_root", false, &n->cgroup_root, e) < 0 ||
+        get_path(c, "init", false, &n->init, e) < 0 ||
+        get_int(c, "pids_max", 1, NODE_PIDS_MAX_MAX, &n->pids_max, e) < 0 ||
+        get_int(c, "cpu_weight", 1, 10000, &n->cpu_weight, e) < 0 ||
+        get_int(c, "io_weight", 1, 10000, &n->io_weight, e) < 0)
         return -1;
     const char *parent = conf_get(&c->conf, "cgroup_parent");
     if (parent) {
@@ -153,6 +164,10 @@ static int check_node(agent_cfg_t *c, err_t *e)
     c->router_uwsgi = NODE_DEFAULT_UWSGI;
     if (get_path(c, "router_uwsgi", false, &c->router_uwsgi, e) < 0)
         return -1;
+    const char *user = conf_get(&c->conf, "router_user");
+    c->router_user = user ? user : ROUTER_DEFAULT_USER;
+    if (!*c->router_user || strpbrk(c->router_user, " \t:/"))
+        return bad(c, e, "router_user", "must be a user name (the router's own user)");
     const char *addrs[2] = {"router_http", "router_https"};
     const char **outs[2] = {&c->router_http, &c->router_https};
     for (int i = 0; i < 2; i++) {

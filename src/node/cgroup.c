@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/log.h"
+
 #define CG_POLL_MS 20
 
 static void sleep_ms(int ms)
@@ -65,8 +67,8 @@ static bool cg_has(const char *dir, const char *file)
     return access(path, F_OK) == 0;
 }
 
-/* Does a v2 cgroup offer the memory controller to its children? */
-static bool v2_has_memory(const char *dir)
+/* Does a v2 cgroup offer the controller `name` to its children? */
+static bool v2_has(const char *dir, const char *name)
 {
     char path[STATE_PATH_MAX], buf[512];
     if (cg_path(dir, "cgroup.controllers", path, sizeof path) < 0)
@@ -75,12 +77,33 @@ static bool v2_has_memory(const char *dir)
     if (!f)
         return false;
     bool found = false;
+    char *save = NULL;
     if (fgets(buf, sizeof buf, f))
-        for (char *tok = strtok(buf, " \n"); tok; tok = strtok(NULL, " \n"))
-            if (strcmp(tok, "memory") == 0)
+        for (char *tok = strtok_r(buf, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save))
+            if (strcmp(tok, name) == 0)
                 found = true;
     fclose(f);
     return found;
+}
+
+static const char *const v1_names[CG_N_CTL] = {"pids", "cpu", "blkio"};
+
+/* v1: <root>/<ctrl>/<parent>/<uid> for every controller mounted on its own
+ * (a missing one stays "": cgroup_create decides whether that is fatal). */
+static void v1_dirs(const char *root, const char *tail, cgroup_t *cg)
+{
+    for (int i = 0; i < CG_N_CTL; i++) {
+        char mnt[STATE_PATH_MAX];
+        long type = 0;
+        cg->ctl[i][0] = '\0';
+        int n = snprintf(mnt, sizeof mnt, "%s/%s", root, v1_names[i]);
+        if (n < 0 || (size_t)n >= sizeof mnt || fs_type(mnt, &type) < 0 ||
+            type != CGROUP_SUPER_MAGIC)
+            continue;
+        n = snprintf(cg->ctl[i], sizeof cg->ctl[i], "%s/%s", mnt, tail);
+        if (n < 0 || (size_t)n >= sizeof cg->ctl[i])
+            cg->ctl[i][0] = '\0';
+    }
 }
 
 int cgroup_locate(const char *root, const char *parent, int uid, cgroup_t *cg, err_t *e)
@@ -91,14 +114,14 @@ int cgroup_locate(const char *root, const char *parent, int uid, cgroup_t *cg, e
     if (fs_type(root, &type) < 0)
         return err_set(e, ERR_INTERNAL, "cgroup: %s: %s", root, strerror(errno));
     if (type == CGROUP2_SUPER_MAGIC) {
-        if (!v2_has_memory(root))
+        if (!v2_has(root, "memory"))
             return err_set(e, ERR_INTERNAL, "cgroup: %s is cgroup v2 without the memory controller",
                            root);
         cg->version = 2;
         n = snprintf(cg->dir, sizeof cg->dir, "%s/%s/%d", root, parent, uid);
     } else {
         /* v1 or hybrid: the memory controller has its own mount. */
-        char mem[STATE_PATH_MAX];
+        char mem[STATE_PATH_MAX], tail[STATE_PATH_MAX];
         snprintf(mem, sizeof mem, "%s/memory", root);
         if (fs_type(mem, &type) < 0 || type != CGROUP_SUPER_MAGIC)
             return err_set(e, ERR_INTERNAL,
@@ -107,6 +130,8 @@ int cgroup_locate(const char *root, const char *parent, int uid, cgroup_t *cg, e
                            root, mem);
         cg->version = 1;
         n = snprintf(cg->dir, sizeof cg->dir, "%s/%s/%d", mem, parent, uid);
+        snprintf(tail, sizeof tail, "%s/%d", parent, uid);
+        v1_dirs(root, tail, cg);
     }
     if (n < 0 || (size_t)n >= sizeof cg->dir)
         return err_set(e, ERR_INTERNAL, "cgroup path too long under %s", root);
@@ -128,6 +153,25 @@ int cgroup_from_dir(const char *dir, cgroup_t *cg, err_t *e)
     if (fs_type(dir, &type) < 0 && fs_type(parent, &type) < 0)
         return err_set(e, ERR_INTERNAL, "cgroup: %s: %s", dir, strerror(errno));
     cg->version = type == CGROUP2_SUPER_MAGIC ? 2 : 1;
+    if (cg->version == 1) {
+        /* <root>/memory/<parent>/<uid>: the other controllers sit beside it. */
+        char root[STATE_PATH_MAX];
+        snprintf(root, sizeof root, "%s", dir);
+        char *tail = NULL;
+        for (int i = 0; i < 3; i++) {
+            char *s = strrchr(root, '/');
+            if (!s || s == root)
+                return err_set(e, ERR_INTERNAL, "cgroup: %s is not <root>/memory/<parent>/<uid>",
+                               dir);
+            if (tail)
+                tail[-1] = '/';
+            *s = '\0';
+            tail = s + 1;
+        }
+        if (strncmp(tail, "memory/", 7) != 0)
+            return err_set(e, ERR_INTERNAL, "cgroup: %s is not <root>/memory/<parent>/<uid>", dir);
+        v1_dirs(root, tail + 7, cg);
+    }
     return 0;
 }
 
@@ -184,14 +228,14 @@ int cgroup_kill(const cgroup_t *cg, int timeout_ms, err_t *e)
     }
 }
 
-static int cg_rmdir(const cgroup_t *cg, err_t *e)
+static int rmdir_wait(const char *dir, err_t *e)
 {
     /* Exiting tasks leave the cgroup a little after they are reaped. */
     for (int waited = 0;; waited += CG_POLL_MS) {
-        if (rmdir(cg->dir) == 0 || errno == ENOENT)
+        if (rmdir(dir) == 0 || errno == ENOENT)
             return 0;
         if (errno != EBUSY || waited >= 2000)
-            return err_set(e, ERR_INTERNAL, "cgroup: remove %s: %s", cg->dir, strerror(errno));
+            return err_set(e, ERR_INTERNAL, "cgroup: remove %s: %s", dir, strerror(errno));
         sleep_ms(CG_POLL_MS);
     }
 }
@@ -200,35 +244,100 @@ int cgroup_destroy(const cgroup_t *cg, err_t *e)
 {
     if (cgroup_kill(cg, 5000, e) < 0)
         return -1;
-    return cg_rmdir(cg, e);
+    int rc = rmdir_wait(cg->dir, e);
+    for (int i = 0; i < CG_N_CTL; i++)
+        if (cg->ctl[i][0] && rmdir_wait(cg->ctl[i], rc < 0 ? NULL : e) < 0)
+            rc = -1;
+    return rc;
 }
 
-/* The parent directory of the container's cgroup, created on first use;
- * on v2 it must hand the memory controller down to its children. */
-static int make_parent(const cgroup_t *cg, err_t *e)
+/* dir without its last component into out. */
+static int parent_of(const char *dir, char *out, size_t len)
 {
-    char parent[STATE_PATH_MAX];
-    snprintf(parent, sizeof parent, "%s", cg->dir);
-    char *slash = strrchr(parent, '/');
-    if (!slash || slash == parent)
-        return err_set(e, ERR_INTERNAL, "bad cgroup path %s", cg->dir);
-    *slash = '\0';
-    if (mkdir(parent, 0755) < 0 && errno != EEXIST)
-        return err_set(e, ERR_INTERNAL, "cgroup: create %s: %s", parent, strerror(errno));
-    if (cg->version == 1)
-        return 0;
-    char root[STATE_PATH_MAX];
-    snprintf(root, sizeof root, "%s", parent);
-    slash = strrchr(root, '/');
-    if (slash && slash != root)
-        *slash = '\0';
-    if (cg_write(root, "cgroup.subtree_control", "+memory", e) < 0 ||
-        cg_write(parent, "cgroup.subtree_control", "+memory", e) < 0)
+    snprintf(out, len, "%s", dir);
+    char *slash = strrchr(out, '/');
+    if (!slash || slash == out)
         return -1;
+    *slash = '\0';
     return 0;
 }
 
-static int set_limit(const cgroup_t *cg, long long memory_mb, err_t *e)
+void cgroup_remove_parents(const cgroup_t *cg)
+{
+    char parent[STATE_PATH_MAX];
+    if (parent_of(cg->dir, parent, sizeof parent) == 0)
+        rmdir(parent); /* one still in use stays: that is the point */
+    for (int i = 0; i < CG_N_CTL; i++)
+        if (cg->ctl[i][0] && parent_of(cg->ctl[i], parent, sizeof parent) == 0)
+            rmdir(parent);
+}
+
+/* Said once per process: a node without weighted I/O runs that way for good. */
+static void io_unweighted(const char *why)
+{
+    static bool said;
+    if (!said)
+        log_warn("cgroup: containers get no I/O weight: %s", why);
+    said = true;
+}
+
+/* v2: the parent directory must hand the controllers down to its children,
+ * and the root to it.  memory, pids and cpu are required; io is optional. */
+static int v2_enable(const char *root, const char *parent, bool *io, err_t *e)
+{
+    static const char *const required[] = {"memory", "pids", "cpu"};
+    for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
+        char what[16];
+        if (!v2_has(root, required[i]))
+            return err_set(e, ERR_INTERNAL, "cgroup: %s offers no %s controller (cgroup v2)",
+                           root, required[i]);
+        snprintf(what, sizeof what, "+%s", required[i]);
+        if (cg_write(root, "cgroup.subtree_control", what, e) < 0 ||
+            cg_write(parent, "cgroup.subtree_control", what, e) < 0)
+            return -1;
+    }
+    *io = v2_has(root, "io") && cg_write(root, "cgroup.subtree_control", "+io", NULL) == 0 &&
+          cg_write(parent, "cgroup.subtree_control", "+io", NULL) == 0;
+    if (!*io)
+        io_unweighted("the io controller is not available (cgroup v2)");
+    return 0;
+}
+
+/* The parent directories of the container's cgroups, created on first use. */
+static int make_parents(const cgroup_t *cg, bool *io, err_t *e)
+{
+    char parent[STATE_PATH_MAX];
+    if (parent_of(cg->dir, parent, sizeof parent) < 0)
+        return err_set(e, ERR_INTERNAL, "bad cgroup path %s", cg->dir);
+    if (mkdir(parent, 0755) < 0 && errno != EEXIST)
+        return err_set(e, ERR_INTERNAL, "cgroup: create %s: %s", parent, strerror(errno));
+    if (cg->version == 2) {
+        char root[STATE_PATH_MAX];
+        if (parent_of(parent, root, sizeof root) < 0)
+            return err_set(e, ERR_INTERNAL, "bad cgroup path %s", cg->dir);
+        return v2_enable(root, parent, io, e);
+    }
+    if (!cg->ctl[CG_PIDS][0])
+        return err_set(e, ERR_INTERNAL, "cgroup: no pids controller (no cgroup v1 mount "
+                                        "<cgroup_root>/pids): the pids limit cannot be enforced");
+    if (!cg->ctl[CG_CPU][0])
+        return err_set(e, ERR_INTERNAL, "cgroup: no cpu controller (no cgroup v1 mount "
+                                        "<cgroup_root>/cpu): the CPU weight cannot be set");
+    *io = cg->ctl[CG_BLKIO][0] != '\0';
+    if (!*io)
+        io_unweighted("no cgroup v1 blkio mount");
+    for (int i = 0; i < CG_N_CTL; i++) {
+        if (!cg->ctl[i][0])
+            continue;
+        if (parent_of(cg->ctl[i], parent, sizeof parent) < 0)
+            return err_set(e, ERR_INTERNAL, "bad cgroup path %s", cg->ctl[i]);
+        if (mkdir(parent, 0755) < 0 && errno != EEXIST)
+            return err_set(e, ERR_INTERNAL, "cgroup: create %s: %s", parent, strerror(errno));
+    }
+    return 0;
+}
+
+static int set_memory(const cgroup_t *cg, long long memory_mb, err_t *e)
 {
     char val[32];
     snprintf(val, sizeof val, "%lld", memory_mb * 1024 * 1024);
@@ -249,18 +358,71 @@ static int set_limit(const cgroup_t *cg, long long memory_mb, err_t *e)
     return 0;
 }
 
-int cgroup_create(const cgroup_t *cg, long long memory_mb, err_t *e)
+static int clamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* The I/O weight, if the scheduler honours one: BFQ's file first (the
+ * blk-iocost/CFQ one does nothing under BFQ). */
+static int set_io(const char *dir, int version, int weight, err_t *e)
 {
-    if (make_parent(cg, e) < 0)
+    char val[32];
+    const char *bfq = version == 2 ? "io.bfq.weight" : "blkio.bfq.weight";
+    const char *plain = version == 2 ? "io.weight" : "blkio.weight";
+    if (cg_has(dir, bfq)) {
+        snprintf(val, sizeof val, "%d", clamp(weight, 1, 1000));
+        return cg_write(dir, bfq, val, e);
+    }
+    if (cg_has(dir, plain)) {
+        if (version == 2)
+            snprintf(val, sizeof val, "default %d", weight);
+        else
+            snprintf(val, sizeof val, "%d", clamp(weight, 10, 1000));
+        return cg_write(dir, plain, val, e);
+    }
+    io_unweighted("the kernel's I/O schedulers offer no weight (neither BFQ nor iocost)");
+    return 0;
+}
+
+static int set_limits(const cgroup_t *cg, const cgroup_limits_t *lim, bool io, err_t *e)
+{
+    char val[32];
+    bool v2 = cg->version == 2;
+    if (set_memory(cg, lim->memory_mb, e) < 0)
+        return -1;
+    snprintf(val, sizeof val, "%d", lim->pids_max);
+    if (cg_write(v2 ? cg->dir : cg->ctl[CG_PIDS], "pids.max", val, e) < 0)
+        return -1;
+    /* v1 shares: 1024 is the default, as 100 is for v2's weight. */
+    snprintf(val, sizeof val, "%d", v2 ? lim->cpu_weight : clamp(lim->cpu_weight * 1024 / 100, 2, 262144));
+    if (cg_write(v2 ? cg->dir : cg->ctl[CG_CPU], v2 ? "cpu.weight" : "cpu.shares", val, e) < 0)
+        return -1;
+    if (io && set_io(v2 ? cg->dir : cg->ctl[CG_BLKIO], cg->version, lim->io_weight, e) < 0)
+        return -1;
+    return 0;
+}
+
+int cgroup_create(const cgroup_t *cg, const cgroup_limits_t *lim, err_t *e)
+{
+    bool io = false;
+    if (lim->pids_max < 1 || lim->cpu_weight < 1 || lim->cpu_weight > 10000 ||
+        lim->io_weight < 1 || lim->io_weight > 10000)
+        return err_set(e, ERR_INPUT, "cgroup: pids_max must be positive and the CPU and I/O "
+                                     "weights 1-10000");
+    if (make_parents(cg, &io, e) < 0)
         return -1;
     /* A stale cgroup of a container that died: start from a clean one so
      * counters and limits are fresh. */
-    if (access(cg->dir, F_OK) == 0 && cgroup_destroy(cg, e) < 0)
+    if (cgroup_destroy(cg, e) < 0)
         return -1;
     if (mkdir(cg->dir, 0755) < 0)
         return err_set(e, ERR_INTERNAL, "cgroup: create %s: %s", cg->dir, strerror(errno));
-    if (set_limit(cg, memory_mb, e) < 0) {
-        rmdir(cg->dir);
+    for (int i = 0; i < CG_N_CTL; i++)
+        if (cg->ctl[i][0] && (i != CG_BLKIO || io) && mkdir(cg->ctl[i], 0755) < 0) {
+            err_set(e, ERR_INTERNAL, "cgroup: create %s: %s", cg->ctl[i], strerror(errno));
+            cgroup_destroy(cg, NULL);
+            return -1;
+        }
+    if (set_limits(cg, lim, io, e) < 0) {
+        cgroup_destroy(cg, NULL);
         return -1;
     }
     return 0;
@@ -270,6 +432,11 @@ int cgroup_add(const cgroup_t *cg, pid_t pid, err_t *e)
 {
     char val[32];
     snprintf(val, sizeof val, "%d", (int)pid);
+    /* pids first: from then on every fork of pid counts. */
+    for (int i = 0; i < CG_N_CTL; i++)
+        if (cg->ctl[i][0] && access(cg->ctl[i], F_OK) == 0 &&
+            cg_write(cg->ctl[i], "cgroup.procs", val, e) < 0)
+            return -1;
     return cg_write(cg->dir, "cgroup.procs", val, e);
 }
 

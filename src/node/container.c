@@ -2,12 +2,14 @@
  *
  * Start, in order (each step names itself in the error it returns):
  *   parent: check the spec and the distro; create the home layout; create
- *           the memory cgroup; format everything the child needs (runtime.h);
+ *           the cgroups (memory, pids, cpu, io); open imperium-init; format
+ *           everything the child needs (runtime.h);
  *           clone with new mount/pid/uts/ipc/net namespaces;
- *   child:  waits until the parent has put it in the cgroup ("go"), then
+ *   child:  waits until the parent has put it in the cgroups ("go"), then
  *           cgroup namespace, mounts + pivot_root, hostname, loopback,
- *           drops to the uid with no capabilities, and becomes init (init.c),
- *           which starts the Emperor (emperor.c);
+ *           drops to the uid with no capabilities, and execs imperium-init
+ *           (init_main.c: the seccomp filter, then init.c), which starts the
+ *           Emperor (emperor.c);
  *   parent: reads the child's sync socket to EOF: empty means the Emperor
  *           was exec'd; a line is the failed step.  On success the state
  *           directory records the init (state.c), which is what adoption
@@ -45,6 +47,12 @@ void node_cfg_defaults(node_cfg_t *cfg)
         cfg->cgroup_root = NODE_DEFAULT_CGROUP_ROOT;
     if (!cfg->cgroup_parent)
         cfg->cgroup_parent = NODE_DEFAULT_CGROUP_PARENT;
+    if (!cfg->pids_max)
+        cfg->pids_max = CG_DEFAULT_PIDS_MAX;
+    if (!cfg->cpu_weight)
+        cfg->cpu_weight = CG_DEFAULT_CPU_WEIGHT;
+    if (!cfg->io_weight)
+        cfg->io_weight = CG_DEFAULT_IO_WEIGHT;
 }
 
 static void sleep_ms(int ms)
@@ -216,6 +224,8 @@ static int check_cfg(const node_cfg_t *cfg, err_t *e)
         return err_set(e, ERR_INPUT, "the cgroup parent must be a single directory name");
     if (!cfg->uwsgi || cfg->uwsgi[0] != '/')
         return err_set(e, ERR_INPUT, "the uwsgi binary must be an absolute path");
+    if (cfg->init && cfg->init[0] != '/')
+        return err_set(e, ERR_INPUT, "the init program must be an absolute path");
     return 0;
 }
 
@@ -278,16 +288,17 @@ static void hide_path(char *dst, size_t len, const char *dir)
     free(real);
 }
 
-/* mkdir dir/name (root-owned, exactly `mode`), refusing anything but a
- * real directory: the node created it, nobody else can write the parent. */
-static int root_dir_at(int dir, const char *name, mode_t mode, const char *what, err_t *e)
+/* mkdir dir/name (owned by root and `gid`, exactly `mode`), refusing anything
+ * but a real directory: the node created it, nobody else can write the parent. */
+static int root_dir_at(int dir, const char *name, gid_t gid, mode_t mode, const char *what,
+                       err_t *e)
 {
     if (mkdirat(dir, name, mode) < 0 && errno != EEXIST)
         return err_set(e, ERR_INTERNAL, "create %s: %s", what, strerror(errno));
     int fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return err_set(e, ERR_INTERNAL, "open %s: %s", what, strerror(errno));
-    if (fchown(fd, 0, 0) < 0 || fchmod(fd, mode) < 0) {
+    if (fchown(fd, 0, gid) < 0 || fchmod(fd, mode) < 0) {
         int err = errno;
         close(fd);
         return err_set(e, ERR_INTERNAL, "set owner and mode of %s: %s", what, strerror(err));
@@ -299,7 +310,11 @@ static int root_dir_at(int dir, const char *name, mode_t mode, const char *what,
  * sockets (mounted on the home's run/) and where the router finds them.
  * Sticky and world-writable, owned by root: the kernel's protected_symlinks
  * then keeps the router from following a symlink the customer leaves in it.
- * Only this container (and root) can see it. */
+ * Only this container (and root) can see it.  The router runs unprivileged
+ * (router.h): its group may only search <uid>/ (0710) and run/ (03717: the
+ * group bits, not the world's, apply to it, so it cannot list or add), and
+ * set-gid makes every socket made in run/ the router's group's, which the
+ * platform's chmod-socket = 660 (etc/uwsgi/shortcuts.ini) lets it connect to. */
 static int prepare_sockets_dir(const node_cfg_t *cfg, int uid, char *out, size_t len, err_t *e)
 {
     char what[RT_PATH];
@@ -309,7 +324,7 @@ static int prepare_sockets_dir(const node_cfg_t *cfg, int uid, char *out, size_t
     char name[16];
     snprintf(name, sizeof name, "%d", uid);
     snprintf(what, sizeof what, "%s/%s", cfg->sockets_dir, name);
-    int mid = root_dir_at(top, name, 0755, what, e);
+    int mid = root_dir_at(top, name, cfg->sockets_gid, 0710, what, e);
     close(top);
     if (mid < 0)
         return -1;
@@ -317,7 +332,7 @@ static int prepare_sockets_dir(const node_cfg_t *cfg, int uid, char *out, size_t
         close(mid);
         return err_set(e, ERR_INPUT, "path too long: %s/%s/run", cfg->sockets_dir, name);
     }
-    int run = root_dir_at(mid, "run", 01777, out, e);
+    int run = root_dir_at(mid, "run", cfg->sockets_gid, 03717, out, e);
     close(mid);
     if (run < 0)
         return -1;
@@ -330,6 +345,7 @@ static int plan_build(const node_cfg_t *cfg, const container_spec_t *s, const cg
 {
     p->uid = s->uid;
     p->sync_fd = -1;
+    p->init_fd = -1;
     if (copy(p->hostname, sizeof p->hostname, s->hostname, "hostname", e) < 0 ||
         copy(p->rootfs, sizeof p->rootfs, s->rootfs, "distro path", e) < 0 ||
         copy(p->home, sizeof p->home, s->home, "home path", e) < 0 ||
@@ -355,20 +371,70 @@ static int plan_build(const node_cfg_t *cfg, const container_spec_t *s, const cg
     return rt_emperor_plan(p, cfg->uwsgi, cfg->shortcuts != NULL, e);
 }
 
+/* imperium-init: cfg->init, or beside the running program (make builds
+ * them into one directory).  Opened O_PATH: the child execs it through the
+ * descriptor once the host's files are out of its sight. */
+static int open_init(const node_cfg_t *cfg, err_t *e)
+{
+    char path[PATH_MAX];
+    if (cfg->init) {
+        if (copy(path, sizeof path, cfg->init, "init path", e) < 0)
+            return -1;
+    } else {
+        ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+        if (n < 0)
+            return err_set(e, ERR_INTERNAL, "find the container init: /proc/self/exe: %s",
+                           strerror(errno));
+        path[n] = '\0';
+        char *slash = strrchr(path, '/');
+        if (!slash || (size_t)(slash - path) + sizeof "/" NODE_INIT_NAME > sizeof path)
+            return err_set(e, ERR_INTERNAL, "find the container init: odd path %s", path);
+        memcpy(slash + 1, NODE_INIT_NAME, sizeof NODE_INIT_NAME);
+    }
+    int fd = open(path, O_PATH | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) < 0) {
+        int err = errno;
+        if (fd >= 0)
+            close(fd);
+        return err_set(e, ERR_INTERNAL,
+                       "the container init %s: %s (install it beside imperium-node or set "
+                       "init = PATH in the node's config)",
+                       path, strerror(err));
+    }
+    /* It runs as the container's uid: executable by others, and root's. */
+    if (!S_ISREG(sb.st_mode) || !(sb.st_mode & S_IXOTH) || sb.st_uid != 0 ||
+        (sb.st_mode & 022)) {
+        close(fd);
+        return err_set(e, ERR_INTERNAL,
+                       "the container init %s must be a regular file owned by root, "
+                       "executable by all and writable by root only",
+                       path);
+    }
+    return fd;
+}
+
 /* ---- the child ------------------------------------------------------------ */
 
-/* Keep only the sync socket (and stdio, replaced next): none of the
+/* The sync socket on RT_INIT_SYNC_FD (kept across exec), imperium-init on
+ * RT_INIT_EXE_FD, and nothing else but stdio (replaced next): none of the
  * node's descriptors may reach the container. */
-static int close_other_fds(int keep, err_t *e)
+static int arrange_fds(rt_plan_t *p, err_t *e)
 {
-    if ((keep > 3 && close_range(3, (unsigned)keep - 1, 0) < 0) ||
-        close_range((unsigned)keep + 1, ~0U, 0) < 0) {
+    /* Out of the way first, so neither dup3 below closes the other. */
+    int sync = fcntl(p->sync_fd, F_DUPFD_CLOEXEC, 16);
+    int exe = fcntl(p->init_fd, F_DUPFD_CLOEXEC, 16);
+    if (sync < 0 || exe < 0 || dup3(sync, RT_INIT_SYNC_FD, 0) < 0 ||
+        dup3(exe, RT_INIT_EXE_FD, O_CLOEXEC) < 0)
+        return rt_fail(e, "arrange the init's descriptors");
+    p->sync_fd = RT_INIT_SYNC_FD;
+    p->init_fd = RT_INIT_EXE_FD;
+    if (close_range(RT_INIT_EXE_FD + 1, ~0U, 0) < 0) {
         if (errno != ENOSYS && errno != EINVAL)
             return rt_fail(e, "close the node's descriptors");
         long max = sysconf(_SC_OPEN_MAX); /* before Linux 5.9 */
-        for (long fd = 3; fd < (max > 0 ? max : 65536); fd++)
-            if (fd != keep)
-                close((int)fd);
+        for (long fd = RT_INIT_EXE_FD + 1; fd < (max > 0 ? max : 65536); fd++)
+            close((int)fd);
     }
     return 0;
 }
@@ -394,16 +460,12 @@ static void child_main(rt_plan_t *p)
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_BLOCK, &all, NULL);
-    /* If the node runs with stdio closed, the socket may sit on 0-2, which
-     * null_stdio() is about to overwrite. */
-    if (p->sync_fd <= 2)
-        p->sync_fd = fcntl(p->sync_fd, F_DUPFD_CLOEXEC, 3);
     umask(022); /* what the Emperor and the vassals start with */
     err_t e;
     err_clear(&e);
     /* Nothing of the node's stdio (a terminal, a test's pipes) stays open
      * in a container that outlives the command that started it. */
-    if (p->sync_fd < 0 || close_other_fds(p->sync_fd, &e) < 0 || null_stdio(&e) < 0) {
+    if (arrange_fds(p, &e) < 0 || null_stdio(&e) < 0) {
         rt_report(p, &e);
         _exit(1);
     }
@@ -413,11 +475,11 @@ static void child_main(rt_plan_t *p)
     setsid();     /* leave the node's session: no terminal signals reach us */
 
     if (rt_enter_cgroup_ns(&e) < 0 || rt_mounts(p, &e) < 0 || rt_set_hostname(p, &e) < 0 ||
-        rt_loopback_up(&e) < 0 || rt_drop_privileges(p->uid, &e) < 0) {
+        rt_loopback_up(&e) < 0 || rt_drop_privileges(p->uid, &e) < 0)
         rt_report(p, &e);
-        _exit(1);
-    }
-    rt_init(p);
+    else if (rt_exec_init(p, &e) < 0)
+        rt_report(p, &e);
+    _exit(1);
 }
 
 /* ---- start ---------------------------------------------------------------- */
@@ -506,17 +568,25 @@ static int start(const node_cfg_t *cfg, const container_spec_t *s, state_t *st, 
                  err_t *e)
 {
     cgroup_t cg;
-    if (check_spec(s, e) < 0 || home_prepare(s, e) < 0 ||
-        cgroup_locate(cfg->cgroup_root, cfg->cgroup_parent, s->uid, &cg, e) < 0 ||
-        cgroup_create(&cg, s->memory_mb, e) < 0)
+    cgroup_limits_t lim = {s->memory_mb, cfg->pids_max, cfg->cpu_weight, cfg->io_weight};
+    int init_fd;
+    if (check_spec(s, e) < 0 || (init_fd = open_init(cfg, e)) < 0)
         return -1;
+    if (home_prepare(s, e) < 0 ||
+        cgroup_locate(cfg->cgroup_root, cfg->cgroup_parent, s->uid, &cg, e) < 0 ||
+        cgroup_create(&cg, &lim, e) < 0) {
+        close(init_fd);
+        return -1;
+    }
     rt_plan_t *p = calloc(1, sizeof *p);
     char *shortcuts = NULL;
     int rc = -1;
     if (!p)
         err_set(e, ERR_INTERNAL, "out of memory");
-    else if (plan_build(cfg, s, &cg, p, &shortcuts, e) == 0 && spawn(p, &cg, pid, e) == 0)
+    else if (plan_build(cfg, s, &cg, p, &shortcuts, e) == 0 &&
+             (p->init_fd = init_fd, spawn(p, &cg, pid, e) == 0))
         rc = 0;
+    close(init_fd);
     free(shortcuts);
     free(p);
     unsigned long long starttime = 0;

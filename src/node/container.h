@@ -29,11 +29,21 @@ typedef struct {
                                    shown as /run/subscribe (NULL: no router) */
     const char *sockets_dir;    /* <sockets_dir>/<uid>/run, root-owned and sticky, is
                                    mounted on the home's run/ (NULL: no router) */
+    gid_t sockets_gid;          /* the router's group: may search <uid>/ and run/,
+                                   owns the sockets made in run/ (router.h) */
+    const char *init;           /* host path of imperium-init (NULL: beside this
+                                   program's own executable) */
+    int pids_max;               /* per container (0: CG_DEFAULT_PIDS_MAX) */
+    int cpu_weight;             /* 1-10000 (0: CG_DEFAULT_CPU_WEIGHT) */
+    int io_weight;              /* 1-10000 (0: CG_DEFAULT_IO_WEIGHT) */
 } node_cfg_t;
 
 #define NODE_DEFAULT_UWSGI "/usr/bin/uwsgi"
 #define NODE_DEFAULT_CGROUP_ROOT "/sys/fs/cgroup"
 #define NODE_DEFAULT_CGROUP_PARENT "imperium"
+#define NODE_INIT_NAME "imperium-init" /* the container's PID 1 program */
+#define NODE_PIDS_MAX_MAX 4194304        /* the kernel's own pid_max limit */
+#define NODE_DEFAULTS_TEXT "pids_max 1024, cpu_weight 100, io_weight 100"
 #define NODE_STOP_TIMEOUT_MS 10000
 
 /* Fill the optional fields with the defaults above. */

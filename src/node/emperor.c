@@ -1,5 +1,6 @@
-/* emperor.c - the customer's uWSGI Emperor: its command line, environment,
- * and the exec inside the container.
+/* emperor.c - the customer's uWSGI Emperor: its command line and
+ * environment, and the exec of imperium-init that starts it (init.c runs
+ * the Emperor itself, in the container).
  *
  *   uwsgi --master --emperor /containers/<uid>/vassals
  *         --vassals-include-before /run/imperium/platform.ini
@@ -35,7 +36,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define LOG_MAXSIZE "104857600" /* 100 MB, PLATFORM.md */
@@ -58,6 +59,22 @@ static char *plan_str(rt_plan_t *p, err_t *e, const char *fmt, ...)
     }
     p->strings_used += (size_t)n + 1;
     return out;
+}
+
+/* imperium-init SYNC LOG HOME -- EMPEROR-ARGV... (init_main.c). */
+static int init_plan(rt_plan_t *p, err_t *e)
+{
+    int a = 0;
+    char **iv = p->init_argv;
+    if (!(iv[a++] = plan_str(p, e, "imperium-init")) ||
+        !(iv[a++] = plan_str(p, e, "%d", RT_INIT_SYNC_FD)) ||
+        !(iv[a++] = plan_str(p, e, "%s", p->log_inside)) ||
+        !(iv[a++] = plan_str(p, e, "%s", p->home_inside)) || !(iv[a++] = plan_str(p, e, "--")))
+        return -1;
+    for (int i = 0; p->argv[i]; i++)
+        iv[a++] = p->argv[i]; /* RT_MAX_ARGS + 8 leaves room for both */
+    iv[a] = NULL;
+    return 0;
 }
 
 int rt_emperor_plan(rt_plan_t *p, const char *uwsgi, bool shortcuts, err_t *e)
@@ -96,66 +113,14 @@ int rt_emperor_plan(rt_plan_t *p, const char *uwsgi, bool shortcuts, err_t *e)
         if (!(envp[v++] = plan_str(p, e, "%s", fixed_env[i])))
             return -1;
     envp[v] = NULL;
-    return 0;
+    return init_plan(p, e);
 }
 
-/* Signals as a fresh program expects them: default actions (an ignored
- * signal would stay ignored across exec) and nothing blocked. */
-static void reset_signals(void)
+int rt_exec_init(const rt_plan_t *p, err_t *e)
 {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; sig++)
-        sigaction(sig, &sa, NULL); /* fails harmlessly for SIGKILL/SIGSTOP */
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-}
-
-/* stdin from /dev/null; stdout and stderr to emperor.log, so what uWSGI
- * says before --logto takes over is not lost.  We run as the customer
- * already, so opening their log file grants nothing. */
-static void setup_stdio(const rt_plan_t *p)
-{
-    int in = open("/dev/null", O_RDONLY);
-    int out = open(p->log_inside, O_WRONLY | O_APPEND | O_CREAT, 0644);
-    if (out < 0)
-        out = open("/dev/null", O_WRONLY);
-    if (in >= 0 && in != 0) {
-        dup2(in, 0);
-        close(in);
-    }
-    if (out >= 0) {
-        dup2(out, 1);
-        dup2(out, 2);
-        if (out > 2)
-            close(out);
-    }
-}
-
-void rt_emperor_exec(const rt_plan_t *p)
-{
-    err_t e;
-    reset_signals();
-    setup_stdio(p);
-    if (chdir(p->home_inside) < 0) {
-        err_set(&e, ERR_INTERNAL, "chdir %s: %s", p->home_inside, strerrordesc_np(errno));
-    } else {
-        execve(p->argv[0], p->argv, p->envp);
-        err_set(&e, ERR_INTERNAL, "exec the Emperor %s: %s", p->argv[0], strerrordesc_np(errno));
-    }
-    rt_report(p, &e);
-    _exit(127);
-}
-
-void rt_report(const rt_plan_t *p, const err_t *e)
-{
-    /* One short message; MSG_NOSIGNAL: a parent that gave up is no reason
-     * to die of SIGPIPE. */
-    size_t len = strnlen(e->msg, sizeof e->msg);
-    if (p->sync_fd >= 0 && len > 0) {
-        ssize_t n = send(p->sync_fd, e->msg, len, MSG_NOSIGNAL);
-        (void)n;
-    }
+    /* Through the descriptor: the host's copy of the binary, whatever the
+     * container's root holds at that path.  The environment is the
+     * Emperor's: imperium-init passes it on unchanged. */
+    syscall(SYS_execveat, p->init_fd, "", p->init_argv, p->envp, AT_EMPTY_PATH);
+    return rt_fail(e, "exec the container's init (imperium-init)");
 }

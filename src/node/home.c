@@ -1,6 +1,7 @@
 /* home.c - the customer's home layout (see home.h). */
 #include "home.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -8,8 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "../common/beneath.h"
 #include "../common/strutil.h"
 #include "../common/validate.h"
 
@@ -243,4 +246,264 @@ int home_write_keys(const container_spec_t *s, err_t *e)
     int rc = write_keys_at(home, s, e);
     close(home);
     return rc;
+}
+
+/* ---- whose home: records, retirement, purge ------------------------------- */
+
+/* The containers directory itself (the supplier's, root-owned). */
+static int open_containers(const char *dir, err_t *e)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        err_set(e, ERR_INTERNAL, "containers directory %s: %s", dir, strerror(errno));
+    return fd;
+}
+
+/* <containers_dir>/<name>, a directory for root alone (0700, root-owned,
+ * whatever it was): the customers can neither list nor enter it. */
+static int root_only_dir(int cd, const char *dir, const char *name, err_t *e)
+{
+    int fd = beneath_mkdir(cd, name, 0700, true, 0, 0, 0);
+    if (fd < 0)
+        err_set(e, ERR_INTERNAL, "%s/%s: %s", dir, name, strerror(errno));
+    return fd;
+}
+
+/* The uuid recorded for uid into out ("" when none); -1 on a read error. */
+static int owner_read(int owners, int uid, char *out, size_t len, err_t *e)
+{
+    char name[16];
+    snprintf(name, sizeof name, "%d", uid);
+    out[0] = '\0';
+    int fd = openat(owners, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : err_set(e, ERR_INTERNAL, "read the owner of home %d: %s",
+                                             uid, strerror(errno));
+    ssize_t n = read(fd, out, len - 1);
+    close(fd);
+    if (n < 0)
+        return err_set(e, ERR_INTERNAL, "read the owner of home %d: %s", uid, strerror(errno));
+    out[n] = '\0';
+    out[strcspn(out, "\n")] = '\0';
+    return 0;
+}
+
+static int owner_write(int owners, int uid, const char *uuid, err_t *e)
+{
+    char name[16], text[128];
+    snprintf(name, sizeof name, "%d", uid);
+    snprintf(text, sizeof text, "%s\n", uuid);
+    return write_file_at(owners, HOME_OWNERS_DIR, name, text, 0600, 0, e);
+}
+
+/* Move <cd>/<uid> to .deleted/<uid>-<now> (".<n>" added if taken). */
+static int retire_at(int cd, const char *dir, int uid, err_t *e)
+{
+    char home[16];
+    snprintf(home, sizeof home, "%d", uid);
+    int del = root_only_dir(cd, dir, HOME_DELETED_DIR, e);
+    if (del < 0)
+        return -1;
+    long long now = (long long)time(NULL);
+    int rc = -1;
+    for (int n = 0; n < 100 && rc < 0; n++) {
+        char to[64];
+        if (n)
+            snprintf(to, sizeof to, "%d-%lld.%d", uid, now, n);
+        else
+            snprintf(to, sizeof to, "%d-%lld", uid, now);
+        rc = renameat2(cd, home, del, to, RENAME_NOREPLACE);
+        if (rc < 0 && errno != EEXIST)
+            break;
+    }
+    int err = errno;
+    close(del);
+    if (rc < 0)
+        return err_set(e, ERR_INTERNAL, "move home %s/%d to %s/: %s", dir, uid, HOME_DELETED_DIR,
+                       strerror(err));
+    return 0;
+}
+
+int home_retire(const char *containers_dir, int uid, err_t *e)
+{
+    int cd = open_containers(containers_dir, e);
+    if (cd < 0)
+        return -1;
+    char home[16];
+    snprintf(home, sizeof home, "%d", uid);
+    struct stat sb;
+    int rc = 0;
+    if (fstatat(cd, home, &sb, AT_SYMLINK_NOFOLLOW) == 0)
+        rc = retire_at(cd, containers_dir, uid, e) < 0 ? -1 : 1;
+    else if (errno != ENOENT)
+        rc = err_set(e, ERR_INTERNAL, "home %s/%d: %s", containers_dir, uid, strerror(errno));
+    if (rc >= 0) {
+        /* The record goes with the home: a new home starts unowned. */
+        int owners = openat(cd, HOME_OWNERS_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (owners >= 0) {
+            if (unlinkat(owners, home, 0) < 0 && errno != ENOENT)
+                rc = err_set(e, ERR_INTERNAL, "forget the owner of home %d: %s", uid,
+                             strerror(errno));
+            close(owners);
+        }
+    }
+    close(cd);
+    return rc;
+}
+
+int home_claim(const char *containers_dir, int uid, const char *uuid, bool known, err_t *e)
+{
+    int cd = open_containers(containers_dir, e);
+    if (cd < 0)
+        return -1;
+    int owners = root_only_dir(cd, containers_dir, HOME_OWNERS_DIR, e);
+    if (owners < 0) {
+        close(cd);
+        return -1;
+    }
+    char home[16], owner[128];
+    snprintf(home, sizeof home, "%d", uid);
+    struct stat sb;
+    bool exists = fstatat(cd, home, &sb, AT_SYMLINK_NOFOLLOW) == 0;
+    int rc = 0;
+    if (!exists && errno != ENOENT)
+        rc = err_set(e, ERR_INTERNAL, "home %s/%d: %s", containers_dir, uid, strerror(errno));
+    else if (owner_read(owners, uid, owner, sizeof owner, e) < 0)
+        rc = -1;
+    else if (strcmp(owner, uuid) == 0)
+        rc = 0;
+    else if (exists && !(known && !owner[0]))
+        /* Another container's home (or one nobody vouches for). */
+        rc = retire_at(cd, containers_dir, uid, e) < 0 ? -1 : HOME_CLAIM_MOVED;
+    else
+        rc = exists ? HOME_CLAIM_ADOPTED : 0;
+    if (rc >= 0 && strcmp(owner, uuid) != 0 && owner_write(owners, uid, uuid, e) < 0)
+        rc = -1;
+    close(owners);
+    close(cd);
+    return rc;
+}
+
+/* ---- purge: remove a retired home without following anything -------------- */
+
+#define PURGE_DEPTH 64
+
+/* Empty the directory fd.  Subdirectories deeper than PURGE_DEPTH are
+ * renamed into `top` (flattening the tree; *again is set), so no tree is
+ * too deep and the number of open descriptors stays bounded. */
+static int empty_dir(int fd, int top, int depth, bool *again, unsigned *moved)
+{
+    /* A description of its own (not dup): a new pass reads from the start. */
+    int dup_fd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+    if (!d) {
+        if (dup_fd >= 0)
+            close(dup_fd);
+        return -1;
+    }
+    int rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        const char *n = de->d_name;
+        if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
+            continue;
+        if (unlinkat(fd, n, 0) == 0 || errno == ENOENT)
+            continue;
+        if (errno != EISDIR && errno != EPERM) {
+            rc = -1;
+            continue;
+        }
+        if (depth >= PURGE_DEPTH) {
+            char to[32];
+            snprintf(to, sizeof to, ".purge-%u", (*moved)++);
+            if (renameat(fd, n, top, to) < 0)
+                rc = -1;
+            *again = true;
+            continue;
+        }
+        int sub = openat(fd, n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0 || empty_dir(sub, top, depth + 1, again, moved) < 0)
+            rc = -1;
+        if (sub >= 0)
+            close(sub);
+        if (unlinkat(fd, n, AT_REMOVEDIR) < 0 && errno != ENOENT && errno != ENOTEMPTY)
+            rc = -1;
+    }
+    closedir(d);
+    return rc;
+}
+
+static int remove_tree(int parent, const char *name)
+{
+    int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOTDIR || errno == ELOOP ? unlinkat(parent, name, 0) : -1;
+    /* The customer's modes (a 0500 directory) do not stop root; the
+     * immutable attribute would, and is reported. */
+    int rc = 0;
+    unsigned moved = 0;
+    for (int pass = 0; pass < 1000; pass++) {
+        bool again = false;
+        rc = empty_dir(fd, fd, 0, &again, &moved);
+        if (!again)
+            break;
+    }
+    close(fd);
+    return rc < 0 ? -1 : unlinkat(parent, name, AT_REMOVEDIR);
+}
+
+/* The time in a .deleted entry's name "<uid>-<time>[.<n>]"; -1 if not one. */
+static long long retired_at(const char *name)
+{
+    const char *dash = strchr(name, '-');
+    if (!dash || dash == name)
+        return -1;
+    char buf[32];
+    size_t n = strcspn(dash + 1, ".");
+    if (n == 0 || n >= sizeof buf)
+        return -1;
+    memcpy(buf, dash + 1, n);
+    buf[n] = '\0';
+    long long t;
+    return str_to_ll(buf, &t) && t >= 0 ? t : -1;
+}
+
+int home_purge(const char *containers_dir, long long before, err_t *e)
+{
+    int cd = open_containers(containers_dir, e);
+    if (cd < 0)
+        return -1;
+    int del = openat(cd, HOME_DELETED_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    close(cd);
+    if (del < 0)
+        return errno == ENOENT ? 0 : err_set(e, ERR_INTERNAL, "%s/%s: %s", containers_dir,
+                                             HOME_DELETED_DIR, strerror(errno));
+    int dup_fd = dup(del);
+    DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+    if (!d) {
+        if (dup_fd >= 0)
+            close(dup_fd);
+        close(del);
+        return err_set(e, ERR_INTERNAL, "read %s/%s: %s", containers_dir, HOME_DELETED_DIR,
+                       strerror(errno));
+    }
+    int removed = 0, failed = 0;
+    char first[256] = "";
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        long long t = retired_at(de->d_name);
+        if (t < 0 || t >= before)
+            continue;
+        if (remove_tree(del, de->d_name) == 0) {
+            removed++;
+        } else if (!failed++) {
+            snprintf(first, sizeof first, "%s", de->d_name);
+        }
+    }
+    closedir(d);
+    close(del);
+    if (failed)
+        return err_set(e, ERR_INTERNAL, "purge %s/%s: %d entries not removed (%s first)",
+                       containers_dir, HOME_DELETED_DIR, failed, first);
+    return removed;
 }

@@ -8,6 +8,8 @@
 #ifndef IMP_NODE_HOME_H
 #define IMP_NODE_HOME_H
 
+#include <stdbool.h>
+
 #include "../common/err.h"
 #include "container.h"
 
@@ -19,5 +21,29 @@ extern const char *const home_dirs[];
 int home_prepare(const container_spec_t *spec, err_t *e);
 /* Rewrite .ssh/uwsgi_authorized_keys only (atomically). */
 int home_write_keys(const container_spec_t *spec, err_t *e);
+
+/* Homes are never handed from one container to another (a deleted
+ * container's uid could come back, or a home be left behind by hand):
+ * <containers_dir>/.owners/<uid> (root-only) records the uuid of the
+ * container a home belongs to, and a home nobody may have any more moves to
+ * <containers_dir>/.deleted/<uid>-<unix time> (root-only, 0700: out of the
+ * customers' reach, kept for the supplier to purge). */
+#define HOME_OWNERS_DIR ".owners"
+#define HOME_DELETED_DIR ".deleted"
+#define HOME_CLAIM_ADOPTED 1 /* an unrecorded home adopted (known: true) */
+#define HOME_CLAIM_MOVED 2   /* another's home moved to .deleted first */
+
+/* Make the home of uid container `uuid`'s before it is created or used:
+ * a home recorded for another uuid, or unrecorded unless `known` (the node
+ * ran this uid before records existed), is retired first, so the container
+ * starts with a fresh home.  0, HOME_CLAIM_ADOPTED or HOME_CLAIM_MOVED; -1
+ * on error (nothing started then). */
+int home_claim(const char *containers_dir, int uid, const char *uuid, bool known, err_t *e);
+/* Move the home of uid (if any) to .deleted and forget its owner: 1 moved,
+ * 0 no home, -1 error.  The container must not run. */
+int home_retire(const char *containers_dir, int uid, err_t *e);
+/* Remove the .deleted entries retired before `before` (unix seconds), with
+ * unlinkat/openat(O_NOFOLLOW) only; the number removed or -1. */
+int home_purge(const char *containers_dir, long long before, err_t *e);
 
 #endif

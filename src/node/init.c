@@ -1,4 +1,4 @@
-/* init.c - the container's PID 1.
+/* init.c - the container's PID 1 (imperium-init, see init_main.c).
  *
  * It must stay tiny and never die early: when PID 1 of a pid namespace
  * exits, the kernel kills everything else in it.  So it starts the Emperor,
@@ -15,7 +15,9 @@
 #include "runtime.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -62,26 +64,78 @@ static int reap(pid_t emperor, int *code)
     return done;
 }
 
-void rt_init(rt_plan_t *p)
+/* Signals as a fresh program expects them: default actions (an ignored
+ * signal would stay ignored across exec) and nothing blocked. */
+static void reset_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &sa, NULL); /* fails harmlessly for SIGKILL/SIGSTOP */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* stdin from /dev/null; stdout and stderr to emperor.log, so what uWSGI
+ * says before --logto takes over is not lost.  We run as the customer
+ * already, so opening their log file grants nothing. */
+static void setup_stdio(const rt_init_args_t *a)
+{
+    int in = open("/dev/null", O_RDONLY);
+    int out = open(a->log, O_WRONLY | O_APPEND | O_CREAT, 0644);
+    if (out < 0)
+        out = open("/dev/null", O_WRONLY);
+    if (in >= 0 && in != 0) {
+        dup2(in, 0);
+        close(in);
+    }
+    if (out >= 0) {
+        dup2(out, 1);
+        dup2(out, 2);
+        if (out > 2)
+            close(out);
+    }
+}
+
+/* In the fresh child: stdio, signals, cwd, then execve.  On failure it
+ * reports on the sync socket and exits 127. */
+static void emperor_exec(const rt_init_args_t *a) __attribute__((noreturn));
+
+static void emperor_exec(const rt_init_args_t *a)
+{
+    err_t e;
+    reset_signals();
+    setup_stdio(a);
+    if (chdir(a->home) < 0) {
+        err_set(&e, ERR_INTERNAL, "chdir %s: %s", a->home, strerrordesc_np(errno));
+    } else {
+        execve(a->argv[0], a->argv, a->envp);
+        err_set(&e, ERR_INTERNAL, "exec the Emperor %s: %s", a->argv[0], strerrordesc_np(errno));
+    }
+    rt_report_fd(a->sync_fd, &e);
+    _exit(127);
+}
+
+void rt_init(rt_init_args_t *a)
 {
     sigset_t set;
     take_signals(&set);
-    /* The name ps shows (cosmetic: a failure changes nothing else). */
-    prctl(PR_SET_NAME, "imperium-init", 0, 0, 0);
 
-    pid_t emperor = rt_clone(0);
+    pid_t emperor = fork();
     if (emperor == 0)
-        rt_emperor_exec(p);
+        emperor_exec(a);
     if (emperor < 0) {
         err_t e;
         rt_fail(&e, "fork the Emperor");
-        rt_report(p, &e);
+        rt_report_fd(a->sync_fd, &e);
         _exit(1);
     }
     /* The parent reads the sync socket until EOF: that comes once the
      * Emperor has exec'd (close-on-exec) or reported why it could not. */
-    close(p->sync_fd);
-    p->sync_fd = -1;
+    close(a->sync_fd);
+    a->sync_fd = -1;
 
     for (;;) {
         siginfo_t si;
@@ -91,7 +145,7 @@ void rt_init(rt_plan_t *p)
         int code = 1;
         if (sig == SIGCHLD) {
             if (reap(emperor, &code))
-                _exit(code); /* _exit: no atexit handlers of the node's image */
+                _exit(code);
             continue;
         }
         kill(emperor, sig);

@@ -6,6 +6,8 @@
  *   imperium-node container start  --spec FILE --state-dir DIR --containers-dir DIR
  *                                  [--shortcuts FILE] [--uwsgi PATH]
  *                                  [--cgroup-root DIR] [--cgroup-parent NAME]
+ *                                  [--init PATH] [--pids-max N] [--cpu-weight N]
+ *                                  [--io-weight N]
  *   imperium-node container stop   UID --state-dir DIR [--timeout SECONDS]
  *   imperium-node container status UID --state-dir DIR
  *   imperium-node container keys   --spec FILE --state-dir DIR --containers-dir DIR
@@ -26,6 +28,7 @@ typedef struct {
     const char *action;
     const char *spec;
     const char *timeout;
+    const char *limits[3]; /* --pids-max, --cpu-weight, --io-weight */
     int uid;
     node_cfg_t cfg;
 } args_t;
@@ -46,14 +49,17 @@ static void usage(FILE *f)
           "\n"
           "The config file (key = value): api_url, server_name, secret or secret_file,\n"
           "state_dir, containers_dir, and optionally node_prefix, uwsgi, shortcuts,\n"
-          "cgroup_root, cgroup_parent, log_level, distro_host_ok, stop_timeout,\n"
-          "restart_grace_ms (docs/NODE.md).\n"
+          "cgroup_root, cgroup_parent, init, pids_max, cpu_weight, io_weight, log_level,\n"
+          "distro_host_ok, stop_timeout, restart_grace_ms (docs/NODE.md).\n"
           "\n"
           "Debug commands on one container:\n"
           "  container start --spec FILE --state-dir DIR --containers-dir DIR\n"
           "                  [--shortcuts FILE] [--uwsgi PATH] [--cgroup-root DIR]\n"
-          "                  [--cgroup-parent NAME]\n"
+          "                  [--cgroup-parent NAME] [--init PATH] [--pids-max N]\n"
+          "                  [--cpu-weight N] [--io-weight N]\n"
           "        start a container from a JSON spec; prints its status\n"
+          "        (--init: imperium-init, default beside this program; the limits\n"
+          "        default to " NODE_DEFAULTS_TEXT ")\n"
           "  container stop UID --state-dir DIR [--timeout SECONDS]\n"
           "        SIGTERM, then SIGKILL after the timeout (default 10); the home stays\n"
           "  container status UID --state-dir DIR\n"
@@ -76,12 +82,14 @@ static int parse_uid(const char *s)
 /* Options with a value; returns 0, or 2 (usage) with a message. */
 static int parse_options(int argc, char **argv, int i, args_t *a)
 {
-    static const char *const names[] = {"--spec",          "--state-dir", "--containers-dir",
-                                        "--shortcuts",     "--uwsgi",     "--cgroup-root",
-                                        "--cgroup-parent", "--timeout",   NULL};
+    static const char *const names[] = {
+        "--spec",          "--state-dir", "--containers-dir", "--shortcuts", "--uwsgi",
+        "--cgroup-root",   "--cgroup-parent", "--timeout",    "--init",      "--pids-max",
+        "--cpu-weight",    "--io-weight",     NULL};
     const char **slots[] = {
-        &a->spec,      &a->cfg.state_dir,   &a->cfg.containers_dir, &a->cfg.shortcuts,
-        &a->cfg.uwsgi, &a->cfg.cgroup_root, &a->cfg.cgroup_parent,  &a->timeout};
+        &a->spec,           &a->cfg.state_dir,     &a->cfg.containers_dir, &a->cfg.shortcuts,
+        &a->cfg.uwsgi,      &a->cfg.cgroup_root,   &a->cfg.cgroup_parent,  &a->timeout,
+        &a->cfg.init,       &a->limits[0],         &a->limits[1],          &a->limits[2]};
     for (; i < argc; i++) {
         int k = 0;
         while (names[k] && strcmp(names[k], argv[i]) != 0)
@@ -105,6 +113,26 @@ static int need(const char *value, const char *flag)
         return 0;
     fprintf(stderr, "imperium-node: %s is required\n", flag);
     return 2;
+}
+
+/* --pids-max N (1-4194304), --cpu-weight N and --io-weight N (1-10000). */
+static int parse_limits(args_t *a)
+{
+    static const char *const flags[3] = {"--pids-max", "--cpu-weight", "--io-weight"};
+    static const long long max[3] = {NODE_PIDS_MAX_MAX, 10000, 10000};
+    int *out[3] = {&a->cfg.pids_max, &a->cfg.cpu_weight, &a->cfg.io_weight};
+    for (int i = 0; i < 3; i++) {
+        long long n;
+        if (!a->limits[i])
+            continue;
+        if (!str_to_ll(a->limits[i], &n) || n < 1 || n > max[i]) {
+            fprintf(stderr, "imperium-node: %s must be a number from 1 to %lld\n", flags[i],
+                    max[i]);
+            return 2;
+        }
+        *out[i] = (int)n;
+    }
+    return 0;
 }
 
 static int parse(int argc, char **argv, args_t *a)
@@ -134,6 +162,8 @@ static int parse(int argc, char **argv, args_t *a)
         return rc;
     if (by_spec &&
         ((rc = need(a->spec, "--spec")) || (rc = need(a->cfg.containers_dir, "--containers-dir"))))
+        return rc;
+    if ((rc = parse_limits(a)))
         return rc;
     node_cfg_defaults(&a->cfg);
     return 0;

@@ -12,6 +12,8 @@
  * The table of what ends where is in docs/NODE.md. */
 #include "runtime.h"
 
+#include "../common/beneath.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -224,16 +226,29 @@ static int ensure_dir(const char *path, err_t *e)
     return 0;
 }
 
+/* A path inside the container (after pivot_root, "/" is the distro, which
+ * may be the customer's and change under us): resolved in the root, no
+ * symlink followed, an O_PATH descriptor. */
+static int inside(const char *path, int flags)
+{
+    return beneath_open(AT_FDCWD, path, flags | O_PATH, 0, BENEATH_IN_ROOT);
+}
+
+static int attach_fd(int src, int t, const char *target, err_t *e)
+{
+    if (move_mount(src, "", t, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        return fail_at(e, "mount on", target);
+    return 0;
+}
+
 static int attach(int src, const char *target, int dir, err_t *e)
 {
-    int t = openat2_path(AT_FDCWD, target, dir ? O_DIRECTORY : 0);
+    int t = inside(target, dir ? O_DIRECTORY : 0);
     if (t < 0)
         return fail_at(e, "mountpoint", target);
-    int rc = move_mount(src, "", t, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
-    int err = errno;
+    int rc = attach_fd(src, t, target, e);
     close(t);
-    errno = err;
-    return rc < 0 ? fail_at(e, "mount on", target) : 0;
+    return rc;
 }
 
 /* A new filesystem instance (proc, tmpfs, devpts) on target; opts is
@@ -278,14 +293,20 @@ static int set_attrs(const char *path, unsigned long long attrs, err_t *e)
     struct mount_attr a;
     memset(&a, 0, sizeof a);
     a.attr_set = attrs;
-    if (mount_setattr(AT_FDCWD, path, 0, &a, sizeof a) < 0)
-        return fail_at(e, "set attributes of", path);
-    return 0;
+    int fd = inside(path, O_DIRECTORY);
+    if (fd < 0)
+        return fail_at(e, "mountpoint", path);
+    int rc = mount_setattr(fd, "", AT_EMPTY_PATH, &a, sizeof a);
+    int err = errno;
+    close(fd);
+    errno = err;
+    return rc < 0 ? fail_at(e, "set attributes of", path) : 0;
 }
 
 static int make_file(const char *path, const char *data, size_t len, mode_t mode, err_t *e)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    int fd = beneath_open(AT_FDCWD, path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode,
+                          BENEATH_IN_ROOT);
     if (fd < 0)
         return fail_at(e, "create", path);
     while (len > 0) {
@@ -305,18 +326,26 @@ static int make_file(const char *path, const char *data, size_t len, mode_t mode
     return 0;
 }
 
+/* mkdirat + fchmod on the new directory's descriptor (never by path). */
 static int make_dir(const char *path, mode_t mode, err_t *e)
 {
-    if (mkdir(path, mode) < 0 || chmod(path, mode) < 0)
+    int fd = beneath_mkdir(AT_FDCWD, path, mode, true, (uid_t)-1, (gid_t)-1, BENEATH_IN_ROOT);
+    if (fd < 0)
         return fail_at(e, "create", path);
+    close(fd);
     return 0;
 }
 
 static int make_link(const char *target, const char *path, err_t *e)
 {
-    if (symlink(target, path) < 0)
-        return fail_at(e, "symlink", path);
-    return 0;
+    const char *name;
+    int dir = beneath_parent(AT_FDCWD, path, &name, BENEATH_IN_ROOT);
+    int rc = dir < 0 ? -1 : symlinkat(target, dir, name);
+    int err = errno;
+    if (dir >= 0)
+        close(dir);
+    errno = err;
+    return rc < 0 ? fail_at(e, "symlink", path) : 0;
 }
 
 /* Cover node directories a distro might show (the host distro shows the
@@ -326,7 +355,7 @@ static int hide_node_dirs(const rt_plan_t *p, err_t *e)
     for (int i = 0; i < 2; i++) {
         if (!p->hide[i][0] || strcmp(p->hide[i], "/") == 0)
             continue;
-        int fd = openat2_path(AT_FDCWD, p->hide[i], O_DIRECTORY);
+        int fd = inside(p->hide[i], O_DIRECTORY);
         if (fd < 0)
             continue; /* not in this distro */
         close(fd);
@@ -469,12 +498,14 @@ static int mount_etc(struct sources *s, err_t *e)
     const char *targets[2] = {"/etc/hosts", "/etc/resolv.conf"};
     int srcs[2] = {s->fd[S_HOSTS], s->fd[S_RESOLV]};
     for (int i = 0; i < 2; i++) {
-        int fd = openat2_path(AT_FDCWD, targets[i], 0);
+        int fd = inside(targets[i], 0);
         struct stat sb;
         bool plain = fd >= 0 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode);
+        /* Onto the very file checked, not whatever the path is now. */
+        int rc = plain ? attach_fd(srcs[i], fd, targets[i], e) : 0;
         if (fd >= 0)
             close(fd);
-        if (plain && attach(srcs[i], targets[i], 0, e) < 0)
+        if (rc < 0)
             return -1;
     }
     return 0;

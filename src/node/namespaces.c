@@ -20,13 +20,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-int rt_fail(err_t *e, const char *step)
-{
-    /* strerrordesc_np: no locale lookup, nothing allocated. */
-    const char *desc = strerrordesc_np(errno);
-    return err_set(e, ERR_INTERNAL, "%s: %s", step, desc ? desc : "unknown error");
-}
-
 /* struct clone_args of linux/sched.h, first version (64 bytes): spelled out
  * because linux/sched.h and glibc's sched.h both define the CLONE_ flags. */
 struct rt_clone_args {
@@ -116,9 +109,9 @@ int rt_drop_privileges(int uid, err_t *e)
     /* setuid binaries of the distro (su, sudo, ping) gain nothing. */
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return rt_fail(e, "no_new_privs");
-    /* init is not dumpable: the customer's processes (same uid) can neither
-     * ptrace it nor read its memory, a copy of the node's.  (exec makes the
-     * Emperor dumpable again: it is the customer's own program.) */
+    /* Until it execs imperium-init this process is a copy of the node's
+     * memory: the customer's processes (same uid) must neither ptrace it
+     * nor read it.  (imperium-init sets this again: exec resets it.) */
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
         return rt_fail(e, "not dumpable");
     return 0;

@@ -15,7 +15,14 @@
  * can be swapped for a symlink elsewhere (protected_symlinks stops the
  * router from following the customer's links in the sticky run/).  The
  * vassals reach the router only through the subscription gate (subgate.c),
- * which lets each container name sockets in its own run/ only. */
+ * which lets each container name sockets in its own run/ only.
+ *
+ * It runs as router_user, never as root (router.h): <dir> is bound on
+ * ROUTER_INSIDE in its namespace (the state directory above it is root's
+ * only), no_new_privs is set, and uWSGI drops to the user's uid and gid
+ * (no supplementary groups) right after binding the listening address as
+ * a shared socket, which it keeps across reloads; every other socket it
+ * binds as the user, in run/. */
 
 #include "router.h"
 
@@ -24,11 +31,14 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sched.h>
+#include <pwd.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -38,6 +48,7 @@
 
 #include "../common/log.h"
 #include "../common/strutil.h"
+#include "../common/validate.h"
 #include "agent.h"
 #include "state.h"
 #include "supervisor.h"
@@ -45,11 +56,14 @@
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 30000
 #define HEALTHY_MS 60000
-#define MAX_ARGS 32
+#define MAX_ARGS 48
+#define STOP_FOREIGN_MS 5000 /* a router running as another user must go first */
 
 struct router {
     router_opts_t o;
-    char *dir, *keys, *subscribe, *log_path, *pid_path, *homes, *server;
+    char *dir, *keys, *subscribe, *log_path, *pid_path, *homes, *run, *server;
+    uid_t uid; /* router_user */
+    gid_t gid;
     char *argv[MAX_ARGS];
     pid_t pid;
     unsigned long long starttime;
@@ -65,6 +79,8 @@ const char *router_subscribe_dir(const router_t *r) { return r->subscribe; }
 const char *router_sockets_dir(const router_t *r) { return r->homes; }
 const char *router_subscription_server(const router_t *r) { return r->server; }
 int router_fd(const router_t *r) { return r->pidfd; }
+uid_t router_uid(const router_t *r) { return r->uid; }
+gid_t router_gid(const router_t *r) { return r->gid; }
 
 static void forget(router_t *r)
 {
@@ -148,32 +164,45 @@ static int build_argv(router_t *r, err_t *e)
     if (add_arg(r, &n, str_printf("--http-processes"), e) < 0 ||
         add_arg(r, &n, str_printf("%ld", cpus < 1 ? 1 : cpus > 8 ? 8 : cpus), e) < 0)
         return -1;
-    if (add_arg(r, &n, str_printf("--http"), e) < 0 ||
+    /* The address is a shared socket: uWSGI binds it first, as root (a
+     * port below 1024 needs that), then drops to the router's user (uid,
+     * gid, no supplementary groups) before its plugins bind anything else;
+     * a reload (a new uWSGI, exec'd by the unprivileged master) inherits
+     * it.  The http router listens on it (=0). */
+    const char *in = ROUTER_INSIDE;
+    if (add_arg(r, &n, str_printf("--shared-socket"), e) < 0 ||
         add_arg(r, &n, str_printf("%s", r->o.http), e) < 0 ||
+        add_arg(r, &n, str_printf("--uid"), e) < 0 ||
+        add_arg(r, &n, str_printf("%u", (unsigned)r->uid), e) < 0 ||
+        add_arg(r, &n, str_printf("--gid"), e) < 0 ||
+        add_arg(r, &n, str_printf("%u", (unsigned)r->gid), e) < 0 ||
+        add_arg(r, &n, str_printf("--no-initgroups"), e) < 0 ||
+        add_arg(r, &n, str_printf("--http"), e) < 0 || add_arg(r, &n, str_printf("=0"), e) < 0 ||
         add_arg(r, &n, str_printf("--http-to"), e) < 0 ||
-        add_arg(r, &n, str_printf("%s/fastrouter.sock", r->dir), e) < 0 ||
+        add_arg(r, &n, str_printf("%s/run/fastrouter.sock", in), e) < 0 ||
         add_arg(r, &n, str_printf("--fastrouter"), e) < 0 ||
-        add_arg(r, &n, str_printf("%s/fastrouter.sock", r->dir), e) < 0 ||
+        add_arg(r, &n, str_printf("%s/run/fastrouter.sock", in), e) < 0 ||
         add_arg(r, &n, str_printf("--fastrouter-subscription-server"), e) < 0 ||
-        add_arg(r, &n, str_printf("%s", r->server), e) < 0 ||
+        add_arg(r, &n, str_printf("%s/run/subscription.sock", in), e) < 0 ||
         add_arg(r, &n, str_printf("--subscriptions-sign-check"), e) < 0 ||
-        add_arg(r, &n, str_printf("SHA1:%s", r->keys), e) < 0 ||
+        add_arg(r, &n, str_printf("SHA1:%s/keys", in), e) < 0 ||
         add_arg(r, &n, str_printf("--fastrouter-stats"), e) < 0 ||
-        add_arg(r, &n, str_printf("%s/fastrouter-stats.sock", r->dir), e) < 0 ||
+        add_arg(r, &n, str_printf("%s/run/fastrouter-stats.sock", in), e) < 0 ||
         add_arg(r, &n, str_printf("--stats"), e) < 0 ||
-        add_arg(r, &n, str_printf("%s/stats.sock", r->dir), e) < 0 ||
+        add_arg(r, &n, str_printf("%s/run/stats.sock", in), e) < 0 ||
         add_arg(r, &n, str_printf("--socket"), e) < 0 ||
-        add_arg(r, &n, str_printf("%s/notfound.sock", r->dir), e) < 0 ||
+        add_arg(r, &n, str_printf("%s/run/notfound.sock", in), e) < 0 ||
         add_arg(r, &n, str_printf("--fastrouter-fallback"), e) < 0 ||
-        add_arg(r, &n, str_printf("%s/notfound.sock", r->dir), e) < 0)
+        add_arg(r, &n, str_printf("%s/run/notfound.sock", in), e) < 0)
         return -1;
     r->argv[n] = NULL;
     return 0;
 }
 
-/* The router (root) must not follow a symlink a customer leaves in their
- * sticky run/ directory: fs.protected_symlinks makes the kernel refuse
- * that.  It is on by default on Debian and most distributions. */
+/* The router must not follow a symlink a customer leaves in their sticky
+ * run/ directory, nor the gate one the router leaves in its own:
+ * fs.protected_symlinks makes the kernel refuse that.  It is on by default
+ * on Debian and most distributions. */
 static int protect_symlinks(err_t *e)
 {
     static const char path[] = "/proc/sys/fs/protected_symlinks";
@@ -196,6 +225,125 @@ static int protect_symlinks(err_t *e)
     return 0;
 }
 
+/* useradd --system, as a Debian package's postinst creates its user. */
+static int create_user(const char *name, err_t *e)
+{
+    char *argv[] = {"/usr/sbin/useradd", "--system", "--user-group", "--no-create-home",
+                    "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+                    "--comment", "Imperium HTTP router", (char *)name, NULL};
+    char *envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", NULL};
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], NULL, NULL, argv, envp);
+    if (rc != 0)
+        return err_set(e, ERR_INTERNAL, "create the router's user %s: run %s: %s", name, argv[0],
+                       strerror(rc));
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return err_set(e, ERR_INTERNAL, "create the router's user %s: wait for useradd: %s",
+                           name, strerror(errno));
+    /* 9: it exists already (another node on this host made it meanwhile). */
+    if (!WIFEXITED(st) || (WEXITSTATUS(st) != 0 && WEXITSTATUS(st) != 9))
+        return err_set(e, ERR_INTERNAL,
+                       "create the router's user %s: useradd failed (status %d); create it "
+                       "(useradd --system --user-group %s) or set router_user",
+                       name, WIFEXITED(st) ? WEXITSTATUS(st) : -1, name);
+    log_info("router: created the system user %s (useradd --system --user-group)", name);
+    return 0;
+}
+
+/* The router's uid and gid: never root, never a container's. */
+static int find_user(router_t *r, const char *name, err_t *e)
+{
+    for (int attempt = 0;; attempt++) {
+        struct passwd pw, *found = NULL;
+        char buf[4096];
+        int rc = getpwnam_r(name, &pw, buf, sizeof buf, &found);
+        if (rc != 0)
+            return err_set(e, ERR_INTERNAL, "look up router_user %s: %s", name, strerror(rc));
+        if (found && (pw.pw_uid == 0 || pw.pw_gid == 0))
+            return err_set(e, ERR_INPUT,
+                           "router_user %s is root (uid %u, gid %u): the internet-facing router "
+                           "must run as a user of its own",
+                           name, (unsigned)pw.pw_uid, (unsigned)pw.pw_gid);
+        if (found && (pw.pw_uid >= UID_BASE || pw.pw_gid >= UID_BASE))
+            return err_set(e, ERR_INPUT,
+                           "router_user %s has uid %u, gid %u: ids from %d up are the "
+                           "containers'; use a system user",
+                           name, (unsigned)pw.pw_uid, (unsigned)pw.pw_gid, UID_BASE);
+        if (found) {
+            r->uid = pw.pw_uid;
+            r->gid = pw.pw_gid;
+            return 0;
+        }
+        if (attempt > 0 || strcmp(name, ROUTER_DEFAULT_USER) != 0)
+            return err_set(e, ERR_INPUT,
+                           "router_user %s does not exist: create it (useradd --system "
+                           "--user-group %s) or name another (docs/ROUTER.md)",
+                           name, name);
+        if (create_user(name, e) < 0)
+            return -1;
+    }
+}
+
+/* mkdir path (if missing), then exactly uid:gid and mode, by descriptor. */
+static int own_dir(const char *path, uid_t uid, gid_t gid, mode_t mode, err_t *e)
+{
+    if (mkdir(path, mode) < 0 && errno != EEXIST)
+        return err_set(e, ERR_INTERNAL, "create %s: %s", path, strerror(errno));
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return err_set(e, ERR_INTERNAL, "open %s: %s", path, strerror(errno));
+    if (fchown(fd, uid, gid) < 0 || fchmod(fd, mode) < 0) {
+        int err = errno;
+        close(fd);
+        return err_set(e, ERR_INTERNAL, "set owner and mode of %s: %s", path, strerror(err));
+    }
+    close(fd);
+    return 0;
+}
+
+/* Who may reach what: the router's group searches dir, keys/ (it opens
+ * <domain>.pem by name) and homes/; it adds its sockets to run/, sticky
+ * and open to all (only root and its group can reach it): the kernel's
+ * protected_symlinks then keeps the gate (root) from following a link
+ * the router would leave there.  The containers see subscribe/ only. */
+static int make_dirs(router_t *r, err_t *e)
+{
+    if (agent_mkdirs(r->dir, 0700, e) < 0 || own_dir(r->dir, 0, r->gid, 0710, e) < 0 ||
+        own_dir(r->keys, 0, r->gid, 0710, e) < 0 || own_dir(r->subscribe, 0, 0, 0755, e) < 0 ||
+        own_dir(r->homes, 0, r->gid, 0710, e) < 0 || own_dir(r->run, 0, r->gid, 01733, e) < 0)
+        return -1;
+    /* The mount point of <dir> in the router's namespace. */
+    if (mkdir(ROUTER_INSIDE, 0755) < 0 && errno != EEXIST)
+        return err_set(e, ERR_INTERNAL, "create %s: %s", ROUTER_INSIDE, strerror(errno));
+    return 0;
+}
+
+/* Adopt the router a previous daemon left, if it runs as the router's
+ * user; one running as anybody else (root, before this node ran it
+ * unprivileged) is stopped, and a new one starts. */
+static int adopt(router_t *r, err_t *e)
+{
+    pid_t pid = recorded(r->pid_path, &r->starttime);
+    if (pid <= 0)
+        return 0;
+    long long uid = proc_uid(pid);
+    if (uid != (long long)r->uid) {
+        log_info("router: the running HTTP router (pid %d) runs as uid %lld, not as %s (uid %u): "
+                 "restarting it",
+                 (int)pid, uid, r->o.user, (unsigned)r->uid);
+        r->starttime = 0;
+        return router_stop_dir(r->dir, STOP_FOREIGN_MS, e);
+    }
+    if ((r->pidfd = sys_pidfd_open(pid)) >= 0) {
+        r->pid = pid;
+        r->started_ms = sv_now_ms();
+        log_info("router: adopted the running HTTP router (pid %d)", (int)pid);
+    }
+    return 0;
+}
+
 router_t *router_new(const router_opts_t *o, err_t *e)
 {
     router_t *r = calloc(1, sizeof *r);
@@ -210,25 +358,17 @@ router_t *router_new(const router_opts_t *o, err_t *e)
         !(r->log_path = str_printf("%s/router.log", o->dir)) ||
         !(r->pid_path = str_printf("%s/router.pid", o->dir)) ||
         !(r->homes = str_printf("%s/homes", o->dir)) ||
-        !(r->server = str_printf("%s/subscription.sock", o->dir))) {
+        !(r->run = str_printf("%s/run", o->dir)) ||
+        !(r->server = str_printf("%s/run/subscription.sock", o->dir))) {
         err_set(e, ERR_INTERNAL, "router: out of memory");
         router_free(r);
         return NULL;
     }
-    if (agent_mkdirs(r->dir, 0700, e) < 0 || agent_mkdirs(r->keys, 0700, e) < 0 ||
-        agent_mkdirs(r->subscribe, 0755, e) < 0 || chmod(r->subscribe, 0755) < 0 ||
-        agent_mkdirs(r->homes, 0755, e) < 0 || chmod(r->homes, 0755) < 0 ||
-        protect_symlinks(e) < 0 || build_argv(r, e) < 0) {
-        if (!e->msg[0])
-            err_set(e, ERR_INTERNAL, "chmod %s: %s", r->subscribe, strerror(errno));
+    r->o.user = o->user ? o->user : ROUTER_DEFAULT_USER;
+    if (find_user(r, r->o.user, e) < 0 || make_dirs(r, e) < 0 || protect_symlinks(e) < 0 ||
+        build_argv(r, e) < 0 || adopt(r, e) < 0) {
         router_free(r);
         return NULL;
-    }
-    pid_t pid = recorded(r->pid_path, &r->starttime);
-    if (pid > 0 && (r->pidfd = sys_pidfd_open(pid)) >= 0) {
-        r->pid = pid;
-        r->started_ms = sv_now_ms();
-        log_info("router: adopted the running HTTP router (pid %d)", (int)pid);
     }
     return r;
 }
@@ -247,6 +387,7 @@ void router_free(router_t *r)
     free(r->log_path);
     free(r->pid_path);
     free(r->homes);
+    free(r->run);
     free(r->server);
     free(r);
 }
@@ -277,10 +418,24 @@ static void __attribute__((noreturn)) exec_router(const router_t *r, int log_fd)
                 strerror(errno));
         _exit(126);
     }
+    if (mount(r->dir, ROUTER_INSIDE, NULL, MS_BIND, NULL) < 0 ||
+        mount(NULL, ROUTER_INSIDE, NULL, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              NULL) < 0) {
+        dprintf(2, "imperium-node: router: bind %s on %s: %s\n", r->dir, ROUTER_INSIDE,
+                strerror(errno));
+        _exit(126);
+    }
     if (close_range(3, ~0U, 0) < 0) {
         /* close-on-exec covers the daemon's descriptors anyway */
     }
-    /* Its sockets are for root only: the containers talk to the gate. */
+    /* Nothing it execs (its own reloads) may gain privileges: no setuid
+     * binary, no file capabilities, even before uWSGI drops root. */
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || chdir("/") < 0) {
+        dprintf(2, "imperium-node: router: no_new_privs: %s\n", strerror(errno));
+        _exit(126);
+    }
+    /* Its sockets are its own (root reaches them anyway): the containers
+     * talk to the gate. */
     umask(077);
     char *envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", NULL};
     execve(r->argv[0], r->argv, envp);
@@ -410,11 +565,26 @@ static char *key_file_name(const char *name)
     return s;
 }
 
-static char *read_file(int dfd, const char *name)
+/* A key file is root's, readable by the router's group only (0640). */
+static int key_owner(int fd, gid_t gid)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -1;
+    if (st.st_uid == 0 && st.st_gid == gid && (st.st_mode & 07777) == 0640)
+        return 0;
+    return fchown(fd, 0, gid) < 0 || fchmod(fd, 0640) < 0 ? -1 : 0;
+}
+
+/* The key file's text; its owner and mode are made right on the way (a
+ * file an older node wrote 0644). */
+static char *read_file(int dfd, const char *name, gid_t gid)
 {
     int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return NULL;
+    if (key_owner(fd, gid) < 0)
+        log_error("router: set owner and mode of key %s: %s", name, strerror(errno));
     buf_t b = {0};
     char chunk[4096];
     ssize_t n;
@@ -429,15 +599,20 @@ static char *read_file(int dfd, const char *name)
     return b.data;
 }
 
-static int write_file(int dfd, const char *name, const char *data)
+static int write_file(int dfd, const char *name, const char *data, gid_t gid)
 {
     char tmp[300];
     if (snprintf(tmp, sizeof tmp, ".tmp-%s", name) >= (int)sizeof tmp)
         return -1;
     unlinkat(dfd, tmp, 0);
-    int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return -1;
+    if (key_owner(fd, gid) < 0) {
+        close(fd);
+        unlinkat(dfd, tmp, 0);
+        return -1;
+    }
     size_t len = strlen(data), off = 0;
     while (off < len) {
         ssize_t n = write(fd, data + off, len - off);
@@ -505,12 +680,12 @@ void router_set_domains(router_t *r, const json_t *domains)
     json_t *v;
     json_object_foreach(wanted, file, v) {
         const char *key = json_string_value(v);
-        char *old = read_file(dfd, file);
+        char *old = read_file(dfd, file, r->gid);
         if (old && !strcmp(old, key)) {
             free(old);
             continue;
         }
-        if (write_file(dfd, file, key) < 0)
+        if (write_file(dfd, file, key, r->gid) < 0)
             log_error("router: write key %s/%s: %s", r->keys, file, strerror(errno));
         else if (old)
             changed++;

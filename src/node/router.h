@@ -8,14 +8,31 @@
  *
  * The keys directory holds <domain>.pem, the public key of the customer
  * owning each domain in the API (the channel's "domains"): the router
- * accepts a subscription for a domain only when signed by that key. */
+ * accepts a subscription for a domain only when signed by that key.
+ *
+ * It faces the internet, so it never runs as root: uWSGI binds the
+ * listening address (a shared socket, kept across reloads) and drops to
+ * `router_user` (uid, gid, no supplementary groups) before anything else;
+ * no_new_privs is set before the exec.  What it needs is granted by owner
+ * and mode: keys/ and the key files are root's, readable by its group;
+ * its own sockets live in run/ (sticky, its group may add); each
+ * container's <uid>/ and run/ let its group search, and the sockets made
+ * in run/ are its group's (docs/ROUTER.md). */
 #ifndef IMP_NODE_ROUTER_H
 #define IMP_NODE_ROUTER_H
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <sys/types.h>
 
 #include "../common/err.h"
+
+/* The router's user when the config names none; created (useradd
+ * --system) when missing, as a Debian package's postinst would. */
+#define ROUTER_DEFAULT_USER "imperium-router"
+/* Where the router sees its directory (<state_dir>/router): bound there in
+ * its mount namespace, since the state directory is root's only (0700). */
+#define ROUTER_INSIDE "/run/imperium-router"
 
 /* Inside every container: the directory holding the subscription socket. */
 #define ROUTER_SUBSCRIBE_INSIDE "/run/subscribe"
@@ -24,14 +41,18 @@
 typedef struct {
     const char *uwsgi;          /* host path of the uwsgi binary */
     const char *http;           /* listen address, e.g. 127.0.0.1:8000 or 0.0.0.0:80 */
-    const char *dir;            /* <state_dir>/router: keys/, subscribe/, homes/, log, pid */
+    const char *dir;            /* <state_dir>/router: keys/, subscribe/, homes/, run/,
+                                   log, pid */
+    const char *user;           /* the router's unprivileged user (ROUTER_DEFAULT_USER) */
 } router_opts_t;
 
 typedef struct router router_t;
 
-/* Create the directories (dir 0700, keys/ 0700, subscribe/ 0755, homes/
- * 0755), make sure fs.protected_symlinks is on, and adopt a router a
- * previous daemon left running.  Nothing is started yet. */
+/* Find (or create, for the default name) the router's user, create the
+ * directories (dir, keys/, homes/: root and the router's group, 0710;
+ * run/ 01733; subscribe/ 0755), make sure fs.protected_symlinks is on,
+ * and adopt a router a previous daemon left running as that user (one
+ * running as anyone else is stopped).  Nothing is started yet. */
 router_t *router_new(const router_opts_t *o, err_t *e);
 /* Forget it; the router keeps running. */
 void router_free(router_t *r);
@@ -43,6 +64,9 @@ const char *router_subscribe_dir(const router_t *r);
 const char *router_sockets_dir(const router_t *r);
 /* The router's own subscription server socket (only the gate sends to it). */
 const char *router_subscription_server(const router_t *r);
+/* The router's user and group. */
+uid_t router_uid(const router_t *r);
+gid_t router_gid(const router_t *r);
 
 /* A pidfd that polls readable when the router ended (-1 while none runs);
  * its number changes when the router is restarted: call router_fd again. */

@@ -1,12 +1,16 @@
 /* runtime.h - the container's first process: what it needs and its steps.
  *
  * container_start() fills an rt_plan_t in the parent, then clones the child
- * with new namespaces.  The child (which becomes the container's PID 1) only
- * reads the plan: every path, argument and environment string is formatted
- * beforehand, so between clone and exec nothing allocates (the daemon that
- * calls this is multi-threaded: a malloc lock held by another thread at
- * clone time would never be released in the child).  Errors travel back on
- * a socket as one line naming the failing step. */
+ * with new namespaces.  The child only reads the plan: every path, argument
+ * and environment string is formatted beforehand, so between clone and exec
+ * nothing allocates (the daemon that calls this is multi-threaded: a malloc
+ * lock held by another thread at clone time would never be released in the
+ * child).  The child does the privileged setup, drops to the container's
+ * uid and execs imperium-init (init_main.c) through a descriptor opened
+ * before clone: the container's PID 1 is then a small program of its own,
+ * not a copy of the node daemon's memory (every customer's keys).  Errors
+ * travel back on a socket as one line naming the failing step, from the
+ * child and then from imperium-init until the Emperor has exec'd. */
 #ifndef IMP_NODE_RUNTIME_H
 #define IMP_NODE_RUNTIME_H
 
@@ -57,11 +61,24 @@ typedef struct {
     char strings[8192];
     size_t strings_used;
 
+    /* imperium-init's command line (init_main.c): its options, "--", then
+     * the Emperor's argv; its environment is the Emperor's envp. */
+    char *init_argv[RT_MAX_ARGS + 8];
+
     /* The child's end of a socketpair with the parent: the parent sends
-     * "go" once the child is in its cgroup; the child answers with one
-     * error line, or with EOF once the Emperor has exec'd (close-on-exec). */
+     * "go" once the child is in its cgroup; the child (then imperium-init)
+     * answers with one error line, or with EOF once the Emperor has exec'd
+     * (close-on-exec). */
     int sync_fd;
+    /* imperium-init, opened O_PATH in the parent (the child's mount
+     * namespace no longer shows the host's files). */
+    int init_fd;
 } rt_plan_t;
+
+/* Where the child puts the two descriptors before it execs imperium-init
+ * (every other one is closed). */
+#define RT_INIT_SYNC_FD 3
+#define RT_INIT_EXE_FD 4
 
 /* namespaces.c */
 #define RT_CLONE_FLAGS (CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
@@ -79,18 +96,29 @@ int rt_drop_privileges(int uid, err_t *e);
  * /var/tmp, /run, /var/log, /usr/local, /proc, /dev (docs/NODE.md). */
 int rt_mounts(const rt_plan_t *p, err_t *e);
 
-/* emperor.c */
+/* emperor.c: the Emperor's argv/envp and imperium-init's argv. */
 int rt_emperor_plan(rt_plan_t *p, const char *uwsgi, bool shortcuts, err_t *e);
-/* In a fresh child of init: stdio, signals, cwd, then execve.  Never
- * returns: on failure it reports on sync_fd and exits 127. */
-void rt_emperor_exec(const rt_plan_t *p) __attribute__((noreturn));
+/* The child's last step: exec imperium-init (sync fd RT_INIT_SYNC_FD).
+ * Returns only on failure, with e set. */
+int rt_exec_init(const rt_plan_t *p, err_t *e);
 
-/* init.c: the container's PID 1, after setup.  Starts the Emperor, reaps
- * every zombie, forwards SIGTERM/SIGINT/SIGQUIT/SIGHUP/SIGUSR1/SIGUSR2 to
- * it, and exits with its status when it exits. */
-void rt_init(rt_plan_t *p) __attribute__((noreturn));
+/* What imperium-init is told on its command line (init_main.c). */
+typedef struct {
+    int sync_fd;     /* report errors here until the Emperor has exec'd */
+    const char *log; /* the Emperor's stdout/stderr: <home>/logs/emperor.log */
+    const char *home;
+    char **argv;     /* the Emperor's */
+    char **envp;
+} rt_init_args_t;
 
-/* Send err's message to the parent (async-signal-safe). */
+/* init.c (imperium-init only): the container's PID 1.  Starts the Emperor,
+ * reaps every zombie, forwards SIGTERM/SIGINT/SIGQUIT/SIGHUP/SIGUSR1/SIGUSR2
+ * to it, and exits with its status when it exits. */
+void rt_init(rt_init_args_t *a) __attribute__((noreturn));
+
+/* report.c (both programs): send err's message to the parent
+ * (async-signal-safe). */
+void rt_report_fd(int fd, const err_t *e);
 void rt_report(const rt_plan_t *p, const err_t *e);
 /* err_set for a failed syscall: "<step>: <description of errno>". */
 int rt_fail(err_t *e, const char *step);

@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "state.h"
@@ -56,8 +58,38 @@ static unsigned long tty_of(int pid)
     return strtoul(p, NULL, 10);
 }
 
-/* The framed, sanitized message. */
-static char *frame(const char *msg)
+/* Length of the valid UTF-8 sequence at p (shortest form, no surrogates,
+ * at most U+10FFFF) with its code point in *cp; 0 when invalid. */
+static size_t utf8_seq(const unsigned char *p, unsigned *cp)
+{
+    size_t n;
+    unsigned c, min;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+        n = 2, c = p[0] & 0x1f, min = 0x80;
+    else if (p[0] >= 0xe0 && p[0] <= 0xef)
+        n = 3, c = p[0] & 0x0f, min = 0x800;
+    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+        n = 4, c = p[0] & 0x07, min = 0x10000;
+    else
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80) /* also stops at the terminating NUL */
+            return 0;
+        c = (c << 6) | (p[i] & 0x3f);
+    }
+    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    *cp = c;
+    return n;
+}
+
+/* Terminals act on C0 (0x00-0x1f, 0x7f) and C1 controls (U+0080-U+009F,
+ * which an 8-bit terminal also takes from the raw bytes 0x80-0x9f): ESC or
+ * CSI sequences could move the cursor, rewrite the screen or answer back
+ * into the shell.  Kept: tab, newline (as CRLF), printable ASCII and valid
+ * UTF-8 of U+00A0 and above; everything else, including bytes that are not
+ * valid UTF-8, is dropped. */
+char *shells_frame(const char *msg)
 {
     size_t len = strlen(msg);
     char *out = malloc(2 * len + 32);
@@ -65,17 +97,40 @@ static char *frame(const char *msg)
         return NULL;
     char *o = out;
     o += sprintf(o, "\r\n[imperium] ");
-    for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
+    for (const unsigned char *p = (const unsigned char *)msg; *p;) {
+        unsigned cp;
+        size_t n;
         if (*p == '\n') {
             *o++ = '\r';
             *o++ = '\n';
-        } else if (*p == '\t' || (*p >= 0x20 && *p != 0x7f)) {
-            *o++ = (char)*p;
+            p++;
+        } else if (*p == '\t' || (*p >= 0x20 && *p < 0x7f)) {
+            *o++ = (char)*p++;
+        } else if (*p < 0x80) {
+            p++; /* C0 control or DEL */
+        } else if ((n = utf8_seq(p, &cp)) == 0) {
+            p++; /* not UTF-8: a raw C1 byte or garbage */
+        } else {
+            if (cp > 0x9f) {
+                memcpy(o, p, n);
+                o += n;
+            }
+            p += n;
         }
     }
     o += sprintf(o, "\r\n");
     *o = '\0';
     return out;
+}
+
+/* tty_nr of /proc/<pid>/stat is the kernel's new_encode_dev(): minor bits
+ * 0-7, major bits 8-19, minor bits 8-19 in bits 20-31; glibc's dev_t is
+ * laid out differently once the minor passes 255 (pts/256 and up). */
+dev_t shells_tty_dev(unsigned long tty_nr)
+{
+    unsigned major = (unsigned)((tty_nr >> 8) & 0xfff);
+    unsigned minor = (unsigned)((tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00));
+    return makedev(major, minor);
 }
 
 /* Write to the terminal of pid if it is one not yet seen; 1 if written. */
@@ -95,13 +150,13 @@ static int write_tty_of(int pid, unsigned long tty, const char *text, tty_id_t *
         char path[384];
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
         struct stat st;
-        if (stat(path, &st) < 0 || !S_ISCHR(st.st_mode) || st.st_rdev != (dev_t)tty)
+        if (stat(path, &st) < 0 || !S_ISCHR(st.st_mode) || st.st_rdev != shells_tty_dev(tty))
             continue;
         int fd = open(path, O_WRONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0)
             continue;
         struct stat st2;
-        if (fstat(fd, &st2) < 0 || !S_ISCHR(st2.st_mode) || st2.st_rdev != (dev_t)tty ||
+        if (fstat(fd, &st2) < 0 || !S_ISCHR(st2.st_mode) || st2.st_rdev != shells_tty_dev(tty) ||
             !isatty(fd)) {
             close(fd);
             continue;
@@ -124,6 +179,27 @@ static int write_tty_of(int pid, unsigned long tty, const char *text, tty_id_t *
     return written > 0;
 }
 
+/* write_tty_of for a process of the container's uid only: a pid listed in
+ * cgroup.procs may have died and been reused by a process of someone else
+ * (whose terminal must not be written).  The uid is checked once a pidfd
+ * holds the process; if it has died by the end, it is not counted.  (Left:
+ * a death and a reuse of its pid between the check and the open.) */
+static int write_pinned(int pid, int uid, unsigned long tty, const char *text, tty_id_t *seen,
+                        size_t *n_seen)
+{
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0)
+        return 0;
+    int n = 0;
+    if (proc_uid(pid) == uid) {
+        n = write_tty_of(pid, tty, text, seen, n_seen);
+        if (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0)
+            n = 0; /* gone meanwhile: not counted (it was its terminal, though) */
+    }
+    close(pidfd);
+    return n;
+}
+
 int shells_broadcast(const char *state_dir, int uid, const char *msg, err_t *e)
 {
     state_t st;
@@ -137,7 +213,7 @@ int shells_broadcast(const char *state_dir, int uid, const char *msg, err_t *e)
     FILE *f = fopen(path, "re");
     if (!f)
         return err_set(e, ERR_INTERNAL, "container %d: %s: %s", uid, path, strerror(errno));
-    char *text = frame(msg);
+    char *text = shells_frame(msg);
     if (!text) {
         fclose(f);
         return err_set(e, ERR_INTERNAL, "out of memory");
@@ -153,7 +229,7 @@ int shells_broadcast(const char *state_dir, int uid, const char *msg, err_t *e)
     while (fscanf(f, "%d", &pid) == 1) {
         unsigned long tty = tty_of(pid);
         if (tty)
-            count += write_tty_of(pid, tty, text, seen, &n_seen);
+            count += write_pinned(pid, uid, tty, text, seen, &n_seen);
     }
     fclose(f);
     free(seen);

@@ -35,6 +35,7 @@ struct refusal {
 
 struct subgate {
     char *router_path, *containers_dir;
+    uid_t router_uid;
     int fd, out_fd, stop_fd;
     pthread_t thread;
     bool running;
@@ -106,8 +107,26 @@ static void refused(subgate_t *g, uid_t uid, const subscription_t *s, const char
     tell_container(g, uid, line);
 }
 
+/* The router's socket is in a directory the router writes (sticky, so
+ * protected_symlinks keeps the gate from following a link it leaves).  The
+ * gate sends as root, so it also makes sure the name is a socket of the
+ * router's own and not a hard link to someone else's. */
+static bool router_socket_ok(const subgate_t *g)
+{
+    struct stat st;
+    if (lstat(g->router_path, &st) < 0)
+        return errno == ENOENT; /* the router is (re)starting: sendto says so */
+    if (S_ISSOCK(st.st_mode) && st.st_uid == g->router_uid && st.st_nlink == 1)
+        return true;
+    log_error("subscription gate: %s is not the router's socket (uid %u, %u links): not sent",
+              g->router_path, (unsigned)st.st_uid, (unsigned)st.st_nlink);
+    return false;
+}
+
 static void forward(subgate_t *g, const unsigned char *pkt, size_t len)
 {
+    if (!router_socket_ok(g))
+        return;
     struct sockaddr_un to = {.sun_family = AF_UNIX};
     snprintf(to.sun_path, sizeof to.sun_path, "%s", g->router_path);
     if (sendto(g->out_fd, pkt, len, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&to,
@@ -205,6 +224,7 @@ subgate_t *subgate_start(const subgate_opts_t *o, err_t *e)
         return NULL;
     }
     g->fd = g->out_fd = g->stop_fd = -1;
+    g->router_uid = o->router_uid;
     if (!(g->router_path = str_printf("%s", o->router_path)) ||
         !(g->containers_dir = str_printf("%s", o->containers_dir))) {
         err_set(e, ERR_INTERNAL, "out of memory");

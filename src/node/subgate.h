@@ -5,14 +5,16 @@
  * The kernel tells the gate who sent each packet (SO_PASSCRED: the sender's
  * uid is its container's, and a process without privileges cannot lie
  * about it); the gate forwards the packet, unchanged so its signature
- * still verifies, to the router's own socket in the root-only router
- * directory when subscription_check() allows it, and otherwise drops it,
+ * still verifies, to the router's own socket (a socket of the router's
+ * user, in its sticky run/ directory) when subscription_check() allows it, and otherwise drops it,
  * saying why in the node's log and in the container's logs/router.log.
  *
  * It runs in a thread of its own so a busy daemon (starting containers)
  * never delays a subscription or, more importantly, an unsubscription. */
 #ifndef IMP_NODE_SUBGATE_H
 #define IMP_NODE_SUBGATE_H
+
+#include <sys/types.h>
 
 #include "../common/err.h"
 
@@ -21,6 +23,7 @@ typedef struct subgate subgate_t;
 typedef struct {
     const char *listen_path;    /* the socket containers send to (created 0666) */
     const char *router_path;    /* the router's subscription server */
+    uid_t router_uid;           /* its owner: the gate sends only to a socket of theirs */
     const char *containers_dir; /* homes: <containers_dir>/<uid>/logs/router.log */
 } subgate_opts_t;
 

@@ -111,8 +111,9 @@ int subscription_check(const unsigned char *pkt, size_t len, uid_t uid, subscrip
             have_addr = true;
         } else if (named(k, klen, "notify") || named(k, klen, "sni_key") ||
                    named(k, klen, "sni_crt") || named(k, klen, "sni_ca")) {
-            /* The router would open these paths (or send to them) as root:
-             * nothing here needs them until the HTTPS router exists. */
+            /* The router would open these paths (or send to them) on the
+             * sender's word: nothing here needs them until the HTTPS router
+             * exists. */
             return refuse(why, why_len, "%.*s is not supported by this node's router", (int)klen,
                           (const char *)k);
         }

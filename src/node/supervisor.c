@@ -18,6 +18,7 @@
 #include "../common/log.h"
 #include "../common/strutil.h"
 #include "../common/validate.h"
+#include "home.h"
 #include "state.h"
 
 /* After SIGKILL, how long before we say the init survives it. */
@@ -40,6 +41,8 @@ typedef struct {
     bool have_spec;
     container_spec_t spec;
     char spec_error[512]; /* the API's object could not be read */
+    char uuid[64];        /* the container's; its home is recorded as this one's */
+    char refusal[512];    /* why this spec must not start (a foreign custom distro) */
 
     /* What runs. */
     phase_t phase;
@@ -68,6 +71,15 @@ struct supervisor {
     size_t n, cap;
     bool have_state; /* the API told us what it wants at least once */
     bool changed;
+
+    /* Every container of this server, startable or not (the state's
+     * server.all_containers): a home of any other uid is a deleted
+     * container's.  Without the list (an older API) no home is retired. */
+    int *existing;
+    size_t n_existing;
+    bool have_existing;
+    long long purge_before; /* server.purge_deleted_before; 0: none */
+    bool housekeeping_due;  /* retire deleted homes, purge: after a state, a stop */
 };
 
 long long sv_now_ms(void)
@@ -157,6 +169,7 @@ void sv_free(supervisor_t *sv)
     for (size_t i = 0; i < sv->n; i++)
         rec_free(sv->recs[i]);
     free(sv->recs);
+    free(sv->existing);
     close(sv->epfd);
     free(sv);
 }
@@ -298,6 +311,28 @@ static bool host_distro_refused(const supervisor_t *sv, const rec_t *r, char *ms
     return host;
 }
 
+/* The home must be this container's (home.h): never adopt one of another
+ * or of nobody.  A home without a record is adopted only if this node ran
+ * the uid before (its state directory knows it): homes from before the
+ * records existed. */
+static int claim_home(supervisor_t *sv, rec_t *r, err_t *e)
+{
+    if (!r->uuid[0])
+        return 0; /* an API without uuids: nothing to compare */
+    state_t st;
+    bool known = state_load(sv->o.node.state_dir, r->uid, &st, NULL) > 0;
+    int rc = home_claim(sv->o.node.containers_dir, r->uid, r->uuid, known, e);
+    if (rc == HOME_CLAIM_MOVED)
+        log_warn("container %d: the home there was not container %s's: moved to %s/%s/, a "
+                 "fresh home is made",
+                 r->uid, r->uuid, sv->o.node.containers_dir, HOME_DELETED_DIR);
+    else if (rc == HOME_CLAIM_ADOPTED)
+        log_info("container %d: home from before ownership records: recorded as container "
+                 "%s's",
+                 r->uid, r->uuid);
+    return rc < 0 ? -1 : 0;
+}
+
 static void start(supervisor_t *sv, rec_t *r)
 {
     err_t e;
@@ -309,6 +344,14 @@ static void start(supervisor_t *sv, rec_t *r)
     char msg[sizeof e.msg];
     if (host_distro_refused(sv, r, msg, sizeof msg)) {
         start_failed(sv, r, msg);
+        return;
+    }
+    if (r->refusal[0]) {
+        start_failed(sv, r, r->refusal);
+        return;
+    }
+    if (claim_home(sv, r, &e) < 0) {
+        start_failed(sv, r, e.msg);
         return;
     }
     if (container_start(&sv->o.node, &r->spec, &pid, &e) < 0) {
@@ -367,6 +410,8 @@ static void finish_stop(supervisor_t *sv, rec_t *r)
     r->killed = false;
     sv->changed = true;
     bool again = r->restart_after && r->wanted && r->have_spec;
+    if (!r->wanted)
+        sv->housekeeping_due = true; /* its home may have to go */
     log_info("container %d: stopped%s", r->uid,
              again ? "; starting it again" : " (the home stays)");
     if (again) {
@@ -520,8 +565,50 @@ static json_t *spec_json(const json_t *c, const json_t *server)
     return j;
 }
 
-static void want(supervisor_t *sv, const json_t *c, const json_t *server)
+/* The customer (uuid) of container uid in the state: server.all_containers,
+ * else the startable list; NULL when uid is no container of this server. */
+static const char *customer_in_state(const json_t *state, json_int_t uid)
 {
+    const json_t *all = json_object_get(json_object_get(state, "server"), "all_containers");
+    size_t i;
+    const json_t *c;
+    json_array_foreach(all, i, c) {
+        if (json_integer_value(json_object_get(c, "uid")) == uid)
+            return nonempty(c, "customer");
+    }
+    const json_t *list = json_object_get(state, "containers");
+    json_array_foreach(list, i, c) {
+        if (json_integer_value(json_object_get(c, "uid")) == uid)
+            return nonempty(json_object_get(c, "customer"), "uuid");
+    }
+    return NULL;
+}
+
+/* A custom distro lives in its holder's home, which the holder's customer
+ * writes: only a container of the same customer on this server may boot it
+ * (a holder deleted, moved or of someone else leaves it dangling). */
+static void check_custom_distro(rec_t *r, const json_t *c, const json_t *state)
+{
+    r->refusal[0] = '\0';
+    const json_t *rootfs = json_object_get(c, "rootfs");
+    const char *kind = nonempty(rootfs, "kind");
+    if (!kind || strcmp(kind, "custom") != 0)
+        return;
+    json_int_t holder = json_integer_value(json_object_get(rootfs, "holder_uid"));
+    const char *mine = nonempty(json_object_get(c, "customer"), "uuid");
+    const char *theirs = customer_in_state(state, holder);
+    const char *said = nonempty(rootfs, "holder_customer");
+    if (mine && theirs && strcmp(mine, theirs) == 0 && (!said || strcmp(said, mine) == 0))
+        return;
+    snprintf(r->refusal, sizeof r->refusal,
+             "custom distro %lld: its holder, container %lld, is not a container of the same "
+             "customer on this server; refusing to boot it",
+             (long long)json_integer_value(json_object_get(rootfs, "id")), (long long)holder);
+}
+
+static void want(supervisor_t *sv, const json_t *c, const json_t *state)
+{
+    const json_t *server = json_object_get(state, "server");
     json_int_t uid = json_integer_value(json_object_get(c, "uid"));
     if (uid <= UID_BASE || uid > INT_MAX) {
         log_error("node state: a container without a valid uid; ignored");
@@ -533,6 +620,9 @@ static void want(supervisor_t *sv, const json_t *c, const json_t *server)
         return;
     }
     r->wanted = true;
+    const char *uuid = nonempty(c, "uuid");
+    snprintf(r->uuid, sizeof r->uuid, "%s", uuid && strlen(uuid) < sizeof r->uuid ? uuid : "");
+    check_custom_distro(r, c, state);
     err_t e;
     err_clear(&e);
     container_spec_t spec;
@@ -553,15 +643,42 @@ static void want(supervisor_t *sv, const json_t *c, const json_t *server)
     r->spec_error[0] = '\0';
 }
 
+/* server.all_containers (uids) and server.purge_deleted_before. */
+static void set_existing(supervisor_t *sv, const json_t *server)
+{
+    const json_t *all = json_object_get(server, "all_containers");
+    const json_t *purge = json_object_get(server, "purge_deleted_before");
+    sv->purge_before = json_is_integer(purge) ? (long long)json_integer_value(purge) : 0;
+    sv->housekeeping_due = true;
+    free(sv->existing);
+    sv->existing = NULL;
+    sv->n_existing = 0;
+    sv->have_existing = false;
+    if (!json_is_array(all))
+        return;
+    size_t n = json_array_size(all), i;
+    if (n && !(sv->existing = calloc(n, sizeof *sv->existing))) {
+        log_error("node state: out of memory; no home is retired this time");
+        return;
+    }
+    const json_t *c;
+    json_array_foreach(all, i, c) {
+        json_int_t uid = json_integer_value(json_object_get(c, "uid"));
+        if (uid > UID_BASE && uid <= INT_MAX)
+            sv->existing[sv->n_existing++] = (int)uid;
+    }
+    sv->have_existing = true;
+}
+
 void sv_set_state(supervisor_t *sv, const json_t *state)
 {
-    const json_t *server = json_object_get(state, "server");
     const json_t *list = json_object_get(state, "containers");
     for (size_t i = 0; i < sv->n; i++)
         sv->recs[i]->wanted = false;
+    set_existing(sv, json_object_get(state, "server"));
     size_t i;
     const json_t *c;
-    json_array_foreach(list, i, c) want(sv, c, server);
+    json_array_foreach(list, i, c) want(sv, c, state);
     if (!sv->have_state)
         log_info("node state received: %zu containers wanted here", json_array_size(list));
     else
@@ -634,10 +751,84 @@ static void converge_one(supervisor_t *sv, rec_t *r, long long now)
     }
 }
 
+/* ---- deleted containers' homes -------------------------------------------------- */
+
+static bool exists_here(const supervisor_t *sv, int uid)
+{
+    for (size_t i = 0; i < sv->n_existing; i++)
+        if (sv->existing[i] == uid)
+            return true;
+    const rec_t *r = find(sv, uid);
+    return r && r->wanted;
+}
+
+/* The home of a container the API no longer has: out of the customer's
+ * reach once nothing of it runs (home.h).  Its state record goes too. */
+static void retire_one(supervisor_t *sv, int uid)
+{
+    rec_t *r = find(sv, uid);
+    if ((r && r->phase != PH_STOPPED) || container_is_running(&sv->o.node, uid))
+        return; /* once stopped (finish_stop makes housekeeping due again) */
+    if (r && r->needs_cleanup)
+        clean(sv, r);
+    err_t e;
+    err_clear(&e);
+    int rc = home_retire(sv->o.node.containers_dir, uid, &e);
+    if (rc < 0) {
+        log_error("container %d: deleted, but its home stays: %s", uid, e.msg);
+        return;
+    }
+    char path[STATE_PATH_MAX];
+    if (state_path(sv->o.node.state_dir, uid, "state.json", path, sizeof path, NULL) == 0 &&
+        unlink(path) < 0 && errno != ENOENT)
+        log_error("container %d: remove %s: %s", uid, path, strerror(errno));
+    if (rc == 1)
+        log_info("container %d: deleted: its home moved to %s/%s/ (kept until purged)", uid,
+                 sv->o.node.containers_dir, HOME_DELETED_DIR);
+}
+
+static void retire_deleted(supervisor_t *sv)
+{
+    DIR *d = opendir(sv->o.node.containers_dir);
+    if (!d) {
+        if (errno != ENOENT)
+            log_error("read %s: %s", sv->o.node.containers_dir, strerror(errno));
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        long long uid;
+        if (str_to_ll(de->d_name, &uid) && uid > UID_BASE && uid <= INT_MAX &&
+            !exists_here(sv, (int)uid))
+            retire_one(sv, (int)uid);
+    }
+    closedir(d);
+}
+
+static void housekeeping(supervisor_t *sv)
+{
+    sv->housekeeping_due = false;
+    if (!sv->have_state || !sv->o.node.containers_dir)
+        return;
+    if (sv->have_existing)
+        retire_deleted(sv);
+    if (sv->purge_before > 0) {
+        err_t e;
+        err_clear(&e);
+        int n = home_purge(sv->o.node.containers_dir, sv->purge_before, &e);
+        if (n < 0)
+            log_error("%s", e.msg);
+        else if (n > 0)
+            log_info("purged %d deleted homes (retired before %lld)", n, sv->purge_before);
+    }
+}
+
 void sv_converge(supervisor_t *sv)
 {
     for (size_t i = 0; i < sv->n; i++)
         converge_one(sv, sv->recs[i], sv_now_ms());
+    if (sv->housekeeping_due)
+        housekeeping(sv);
 }
 
 long long sv_next_deadline(const supervisor_t *sv)

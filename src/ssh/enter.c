@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/magic.h>
 #include <linux/capability.h>
 #include <sched.h>
 #include <signal.h>
@@ -42,11 +43,15 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../common/beneath.h"
 #include "../common/config.h"
+#include "../node/cgroup.h"
+#include "../node/seccomp.h"
 #include "../node/state.h"
 
 #ifndef IMP_SSH_CONF
@@ -84,19 +89,14 @@ static void load_state_dir(char *out, size_t len)
     conf_free(&c);
 }
 
-static int join_cgroup(const char *dir)
+/* Every cgroup of the container (memory, and on cgroup v1 pids, cpu and
+ * blkio too): the session counts against its pids limit like the rest. */
+static void join_cgroup(int uid, const char *dir)
 {
-    if (!dir[0])
-        return 0;
-    char path[STATE_PATH_MAX + 32], pid[32];
-    snprintf(path, sizeof path, "%s/cgroup.procs", dir);
-    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return -1;
-    int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
-    int rc = write(fd, pid, (size_t)n) == n ? 0 : -1;
-    close(fd);
-    return rc;
+    cgroup_t cg;
+    err_t e = {0};
+    if (dir[0] && (cgroup_from_dir(dir, &cg, &e) < 0 || cgroup_add(&cg, getpid(), &e) < 0))
+        die("imperium-enter: container %d: cannot join its cgroup: %s", uid, e.msg);
 }
 
 /* uid = gid = uid, no groups, no capabilities, no new privileges. */
@@ -154,13 +154,15 @@ static char **build_env(int uid, const char *shell)
     return env;
 }
 
-/* The distro's file (a regular file, no symlink followed, at most 1 MiB)
- * minus any line of `uid`, plus `line`; written to fd. */
-static int write_db(const char *path, int uid, const char *line, int out)
+/* The distro's file (a regular file, at most 1 MiB, resolved inside the
+ * container's root without following any symlink) minus any line of `uid`,
+ * plus `line`; written to fd. */
+static int write_db(int root, const char *path, int uid, const char *line, int out)
 {
     static char buf[1 << 20];
     size_t n = 0;
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    int fd = beneath_open(root, path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, 0,
+                          BENEATH_IN_ROOT);
     struct stat st;
     if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
         ssize_t r;
@@ -186,49 +188,111 @@ static int write_db(const char *path, int uid, const char *line, int out)
     return fclose(f);
 }
 
+/* A new tmpfs that is attached nowhere (the fd-based mount API): it is
+ * filled and made read-only through its descriptor, so no path of the
+ * container (whose distro may be the customer's, with `run` swapped for a
+ * symlink at any moment) is ever mounted on or remounted. */
+static int detached_tmpfs(void)
+{
+    int fs = fsopen("tmpfs", FSOPEN_CLOEXEC);
+    if (fs < 0)
+        die("imperium-enter: tmpfs: %s", strerror(errno));
+    if (fsconfig(fs, FSCONFIG_SET_STRING, "mode", "0755", 0) < 0 ||
+        fsconfig(fs, FSCONFIG_SET_STRING, "size", "4m", 0) < 0 ||
+        fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        die("imperium-enter: tmpfs: %s", strerror(errno));
+    int mnt = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+    if (mnt < 0)
+        die("imperium-enter: tmpfs: %s", strerror(errno));
+    close(fs);
+    return mnt;
+}
+
+/* Bind mnt/name over the target whose O_PATH descriptor is `target`.
+ * Kernels before 6.15 refuse to clone from a mount that is attached
+ * nowhere (EINVAL): there the tmpfs is first attached on the descriptor
+ * of the container's /run (*attached says so; the caller detaches it). */
+static void bind_file(int root, int mnt, const char *name, int target, bool *attached)
+{
+    int src = open_tree(mnt, name, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (src < 0 && errno == EINVAL && !*attached) {
+        int run = beneath_open(root, "/run", O_PATH | O_DIRECTORY, 0, BENEATH_IN_ROOT);
+        if (run < 0 || move_mount(mnt, "", run, "",
+                                  MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+            die("imperium-enter: attach the session tmpfs: %s", strerror(errno));
+        close(run);
+        *attached = true;
+        src = open_tree(mnt, name, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    }
+    if (src < 0 ||
+        move_mount(src, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        die("imperium-enter: bind %s: %s", name, strerror(errno));
+    close(src);
+}
+
+/* Unmount the mount of descriptor mnt through /proc/self/fd/<mnt>, walked
+ * from a verified procfs (the container's /proc, reached without symlinks)
+ * rather than from a path the customer's distro could redirect. */
+static void detach_by_fd(int root, int mnt)
+{
+    struct statfs sf;
+    int proc = beneath_open(root, "/proc", O_PATH | O_DIRECTORY, 0, BENEATH_IN_ROOT);
+    if (proc < 0 || fstatfs(proc, &sf) < 0 || sf.f_type != PROC_SUPER_MAGIC || fchdir(proc) < 0)
+        die("imperium-enter: detach the session tmpfs: no /proc");
+    char self[64];
+    snprintf(self, sizeof self, "self/fd/%d", mnt);
+    if (umount2(self, MNT_DETACH) < 0)
+        die("imperium-enter: detach the session tmpfs: %s", strerror(errno));
+    close(proc);
+}
+
 /* The distros know nothing of the container's uid, and programs that look
  * the user up (sftp-server, whoami, bash's prompt) need it.  The session
  * gets a mount namespace of its own (a copy of the container's: every
  * mount of the container is made at its start) where /etc/passwd and
  * /etc/group are the distro's plus the uid's line, read-only.  Best effort:
- * a distro without these files keeps its own view. */
+ * a distro without these files (or with symlinks there) keeps its own view.
+ * Every path is resolved inside the container's root with no symlink
+ * followed (a custom distro is the customer's to change while we run). */
 static void session_users(int uid, const char *shell)
 {
     if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         die("imperium-enter: session mount namespace: %s", strerror(errno));
-    if (mount("imperium-session", "/run", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-              "mode=0755,size=4m") < 0)
-        die("imperium-enter: tmpfs: %s", strerror(errno));
+    int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0)
+        die("imperium-enter: open /: %s", strerror(errno));
+    int mnt = detached_tmpfs();
     char pw[256], gr[64];
     snprintf(pw, sizeof pw, "%d:x:%d:%d:container %d:/containers/%d:%s\n", uid, uid, uid, uid,
              uid, shell);
     snprintf(gr, sizeof gr, "%d:x:%d:\n", uid, uid);
-    const char *names[2][2] = {{"/etc/passwd", "/run/passwd"}, {"/etc/group", "/run/group"}};
+    const char *names[2][2] = {{"/etc/passwd", "passwd"}, {"/etc/group", "group"}};
     const char *lines[2] = {pw, gr};
     for (int i = 0; i < 2; i++) {
-        int fd = open(names[i][1], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (fd < 0 || write_db(names[i][0], uid, lines[i], fd) != 0)
-            die("imperium-enter: %s: %s", names[i][1], strerror(errno));
+        int fd = openat(mnt, names[i][1], O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                        0644);
+        if (fd < 0 || write_db(root, names[i][0], uid, lines[i], fd) != 0)
+            die("imperium-enter: session %s: %s", names[i][1], strerror(errno));
     }
-    if (mount(NULL, "/run", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-              NULL) < 0)
-        die("imperium-enter: remount: %s", strerror(errno));
+    struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY};
+    if (mount_setattr(mnt, "", AT_EMPTY_PATH, &ro, sizeof ro) < 0)
+        die("imperium-enter: read-only session tmpfs: %s", strerror(errno));
+    bool attached = false;
     for (int i = 0; i < 2; i++) {
-        /* The target through an O_PATH fd: a symlink (a custom distro is
-         * the customer's) is neither followed nor mounted over. */
-        int fd = open(names[i][0], O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        /* The target through an O_PATH fd: a symlink is neither followed
+         * nor mounted over. */
+        int fd = beneath_open(root, names[i][0], O_PATH | O_NOFOLLOW, 0, BENEATH_IN_ROOT);
         struct stat st;
         if (fd < 0)
             continue;
-        char target[64];
-        snprintf(target, sizeof target, "/proc/self/fd/%d", fd);
-        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-            mount(names[i][1], target, NULL, MS_BIND, NULL) < 0)
-            die("imperium-enter: bind %s: %s", names[i][0], strerror(errno));
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+            bind_file(root, mnt, names[i][1], fd, &attached);
         close(fd);
     }
-    if (umount2("/run", MNT_DETACH) < 0)
-        die("imperium-enter: umount /run: %s", strerror(errno));
+    if (attached)
+        detach_by_fd(root, mnt);
+    close(mnt);
+    close(root);
 }
 
 static pid_t child_pid;
@@ -268,8 +332,7 @@ int main(int argc, char **argv)
      * recycled under us without setns(pidfd) failing. */
     if (pidfd < 0 || st.uid != uid || !state_init_alive(&st))
         die("container %d is not running", uid);
-    if (join_cgroup(st.cgroup) < 0)
-        die("imperium-enter: container %d: cannot join its cgroup: %s", uid, strerror(errno));
+    join_cgroup(uid, st.cgroup);
     if (setns(pidfd, CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
                          CLONE_NEWCGROUP) < 0)
         die(errno == ESRCH ? "container %d is not running"
@@ -291,6 +354,9 @@ int main(int argc, char **argv)
         if (chdir(home) < 0 && chdir("/") < 0)
             die("imperium-enter: chdir: %s", strerror(errno));
         umask(022);
+        /* The container's system-call filter, as for its init (seccomp.c). */
+        if (sc_install(&e) < 0)
+            die("imperium-enter: %s", e.msg);
         const char *base = strrchr(shell, '/') + 1;
         if (command) {
             char *const av[] = {(char *)base, "-c", (char *)command, NULL};

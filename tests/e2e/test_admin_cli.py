@@ -339,7 +339,7 @@ def test_container_list_show_modify_delete(api):
     assert (c["max_alarms"], c["memory"], c["storage"], c["name"]) == (5, 300, 400, "renamed")
     mine = api.get(f"/containers/{u1}", auth=(a, apw)).json()
     assert (mine["memory"], mine["name"]) == (300, "renamed")
-    err = fails(api, 1, "admin", "container", "modify", str(u1), "--memory", "99999999")
+    err = fails(api, 1, "admin", "container", "modify", str(u1), "--memory", "1000000")
     assert "not enough memory" in err
     assert "400" in fails(api, 1, "admin", "container", "modify", str(u1), "--max-alarms", "0")
 
@@ -667,6 +667,16 @@ def test_run_sh_demo():
             assert f"http://zeus:olympus@127.0.0.1:{port}/api/containers" in out
             assert f"IMPERIUM_ADMIN_TOKEN_FILE={run_dir}" in out
             assert not os.path.exists(os.path.join(run_dir, "stale-file"))  # wiped
+            # Private (issue 12): a container of the host distro sees this very
+            # directory with its uid, which may not look into it.
+            assert os.stat(run_dir).st_mode & 0o7777 == 0o700
+            assert os.stat(os.path.join(run_dir, "imperium.db")).st_mode & 0o777 == 0o600
+            if os.geteuid() == 0:
+                peek = subprocess.run(["setpriv", "--reuid=30001", "--regid=30001",
+                                       "--clear-groups", "cat",
+                                       os.path.join(run_dir, "imperium-api.conf")],
+                                      capture_output=True, text=True, timeout=10)
+                assert peek.returncode != 0 and "Permission denied" in peek.stderr, peek
             conf = os.path.join(run_dir, "imperium-api.conf")
             api_pids = _pids_running(conf)
             assert len(api_pids) == 1, api_pids

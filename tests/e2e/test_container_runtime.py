@@ -138,7 +138,8 @@ def mount_lines():
 
 
 def cgroup_parents():
-    return [f"/sys/fs/cgroup/memory/{CGROUP_PARENT}", f"/sys/fs/cgroup/{CGROUP_PARENT}"]
+    return [f"/sys/fs/cgroup/{c}/{CGROUP_PARENT}" for c in ("memory", "pids", "cpu", "blkio")] + [
+        f"/sys/fs/cgroup/{CGROUP_PARENT}"]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -505,10 +505,12 @@ def test_removing_keys_or_deleting_stops_and_keeps_the_home(make_node, host_dist
     # No keys: not startable, stopped; the home stays.
     node.post(uid, {"ssh_keys": []})
     wait_for(lambda: not procs_of_uid(uid), 15, "every process of the container gone")
+    # The node removes the cgroups as part of the stop, before it reports
+    # "stopped" (the last process can be gone a moment before that).
+    node.wait_status(uid, state="stopped")
     assert not any(os.path.exists(d) for d in cgroup_dirs(uid))
     assert os.path.exists(os.path.join(home, "probe.json"))
     assert os.path.exists(os.path.join(home, "vassals", "probe.ini"))
-    node.wait_status(uid, state="stopped")
 
     # Keys again: it starts again, with the same home.
     t = node.post(uid, {"ssh_keys": [ssh_keys[1]]})
@@ -516,11 +518,16 @@ def test_removing_keys_or_deleting_stops_and_keeps_the_home(make_node, host_dist
     assert time.monotonic() - t <= 1.05
     node.wait_status(uid, state="running")
 
-    # Deleted by the supplier: stopped, the home stays on disk.
+    # Deleted by the supplier: stopped, the home kept on disk but moved out
+    # of reach (<containers>/.deleted/<uid>-<time>, test_security_node.py).
     node.api.admin("DELETE", f"/containers/{uid}", expect=200)
     wait_for(lambda: not procs_of_uid(uid), 15, "the deleted container stopped")
+    # The home moves once the stop (cgroups included) is over.
+    wait_for(lambda: not os.path.exists(home), 5, "the home moved away")
     assert not any(os.path.exists(d) for d in cgroup_dirs(uid))
-    assert os.path.exists(os.path.join(home, "probe.json"))
+    deleted = os.path.join(node.containers, ".deleted")
+    (entry,) = os.listdir(deleted)
+    assert os.path.exists(os.path.join(deleted, entry, "probe.json"))
     assert "no longer wanted here" in node.log()
 
 
@@ -638,7 +645,10 @@ def test_a_daemon_started_during_an_api_outage_follows_the_saved_state(make_node
             os.kill(init, signal.SIGKILL)
             wait_for(lambda: (r := running(uid)) and r[0] != init, 10,
                      "the container restarted with the API still down")
-            assert "restarted after its init died" in node.log()
+            # The daemon logs the restart right after container_start returns,
+            # which is after the new Emperor exists: wait for the line.
+            wait_for(lambda: "restarted after its init died" in node.log(), 5,
+                     "the daemon logging the restart")
         finally:
             try:
                 if node:

@@ -5,8 +5,13 @@ and plain HTTP requests through the router.  Root only."""
 
 import json
 import os
+import pwd
 import re
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import time
 
 import pytest
@@ -39,9 +44,9 @@ run MyApp.new
 
 
 class RouterNode(nd.Node):
-    def __init__(self, api, base):
+    def __init__(self, api, base, port=None):
         super().__init__(api, base)
-        self.port = free_port()
+        self.port = port or free_port()
         with open(self.conf, "a") as f:
             f.write(f"router_http = 127.0.0.1:{self.port}\n")
 
@@ -58,7 +63,7 @@ class RouterNode(nd.Node):
     def subscriptions(self):
         """{key: [node addresses]} from the fastrouter's stats socket."""
         s = socket.socket(socket.AF_UNIX)
-        s.connect(os.path.join(self.state, "router", "fastrouter-stats.sock"))
+        s.connect(os.path.join(self.state, "router", "run", "fastrouter-stats.sock"))
         data = b""
         while True:
             chunk = s.recv(65536)
@@ -113,13 +118,37 @@ class RouterNode(nd.Node):
         wait_for(ok, timeout, f"{text!r} on {host}", interval=0.1)
 
 
-@pytest.fixture
-def rnode(api):
+    def router_pid(self):
+        with open(os.path.join(self.state, "router", "router.pid")) as f:
+            return int(f.read().split()[0])
+
+    def router_pids(self):
+        """The router's master and every process below it."""
+        pids, parents = [], {}
+        for d in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parents[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (ValueError, OSError):
+                pass
+        todo = [self.router_pid()]
+        while todo:
+            p = todo.pop()
+            pids.append(p)
+            todo += [c for c, pp in parents.items() if pp == p]
+        return pids
+
+
+def new_base():
     os.makedirs(nd.BASE, exist_ok=True)
-    import tempfile
-    import shutil
     base = tempfile.mkdtemp(prefix="router-", dir=nd.BASE)
     os.chmod(base, 0o755)
+    return base
+
+
+@pytest.fixture
+def rnode(api):
+    base = new_base()
     n = RouterNode(api, base)
     try:
         n.start()
@@ -438,3 +467,205 @@ def test_ssl_and_cluster_shortcuts_serve_the_http_record(rnode, host_distro, ssh
                      f"{opt} = {args.format(d=dom)}\n",
                      files=[(f"{name}.py", f"NAME = {opt!r}\n" + PY_APP)])
         rnode.wait_answer(dom, f"python {opt}")
+
+
+# ---- the router runs unprivileged (docs/ROUTER.md "Privileges") ------------------
+
+ROUTER_USER = "imperium-router"   # the default router_user
+INSIDE = "/run/imperium-router"   # the router's directory, in its mount namespace
+
+
+def proc_status(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def free_low_port():
+    """A free port below 1024 on 127.0.0.1 (binding it needs root)."""
+    for port in range(700 + os.getpid() % 200, 1000):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    pytest.skip("no free port below 1024")
+
+
+def assert_unprivileged(node, pw):
+    pids = node.router_pids()
+    # the master, one http process per core (up to 8) and the fastrouter
+    assert len(pids) >= 3, pids
+    for pid in pids:
+        st = proc_status(pid)
+        assert st["Uid"].split() == [str(pw.pw_uid)] * 4, (pid, st["Uid"])
+        assert st["Gid"].split() == [str(pw.pw_gid)] * 4, (pid, st["Gid"])
+        assert st["Groups"].split() == [], (pid, st["Groups"])
+        assert st["NoNewPrivs"] == "1", (pid, st["NoNewPrivs"])
+        assert int(st["CapEff"], 16) == 0 and int(st["CapPrm"], 16) == 0, (pid, st)
+    return pids
+
+
+def mode_of(path):
+    st = os.lstat(path)
+    return st.st_uid, st.st_gid, st.st_mode & 0o7777
+
+
+def test_the_router_runs_unprivileged_on_a_low_port_and_reloads(api, host_distro, ssh_keys):
+    """The router listens on a port below 1024, yet none of its processes is
+    root: uWSGI binds the port as a shared socket, then drops to the router's
+    user, with no_new_privs and no capabilities.  A reload (a domain deleted)
+    re-execs it unprivileged, inheriting the port; it still serves."""
+    n = RouterNode(api, new_base(), port=free_low_port())
+    try:
+        n.start()
+        pw = pwd.getpwnam(ROUTER_USER)
+        dom, gone = unique("up") + ".org", unique("gone") + ".org"
+        add_domain(api, n.auth, dom)
+        add_domain(api, n.auth, gone)
+        uid = launch(n, host_distro, ssh_keys)
+        n.py_vassal(uid, "app", dom)
+        n.wait_answer(dom, "Hello i am python")
+        before = assert_unprivileged(n, pw)
+        log = n.router_log()
+        assert re.search(r"uwsgi shared socket 0 bound to TCP address 127.0.0.1:%d" % n.port, log)
+        assert f"setuid() to {pw.pw_uid}" in log and "WARNING: you are running uWSGI as root" \
+            not in log, log[-3000:]
+        # What it reads and reaches, by owner and mode.
+        rdir = os.path.join(n.state, "router")
+        assert mode_of(rdir) == (0, pw.pw_gid, 0o710)
+        assert mode_of(os.path.join(rdir, "keys")) == (0, pw.pw_gid, 0o710)
+        assert mode_of(os.path.join(rdir, "keys", dom + ".pem")) == (0, pw.pw_gid, 0o640)
+        assert mode_of(os.path.join(rdir, "run")) == (0, pw.pw_gid, 0o1733)
+        assert mode_of(os.path.join(rdir, "run", "fastrouter.sock"))[:2] == \
+            (pw.pw_uid, pw.pw_gid)
+        assert mode_of(os.path.join(rdir, "homes", str(uid))) == (0, pw.pw_gid, 0o710)
+        assert mode_of(n.sockets(uid)) == (0, pw.pw_gid, 0o3717)
+        assert mode_of(os.path.join(n.sockets(uid), f"{dom}_app.ini.socket")) == \
+            (uid, pw.pw_gid, 0o660)
+        # A deleted domain reloads the router (SIGHUP: uWSGI re-execs itself).
+        offset = len(n.router_log())
+        r = api.delete("/domains/", auth=n.auth, json={"name": gone})
+        assert r.status_code in (200, 204), r.text
+        wait_for(lambda: "inherited TCP address 127.0.0.1:%d" % n.port in n.router_log()[offset:],
+                 20, "the reloaded router inheriting its port")
+        n.wait_answer(dom, "Hello i am python")
+        after = assert_unprivileged(n, pw)
+        assert after[0] == before[0] and set(after[1:]) != set(before[1:]), (before, after)
+    finally:
+        try:
+            n.cleanup()
+        finally:
+            print(n.router_log()[-3000:])
+            shutil.rmtree(n.base, ignore_errors=True)
+
+
+PROBE = r"""
+import json, os, socket, sys
+out = {}
+def attempt(name, fn):
+    try:
+        fn()
+        out[name] = "ok"
+    except OSError as e:
+        out[name] = e.__class__.__name__
+def connect(path):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path)
+    finally:
+        s.close()
+def create(path):
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+for name, (op, path) in json.loads(sys.argv[1]).items():
+    attempt(name, {"connect": lambda: connect(path),
+                   "read": lambda: open(path, "rb").read(),
+                   "write": lambda: open(path, "ab").close(),
+                   "create": lambda: create(path),
+                   "list": lambda: os.listdir(path)}[op])
+print(json.dumps(out))
+"""
+
+
+def as_router(node, probes):
+    """Run the probes as the router's processes could: in its mount
+    namespace, as its user and group, no supplementary groups."""
+    pw = pwd.getpwnam(ROUTER_USER)
+    p = subprocess.run(["nsenter", "-t", str(node.router_pid()), "-m", "--",
+                        "setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}",
+                        "--clear-groups", "--no-new-privs", sys.executable, "-c", PROBE,
+                        json.dumps(probes)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def test_the_router_user_reaches_only_what_it_serves(rnode, host_distro, ssh_keys):
+    """A router taken over by an attacker (its own uid, its namespace):
+    it connects to a socket a vassal made in run/, reads the domain keys;
+    it cannot read a customer's files, reach a socket outside run/, list or
+    add to run/, change a key, or read the node's state (customers' private
+    keys)."""
+    dom = unique("ru") + ".org"
+    add_domain(rnode.api, rnode.auth, dom)
+    uid = launch(rnode, host_distro, ssh_keys)
+    home = rnode.home(uid)
+    rnode.py_vassal(uid, "app", dom)
+    rnode.vassal(uid, "private.ini", "[uwsgi]\nplugin = 0:python\nwsgi-file = $(HOME)/p.py\n"
+                 "socket = $(HOME)/private.socket\nchmod-socket = 666\n",
+                 files=[("p.py", SECRET_APP)])
+    secret = os.path.join(home, "secret.txt")
+    with open(secret, "w") as f:
+        f.write("the customer's own\n")
+    os.chown(secret, uid, uid)
+    os.chmod(secret, 0o600)
+    rnode.wait_answer(dom, "Hello i am python")
+    wait_for(lambda: os.path.exists(os.path.join(home, "private.socket")), 30,
+             "the private socket")
+    run = f"/containers/{uid}/run"
+    got = as_router(rnode, {
+        "vassal socket in run/": ["connect", f"{run}/{dom}_app.ini.socket"],
+        "domain key": ["read", f"{INSIDE}/keys/{dom}.pem"],
+        "socket outside run/": ["connect", os.path.join(home, "private.socket")],
+        "home file 0600": ["read", secret],
+        "home vassal file": ["read", os.path.join(home, "vassals", "app.ini")],
+        "list run/": ["list", run],
+        "add to run/": ["create", f"{run}/squat.socket"],
+        "list homes": ["list", "/containers"],
+        "change a key": ["write", f"{INSIDE}/keys/{dom}.pem"],
+        "add a key": ["create", f"{INSIDE}/keys/evil.pem"],
+        "router pid file": ["write", f"{INSIDE}/router.pid"],
+        "node state": ["read", os.path.join(rnode.state, "desired.json")],
+        "container state": ["list", os.path.join(rnode.state, str(uid))],
+    })
+    assert got == {
+        "vassal socket in run/": "ok",
+        "domain key": "ok",
+        "socket outside run/": "PermissionError",
+        "home file 0600": "PermissionError",
+        "home vassal file": "PermissionError",
+        "list run/": "PermissionError",
+        "add to run/": "PermissionError",
+        "list homes": "PermissionError",
+        "change a key": "PermissionError",
+        "add a key": "PermissionError",
+        "router pid file": "PermissionError",
+        "node state": "PermissionError",
+        "container state": "PermissionError",
+    }, got
+
+
+@pytest.mark.parametrize("user,why", [
+    ("nosuch-router", "router_user nosuch-router does not exist"),
+    ("root", "router_user root is root (uid 0, gid 0)"),
+])
+def test_a_router_user_that_is_missing_or_root_is_refused(api, user, why):
+    n = RouterNode(api, new_base())
+    try:
+        with open(n.conf, "a") as f:
+            f.write(f"router_user = {user}\n")
+        p = n.run("run", "--config", n.conf)
+        assert p.returncode == 1, p.stderr
+        assert why in p.stderr, p.stderr
+        assert not os.path.exists(os.path.join(n.state, "router", "router.pid"))
+    finally:
+        shutil.rmtree(n.base, ignore_errors=True)

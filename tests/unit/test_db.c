@@ -10,28 +10,15 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../src/api/schema.h"
-#include "../../src/common/db.h"
+#include "db_fixture.h"
 
-typedef struct {
-    char dir[64];
-    char path[128];
-    db_t *db;
-} fixture_t;
+typedef db_fixture_t fixture_t;
 
 static int setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof *f);
-    strcpy(f->dir, "/tmp/imperium-unit-XXXXXX");
-    if (!f || !mkdtemp(f->dir))
+    if (!f || db_fixture_open(f, 0) < 0)
         return -1;
-    snprintf(f->path, sizeof f->path, "sqlite:%s/t.db", f->dir);
-    err_t e = {0};
-    f->db = db_open(f->path, &e);
-    if (!f->db || schema_migrate(f->db, &e) < 0) {
-        fprintf(stderr, "setup: %s\n", e.msg);
-        return -1;
-    }
     *state = f;
     return 0;
 }
@@ -39,12 +26,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture_t *f = *state;
-    db_close(f->db);
-    char cmd[160];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
-    int rc = system(cmd);
+    int rc = db_fixture_close(f);
     free(f);
-    return rc == 0 ? 0 : -1;
+    return rc;
 }
 
 static void test_params_and_results(void **state)

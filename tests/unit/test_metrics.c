@@ -10,15 +10,14 @@
 #include <string.h>
 
 #include "../../src/api/metrics.h"
-#include "../../src/api/schema.h"
-#include "../../src/common/db.h"
+#include "db_fixture.h"
 
 /* 2024-03-10 00:00:00 UTC */
 #define DAY 1710028800LL
 
 typedef struct {
-    char dir[64];
-    db_t *db;
+    db_fixture_t base;
+    db_t *db; /* base.db */
     long long c1, c2, dom; /* two containers and a domain of one customer */
 } fixture_t;
 
@@ -36,16 +35,9 @@ static int setup(void **state)
     fixture_t *f = calloc(1, sizeof *f);
     if (!f)
         return -1;
-    strcpy(f->dir, "/tmp/imperium-unit-XXXXXX");
-    char url[128];
-    err_t e = {0};
-    if (!mkdtemp(f->dir))
+    if (db_fixture_open(&f->base, 0) < 0)
         return -1;
-    snprintf(url, sizeof url, "sqlite:%s/t.db", f->dir);
-    if (!(f->db = db_open(url, &e)) || schema_migrate(f->db, &e) < 0) {
-        fprintf(stderr, "setup: %s\n", e.msg);
-        return -1;
-    }
+    f->db = f->base.db;
     insert(f->db, "INSERT INTO customers (username, password_hash, uuid, rsa_key, rsa_pubkey, "
                   "created) VALUES ('kratos', 'x', 'u-1', 'k', 'p', 0) RETURNING id");
     insert(f->db, "INSERT INTO servers (name, address, memory, storage) "
@@ -65,12 +57,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture_t *f = *state;
-    db_close(f->db);
-    char cmd[160];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
-    int rc = system(cmd);
+    int rc = db_fixture_close(&f->base);
     free(f);
-    return rc == 0 ? 0 : -1;
+    return rc;
 }
 
 /* The day's samples as compact JSON text, for one comparison per case. */

@@ -1,0 +1,188 @@
+/* Unit tests for the schema's migrations (schema.c) on SQLite: a database
+ * made by an older binary keeps its rows, and afterwards never hands out an
+ * id twice. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "db_fixture.h"
+
+typedef db_fixture_t fixture_t;
+
+/* A database at schema version 1, as the first release left it. */
+static int setup_v1(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    if (!f || db_fixture_open(f, 1) < 0)
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    int rc = db_fixture_close(f);
+    free(f);
+    return rc;
+}
+
+static long long scalar(db_t *db, const char *sql)
+{
+    err_t e = {0};
+    long long v = db_scalar_int(db, &e, -2, sql, DB_NOARGS);
+    if (v == -1)
+        fprintf(stderr, "%s: %s\n", sql, e.msg);
+    return v;
+}
+
+static void exec_ok(db_t *db, const char *sql)
+{
+    err_t e = {0};
+    if (db_exec(db, &e, sql, DB_NOARGS) < 0)
+        fail_msg("%s: %s", sql, e.msg);
+}
+
+static void add_container(db_t *db, int n)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO containers (customer_id, server_id, name, memory, storage, uuid, "
+             "secret_uuid, created) VALUES (1, 1, 'c%d', 10, 10, 'u%d', 's', 0)",
+             n, n);
+    exec_ok(db, sql);
+}
+
+/* A customer, a server, containers 1..3, a custom distro of container 1
+ * booted by container 2, and container 3 booting custom distro 9 that a
+ * deleted storage container took with it (what version 1 allowed). */
+static void fill_v1(db_t *db)
+{
+    exec_ok(db, "INSERT INTO customers (username, password_hash, uuid, rsa_key, rsa_pubkey, "
+                "created) VALUES ('kratos', 'h', 'cu', 'k', 'p', 0)");
+    exec_ok(db, "INSERT INTO servers (name, address, memory, storage) "
+                "VALUES ('s', '10.0.0.1', 100, 100)");
+    for (int i = 1; i <= 3; i++)
+        add_container(db, i);
+    exec_ok(db, "UPDATE containers SET custom_distros_storage = 1 WHERE id = 1");
+    exec_ok(db, "INSERT INTO custom_distros (container_id, name, path, uuid) "
+                "VALUES (1, 'jessie', 'jessie', 'cd1')");
+    exec_ok(db, "UPDATE containers SET custom_distro_id = 1 WHERE id = 2");
+    exec_ok(db, "UPDATE containers SET custom_distro_id = 9 WHERE id = 3");
+    exec_ok(db, "INSERT INTO ssh_keys (container_id, pos, key) VALUES (2, 0, 'ssh-ed25519 A')");
+}
+
+static void test_rows_survive_the_migration(void **state)
+{
+    fixture_t *f = *state;
+    err_t e = {0};
+    fill_v1(f->db);
+    assert_int_equal(schema_migrate(f->db, &e), 0);
+    assert_int_equal(scalar(f->db, "SELECT MAX(version) FROM schema_version"),
+                     schema_latest_version());
+    assert_int_equal(scalar(f->db, "SELECT COUNT(*) FROM containers"), 3);
+    assert_int_equal(scalar(f->db, "SELECT custom_distro_id FROM containers WHERE id = 2"), 1);
+    assert_int_equal(scalar(f->db, "SELECT COUNT(*) FROM ssh_keys WHERE container_id = 2"), 1);
+    assert_int_equal(scalar(f->db, "SELECT COUNT(*) FROM customers WHERE username = 'kratos'"),
+                     1);
+    /* The new columns, with their defaults. */
+    assert_int_equal(scalar(f->db, "SELECT purge_deleted_before FROM servers"), 0);
+    assert_int_equal(scalar(f->db, "SELECT COUNT(*) FROM containers "
+                                   "WHERE stopped_reason IS NOT NULL"),
+                     1);
+    /* The dangling custom distro is unset, with the reason. */
+    db_res_t *r = db_query(f->db, &e,
+                           "SELECT custom_distro_id, stopped_reason FROM containers WHERE id = 3",
+                           DB_NOARGS);
+    assert_non_null(r);
+    assert_true(db_is_null(r, 0, 0));
+    assert_string_equal(db_get(r, 0, 1), "stopped: custom distro 9 was deleted");
+    db_res_free(r);
+    /* Indexes and constraints came along. */
+    assert_int_equal(scalar(f->db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' "
+                                   "AND name IN ('containers_customer', 'containers_server', "
+                                   "'alarms_container', 'domains_customer')"),
+                     4);
+    assert_int_equal(db_exec(f->db, &e,
+                             "INSERT INTO containers (customer_id, server_id, name, memory, "
+                             "storage, uuid, secret_uuid, created) "
+                             "VALUES (77, 1, 'x', 1, 1, 'ux', 's', 0)",
+                             DB_NOARGS),
+                     -1);
+    assert_int_equal(e.kind, ERR_CONSTRAINT); /* foreign keys enforced again */
+    e = (err_t){0};
+    assert_int_equal(db_exec(f->db, &e,
+                             "INSERT INTO tags (customer_id, name) VALUES (1, 'a'), (1, 'a')",
+                             DB_NOARGS),
+                     -1);
+    assert_int_equal(e.kind, ERR_CONSTRAINT); /* UNIQUE (customer_id, name) kept */
+    /* Deleting a container still cascades to its keys. */
+    exec_ok(f->db, "DELETE FROM containers WHERE id = 2");
+    assert_int_equal(scalar(f->db, "SELECT COUNT(*) FROM ssh_keys"), 0);
+}
+
+static void test_ids_never_reused(void **state)
+{
+    fixture_t *f = *state;
+    err_t e = {0};
+    fill_v1(f->db);
+    assert_int_equal(schema_migrate(f->db, &e), 0);
+    /* The newest container goes: version 1 gave its id to the next one. */
+    exec_ok(f->db, "DELETE FROM containers WHERE id = 3");
+    add_container(f->db, 4);
+    assert_int_equal(scalar(f->db, "SELECT MAX(id) FROM containers"), 4);
+    /* Emptying a table does not reset it either, nor does a new custom distro
+     * take the id of a deleted one. */
+    exec_ok(f->db, "DELETE FROM custom_distros");
+    exec_ok(f->db, "INSERT INTO custom_distros (container_id, name, path, uuid) "
+                   "VALUES (1, 'b', 'b', 'cd2')");
+    assert_int_equal(scalar(f->db, "SELECT id FROM custom_distros"), 2);
+    exec_ok(f->db, "DELETE FROM news");
+    exec_ok(f->db, "INSERT INTO news (content, date) VALUES ('a', 0)");
+    exec_ok(f->db, "DELETE FROM news");
+    exec_ok(f->db, "INSERT INTO news (content, date) VALUES ('b', 0)");
+    assert_int_equal(scalar(f->db, "SELECT id FROM news"), 2);
+}
+
+/* Every table keyed by `id` grows only, fresh databases included, and so
+ * must any table a later migration adds. */
+static void test_every_id_table_grows_only(void **state)
+{
+    fixture_t *f = *state;
+    err_t e = {0};
+    assert_int_equal(schema_migrate(f->db, &e), 0);
+    db_res_t *r = db_query(f->db, &e,
+                           "SELECT m.name, m.sql FROM sqlite_master m WHERE m.type = 'table' "
+                           "AND EXISTS (SELECT 1 FROM pragma_table_info(m.name) p "
+                           "WHERE p.name = 'id' AND p.pk = 1)",
+                           DB_NOARGS);
+    assert_non_null(r);
+    assert_true(r->nrows >= 12);
+    for (int i = 0; i < r->nrows; i++)
+        if (!strstr(db_get(r, i, 1), "id INTEGER PRIMARY KEY AUTOINCREMENT"))
+            fail_msg("table %s: ids may be reused", db_get(r, i, 0));
+    db_res_free(r);
+    /* Running a rebuild again is a no-op. */
+    assert_int_equal(db_schema_begin(f->db, &e), 0);
+    assert_int_equal(db_ids_never_reused(f->db, &e, "containers"), 0);
+    assert_int_equal(db_ids_never_reused(f->db, &e, "container_status"), -1);
+    assert_non_null(strstr(e.msg, "container_status"));
+    db_schema_rollback(f->db);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_rows_survive_the_migration, setup_v1, teardown),
+        cmocka_unit_test_setup_teardown(test_ids_never_reused, setup_v1, teardown),
+        cmocka_unit_test_setup_teardown(test_every_id_table_grows_only, setup_v1, teardown),
+    };
+    return cmocka_run_group_tests_name("schema", tests, NULL, NULL);
+}
