@@ -2,11 +2,44 @@
 # machine needs; both install missing Debian packages first.
 
 CC      ?= cc
+AR      ?= ar
 PKGS    := libmicrohttpd jansson sqlite3 libsodium openssl libcurl libcares libseccomp
+
+# The Debian package that ships each pkg-config module (scripts/packages.txt
+# lists them all): named in the error when a module is missing.
+PKG_DEBS := libmicrohttpd=libmicrohttpd-dev jansson=libjansson-dev sqlite3=libsqlite3-dev \
+            libsodium=libsodium-dev openssl=libssl-dev libcurl=libcurl4-openssl-dev \
+            libcares=libc-ares-dev libseccomp=libseccomp-dev cmocka=libcmocka-dev
+
+# Goals that need no library: they install the packages (deps) or call
+# `$(MAKE) all ...` after installing them, and that sub-make checks.
+NO_PKG_GOALS := deps clean check run bench
+ifneq ($(filter-out $(NO_PKG_GOALS),$(or $(MAKECMDGOALS),all)),)
+NEEDED_PKGS := $(PKGS) $(if $(filter unit check,$(MAKECMDGOALS)),cmocka)
+ifeq ($(shell command -v pkg-config 2>/dev/null),)
+$(error pkg-config is not installed: apt-get install pkg-config (or run `make deps` as root))
+endif
+MISSING_PKGS := $(shell for m in $(NEEDED_PKGS); do pkg-config --exists $$m || echo $$m; done)
+MISSING_DEBS := $(strip $(foreach m,$(MISSING_PKGS),$(patsubst $(m)=%,%,$(filter $(m)=%,$(PKG_DEBS)))))
+UNKNOWN_PKGS := $(strip $(foreach m,$(MISSING_PKGS),$(if $(filter $(m)=%,$(PKG_DEBS)),,$(m))))
+ifneq ($(MISSING_PKGS),)
+$(error missing pkg-config module(s): $(MISSING_PKGS)$(if $(MISSING_DEBS),; \
+install the Debian package(s): apt-get install $(MISSING_DEBS) \
+(or run `make deps` as root: it installs scripts/packages.txt))$(if $(UNKNOWN_PKGS),; \
+no Debian package is known for $(UNKNOWN_PKGS): add it to PKG_DEBS and to scripts/packages.txt))
+endif
+endif
+
+# Read once: pkg-config is not run again for every object.
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -D_GNU_SOURCE \
-           -fno-strict-aliasing $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
+           -fno-strict-aliasing $(PKG_CFLAGS)
+LDLIBS  += $(PKG_LIBS) -lpthread
+# Each object's header dependencies, written by the compiler beside it (.d).
+DEPFLAGS := -MMD -MP
 
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
              -fno-sanitize-recover=undefined
@@ -17,17 +50,41 @@ BA   := build/asan
 COMMON_SRC := $(wildcard src/common/*.c)
 API_SRC    := $(wildcard src/api/*.c)
 CLI_SRC    := $(wildcard src/cli/*.c)
+# The node runtime (docs/NODE.md): the steps that make and enter a
+# container, a library linked by imperium-node, imperium-enter and
+# imperium-wall.  The daemon and the debug CLI are the rest of src/node.
+# (Once the runtime has a folder of its own: $(wildcard thatfolder/*.c).)
+RUNTIME_SRC := $(addprefix src/node/,container.c mounts.c namespaces.c emperor.c cgroup.c \
+                 home.c state.c seccomp.c report.c shells.c)
 # imperium-init (the container's PID 1) is a program of its own: its
 # main and loop are not part of imperium-node.
-INIT_SRC   := src/node/init_main.c src/node/init.c src/node/report.c src/node/seccomp.c \
-              src/common/err.c
-NODE_SRC   := $(filter-out src/node/init_main.c src/node/init.c,$(wildcard src/node/*.c))
+INIT_SRC   := src/node/init_main.c src/node/init.c
+NODE_SRC   := $(filter-out $(INIT_SRC) $(RUNTIME_SRC),$(wildcard src/node/*.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 
-# Sources of the API daemon minus main.c: what unit tests may link against.
-API_LIB_SRC := $(filter-out src/api/main.c,$(API_SRC))
-
 obj = $(patsubst %.c,$(1)/obj/%.o,$(2))
+lib = $(1)/libimperium-$(2).a
+
+# Static libraries, each in $(B) and $(BA): $(call library,NAME,SOURCES).
+# A binary lists its own objects and then the libraries it uses, most
+# dependent first (runtime before common); the linker takes from an
+# archive only the objects that something needs.
+define library
+$(call lib,$(B),$(1)): $(call obj,$(B),$(2))
+	@echo "  AR      $$@"
+	@rm -f $$@ && $(AR) rcs $$@ $$^
+$(call lib,$(BA),$(1)): $(call obj,$(BA),$(2))
+	@echo "  AR-SAN  $$@"
+	@rm -f $$@ && $(AR) rcs $$@ $$^
+endef
+$(eval $(call library,common,$(COMMON_SRC)))
+$(eval $(call library,runtime,$(RUNTIME_SRC)))
+# The daemons minus their main(): what unit tests may link against.
+$(eval $(call library,api,$(filter-out src/api/main.c,$(API_SRC))))
+$(eval $(call library,node,$(filter-out src/node/main.c,$(NODE_SRC))))
+
+COMMON_LIB  = $(call lib,$(1),common)
+RUNTIME_LIB = $(call lib,$(1),runtime) $(call lib,$(1),common)
 
 .PHONY: all asan deps run check unit e2e clean bench
 
@@ -40,63 +97,72 @@ asan: $(addprefix $(BA)/,$(BINS))
 deps:
 	@scripts/deps.sh
 
-$(B)/obj/%.o: %.c $(wildcard src/*/*.h)
+# An object without its .d (a build directory from before -MMD) is rebuilt
+# once, so that its header dependencies are known from then on.
+%.d: ;
+.PRECIOUS: %.d
+
+$(B)/obj/%.o: %.c $(B)/obj/%.d
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
-	@$(CC) $(CFLAGS) -c $< -o $@
+	@$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
 
-$(BA)/obj/%.o: %.c $(wildcard src/*/*.h)
+$(BA)/obj/%.o: %.c $(BA)/obj/%.d
 	@mkdir -p $(dir $@)
 	@echo "  CC-SAN  $<"
-	@$(CC) $(CFLAGS) $(SAN_FLAGS) -c $< -o $@
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) $(DEPFLAGS) -c $< -o $@
 
-$(B)/imperium-api: $(call obj,$(B),$(API_SRC) $(COMMON_SRC))
+ALL_SRC := $(wildcard src/*/*.c src/*/*/*.c tests/unit/*.c)
+-include $(patsubst %.o,%.d,$(call obj,$(B),$(ALL_SRC)) $(call obj,$(BA),$(ALL_SRC)))
+
+$(B)/imperium-api: $(call obj,$(B),$(API_SRC)) $(call COMMON_LIB,$(B))
 	@echo "  LD      $@"
 	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(B)/imperium: $(call obj,$(B),$(CLI_SRC) $(COMMON_SRC))
+$(B)/imperium: $(call obj,$(B),$(CLI_SRC)) $(call COMMON_LIB,$(B))
 	@echo "  LD      $@"
 	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(B)/imperium-node: $(call obj,$(B),$(NODE_SRC) $(COMMON_SRC))
+$(B)/imperium-node: $(call obj,$(B),$(NODE_SRC)) $(call RUNTIME_LIB,$(B))
 	@echo "  LD      $@"
 	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BA)/imperium-node: $(call obj,$(BA),$(NODE_SRC) $(COMMON_SRC))
+$(BA)/imperium-node: $(call obj,$(BA),$(NODE_SRC)) $(call RUNTIME_LIB,$(BA))
 	@echo "  LD-SAN  $@"
 	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
 
 # imperium-init runs inside the container, whose distro need not have the
-# node's libraries: it is linked statically.  The sanitizers cannot be, so
-# build/asan holds the same non-sanitized static binary.
+# node's libraries: it is linked statically, taking from the (non-sanitized)
+# libraries only the objects it uses.  The sanitizers cannot be linked
+# statically, so build/asan holds the same non-sanitized static binary.
 INIT_LDLIBS := -static -lseccomp
 
-$(B)/imperium-init: $(call obj,$(B),$(INIT_SRC))
+$(B)/imperium-init: $(call obj,$(B),$(INIT_SRC)) $(call RUNTIME_LIB,$(B))
 	@echo "  LD      $@"
 	@$(CC) $(CFLAGS) -o $@ $^ $(INIT_LDLIBS)
 
-$(BA)/imperium-init: $(call obj,$(B),$(INIT_SRC))
+$(BA)/imperium-init: $(call obj,$(B),$(INIT_SRC)) $(call RUNTIME_LIB,$(B))
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	@$(CC) $(CFLAGS) -o $@ $^ $(INIT_LDLIBS)
 
-$(BA)/imperium-api: $(call obj,$(BA),$(API_SRC) $(COMMON_SRC))
+$(BA)/imperium-api: $(call obj,$(BA),$(API_SRC)) $(call COMMON_LIB,$(BA))
 	@echo "  LD-SAN  $@"
 	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
 
-$(BA)/imperium: $(call obj,$(BA),$(CLI_SRC) $(COMMON_SRC))
+$(BA)/imperium: $(call obj,$(BA),$(CLI_SRC)) $(call COMMON_LIB,$(BA))
 	@echo "  LD-SAN  $@"
 	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
 
-# Unit tests (cmocka), built with the sanitizers.
-# The node's pure helpers (no daemon, no syscalls) are unit-tested too.
-NODE_LIB_SRC := src/node/subscription.c src/node/shells.c src/node/state.c
-$(BA)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(call obj,$(BA),$(API_LIB_SRC) $(COMMON_SRC) $(NODE_LIB_SRC))
-	@mkdir -p $(dir $@)
-	@echo "  LD-SAN  $@"
-	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $(filter-out %.h,$^) $(LDLIBS) -lcmocka
-
+# Unit tests (cmocka), built with the sanitizers, link the daemons' code
+# and the node runtime as libraries.
+UNIT_LIBS := $(call lib,$(BA),api) $(call lib,$(BA),node) $(call RUNTIME_LIB,$(BA))
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BA)/tests/%,$(UNIT_SRC))
+
+$(UNIT_BINS): $(BA)/tests/%: $(BA)/obj/tests/unit/%.o $(UNIT_LIBS)
+	@mkdir -p $(dir $@)
+	@echo "  LD-SAN  $@"
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
@@ -128,31 +194,30 @@ bench:
 
 # ssh into containers (docs/SSH.md): the NSS module and the login shell run
 # inside sshd (a non-sanitized program; the shell is setuid root once
-# installed), so they have no sanitizer build; imperium-wall has one.
-SSH_ENTER_SRC := src/ssh/enter.c src/node/state.c src/common/config.c src/common/err.c \
-                 src/common/strutil.c src/common/beneath.c \
-                 src/node/seccomp.c src/node/cgroup.c src/common/log.c
-SSH_WALL_SRC  := src/ssh/wall.c src/node/shells.c src/node/state.c src/common/err.c
+# installed), so they have no sanitizer build; imperium-wall has one.  Both
+# programs link the node runtime library, not the daemon's files.
 SSH_LDLIBS    := $(shell pkg-config --libs jansson libsodium libseccomp 2>/dev/null)
 
 all: $(B)/libnss_imperium.so.2 $(B)/imperium-enter $(B)/imperium-wall
 
 asan: $(BA)/imperium-wall
 
-$(B)/libnss_imperium.so.2: src/ssh/nss_imperium.c
+$(B)/libnss_imperium.so.2: src/ssh/nss_imperium.c $(B)/libnss_imperium.d
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	@$(CC) $(CFLAGS) -fPIC -shared -fvisibility=hidden -Wl,-soname,libnss_imperium.so.2 \
+	@$(CC) $(CFLAGS) $(DEPFLAGS) -MF $(B)/libnss_imperium.d -MT $@ \
+	    -fPIC -shared -fvisibility=hidden -Wl,-soname,libnss_imperium.so.2 \
 	    -Wl,-z,defs -o $@ $<
+-include $(B)/libnss_imperium.d
 
-$(B)/imperium-enter: $(call obj,$(B),$(SSH_ENTER_SRC))
+$(B)/imperium-enter: $(call obj,$(B),src/ssh/enter.c) $(call RUNTIME_LIB,$(B))
 	@echo "  LD      $@"
 	@$(CC) $(CFLAGS) -o $@ $^ $(SSH_LDLIBS)
 
-$(B)/imperium-wall: $(call obj,$(B),$(SSH_WALL_SRC))
+$(B)/imperium-wall: $(call obj,$(B),src/ssh/wall.c) $(call RUNTIME_LIB,$(B))
 	@echo "  LD      $@"
 	@$(CC) $(CFLAGS) -o $@ $^ $(SSH_LDLIBS)
 
-$(BA)/imperium-wall: $(call obj,$(BA),$(SSH_WALL_SRC))
+$(BA)/imperium-wall: $(call obj,$(BA),src/ssh/wall.c) $(call RUNTIME_LIB,$(BA))
 	@echo "  LD-SAN  $@"
 	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(SSH_LDLIBS)

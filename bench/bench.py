@@ -34,6 +34,11 @@ import time
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The end-to-end tests' plain helpers (no pytest): ports, polling, /proc.
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+import helpers  # noqa: E402
+from helpers import free_port, proc_status, reap_orphans, stop_proc  # noqa: E402
+
 WRK_LUA = os.path.join(ROOT, "bench", "wrk.lua")
 SHORTCUTS = os.path.join(ROOT, "etc", "uwsgi", "shortcuts.ini")
 SECTIONS = ("api", "auth", "converge", "start", "vassal", "router")
@@ -55,12 +60,6 @@ def say(*a):
     print(*a, flush=True)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def pct(values, p):
     """The p-th percentile (nearest rank) of a list of numbers."""
     v = sorted(values)
@@ -71,14 +70,7 @@ def pct(values, p):
 
 
 def wait_for(fn, timeout, what, interval=0.01):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            raise BenchError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+    return helpers.wait_for(fn, timeout, what, interval, error=BenchError)
 
 
 def read_bytes(path):
@@ -148,40 +140,6 @@ class Cleanup:
                 fn()
             except BaseException as e:  # keep cleaning up whatever happens
                 say(f"bench: cleanup: {what}: {e!r}")
-
-
-def stop_proc(p, sig=signal.SIGTERM, timeout=20):
-    if p.poll() is None:
-        try:
-            p.send_signal(sig)
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def proc_status(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return dict((k, v.strip()) for k, v in (line.split(":", 1) for line in f if ":" in line))
-
-
-def reap_orphans():
-    """As subreaper, we inherit the inits a stopped node daemon leaves: collect
-    the dead ones (imperium-init only: Popen objects keep their children)."""
-    me = str(os.getpid())
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            st = proc_status(p)
-        except (FileNotFoundError, ProcessLookupError, OSError):
-            continue
-        if st.get("PPid") == me and st.get("State", " ")[0] == "Z" and \
-                st.get("Name") == "imperium-init":
-            try:
-                os.waitpid(int(p), os.WNOHANG)
-            except ChildProcessError:
-                pass
 
 
 def cpu_ns(pid):

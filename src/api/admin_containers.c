@@ -4,6 +4,7 @@
 #include "containers.h"
 #include "fields.h"
 #include "routes.h"
+#include "rows.h"
 
 #include <string.h>
 
@@ -30,30 +31,23 @@ static json_t *admin_container_json(db_t *db, err_t *e, long long id)
     return o;
 }
 
+static json_t *admin_container_row(db_t *db, err_t *e, db_res_t *res, int row, void *ctx)
+{
+    (void)ctx;
+    return admin_container_json(db, e, db_get_int(res, row, 0));
+}
+
 static void h_admin_containers_list(req_t *r)
 {
     err_t e = {0};
     const char *customer = req_arg(r, "customer"), *server = req_arg(r, "server");
-    db_res_t *res = db_query(
-        r->db, &e,
+    json_t *out = rows_query_json(
+        r->db, &e, admin_container_row, NULL,
         "SELECT c.id FROM containers c JOIN customers cu ON cu.id = c.customer_id "
         "JOIN servers s ON s.id = c.server_id WHERE ($1 IS NULL OR cu.username = $1) AND "
         "($2 IS NULL OR s.name = $2 OR s.address = $2) ORDER BY c.id",
         DB_ARGS(DB_TEXT(customer), DB_TEXT(server)));
-    if (!res)
-        return reply_internal(r, &e);
-    json_t *out = json_array();
-    for (int i = 0; i < res->nrows; i++) {
-        json_t *o = admin_container_json(r->db, &e, db_get_int(res, i, 0));
-        if (!o) {
-            json_decref(out);
-            db_res_free(res);
-            return reply_err(r, &e);
-        }
-        json_array_append_new(out, o);
-    }
-    db_res_free(res);
-    reply(r, 200, out);
+    reply_list(r, out, &e);
 }
 
 static void reply_admin_container(req_t *r, int status, long long id)
@@ -149,9 +143,7 @@ static void h_admin_container_modify(req_t *r)
         (field_has(r, "max_alarms") &&
          db_exec(r->db, &e, "UPDATE containers SET max_alarms = $1 WHERE id = $2",
                  DB_ARGS(DB_INT(field_int(r, "max_alarms")), DB_INT(id))) < 0) ||
-        (restart &&
-         db_exec(r->db, &e, "UPDATE containers SET generation = generation + 1 WHERE id = $1",
-                 DB_ARGS(DB_INT(id))) < 0) ||
+        (restart && container_touch(r->db, &e, TOUCH_RESTART, id) < 0) ||
         db_commit(r->db, &e) < 0)
         goto fail;
     reply_admin_container(r, 200, id);

@@ -5,6 +5,7 @@
 #include "admin.h"
 #include "fields.h"
 #include "routes.h"
+#include "rows.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -30,49 +31,43 @@ static json_t *customer_json(db_t *db, err_t *e, long long id)
         err_set(e, ERR_NOTFOUND, "no such customer");
         return NULL;
     }
-    db_res_t *cs = db_query(db, e, "SELECT id FROM containers WHERE customer_id = $1 "
-                                   "ORDER BY id", DB_ARGS(DB_INT(id)));
-    db_res_t *ss = cs ? db_query(db, e, "SELECT name FROM servers WHERE owner_id = $1 "
-                                        "ORDER BY id", DB_ARGS(DB_INT(id)))
-                      : NULL;
+    json_t *containers = rows_uid_list(db, e,
+                                       "SELECT id FROM containers WHERE customer_id = $1 "
+                                       "ORDER BY id",
+                                       id);
+    json_t *servers = containers ? rows_str_list(db, e,
+                                                 "SELECT name FROM servers WHERE owner_id = $1 "
+                                                 "ORDER BY id",
+                                                 id)
+                                 : NULL;
     json_t *o = NULL;
-    if (ss) {
-        json_t *containers = json_array(), *servers = json_array();
-        for (int i = 0; i < cs->nrows; i++)
-            json_array_append_new(containers,
-                                  json_integer(container_uid(db_get_int(cs, i, 0))));
-        for (int i = 0; i < ss->nrows; i++)
-            json_array_append_new(servers, json_string(db_get(ss, i, 0)));
+    if (servers)
         o = json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:o,s:o}", "id",
-                      (json_int_t)db_get_int(res, 0, 0), "username", db_get(res, 0, 1),
-                      "uuid", db_get(res, 0, 2), "company", db_get(res, 0, 3), "vat",
-                      db_get(res, 0, 4), "email", db_get(res, 0, 5), "rsa_pubkey",
-                      db_get(res, 0, 6), "containers", containers, "servers", servers);
-    }
+                      (json_int_t)db_get_int(res, 0, 0), "username", db_get(res, 0, 1), "uuid",
+                      db_get(res, 0, 2), "company", db_get(res, 0, 3), "vat", db_get(res, 0, 4),
+                      "email", db_get(res, 0, 5), "rsa_pubkey", db_get(res, 0, 6),
+                      "containers", containers, "servers", servers);
+    else
+        json_decref(containers);
     db_res_free(res);
-    db_res_free(cs);
-    db_res_free(ss);
+    if (!o && e->kind == ERR_NONE)
+        err_set(e, ERR_INTERNAL, "out of memory");
     return o;
+}
+
+static json_t *customer_row(db_t *db, err_t *e, db_res_t *res, int row, void *ctx)
+{
+    (void)ctx;
+    return customer_json(db, e, db_get_int(res, row, 0));
 }
 
 static void h_admin_customers_list(req_t *r)
 {
     err_t e = {0};
-    db_res_t *res = db_query(r->db, &e, "SELECT id FROM customers ORDER BY id", DB_NOARGS);
-    if (!res)
-        return reply_internal(r, &e);
-    json_t *out = json_array();
-    for (int i = 0; i < res->nrows; i++) {
-        json_t *o = customer_json(r->db, &e, db_get_int(res, i, 0));
-        if (!o) {
-            json_decref(out);
-            db_res_free(res);
-            return reply_err(r, &e);
-        }
-        json_array_append_new(out, o);
-    }
-    db_res_free(res);
-    reply(r, 200, out);
+    reply_list(r,
+               rows_query_json(r->db, &e, customer_row, NULL,
+                               "SELECT id FROM customers ORDER BY id", DB_NOARGS),
+               &e);
 }
 
 static const field_spec customer_spec[] = {

@@ -2,8 +2,10 @@
 #include "../common/strutil.h"
 #include "../common/validate.h"
 #include "admin.h"
+#include "container_model.h"
 #include "fields.h"
 #include "routes.h"
+#include "rows.h"
 
 #include <arpa/inet.h>
 #include <string.h>
@@ -11,23 +13,19 @@
 
 /* ---- domains: mapped to a customer without the DNS check ---- */
 
+static json_t *domain_row(db_res_t *res, int row)
+{
+    return json_pack("{s:I,s:s,s:s,s:s}", "id", (json_int_t)db_get_int(res, row, 0), "name",
+                     db_get(res, row, 1), "uuid", db_get(res, row, 2), "customer",
+                     db_get(res, row, 3));
+}
+
 static void h_admin_domains_list(req_t *r)
 {
-    err_t e = {0};
-    db_res_t *res = db_query(r->db, &e,
-                             "SELECT d.id, d.name, d.uuid, c.username FROM domains d "
-                             "JOIN customers c ON c.id = d.customer_id ORDER BY d.name",
-                             DB_NOARGS);
-    if (!res)
-        return reply_internal(r, &e);
-    json_t *out = json_array();
-    for (int i = 0; i < res->nrows; i++)
-        json_array_append_new(out, json_pack("{s:I,s:s,s:s,s:s}", "id",
-                                             (json_int_t)db_get_int(res, i, 0), "name",
-                                             db_get(res, i, 1), "uuid", db_get(res, i, 2),
-                                             "customer", db_get(res, i, 3)));
-    db_res_free(res);
-    reply(r, 200, out);
+    reply_rows(r, domain_row,
+               "SELECT d.id, d.name, d.uuid, c.username FROM domains d "
+               "JOIN customers c ON c.id = d.customer_id ORDER BY d.name",
+               DB_NOARGS);
 }
 
 static void h_admin_domain_create(req_t *r)
@@ -75,47 +73,33 @@ static void h_admin_domain_delete(req_t *r)
 
 /* ---- legions ---- */
 
+static json_t *legion_row(db_t *db, err_t *e, db_res_t *res, int row, void *ctx)
+{
+    (void)ctx;
+    json_t *names = rows_str_list(db, e,
+                                  "SELECT s.name FROM legion_nodes n JOIN servers s "
+                                  "ON s.id = n.server_id WHERE n.legion_id = $1 ORDER BY s.name",
+                                  db_get_int(res, row, 0));
+    if (!names)
+        return NULL;
+    return json_pack("{s:I,s:s,s:s,s:s,s:I,s:s,s:o}", "id", (json_int_t)db_get_int(res, row, 0),
+                     "name", db_get(res, row, 1), "address", db_get(res, row, 2), "key",
+                     db_get(res, row, 3), "quorum", (json_int_t)db_get_int(res, row, 4), "note",
+                     db_get(res, row, 5), "nodes", names);
+}
+
 static json_t *legions_json(db_t *db, err_t *e)
 {
-    db_res_t *res = db_query(db, e,
-                             "SELECT id, name, address, key, quorum, note FROM legions "
-                             "ORDER BY name",
-                             DB_NOARGS);
-    if (!res)
-        return NULL;
-    json_t *out = json_array();
-    for (int i = 0; i < res->nrows; i++) {
-        db_res_t *nodes = db_query(db, e,
-                                   "SELECT s.name FROM legion_nodes n JOIN servers s "
-                                   "ON s.id = n.server_id WHERE n.legion_id = $1 ORDER BY s.name",
-                                   DB_ARGS(DB_INT(db_get_int(res, i, 0))));
-        if (!nodes) {
-            json_decref(out);
-            db_res_free(res);
-            return NULL;
-        }
-        json_t *names = json_array();
-        for (int k = 0; k < nodes->nrows; k++)
-            json_array_append_new(names, json_string(db_get(nodes, k, 0)));
-        db_res_free(nodes);
-        json_array_append_new(
-            out, json_pack("{s:I,s:s,s:s,s:s,s:I,s:s,s:o}", "id",
-                           (json_int_t)db_get_int(res, i, 0), "name", db_get(res, i, 1),
-                           "address", db_get(res, i, 2), "key", db_get(res, i, 3), "quorum",
-                           (json_int_t)db_get_int(res, i, 4), "note", db_get(res, i, 5),
-                           "nodes", names));
-    }
-    db_res_free(res);
-    return out;
+    return rows_query_json(db, e, legion_row, NULL,
+                           "SELECT id, name, address, key, quorum, note FROM legions "
+                           "ORDER BY name",
+                           DB_NOARGS);
 }
 
 static void h_admin_legions_list(req_t *r)
 {
     err_t e = {0};
-    json_t *out = legions_json(r->db, &e);
-    if (!out)
-        return reply_internal(r, &e);
-    reply(r, 200, out);
+    reply_list(r, legions_json(r->db, &e), &e);
 }
 
 static const field_spec legion_spec[] = {
@@ -128,12 +112,7 @@ static const field_spec legion_spec[] = {
  * pick up a new Lord address, or to drop it. */
 static int legion_restart(db_t *db, err_t *e, long long id)
 {
-    return db_exec(db, e,
-                   "UPDATE containers SET generation = generation + 1 WHERE server_id IN "
-                   "(SELECT server_id FROM legion_nodes WHERE legion_id = $1)",
-                   DB_ARGS(DB_INT(id))) < 0
-               ? -1
-               : 0;
+    return container_touch(db, e, TOUCH_LEGION, id);
 }
 
 static int legion_apply(req_t *r, long long id, err_t *e)
@@ -268,24 +247,18 @@ static void h_admin_legion_delete(req_t *r)
 
 /* ---- news ---- */
 
+static json_t *news_row(db_res_t *res, int row)
+{
+    return json_pack("{s:I,s:s,s:I,s:b}", "id", (json_int_t)db_get_int(res, row, 0), "content",
+                     db_get(res, row, 1), "date", (json_int_t)db_get_int(res, row, 2), "public",
+                     (int)db_get_int(res, row, 3));
+}
+
 static void h_admin_news_list(req_t *r)
 {
-    err_t e = {0};
-    db_res_t *res = db_query(r->db, &e,
-                             "SELECT id, content, date, public FROM news ORDER BY date DESC, "
-                             "id DESC",
-                             DB_NOARGS);
-    if (!res)
-        return reply_internal(r, &e);
-    json_t *out = json_array();
-    for (int i = 0; i < res->nrows; i++)
-        json_array_append_new(out, json_pack("{s:I,s:s,s:I,s:b}", "id",
-                                             (json_int_t)db_get_int(res, i, 0), "content",
-                                             db_get(res, i, 1), "date",
-                                             (json_int_t)db_get_int(res, i, 2), "public",
-                                             (int)db_get_int(res, i, 3)));
-    db_res_free(res);
-    reply(r, 200, out);
+    reply_rows(r, news_row,
+               "SELECT id, content, date, public FROM news ORDER BY date DESC, id DESC",
+               DB_NOARGS);
 }
 
 static void h_admin_news_create(req_t *r)

@@ -4,6 +4,7 @@
 #include "containers.h"
 #include "fields.h"
 #include "routes.h"
+#include "rows.h"
 
 #include <arpa/inet.h>
 #include <stdlib.h>
@@ -64,21 +65,20 @@ static json_t *server_json(db_res_t *res, int i)
 
 static void reply_servers(req_t *r, int status, long long id)
 {
+    if (!id)
+        return reply_rows(r, server_json, SERVER_SELECT "ORDER BY s.id", DB_NOARGS);
     err_t e = {0};
-    db_res_t *res = id ? db_query(r->db, &e, SERVER_SELECT "WHERE s.id = $1",
-                                  DB_ARGS(DB_INT(id)))
-                       : db_query(r->db, &e, SERVER_SELECT "ORDER BY s.id", DB_NOARGS);
+    db_res_t *res = db_query(r->db, &e, SERVER_SELECT "WHERE s.id = $1", DB_ARGS(DB_INT(id)));
     if (!res)
         return reply_internal(r, &e);
-    if (id && res->nrows == 0) {
-        db_res_free(res);
-        return reply_error(r, 404, "no such server");
-    }
-    json_t *out = id ? server_json(res, 0) : json_array();
-    for (int i = 0; !id && i < res->nrows; i++)
-        json_array_append_new(out, server_json(res, i));
+    json_t *o = res->nrows == 0 ? NULL : server_json(res, 0);
+    bool found = res->nrows > 0;
     db_res_free(res);
-    reply(r, status, out);
+    if (!found)
+        return reply_error(r, 404, "no such server");
+    if (!o)
+        return reply_internal(r, &(err_t){ERR_INTERNAL, "out of memory"});
+    reply(r, status, o);
 }
 
 static void h_admin_servers_list(req_t *r) { reply_servers(r, 200, 0); }
@@ -167,16 +167,11 @@ static int server_apply(req_t *r, long long id, err_t *e)
             return -1;
     }
     /* Shrinking a server below what its containers use would oversell it. */
-    long long over = db_scalar_int(
-        r->db, e, 0,
-        "SELECT COUNT(*) FROM servers s WHERE s.id = $1 AND ("
-        "(SELECT COALESCE(SUM(memory), 0) FROM containers WHERE server_id = s.id) > s.memory OR "
-        "(SELECT COALESCE(SUM(storage), 0) FROM containers WHERE server_id = s.id) > s.storage)",
-        DB_ARGS(DB_INT(id)));
-    if (over < 0)
-        return -1;
-    if (over > 0)
-        return err_set(e, ERR_CONFLICT, "the server's containers need more memory or storage");
+    if (server_check_capacity(r->db, e, id, 0, 0, 0) < 0)
+        return e->kind != ERR_CONFLICT
+                   ? -1
+                   : err_set(e, ERR_CONFLICT,
+                             "the server's containers need more memory or storage");
     return 0;
 }
 
@@ -313,30 +308,23 @@ static void h_admin_server_delete(req_t *r)
 
 static const field_spec distro_spec[] = {{"name", FT_STRING}, {"path", FT_STRING}, {NULL, 0}};
 
+static json_t *distro_row(db_res_t *res, int row)
+{
+    return json_pack("{s:I,s:s,s:s}", "id", (json_int_t)db_get_int(res, row, 0), "name",
+                     db_get(res, row, 1), "path", db_get(res, row, 2));
+}
+
 static json_t *distros_json(db_t *db, err_t *e, long long id)
 {
-    db_res_t *res = db_query(db, e,
-                             "SELECT id, name, path FROM distros WHERE $1 = 0 OR id = $1 "
-                             "ORDER BY id",
-                             DB_ARGS(DB_INT(id)));
-    if (!res)
-        return NULL;
-    json_t *out = json_array();
-    for (int i = 0; i < res->nrows; i++)
-        json_array_append_new(out, json_pack("{s:I,s:s,s:s}", "id",
-                                             (json_int_t)db_get_int(res, i, 0), "name",
-                                             db_get(res, i, 1), "path", db_get(res, i, 2)));
-    db_res_free(res);
-    return out;
+    return rows_json(db, e, distro_row,
+                     "SELECT id, name, path FROM distros WHERE $1 = 0 OR id = $1 ORDER BY id",
+                     DB_ARGS(DB_INT(id)));
 }
 
 static void h_admin_distros_list(req_t *r)
 {
     err_t e = {0};
-    json_t *out = distros_json(r->db, &e, 0);
-    if (!out)
-        return reply_internal(r, &e);
-    reply(r, 200, out);
+    reply_list(r, distros_json(r->db, &e, 0), &e);
 }
 
 static int distro_check(req_t *r)
@@ -403,10 +391,7 @@ static void h_admin_distro_modify(req_t *r)
         (path && db_exec(r->db, &e, "UPDATE distros SET path = $1 WHERE id = $2",
                          DB_ARGS(DB_TEXT(path), DB_INT(id))) < 0) ||
         /* Containers booting this distro must restart onto the new root. */
-        (path && db_exec(r->db, &e,
-                         "UPDATE containers SET generation = generation + 1 "
-                         "WHERE distro_id = $1",
-                         DB_ARGS(DB_INT(id))) < 0) ||
+        (path && container_touch(r->db, &e, TOUCH_DISTRO, id) < 0) ||
         db_commit(r->db, &e) < 0) {
         db_rollback(r->db);
         return reply_internal(r, &e);

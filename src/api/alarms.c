@@ -8,6 +8,7 @@
 #include "../common/strutil.h"
 #include "../common/validate.h"
 #include "routes.h"
+#include "rows.h"
 
 #include <ctype.h>
 #include <limits.h>
@@ -277,7 +278,7 @@ static int parse_filter(req_t *r, alarm_filter_t *f)
                                                                                         : 0;
 }
 
-static db_res_t *query_alarms(req_t *r, err_t *e, const alarm_filter_t *f,
+static json_t *query_alarms(req_t *r, err_t *e, const alarm_filter_t *f,
                               const alarm_range_t *rg)
 {
     /* Two fixed statements rather than SQL built per request; LLONG_MAX
@@ -287,11 +288,11 @@ static db_res_t *query_alarms(req_t *r, err_t *e, const alarm_filter_t *f,
                                                    "LIMIT $10 OFFSET $11"
                           : ALARM_COLS ALARM_WHERE "ORDER BY a.unix DESC, a.id DESC "
                                                    "LIMIT $10 OFFSET $11";
-    return db_query(r->db, e, sql,
-                    DB_ARGS(DB_INT(r->me.id), DB_INT(f->container_id), DB_TEXT(f->vassal),
-                            DB_TEXT(f->cls), DB_TEXT(f->color), f->level, f->line,
-                            DB_TEXT(f->filename), DB_TEXT(f->func), DB_INT(rg->limit),
-                            DB_INT(rg->offset)));
+    return rows_json(r->db, e, alarm_json, sql,
+                     DB_ARGS(DB_INT(r->me.id), DB_INT(f->container_id), DB_TEXT(f->vassal),
+                             DB_TEXT(f->cls), DB_TEXT(f->color), f->level, f->line,
+                             DB_TEXT(f->filename), DB_TEXT(f->func), DB_INT(rg->limit),
+                             DB_INT(rg->offset)));
 }
 
 static long long count_alarms(req_t *r, err_t *e, const alarm_filter_t *f)
@@ -301,19 +302,6 @@ static long long count_alarms(req_t *r, err_t *e, const alarm_filter_t *f)
                                  DB_TEXT(f->vassal), DB_TEXT(f->cls), DB_TEXT(f->color),
                                  f->level, f->line, DB_TEXT(f->filename),
                                  DB_TEXT(f->func)));
-}
-
-static json_t *alarms_array(db_res_t *res)
-{
-    json_t *out = json_array();
-    for (int i = 0; out && i < res->nrows; i++) {
-        json_t *o = alarm_json(res, i);
-        if (!o || json_array_append_new(out, o) < 0) {
-            json_decref(out);
-            return NULL;
-        }
-    }
-    return out;
 }
 
 static void h_alarms_list(req_t *r)
@@ -327,15 +315,9 @@ static void h_alarms_list(req_t *r)
         return reply_error(r, 416, NULL);
     err_t e = {0};
     long long total = arg_present(r, "with_total", &ignored) ? count_alarms(r, &e, &f) : 0;
-    db_res_t *res = total < 0 ? NULL : query_alarms(r, &e, &f, &rg);
-    if (!res)
-        return reply_internal(r, &e);
-    json_t *list = alarms_array(res);
-    db_res_free(res);
-    if (!list)
-        return reply_internal(r, NULL);
-    if (!arg_present(r, "with_total", &ignored))
-        return reply(r, 200, list);
+    json_t *list = total < 0 ? NULL : query_alarms(r, &e, &f, &rg);
+    if (!list || !arg_present(r, "with_total", &ignored))
+        return reply_list(r, list, &e);
     reply(r, 200, json_pack("{s:I,s:o}", "total", (json_int_t)total, "alarms", list));
 }
 

@@ -4,6 +4,7 @@
 #include "../common/validate.h"
 #include "fields.h"
 #include "routes.h"
+#include "rows.h"
 #include "tags.h"
 
 #include <stdio.h>
@@ -128,7 +129,7 @@ static int container_lists(db_t *db, err_t *e, long long id, long long server_id
             continue;
         if (kind == L_LINKS)
             rc = json_array_append_new(lists[kind],
-                                       json_integer(db_get_int(res, i, 1) + UID_BASE));
+                                       json_integer(container_uid(db_get_int(res, i, 1))));
         else
             rc = json_array_append_new(lists[kind], json_string(db_get(res, i, 1)));
     }
@@ -202,30 +203,19 @@ json_t *container_json(db_t *db, err_t *e, long long id, bool full)
     return container_json_of(db, e, id, -1, full);
 }
 
+static json_t *container_row(db_t *db, err_t *e, db_res_t *res, int row, void *ctx)
+{
+    (void)ctx;
+    return container_short(db, e, res, row, NULL);
+}
+
 static void h_containers_list(req_t *r)
 {
     err_t e = {0};
-    db_res_t *res = db_query(r->db, &e, CONTAINER_SELECT "WHERE c.customer_id = $1 "
-                                                         "ORDER BY c.id",
-                             DB_ARGS(DB_INT(r->me.id)));
-    if (!res)
-        return reply_internal(r, &e);
-    const char *filter = req_arg(r, "tags");
-    json_t *out = json_array();
-    for (int i = 0; i < res->nrows; i++) {
-        json_t *o = container_short(r->db, &e, res, i, NULL);
-        if (!o) {
-            json_decref(out);
-            db_res_free(res);
-            return reply_internal(r, &e);
-        }
-        if (tags_match(filter, json_object_get(o, "tags")))
-            json_array_append_new(out, o);
-        else
-            json_decref(o);
-    }
-    db_res_free(res);
-    reply(r, 200, out);
+    json_t *out = rows_query_json(r->db, &e, container_row, NULL,
+                                  CONTAINER_SELECT "WHERE c.customer_id = $1 ORDER BY c.id",
+                                  DB_ARGS(DB_INT(r->me.id)));
+    reply_list(r, tags_filter(out, req_arg(r, "tags")), &e);
 }
 
 /* The internal id of the caller's container named by path segment `seg`;
@@ -262,49 +252,6 @@ int container_name_check(const char *name, err_t *e)
     if (len == 0 || len > NAME_MAX_LEN)
         return err_set(e, ERR_INPUT, "'name' must be 1 to %d characters", NAME_MAX_LEN);
     return 0;
-}
-
-int sizes_check(err_t *e, bool has_memory, long long memory, bool has_storage,
-                long long storage)
-{
-    if (has_memory && (memory <= 0 || memory > MEMORY_MAX_MB))
-        return err_set(e, ERR_INPUT, "'memory' must be 1 to %lld (MB, at most 1 TiB)",
-                       MEMORY_MAX_MB);
-    if (has_storage && (storage <= 0 || storage > STORAGE_MAX_MB))
-        return err_set(e, ERR_INPUT, "'storage' must be 1 to %lld (MB, at most 1 PiB)",
-                       STORAGE_MAX_MB);
-    return 0;
-}
-
-/* Is there room for `want` more beside `used` of `total`?  Without the
- * overflow of used + want (rows written before the bounds existed). */
-static bool fits(long long used, long long want, long long total)
-{
-    long long sum;
-    return !__builtin_add_overflow(used, want, &sum) && sum <= total;
-}
-
-int server_check_capacity(db_t *db, err_t *e, long long server_id, long long exclude_id,
-                          long long memory, long long storage)
-{
-    db_res_t *res = db_query(
-        db, e,
-        "SELECT s.memory, s.storage, "
-        "(SELECT COALESCE(SUM(memory), 0) FROM containers WHERE server_id = s.id AND id != $2),"
-        "(SELECT COALESCE(SUM(storage), 0) FROM containers WHERE server_id = s.id AND id != $2)"
-        " FROM servers s WHERE s.id = $1",
-        DB_ARGS(DB_INT(server_id), DB_INT(exclude_id)));
-    if (!res)
-        return -1;
-    int rc = 0;
-    if (res->nrows == 0)
-        rc = err_set(e, ERR_NOTFOUND, "no such server");
-    else if (!fits(db_get_int(res, 0, 2), memory, db_get_int(res, 0, 0)))
-        rc = err_set(e, ERR_CONFLICT, "not enough memory");
-    else if (!fits(db_get_int(res, 0, 3), storage, db_get_int(res, 0, 1)))
-        rc = err_set(e, ERR_CONFLICT, "not enough storage");
-    db_res_free(res);
-    return rc;
 }
 
 int container_create(db_t *db, err_t *e, long long customer_id, long long server_id,
@@ -572,7 +519,7 @@ static int update_links(req_t *r, update_t *u, err_t *e)
         if (!field_has(r, ops[op]))
             continue;
         long long uid = field_int(r, ops[op]);
-        long long to = uid > UID_BASE ? uid - UID_BASE : -1;
+        long long to = container_id_of_uid(uid);
         long long exists = to < 0 ? 0
                                   : db_scalar_int(r->db, e, 0,
                                                   "SELECT id FROM containers WHERE id = $1",
@@ -615,9 +562,7 @@ static int update_keys_and_tags(req_t *r, update_t *u, err_t *e)
                 return -1;
         }
         /* Keys are rewritten in place by the node: no restart. */
-        if (db_exec(r->db, e,
-                    "UPDATE containers SET ssh_generation = ssh_generation + 1 WHERE id = $1",
-                    DB_ARGS(DB_INT(u->id))) < 0)
+        if (container_touch(r->db, e, TOUCH_SSH_KEYS, u->id) < 0)
             return -1;
     }
     json_t *tags = field_list(r, "tags");
@@ -632,9 +577,7 @@ static int container_update(req_t *r, update_t *u, err_t *e)
         update_resources(r, u, e) < 0 || update_distro(r, u, e) < 0 ||
         update_links(r, u, e) < 0 || update_keys_and_tags(r, u, e) < 0)
         return -1;
-    if (u->restart &&
-        db_exec(r->db, e, "UPDATE containers SET generation = generation + 1 WHERE id = $1",
-                DB_ARGS(DB_INT(u->id))) < 0)
+    if (u->restart && container_touch(r->db, e, TOUCH_RESTART, u->id) < 0)
         return -1;
     return 0;
 }

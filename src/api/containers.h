@@ -3,26 +3,12 @@
 #define IMP_CONTAINERS_H
 
 #include "api.h"
+#include "container_model.h"
 
 /* The container's JSON object as API.md lists it: the short form of lists,
  * or the full form of GET /containers/<uid>.  NULL with e set, or with
  * e->kind ERR_NOTFOUND when there is no such container. */
 json_t *container_json(db_t *db, err_t *e, long long id, bool full);
-
-/* The largest memory and storage (MB) of a container or a server: 1 TiB
- * and 1 PiB (docs/API-NOTES.md).  Bounded, sums over a server's containers
- * cannot overflow (2^33 containers would be needed). */
-#define MEMORY_MAX_MB (1LL << 20)
-#define STORAGE_MAX_MB (1LL << 30)
-
-/* ERR_INPUT naming the field unless each given size is 1 to its maximum. */
-int sizes_check(err_t *e, bool has_memory, long long memory, bool has_storage,
-                long long storage);
-
-/* Check that a server can hold `memory` and `storage` more MB beside its
- * other containers (excluding `exclude_id`); ERR_CONFLICT "not enough ...". */
-int server_check_capacity(db_t *db, err_t *e, long long server_id, long long exclude_id,
-                          long long memory, long long storage);
 
 /* Create a container; checks name and sizes (ERR_INPUT) and capacity
  * (ERR_CONFLICT).  Runs in its own transaction. */

@@ -13,6 +13,7 @@
 #include "containers.h"
 #include "fields.h"
 #include "routes.h"
+#include "rows.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -42,38 +43,27 @@ static long long own_container(req_t *r, err_t *e, const char *uid_seg, bool *st
     return found;
 }
 
-/* Reply with the rows of `res` as [{"id","name"[,"container"]}]. */
-static void reply_list(req_t *r, db_res_t *res, bool with_container)
+static json_t *cdistro_row(db_res_t *res, int row)
 {
-    json_t *out = json_array();
-    for (int i = 0; out && i < res->nrows; i++) {
-        json_t *o = json_pack("{s:I,s:s}", "id", (json_int_t)db_get_int(res, i, 0), "name",
-                              db_get(res, i, 1));
-        if (o && with_container)
-            json_object_set_new(o, "container",
-                                json_integer(container_uid(db_get_int(res, i, 2))));
-        if (!o || json_array_append_new(out, o) < 0) {
-            json_decref(out);
-            out = NULL;
-        }
-    }
-    db_res_free(res);
-    if (!out)
-        return reply_internal(r, NULL);
-    reply(r, 200, out);
+    return json_pack("{s:I,s:s}", "id", (json_int_t)db_get_int(res, row, 0), "name",
+                     db_get(res, row, 1));
+}
+
+/* The same with the uid of the storage container holding it. */
+static json_t *cdistro_held_row(db_res_t *res, int row)
+{
+    return json_pack("{s:I,s:s,s:I}", "id", (json_int_t)db_get_int(res, row, 0), "name",
+                     db_get(res, row, 1), "container",
+                     (json_int_t)container_uid(db_get_int(res, row, 2)));
 }
 
 static void h_cdistros_all(req_t *r)
 {
-    err_t e = {0};
-    db_res_t *res = db_query(r->db, &e,
-                             "SELECT cd.id, cd.name, cd.container_id FROM custom_distros cd "
-                             "JOIN containers c ON c.id = cd.container_id "
-                             "WHERE c.customer_id = $1 ORDER BY cd.id",
-                             DB_ARGS(DB_INT(r->me.id)));
-    if (!res)
-        return reply_internal(r, &e);
-    reply_list(r, res, true);
+    reply_rows(r, cdistro_held_row,
+               "SELECT cd.id, cd.name, cd.container_id FROM custom_distros cd "
+               "JOIN containers c ON c.id = cd.container_id "
+               "WHERE c.customer_id = $1 ORDER BY cd.id",
+               DB_ARGS(DB_INT(r->me.id)));
 }
 
 static void h_cdistros_usable(req_t *r)
@@ -86,17 +76,14 @@ static void h_cdistros_usable(req_t *r)
     if (id == 0)
         return reply_error(r, 403, NULL);
     /* The same rule containers.c applies to {"custom_distro": id}. */
-    db_res_t *res = db_query(r->db, &e,
-                             "SELECT cd.id, cd.name FROM custom_distros cd "
-                             "JOIN containers s ON s.id = cd.container_id "
-                             "WHERE s.customer_id = $1 AND s.id != $2 AND "
-                             "s.custom_distros_storage = 1 AND s.server_id = "
-                             "(SELECT server_id FROM containers WHERE id = $2) "
-                             "ORDER BY cd.id",
-                             DB_ARGS(DB_INT(r->me.id), DB_INT(id)));
-    if (!res)
-        return reply_internal(r, &e);
-    reply_list(r, res, false);
+    reply_rows(r, cdistro_row,
+               "SELECT cd.id, cd.name FROM custom_distros cd "
+               "JOIN containers s ON s.id = cd.container_id "
+               "WHERE s.customer_id = $1 AND s.id != $2 AND "
+               "s.custom_distros_storage = 1 AND s.server_id = "
+               "(SELECT server_id FROM containers WHERE id = $2) "
+               "ORDER BY cd.id",
+               DB_ARGS(DB_INT(r->me.id), DB_INT(id)));
 }
 
 /* name and path of the body, when present; 400 with the reason. */
@@ -265,10 +252,7 @@ static int update_cdistro(req_t *r, err_t *e, long long id, long long cid)
         if (v && db_exec(r->db, e, sql[i], DB_ARGS(DB_TEXT(v), DB_INT(id))) < 0)
             return -1;
     }
-    if (moved && db_exec(r->db, e,
-                         "UPDATE containers SET generation = generation + 1 "
-                         "WHERE custom_distro_id = $1",
-                         DB_ARGS(DB_INT(id))) < 0)
+    if (moved && container_touch(r->db, e, TOUCH_CUSTOM_DISTRO, id) < 0)
         return -1;
     return 0;
 }
@@ -294,9 +278,13 @@ int cdistros_unset(db_t *db, err_t *e, long long id, long long holder)
      * it would boot whichever custom distro is later given that id. */
     char uid[24];
     snprintf(uid, sizeof uid, "%lld", container_uid(holder));
+    /* Restart first: the touch finds them by the custom_distro_id unset next. */
+    if (container_touch(db, e, id ? TOUCH_CUSTOM_DISTRO : TOUCH_HELD_CDISTROS,
+                        id ? id : holder) < 0)
+        return -1;
     return db_exec(db, e,
                    "UPDATE containers SET custom_distro_id = NULL, "
-                   "generation = generation + 1, stopped_reason = 'stopped: custom distro ' "
+                   "stopped_reason = 'stopped: custom distro ' "
                    "|| custom_distro_id || CASE WHEN $1 = 0 THEN ' was deleted with its "
                    "storage container ' || $3 ELSE ' was deleted' END "
                    "WHERE custom_distro_id = $1 OR custom_distro_id IN "

@@ -1,19 +1,16 @@
 /* distros.c - /distros/: the supplier's pool of root filesystems. */
 #include "routes.h"
+#include "rows.h"
+
+static json_t *distro_row(db_res_t *res, int row)
+{
+    return json_pack("{s:I,s:s}", "id", (json_int_t)db_get_int(res, row, 0), "name",
+                     db_get(res, row, 1));
+}
 
 static void h_distros_list(req_t *r)
 {
-    err_t e = {0};
-    db_res_t *res = db_query(r->db, &e, "SELECT id, name FROM distros ORDER BY id", DB_NOARGS);
-    if (!res)
-        return reply_internal(r, &e);
-    json_t *out = json_array();
-    for (int i = 0; i < res->nrows; i++)
-        json_array_append_new(out, json_pack("{s:I,s:s}", "id",
-                                             (json_int_t)db_get_int(res, i, 0), "name",
-                                             db_get(res, i, 1)));
-    db_res_free(res);
-    reply(r, 200, out);
+    reply_rows(r, distro_row, "SELECT id, name FROM distros ORDER BY id", DB_NOARGS);
 }
 
 const route_t distro_routes[] = {

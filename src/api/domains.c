@@ -9,6 +9,7 @@
 #include "dns_check.h"
 #include "fields.h"
 #include "routes.h"
+#include "rows.h"
 #include "tags.h"
 
 #include <stdio.h>
@@ -66,30 +67,19 @@ static void reply_domain(req_t *r, int status, long long id, const char *message
     reply(r, status, o);
 }
 
+static json_t *domain_row(db_t *db, err_t *e, db_res_t *res, int row, void *ctx)
+{
+    (void)ctx;
+    return domain_json(db, e, res, row, false);
+}
+
 static void h_domains_list(req_t *r)
 {
     err_t e = {0};
-    db_res_t *res = db_query(r->db, &e, DOMAIN_SELECT "WHERE customer_id = $1 ORDER BY id",
-                             DB_ARGS(DB_INT(r->me.id)));
-    if (!res)
-        return reply_internal(r, &e);
-    const char *filter = req_arg(r, "tags");
-    json_t *out = json_array();
-    for (int i = 0; out && i < res->nrows; i++) {
-        json_t *o = domain_json(r->db, &e, res, i, false);
-        if (!o) {
-            json_decref(out);
-            out = NULL;
-        } else if (tags_match(filter, json_object_get(o, "tags"))) {
-            json_array_append_new(out, o);
-        } else {
-            json_decref(o);
-        }
-    }
-    db_res_free(res);
-    if (!out)
-        return reply_internal(r, &e);
-    reply(r, 200, out);
+    json_t *out = rows_query_json(r->db, &e, domain_row, NULL,
+                                  DOMAIN_SELECT "WHERE customer_id = $1 ORDER BY id",
+                                  DB_ARGS(DB_INT(r->me.id)));
+    reply_list(r, tags_filter(out, req_arg(r, "tags")), &e);
 }
 
 static const field_spec name_fields[] = {{"name", FT_STRING}, {NULL, 0}};
@@ -250,6 +240,13 @@ static void today_utc(long long *start, long long *end)
     *end = *start + 86400;
 }
 
+static json_t *hit_container_row(db_res_t *res, int row)
+{
+    long long cid = db_get_int(res, row, 0);
+    return json_pack("{s:I,s:s,s:s,s:I}", "id", (json_int_t)cid, "uuid", db_get(res, row, 1),
+                     "name", db_get(res, row, 2), "uid", (json_int_t)container_uid(cid));
+}
+
 /* Containers of the caller that reported hits for the domain today. */
 static void h_domain_containers(req_t *r)
 {
@@ -257,28 +254,12 @@ static void h_domain_containers(req_t *r)
     if (id < 0)
         return;
     today_utc(&start, &end);
-    err_t e = {0};
-    db_res_t *res = db_query(
-        r->db, &e,
-        "SELECT DISTINCT c.id, c.uuid, c.name FROM domain_metrics m "
-        "JOIN containers c ON c.id = m.container_id "
-        "WHERE m.domain_id = $1 AND m.metric = 'hits' AND m.unix >= $2 AND m.unix < $3 "
-        "AND c.customer_id = $4 ORDER BY c.id",
-        DB_ARGS(DB_INT(id), DB_INT(start), DB_INT(end), DB_INT(r->me.id)));
-    if (!res)
-        return reply_internal(r, &e);
-    json_t *out = json_array();
-    for (int i = 0; out && i < res->nrows; i++) {
-        long long cid = db_get_int(res, i, 0);
-        json_array_append_new(out, json_pack("{s:I,s:s,s:s,s:I}", "id", (json_int_t)cid,
-                                             "uuid", db_get(res, i, 1), "name",
-                                             db_get(res, i, 2), "uid",
-                                             (json_int_t)container_uid(cid)));
-    }
-    db_res_free(res);
-    if (!out)
-        return reply_internal(r, &(err_t){ERR_INTERNAL, "out of memory"});
-    reply(r, 200, out);
+    reply_rows(r, hit_container_row,
+               "SELECT DISTINCT c.id, c.uuid, c.name FROM domain_metrics m "
+               "JOIN containers c ON c.id = m.container_id "
+               "WHERE m.domain_id = $1 AND m.metric = 'hits' AND m.unix >= $2 AND m.unix < $3 "
+               "AND c.customer_id = $4 ORDER BY c.id",
+               DB_ARGS(DB_INT(id), DB_INT(start), DB_INT(end), DB_INT(r->me.id)));
 }
 
 /* The caller's container named by the path (uid), or -1 after answering
@@ -288,6 +269,12 @@ static long long own_container(req_t *r)
     return req_own_container(r, r->segs[1]);
 }
 
+static json_t *hit_domain_row(db_res_t *res, int row)
+{
+    return json_pack("{s:I,s:s,s:s}", "id", (json_int_t)db_get_int(res, row, 0), "uuid",
+                     db_get(res, row, 1), "name", db_get(res, row, 2));
+}
+
 /* The caller's domains this container reported hits for today. */
 static void h_container_domains(req_t *r)
 {
@@ -295,25 +282,12 @@ static void h_container_domains(req_t *r)
     if (cid < 0)
         return;
     today_utc(&start, &end);
-    err_t e = {0};
-    db_res_t *res = db_query(
-        r->db, &e,
-        "SELECT DISTINCT d.id, d.uuid, d.name FROM domain_metrics m "
-        "JOIN domains d ON d.id = m.domain_id "
-        "WHERE m.container_id = $1 AND m.metric = 'hits' AND m.unix >= $2 AND m.unix < $3 "
-        "AND d.customer_id = $4 ORDER BY d.id",
-        DB_ARGS(DB_INT(cid), DB_INT(start), DB_INT(end), DB_INT(r->me.id)));
-    if (!res)
-        return reply_internal(r, &e);
-    json_t *out = json_array();
-    for (int i = 0; out && i < res->nrows; i++)
-        json_array_append_new(out, json_pack("{s:I,s:s,s:s}", "id",
-                                             (json_int_t)db_get_int(res, i, 0), "uuid",
-                                             db_get(res, i, 1), "name", db_get(res, i, 2)));
-    db_res_free(res);
-    if (!out)
-        return reply_internal(r, &(err_t){ERR_INTERNAL, "out of memory"});
-    reply(r, 200, out);
+    reply_rows(r, hit_domain_row,
+               "SELECT DISTINCT d.id, d.uuid, d.name FROM domain_metrics m "
+               "JOIN domains d ON d.id = m.domain_id "
+               "WHERE m.container_id = $1 AND m.metric = 'hits' AND m.unix >= $2 AND m.unix < $3 "
+               "AND d.customer_id = $4 ORDER BY d.id",
+               DB_ARGS(DB_INT(cid), DB_INT(start), DB_INT(end), DB_INT(r->me.id)));
 }
 
 const route_t domain_routes[] = {

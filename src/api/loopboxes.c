@@ -8,6 +8,7 @@
 #include "../common/validate.h"
 #include "fields.h"
 #include "routes.h"
+#include "rows.h"
 #include "tags.h"
 
 #include <string.h>
@@ -38,11 +39,12 @@ static json_t *loopbox_json(db_t *db, err_t *e, db_res_t *res, int row)
  * (missing, someone else's, not a uid), -1 on a storage failure. */
 static long long own_container_id(req_t *r, err_t *e, long long uid)
 {
-    if (uid <= UID_BASE)
+    long long id = container_id_of_uid(uid);
+    if (id < 0)
         return 0;
     return db_scalar_int(r->db, e, 0,
                          "SELECT id FROM containers WHERE id = $1 AND customer_id = $2",
-                         DB_ARGS(DB_INT(uid - UID_BASE), DB_INT(r->me.id)));
+                         DB_ARGS(DB_INT(id), DB_INT(r->me.id)));
 }
 
 /* The ?container=<uid> filter: 0 when absent, the container id, or -1
@@ -62,36 +64,23 @@ static long long container_filter(req_t *r)
     return id > 0 ? id : -1;
 }
 
+static json_t *loopbox_row(db_t *db, err_t *e, db_res_t *res, int row, void *ctx)
+{
+    (void)ctx;
+    return loopbox_json(db, e, res, row);
+}
+
 static void h_loopboxes_list(req_t *r)
 {
     long long cid = container_filter(r);
     if (cid < 0)
         return;
     err_t e = {0};
-    db_res_t *res = db_query(r->db, &e,
-                             LOOPBOX_SELECT "WHERE c.customer_id = $1 AND "
-                                            "($2 = 0 OR l.container_id = $2) ORDER BY l.id",
-                             DB_ARGS(DB_INT(r->me.id), DB_INT(cid)));
-    if (!res)
-        return reply_internal(r, &e);
-    const char *filter = req_arg(r, "tags");
-    json_t *out = json_array();
-    for (int i = 0; out && i < res->nrows; i++) {
-        json_t *o = loopbox_json(r->db, &e, res, i);
-        if (!o) {
-            json_decref(out);
-            db_res_free(res);
-            return reply_internal(r, &e);
-        }
-        if (tags_match(filter, json_object_get(o, "tags")))
-            json_array_append_new(out, o);
-        else
-            json_decref(o);
-    }
-    db_res_free(res);
-    if (!out)
-        return reply_internal(r, NULL);
-    reply(r, 200, out);
+    json_t *out = rows_query_json(r->db, &e, loopbox_row, NULL,
+                                  LOOPBOX_SELECT "WHERE c.customer_id = $1 AND "
+                                                 "($2 = 0 OR l.container_id = $2) ORDER BY l.id",
+                                  DB_ARGS(DB_INT(r->me.id), DB_INT(cid)));
+    reply_list(r, tags_filter(out, req_arg(r, "tags")), &e);
 }
 
 /* Check filename and mountpoint; answers 400 naming the field. */

@@ -2,6 +2,7 @@
 #include "../common/validate.h"
 #include "fields.h"
 #include "routes.h"
+#include "rows.h"
 
 #include <string.h>
 
@@ -13,32 +14,27 @@ static void h_me_get(req_t *r)
     db_res_t *me = db_query(r->db, &e,
                             "SELECT company, vat, email, uuid FROM customers WHERE id = $1",
                             DB_ARGS(DB_INT(r->me.id)));
-    db_res_t *cs = me ? db_query(r->db, &e,
-                                 "SELECT id FROM containers WHERE customer_id = $1 ORDER BY id",
-                                 DB_ARGS(DB_INT(r->me.id)))
-                      : NULL;
-    db_res_t *ss = cs ? db_query(r->db, &e,
-                                 "SELECT address FROM servers WHERE owner_id = $1 ORDER BY id",
-                                 DB_ARGS(DB_INT(r->me.id)))
-                      : NULL;
-    if (!ss || me->nrows != 1) {
+    json_t *containers =
+        me ? rows_uid_list(r->db, &e,
+                           "SELECT id FROM containers WHERE customer_id = $1 ORDER BY id",
+                           r->me.id)
+           : NULL;
+    json_t *servers =
+        containers ? rows_str_list(r->db, &e,
+                                   "SELECT address FROM servers WHERE owner_id = $1 ORDER BY id",
+                                   r->me.id)
+                   : NULL;
+    if (!servers || me->nrows != 1) {
         db_res_free(me);
-        db_res_free(cs);
-        db_res_free(ss);
+        json_decref(containers);
+        json_decref(servers);
         return reply_internal(r, &e);
     }
-    json_t *containers = json_array(), *servers = json_array();
-    for (int i = 0; i < cs->nrows; i++)
-        json_array_append_new(containers, json_integer(container_uid(db_get_int(cs, i, 0))));
-    for (int i = 0; i < ss->nrows; i++)
-        json_array_append_new(servers, json_string(db_get(ss, i, 0)));
     reply(r, 200,
           json_pack("{s:s,s:s,s:s,s:s,s:o,s:o}", "company", db_get(me, 0, 0), "vat",
                     db_get(me, 0, 1), "email", db_get(me, 0, 2), "uuid", db_get(me, 0, 3),
                     "containers", containers, "servers", servers));
     db_res_free(me);
-    db_res_free(cs);
-    db_res_free(ss);
 }
 
 static void h_me_post(req_t *r)

@@ -4,6 +4,7 @@
 #include "../common/strutil.h"
 #include "../common/validate.h"
 #include "routes.h"
+#include "rows.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -117,27 +118,18 @@ int metrics_day_start(long long year, long long month, long long day, long long 
     return 0;
 }
 
+static json_t *sample_row(db_res_t *res, int row)
+{
+    return json_pack("[I,I]", (json_int_t)db_get_int(res, row, 0),
+                     (json_int_t)db_get_int(res, row, 1));
+}
+
 static json_t *samples_json(db_t *db, err_t *e, const char *sql, long long id,
                             const char *metric, long long day_start)
 {
-    db_res_t *res = db_query(db, e, sql,
-                             DB_ARGS(DB_INT(id), DB_TEXT(metric), DB_INT(day_start),
-                                     DB_INT(day_start + DAY_SECONDS)));
-    if (!res)
-        return NULL;
-    json_t *out = json_array();
-    for (int i = 0; out && i < res->nrows; i++) {
-        json_t *pair = json_pack("[I,I]", (json_int_t)db_get_int(res, i, 0),
-                                 (json_int_t)db_get_int(res, i, 1));
-        if (!pair || json_array_append_new(out, pair) < 0) {
-            json_decref(out);
-            out = NULL;
-        }
-    }
-    db_res_free(res);
-    if (!out)
-        err_set(e, ERR_INTERNAL, "out of memory");
-    return out;
+    return rows_json(db, e, sample_row, sql,
+                     DB_ARGS(DB_INT(id), DB_TEXT(metric), DB_INT(day_start),
+                             DB_INT(day_start + DAY_SECONDS)));
 }
 
 json_t *metrics_container_day(db_t *db, err_t *e, long long container_id, const char *metric,

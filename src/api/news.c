@@ -1,6 +1,7 @@
 /* news.c - /news/ (see API.md): the supplier's announcements.  The admin
  * side (/admin/news) is in admin_other.c. */
 #include "routes.h"
+#include "rows.h"
 
 #define NEWS_SHOWN 10
 
@@ -12,6 +13,12 @@ static bool has_credentials(req_t *r)
            req_header(r, "X-uwsgi-it-password");
 }
 
+static json_t *news_row(db_res_t *res, int row)
+{
+    return json_pack("{s:s,s:I}", "content", db_get(res, row, 0), "date",
+                     (json_int_t)db_get_int(res, row, 1));
+}
+
 static void h_news(req_t *r)
 {
     int a = auth_optional(r);
@@ -19,22 +26,11 @@ static void h_news(req_t *r)
         return; /* 429: too many wrong passwords */
     if (a < 0 && has_credentials(r))
         return reply_error(r, 401, NULL);
-    err_t e = {0};
     /* Anonymous callers see public news only; customers see all. */
-    db_res_t *res = db_query(r->db, &e,
-                             "SELECT content, date FROM news WHERE public = 1 OR $1 = 1 "
-                             "ORDER BY date DESC, id DESC LIMIT $2",
-                             DB_ARGS(DB_INT(r->authed), DB_INT(NEWS_SHOWN)));
-    if (!res)
-        return reply_internal(r, &e);
-    json_t *out = json_array();
-    for (int i = 0; out && i < res->nrows; i++)
-        json_array_append_new(out, json_pack("{s:s,s:I}", "content", db_get(res, i, 0),
-                                             "date", (json_int_t)db_get_int(res, i, 1)));
-    db_res_free(res);
-    if (!out)
-        return reply_internal(r, &(err_t){ERR_INTERNAL, "out of memory"});
-    reply(r, 200, out);
+    reply_rows(r, news_row,
+               "SELECT content, date FROM news WHERE public = 1 OR $1 = 1 "
+               "ORDER BY date DESC, id DESC LIMIT $2",
+               DB_ARGS(DB_INT(r->authed), DB_INT(NEWS_SHOWN)));
 }
 
 const route_t news_routes[] = {

@@ -14,12 +14,14 @@
  *   POST <node_prefix>/status  {"containers": [{"uid", "state", "since",
  *        "restarts", "last_error", "generation"}]}
  *        What the node runs; shown to customers as the container's "status". */
+#include "../common/clock.h"
 #include "../common/log.h"
 #include "../common/strutil.h"
 #include "../common/validate.h"
 #include "changes.h"
 #include "fields.h"
 #include "routes.h"
+#include "portmappings.h"
 #include "rows.h"
 
 #include <openssl/sha.h>
@@ -28,13 +30,6 @@
 #include <time.h>
 
 #define MAX_WAIT_S 60
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 enum {
     S_ID, S_NAME, S_MEMORY, S_STORAGE, S_UUID, S_QUOTA, S_NOFOLLOW, S_ALARM_FREQ, S_JID,
@@ -76,8 +71,16 @@ static json_t *rootfs_json(db_res_t *res, int i)
                      db_get(res, i, S_DISTRO_PATH));
 }
 
-static json_t *container_state(db_t *db, err_t *e, db_res_t *res, int i)
+static json_t *loopbox_state(db_res_t *res, int row)
 {
+    return json_pack("{s:I,s:s,s:s,s:b}", "id", (json_int_t)db_get_int(res, row, 0), "filename",
+                     db_get(res, row, 1), "mountpoint", db_get(res, row, 2), "ro",
+                     (int)db_get_int(res, row, 3));
+}
+
+static json_t *container_state(db_t *db, err_t *e, db_res_t *res, int i, void *ctx)
+{
+    (void)ctx;
     long long id = db_get_int(res, i, S_ID);
     char ip[32] = "", hostname[64];
     container_ip(id, ip, sizeof ip);
@@ -85,27 +88,19 @@ static json_t *container_state(db_t *db, err_t *e, db_res_t *res, int i)
     json_t *keys = rows_str_list(db, e, "SELECT key FROM ssh_keys WHERE container_id = $1 "
                                    "ORDER BY pos", id);
     /* Links work only when both sides agreed. */
-    json_t *links = rows_int_list(db, e,
+    json_t *links = rows_uid_list(db, e,
                              "SELECT l.to_id FROM links l JOIN links b "
                              "ON b.container_id = l.to_id AND b.to_id = l.container_id "
-                             "WHERE l.container_id = $1 ORDER BY l.to_id", id, UID_BASE);
-    db_res_t *lb = db_query(db, e,
-                            "SELECT id, filename, mountpoint, ro FROM loopboxes "
-                            "WHERE container_id = $1 ORDER BY id", DB_ARGS(DB_INT(id)));
-    if (!keys || !links || !lb) {
+                             "WHERE l.container_id = $1 ORDER BY l.to_id", id);
+    json_t *loopboxes = rows_json(db, e, loopbox_state,
+                                  "SELECT id, filename, mountpoint, ro FROM loopboxes "
+                                  "WHERE container_id = $1 ORDER BY id", DB_ARGS(DB_INT(id)));
+    if (!keys || !links || !loopboxes) {
         json_decref(keys);
         json_decref(links);
-        db_res_free(lb);
+        json_decref(loopboxes);
         return NULL;
     }
-    json_t *loopboxes = json_array();
-    for (int k = 0; k < lb->nrows; k++)
-        json_array_append_new(loopboxes, json_pack("{s:I,s:s,s:s,s:b}", "id",
-                                                   (json_int_t)db_get_int(lb, k, 0),
-                                                   "filename", db_get(lb, k, 1), "mountpoint",
-                                                   db_get(lb, k, 2), "ro",
-                                                   (int)db_get_int(lb, k, 3)));
-    db_res_free(lb);
     json_t *alarms = json_pack(
         "{s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "freq",
         (json_int_t)db_get_int(res, i, S_ALARM_FREQ), "jid", db_get(res, i, S_JID),
@@ -134,119 +129,73 @@ static json_t *container_state(db_t *db, err_t *e, db_res_t *res, int i)
 
 static json_t *containers_state(db_t *db, err_t *e, long long server_id)
 {
-    db_res_t *res = db_query(db, e, startable_sql, DB_ARGS(DB_INT(server_id)));
-    if (!res)
-        return NULL;
-    json_t *out = json_array();
-    for (int i = 0; i < res->nrows; i++) {
-        json_t *c = container_state(db, e, res, i);
-        if (!c) {
-            json_decref(out);
-            out = NULL;
-            break;
-        }
-        json_array_append_new(out, c);
-    }
-    db_res_free(res);
-    return out;
+    return rows_query_json(db, e, container_state, NULL, startable_sql,
+                           DB_ARGS(DB_INT(server_id)));
 }
 
 /* The domains the router of this node must accept subscriptions for: those
  * of every customer with a container here, each with its owner's key. */
+static json_t *domain_state(db_res_t *res, int row)
+{
+    return json_pack("{s:s,s:s,s:s}", "name", db_get(res, row, 0), "customer",
+                     db_get(res, row, 1), "pubkey", db_get(res, row, 2));
+}
+
 static json_t *domains_state(db_t *db, err_t *e, long long server_id)
 {
-    db_res_t *res = db_query(db, e,
-                             "SELECT d.name, cu.uuid, cu.rsa_pubkey FROM domains d "
-                             "JOIN customers cu ON cu.id = d.customer_id WHERE d.customer_id IN "
-                             "(SELECT customer_id FROM containers WHERE server_id = $1) "
-                             "ORDER BY d.name",
-                             DB_ARGS(DB_INT(server_id)));
-    if (!res)
-        return NULL;
-    json_t *out = json_array();
-    for (int i = 0; i < res->nrows; i++)
-        json_array_append_new(out, json_pack("{s:s,s:s,s:s}", "name", db_get(res, i, 0),
-                                             "customer", db_get(res, i, 1), "pubkey",
-                                             db_get(res, i, 2)));
-    db_res_free(res);
-    return out;
+    return rows_json(db, e, domain_state,
+                     "SELECT d.name, cu.uuid, cu.rsa_pubkey FROM domains d "
+                     "JOIN customers cu ON cu.id = d.customer_id WHERE d.customer_id IN "
+                     "(SELECT customer_id FROM containers WHERE server_id = $1) "
+                     "ORDER BY d.name",
+                     DB_ARGS(DB_INT(server_id)));
 }
 
 static json_t *portmappings_state(db_t *db, err_t *e, long long server_id)
 {
-    db_res_t *res = db_query(db, e,
-                             "SELECT id, proto, public_port, container_id, private_port "
-                             "FROM portmappings WHERE server_id = $1 ORDER BY id",
-                             DB_ARGS(DB_INT(server_id)));
-    if (!res)
+    return rows_json(db, e, portmapping_json, PORTMAPPING_SELECT "WHERE server_id = $1 ORDER BY id",
+                     DB_ARGS(DB_INT(server_id)));
+}
+
+static json_t *legion_state(db_t *db, err_t *e, db_res_t *res, int row, void *ctx)
+{
+    (void)ctx;
+    json_t *nodes = rows_str_list(db, e,
+                                  "SELECT s.address FROM legion_nodes n JOIN servers s "
+                                  "ON s.id = n.server_id WHERE n.legion_id = $1 ORDER BY s.id",
+                                  db_get_int(res, row, 0));
+    if (!nodes)
         return NULL;
-    json_t *out = json_array();
-    for (int i = 0; i < res->nrows; i++) {
-        char ip[32] = "";
-        container_ip(db_get_int(res, i, 3), ip, sizeof ip);
-        json_array_append_new(
-            out, json_pack("{s:I,s:s,s:I,s:I,s:s,s:I}", "id", (json_int_t)db_get_int(res, i, 0),
-                           "proto", db_get(res, i, 1), "public_port",
-                           (json_int_t)db_get_int(res, i, 2), "container",
-                           (json_int_t)container_uid(db_get_int(res, i, 3)), "container_ip", ip,
-                           "private_port", (json_int_t)db_get_int(res, i, 4)));
-    }
-    db_res_free(res);
-    return out;
+    return json_pack("{s:s,s:s,s:s,s:I,s:o}", "name", db_get(res, row, 1), "address",
+                     db_get(res, row, 2), "key", db_get(res, row, 3), "quorum",
+                     (json_int_t)db_get_int(res, row, 4), "nodes", nodes);
 }
 
 static json_t *legions_state(db_t *db, err_t *e, long long server_id)
 {
-    db_res_t *res = db_query(db, e,
-                             "SELECT l.id, l.name, l.address, l.key, l.quorum FROM legions l "
-                             "JOIN legion_nodes n ON n.legion_id = l.id WHERE n.server_id = $1 "
-                             "ORDER BY l.id",
-                             DB_ARGS(DB_INT(server_id)));
-    if (!res)
-        return NULL;
-    json_t *out = json_array();
-    for (int i = 0; out && i < res->nrows; i++) {
-        json_t *nodes = rows_str_list(db, e,
-                                 "SELECT s.address FROM legion_nodes n JOIN servers s "
-                                 "ON s.id = n.server_id WHERE n.legion_id = $1 ORDER BY s.id",
-                                 db_get_int(res, i, 0));
-        if (!nodes) {
-            json_decref(out);
-            out = NULL;
-            break;
-        }
-        json_array_append_new(out, json_pack("{s:s,s:s,s:s,s:I,s:o}", "name",
-                                             db_get(res, i, 1), "address", db_get(res, i, 2),
-                                             "key", db_get(res, i, 3), "quorum",
-                                             (json_int_t)db_get_int(res, i, 4), "nodes", nodes));
-    }
-    db_res_free(res);
-    return out;
+    return rows_query_json(db, e, legion_state, NULL,
+                           "SELECT l.id, l.name, l.address, l.key, l.quorum FROM legions l "
+                           "JOIN legion_nodes n ON n.legion_id = l.id WHERE n.server_id = $1 "
+                           "ORDER BY l.id",
+                           DB_ARGS(DB_INT(server_id)));
 }
 
 /* Every container of the server, startable or not, with its uuid and its
  * customer's: the node tells a deleted container (its home is moved out of
  * the customers' reach) from one that merely cannot start, and checks that
  * a custom distro's holder is a container of the same customer. */
+static json_t *all_container_state(db_res_t *res, int row)
+{
+    return json_pack("{s:I,s:s,s:s}", "uid", (json_int_t)container_uid(db_get_int(res, row, 0)),
+                     "uuid", db_get(res, row, 1), "customer", db_get(res, row, 2));
+}
+
 static json_t *all_containers_state(db_t *db, err_t *e, long long server_id)
 {
-    db_res_t *res = db_query(db, e,
-                             "SELECT c.id, c.uuid, cu.uuid FROM containers c JOIN customers cu "
-                             "ON cu.id = c.customer_id WHERE c.server_id = $1 ORDER BY c.id",
-                             DB_ARGS(DB_INT(server_id)));
-    if (!res)
-        return NULL;
-    json_t *out = json_array();
-    for (int i = 0; out && i < res->nrows; i++)
-        if (json_array_append_new(out, json_pack("{s:I,s:s,s:s}", "uid",
-                                                 (json_int_t)container_uid(db_get_int(res, i, 0)),
-                                                 "uuid", db_get(res, i, 1), "customer",
-                                                 db_get(res, i, 2))) < 0) {
-            json_decref(out);
-            out = NULL;
-        }
-    db_res_free(res);
-    return out;
+    return rows_json(db, e, all_container_state,
+                     "SELECT c.id, c.uuid, cu.uuid FROM containers c JOIN customers cu "
+                     "ON cu.id = c.customer_id WHERE c.server_id = $1 ORDER BY c.id",
+                     DB_ARGS(DB_INT(server_id)));
 }
 
 /* The whole desired state of one server, without its version. */
@@ -359,7 +308,7 @@ static int status_one(req_t *r, json_t *c, err_t *e)
                        "each container needs an integer uid, a state among running, starting, "
                        "stopped, failed, and optional integer since/restarts/generation and "
                        "string last_error");
-    long long id = json_integer_value(uid) - UID_BASE;
+    long long id = container_id_of_uid(json_integer_value(uid));
     long long mine = db_scalar_int(r->db, e, 0,
                                    "SELECT id FROM containers WHERE id = $1 AND server_id = $2",
                                    DB_ARGS(DB_INT(id), DB_INT(r->node_server_id)));

@@ -6,7 +6,9 @@
  * with the generation it applied and rewrites its firewall rules. */
 #include "../common/validate.h"
 #include "fields.h"
+#include "portmappings.h"
 #include "routes.h"
+#include "rows.h"
 
 #include <string.h>
 
@@ -25,16 +27,16 @@ static long long owned_server(req_t *r)
     return id > 0 ? id : -1;
 }
 
-static json_t *mapping_json(db_res_t *res, int i)
+json_t *portmapping_json(db_res_t *res, int row)
 {
-    long long cid = db_get_int(res, i, 3);
+    long long cid = db_get_int(res, row, 3);
     char ip[32] = "";
     container_ip(cid, ip, sizeof ip);
-    return json_pack("{s:I,s:s,s:I,s:I,s:s,s:I}", "id", (json_int_t)db_get_int(res, i, 0),
-                     "proto", db_get(res, i, 1), "public_port",
-                     (json_int_t)db_get_int(res, i, 2), "container",
+    return json_pack("{s:I,s:s,s:I,s:I,s:s,s:I}", "id", (json_int_t)db_get_int(res, row, 0),
+                     "proto", db_get(res, row, 1), "public_port",
+                     (json_int_t)db_get_int(res, row, 2), "container",
                      (json_int_t)container_uid(cid), "container_ip", ip, "private_port",
-                     (json_int_t)db_get_int(res, i, 4));
+                     (json_int_t)db_get_int(res, row, 4));
 }
 
 static void h_portmappings_list(req_t *r)
@@ -42,25 +44,8 @@ static void h_portmappings_list(req_t *r)
     long long sid = owned_server(r);
     if (sid < 0)
         return;
-    err_t e = {0};
-    db_res_t *res = db_query(r->db, &e,
-                             "SELECT id, proto, public_port, container_id, private_port "
-                             "FROM portmappings WHERE server_id = $1 ORDER BY id",
-                             DB_ARGS(DB_INT(sid)));
-    if (!res)
-        return reply_internal(r, &e);
-    json_t *out = json_array();
-    for (int i = 0; out && i < res->nrows; i++) {
-        json_t *o = mapping_json(res, i);
-        if (!o || json_array_append_new(out, o) < 0) {
-            json_decref(out);
-            out = NULL;
-        }
-    }
-    db_res_free(res);
-    if (!out)
-        return reply_internal(r, NULL);
-    reply(r, 200, out);
+    reply_rows(r, portmapping_json, PORTMAPPING_SELECT "WHERE server_id = $1 ORDER BY id",
+               DB_ARGS(DB_INT(sid)));
 }
 
 /* proto and ports; 400 with the reason. */
@@ -85,15 +70,13 @@ static int check_values(req_t *r)
  * customer, a container elsewhere is simply not the caller's to map here. */
 static long long mapped_container(req_t *r, long long sid)
 {
-    long long uid = field_int(r, "container");
+    long long cid = container_id_of_uid(field_int(r, "container"));
     err_t e = {0};
-    long long id = uid <= UID_BASE
-                       ? 0
-                       : db_scalar_int(r->db, &e, 0,
-                                       "SELECT id FROM containers WHERE id = $1 AND "
-                                       "server_id = $2 AND customer_id = $3",
-                                       DB_ARGS(DB_INT(uid - UID_BASE), DB_INT(sid),
-                                               DB_INT(r->me.id)));
+    long long id = cid < 0 ? 0
+                           : db_scalar_int(r->db, &e, 0,
+                                           "SELECT id FROM containers WHERE id = $1 AND "
+                                           "server_id = $2 AND customer_id = $3",
+                                           DB_ARGS(DB_INT(cid), DB_INT(sid), DB_INT(r->me.id)));
     if (id < 0)
         reply_internal(r, &e);
     else if (id == 0)

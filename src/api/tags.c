@@ -3,6 +3,7 @@
 #include "../common/validate.h"
 #include "fields.h"
 #include "routes.h"
+#include "rows.h"
 
 #include <string.h>
 
@@ -38,16 +39,7 @@ static const struct {
 
 json_t *tags_of(db_t *db, err_t *e, tagged_kind kind, long long obj_id)
 {
-    db_res_t *res = db_query(db, e, tagged_sql[kind].list_sql, DB_ARGS(DB_INT(obj_id)));
-    if (!res)
-        return NULL;
-    json_t *out = json_array();
-    for (int i = 0; out && i < res->nrows; i++)
-        json_array_append_new(out, json_string(db_get(res, i, 0)));
-    db_res_free(res);
-    if (!out)
-        err_set(e, ERR_INTERNAL, "out of memory");
-    return out;
+    return rows_str_list(db, e, tagged_sql[kind].list_sql, obj_id);
 }
 
 int tags_set(db_t *db, err_t *e, tagged_kind kind, long long obj_id, long long customer_id,
@@ -90,27 +82,33 @@ bool tags_match(const char *filter, json_t *tags)
     return false;
 }
 
+json_t *tags_filter(json_t *list, const char *filter)
+{
+    for (size_t i = 0; list && filter && i < json_array_size(list);)
+        if (tags_match(filter, json_object_get(json_array_get(list, i), "tags")))
+            i++;
+        else
+            json_array_remove(list, i);
+    return list;
+}
+
 static json_t *tag_json(db_res_t *res, int row)
 {
     return json_pack("{s:I,s:s,s:s}", "id", (json_int_t)db_get_int(res, row, 0), "name",
                      db_get(res, row, 1), "note", db_get(res, row, 2));
 }
 
+static json_t *tag_row(db_res_t *res, int row)
+{
+    return json_pack("{s:I,s:s}", "id", (json_int_t)db_get_int(res, row, 0), "name",
+                     db_get(res, row, 1));
+}
+
 static void h_tags_list(req_t *r)
 {
-    err_t e = {0};
-    db_res_t *res = db_query(r->db, &e,
-                             "SELECT id, name FROM tags WHERE customer_id = $1 ORDER BY name",
-                             DB_ARGS(DB_INT(r->me.id)));
-    if (!res)
-        return reply_internal(r, &e);
-    json_t *out = json_array();
-    for (int i = 0; i < res->nrows; i++)
-        json_array_append_new(out, json_pack("{s:I,s:s}", "id",
-                                             (json_int_t)db_get_int(res, i, 0), "name",
-                                             db_get(res, i, 1)));
-    db_res_free(res);
-    reply(r, 200, out);
+    reply_rows(r, tag_row,
+               "SELECT id, name FROM tags WHERE customer_id = $1 ORDER BY name",
+               DB_ARGS(DB_INT(r->me.id)));
 }
 
 static const field_spec tag_fields[] = {{"name", FT_STRING}, {"note", FT_STRING}, {NULL, 0}};

@@ -15,5 +15,8 @@ int tags_set(db_t *db, err_t *e, tagged_kind kind, long long obj_id, long long c
 /* The ?tags=a,b filter: true when there is no filter or `tags` (a list of
  * names) holds one of the named tags. */
 bool tags_match(const char *filter, json_t *tags);
+/* `list` (objects with "tags") without those the filter rejects; NULL
+ * stays NULL, so it wraps rows_json(). */
+json_t *tags_filter(json_t *list, const char *filter);
 
 #endif

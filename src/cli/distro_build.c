@@ -20,6 +20,7 @@
  * When step 2 or 3 fails, DIR is removed if this command created it, else
  * emptied again (mounts debootstrap left below it are detached first;
  * removal never follows a symlink nor crosses into another filesystem). */
+#include "../common/fsutil.h"
 #include "../common/strutil.h"
 #include "cli.h"
 
@@ -335,19 +336,8 @@ static int create_dir(build_t *b, err_t *e)
     struct stat st;
     if (stat(b->dir, &st) == 0)
         return 0;
-    char *p = strdup(b->dir);
-    if (!p)
-        return err_set(e, ERR_INTERNAL, "out of memory");
-    for (char *s = strchr(p + 1, '/'); s; s = strchr(s + 1, '/')) {
-        *s = '\0';
-        if (mkdir(p, 0755) < 0 && errno != EEXIST) {
-            err_set(e, ERR_INTERNAL, "cannot create %s: %s", p, strerror(errno));
-            free(p);
-            return -1;
-        }
-        *s = '/';
-    }
-    free(p);
+    if (fs_mkdir_parents(b->dir, e) < 0)
+        return -1;
     if (mkdir(b->dir, 0755) < 0)
         return err_set(e, ERR_INTERNAL, "cannot create %s: %s", b->dir, strerror(errno));
     b->created = true;

@@ -17,11 +17,9 @@ long long parse_id(const char *seg)
     return v;
 }
 
-long long container_id_from_uid(const char *seg)
-{
-    long long uid = parse_id(seg);
-    return uid > UID_BASE ? uid - UID_BASE : -1;
-}
+long long container_id_of_uid(long long uid) { return uid > UID_BASE ? uid - UID_BASE : -1; }
+
+long long container_id_from_uid(const char *seg) { return container_id_of_uid(parse_id(seg)); }
 
 bool container_ip(long long id, char *out, size_t len)
 {

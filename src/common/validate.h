@@ -14,6 +14,8 @@
 long long container_uid(long long id);
 /* The internal id of a uid path segment ("30009"), or -1 if it is not one. */
 long long container_id_from_uid(const char *seg);
+/* The same of a uid as a number (a JSON body's "container"). */
+long long container_id_of_uid(long long uid);
 /* 10.0.0.0/8 with id + 2 in the low 24 bits; false if id does not fit. */
 bool container_ip(long long id, char *out, size_t len);
 /* `name` with every character outside [A-Za-z0-9-] replaced by '-'. */

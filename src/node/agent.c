@@ -35,6 +35,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/clock.h"
+#include "../common/fsutil.h"
 #include "../common/strutil.h"
 #include "../common/validate.h"
 #include "cgroup.h"
@@ -111,7 +113,7 @@ static int setup(agent_t *a, err_t *e)
     const agent_cfg_t *c = a->cfg;
     if (setup_fds(a, e) < 0 || (a->lock_fd = agent_lock(c, e)) < 0)
         return -1;
-    if (agent_mkdirs(c->node.containers_dir, 0755, e) < 0)
+    if (fs_mkdirs(c->node.containers_dir, 0755, e) < 0)
         return -1;
     node_cfg_t node = c->node;
     if (c->router_http) {
@@ -196,38 +198,34 @@ static void on_signals(agent_t *a)
     }
 }
 
-static char *desired_path(const agent_t *a, const char *suffix)
+static char *desired_path(const agent_t *a)
 {
-    return str_printf("%s/%s%s", a->cfg->node.state_dir, DESIRED_FILE, suffix);
+    return str_printf("%s/%s", a->cfg->node.state_dir, DESIRED_FILE);
 }
 
 /* Keep the state for the next daemon (root only: it holds the customers'
  * private keys), replaced atomically. */
 static void save_state(agent_t *a, const json_t *state)
 {
-    char *path = desired_path(a, ""), *tmp = desired_path(a, ".tmp");
-    int fd = tmp ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600) : -1;
-    bool ok = fd >= 0 && json_dumpfd(state, fd, JSON_COMPACT) == 0 && fsync(fd) == 0;
-    if (fd >= 0 && close(fd) < 0)
-        ok = false;
-    if (!ok || !path || rename(tmp, path) < 0) {
-        log_error("save the desired state to %s: %s", path ? path : DESIRED_FILE,
-                  path && tmp ? strerror(errno) : "out of memory");
-        if (tmp)
-            unlink(tmp);
-    }
+    char *path = desired_path(a), *text = json_dumps(state, JSON_COMPACT);
+    err_t e;
+    err_clear(&e);
+    if (!path || !text)
+        log_error("save the desired state to %s: out of memory", DESIRED_FILE);
+    else if (fs_write_atomic(path, text, strlen(text), 0600, &e) < 0)
+        log_error("save the desired state: %s", e.msg);
     free(path);
-    free(tmp);
+    free(text);
 }
 
 static void load_saved_state(agent_t *a)
 {
-    char *path = desired_path(a, "");
+    char *path = desired_path(a);
     json_error_t je;
     a->saved = path ? json_load_file(path, 0, &je) : NULL;
     if (!a->saved && path && access(path, F_OK) == 0)
         log_error("the saved desired state %s is unreadable: %s", path, je.text);
-    a->saved_ms = sv_now_ms() + SAVED_AFTER_MS;
+    a->saved_ms = now_ms() + SAVED_AFTER_MS;
     free(path);
 }
 
@@ -241,7 +239,7 @@ static void apply_state(agent_t *a, json_t *state)
 /* No state from the API in time: follow the saved one meanwhile. */
 static void maybe_use_saved(agent_t *a)
 {
-    if (!a->saved || a->have_state || sv_now_ms() < a->saved_ms)
+    if (!a->saved || a->have_state || now_ms() < a->saved_ms)
         return;
     log_info("no desired state from the API %d s after the start: following the last one "
              "saved (%s/%s) until it answers",
@@ -278,7 +276,7 @@ static void report(agent_t *a, long long now)
 
 static int timeout_ms(const agent_t *a)
 {
-    long long now = sv_now_ms(), next = a->next_report_ms;
+    long long now = now_ms(), next = a->next_report_ms;
     long long d = sv_next_deadline(a->sv);
     if (d >= 0 && d < next)
         next = d;
@@ -293,7 +291,7 @@ static int timeout_ms(const agent_t *a)
 
 static void loop(agent_t *a)
 {
-    a->next_report_ms = sv_now_ms(); /* report the adopted containers at once */
+    a->next_report_ms = now_ms(); /* report the adopted containers at once */
     while (!a->quit) {
         struct epoll_event evs[8];
         int n = epoll_wait(a->ep_fd, evs, 8, timeout_ms(a));
@@ -327,7 +325,7 @@ static void loop(agent_t *a)
             if (add_fd(a, router_fd(a->router), EV_ROUTER, &e) < 0)
                 log_error("router: %s", e.msg);
         }
-        long long now = sv_now_ms();
+        long long now = now_ms();
         if (sv_take_changed(a->sv) || now >= a->next_report_ms)
             report(a, now);
     }
@@ -355,13 +353,6 @@ int agent_run(const agent_cfg_t *c)
 }
 
 /* ---- stop-all -------------------------------------------------------------- */
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
 
 /* The container uids of the state directory; *n of them, NULL on error. */
 static int *list_uids(const char *dir, size_t *n, err_t *e)
@@ -429,9 +420,9 @@ int agent_stop_all(const agent_cfg_t *c, err_t *e)
     }
     /* ...then wait for each up to the timeout; container_stop SIGKILLs what
      * is left and removes the cgroup (also of containers that died). */
-    long long deadline = sv_now_ms() + c->stop_timeout_ms;
+    long long deadline = now_ms() + c->stop_timeout_ms;
     for (size_t i = 0; i < n; i++) {
-        while (container_is_running(&c->node, uids[i]) && sv_now_ms() < deadline)
+        while (container_is_running(&c->node, uids[i]) && now_ms() < deadline)
             sleep_ms(20);
         state_t st;
         if (state_load(c->node.state_dir, uids[i], &st, NULL) <= 0 || st.pid == 0)

@@ -44,9 +44,6 @@ typedef struct {
 int agent_cfg_load(agent_cfg_t *c, const char *path, err_t *e);
 void agent_cfg_free(agent_cfg_t *c);
 
-/* mkdir -p: parents 0755, the last one with mode. */
-int agent_mkdirs(const char *path, mode_t mode, err_t *e);
-
 /* Take <state_dir>/imperium-node.lock (creating state_dir): one daemon (or
  * stop-all) per node.  Returns the fd to keep open, -1 if someone holds it. */
 int agent_lock(const agent_cfg_t *c, err_t *e);

@@ -33,6 +33,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../common/fsutil.h"
 #include "../common/strutil.h"
 #include "router.h"
 
@@ -227,33 +228,10 @@ void agent_cfg_free(agent_cfg_t *c)
     memset(c, 0, sizeof *c);
 }
 
-int agent_mkdirs(const char *path, mode_t mode, err_t *e)
-{
-    char buf[STATE_PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return err_set(e, ERR_INPUT, "path too long: %s", path);
-    /* Parents as 0755 (like mkdir -p), the directory itself with `mode`. */
-    for (char *p = buf + 1;; p++) {
-        bool last = *p == '\0';
-        if (*p != '/' && !last)
-            continue;
-        *p = '\0';
-        if (mkdir(buf, last ? mode : 0755) < 0 && errno != EEXIST)
-            return err_set(e, ERR_INTERNAL, "create %s: %s", buf, strerror(errno));
-        if (last)
-            break;
-        *p = '/';
-    }
-    struct stat sb;
-    if (stat(path, &sb) < 0 || !S_ISDIR(sb.st_mode))
-        return err_set(e, ERR_INTERNAL, "%s is not a directory", path);
-    return 0;
-}
-
 int agent_lock(const agent_cfg_t *c, err_t *e)
 {
     const char *dir = c->node.state_dir;
-    if (agent_mkdirs(dir, 0700, e) < 0)
+    if (fs_mkdirs(dir, 0700, e) < 0)
         return -1;
     char *path = str_printf("%s/%s", dir, AGENT_LOCK_FILE);
     if (!path)

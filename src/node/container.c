@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/clock.h"
 #include "../common/strutil.h"
 #include "../common/validate.h"
 #include "cgroup.h"
@@ -53,13 +54,6 @@ void node_cfg_defaults(node_cfg_t *cfg)
         cfg->cpu_weight = CG_DEFAULT_CPU_WEIGHT;
     if (!cfg->io_weight)
         cfg->io_weight = CG_DEFAULT_IO_WEIGHT;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
 }
 
 /* ---- the spec ------------------------------------------------------------ */

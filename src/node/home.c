@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "../common/beneath.h"
+#include "../common/fsutil.h"
 #include "../common/strutil.h"
 #include "../common/validate.h"
 
@@ -39,27 +40,11 @@ static const struct dir_rule *rule(const char *name)
     return NULL;
 }
 
-/* mkdir -p for the node's own directories (root-owned paths). */
-static int mkdir_parents(const char *path, err_t *e)
-{
-    char buf[STATE_PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return err_set(e, ERR_INPUT, "path too long: %s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-            return err_set(e, ERR_INTERNAL, "create %s: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    return 0;
-}
-
 /* Open (creating it if needed) the home itself, owned by the uid. */
 static int open_home(const container_spec_t *s, err_t *e)
 {
-    if (mkdir_parents(s->home, e) < 0)
+    /* The directories above it are the node's own (root-owned paths). */
+    if (fs_mkdir_parents(s->home, e) < 0)
         return -1;
     bool created = mkdir(s->home, 0700) == 0;
     if (!created && errno != EEXIST)

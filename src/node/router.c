@@ -40,22 +40,19 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
+#include <sys/pidfd.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/clock.h"
+#include "../common/fsutil.h"
 #include "../common/log.h"
 #include "../common/strutil.h"
 #include "../common/validate.h"
-#include "agent.h"
 #include "state.h"
-#include "supervisor.h"
 
-#define BACKOFF_MIN_MS 1000
-#define BACKOFF_MAX_MS 30000
-#define HEALTHY_MS 60000
 #define MAX_ARGS 48
 #define STOP_FOREIGN_MS 5000 /* a router running as another user must go first */
 
@@ -69,11 +66,9 @@ struct router {
     unsigned long long starttime;
     int pidfd;
     long long started_ms, due_ms;
-    int backoff_ms;
+    int failures; /* consecutive failed starts and deaths: the backoff */
     bool reload_pending;
 };
-
-static int sys_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
 const char *router_subscribe_dir(const router_t *r) { return r->subscribe; }
 const char *router_sockets_dir(const router_t *r) { return r->homes; }
@@ -112,20 +107,12 @@ static pid_t recorded(const char *pid_path, unsigned long long *start)
 
 static void record(router_t *r)
 {
-    char *tmp = str_printf("%s.tmp", r->pid_path);
-    FILE *f = tmp ? fopen(tmp, "we") : NULL;
-    if (!f) {
-        log_error("router: write %s: %s", r->pid_path, tmp ? strerror(errno) : "out of memory");
-        free(tmp);
-        return;
-    }
-    int bad = fprintf(f, "%d %llu\n", (int)r->pid, r->starttime) < 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, r->pid_path) < 0) {
-        log_error("router: write %s: %s", r->pid_path, strerror(errno));
-        unlink(tmp);
-    }
-    free(tmp);
+    char line[64];
+    int n = snprintf(line, sizeof line, "%d %llu\n", (int)r->pid, r->starttime);
+    err_t e;
+    err_clear(&e);
+    if (fs_write_atomic(r->pid_path, line, (size_t)n, 0644, &e) < 0)
+        log_error("router: %s", e.msg);
 }
 
 static int add_arg(router_t *r, int *n, char *s, err_t *e)
@@ -310,7 +297,7 @@ static int own_dir(const char *path, uid_t uid, gid_t gid, mode_t mode, err_t *e
  * the router would leave there.  The containers see subscribe/ only. */
 static int make_dirs(router_t *r, err_t *e)
 {
-    if (agent_mkdirs(r->dir, 0700, e) < 0 || own_dir(r->dir, 0, r->gid, 0710, e) < 0 ||
+    if (fs_mkdirs(r->dir, 0700, e) < 0 || own_dir(r->dir, 0, r->gid, 0710, e) < 0 ||
         own_dir(r->keys, 0, r->gid, 0710, e) < 0 || own_dir(r->subscribe, 0, 0, 0755, e) < 0 ||
         own_dir(r->homes, 0, r->gid, 0710, e) < 0 || own_dir(r->run, 0, r->gid, 01733, e) < 0)
         return -1;
@@ -336,9 +323,9 @@ static int adopt(router_t *r, err_t *e)
         r->starttime = 0;
         return router_stop_dir(r->dir, STOP_FOREIGN_MS, e);
     }
-    if ((r->pidfd = sys_pidfd_open(pid)) >= 0) {
+    if ((r->pidfd = pidfd_open(pid, 0)) >= 0) {
         r->pid = pid;
-        r->started_ms = sv_now_ms();
+        r->started_ms = now_ms();
         log_info("router: adopted the running HTTP router (pid %d)", (int)pid);
     }
     return 0;
@@ -484,11 +471,11 @@ static int start(router_t *r, err_t *e)
         return err_set(e, ERR_INTERNAL, "fork the router failed");
     r->pid = v;
     char state = 0;
-    if (proc_stat(r->pid, &r->starttime, &state) < 0 || (r->pidfd = sys_pidfd_open(r->pid)) < 0) {
+    if (proc_stat(r->pid, &r->starttime, &state) < 0 || (r->pidfd = pidfd_open(r->pid, 0)) < 0) {
         forget(r);
         return err_set(e, ERR_INTERNAL, "the router exited at once (see %s)", r->log_path);
     }
-    r->started_ms = sv_now_ms();
+    r->started_ms = now_ms();
     record(r);
     log_info("router: HTTP router started on %s (pid %d, log %s)", r->o.http, (int)r->pid,
              r->log_path);
@@ -497,7 +484,7 @@ static int start(router_t *r, err_t *e)
 
 bool router_converge(router_t *r)
 {
-    long long now = sv_now_ms();
+    long long now = now_ms();
     if (r->pid > 0) {
         if (r->reload_pending) {
             r->reload_pending = false;
@@ -512,11 +499,9 @@ bool router_converge(router_t *r)
     err_t e;
     err_clear(&e);
     if (start(r, &e) < 0) {
-        r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : BACKOFF_MIN_MS;
-        if (r->backoff_ms > BACKOFF_MAX_MS)
-            r->backoff_ms = BACKOFF_MAX_MS;
-        r->due_ms = now + r->backoff_ms;
-        log_error("router: start: %s; retrying in %d s", e.msg, r->backoff_ms / 1000);
+        long long delay = backoff_ms(++r->failures);
+        r->due_ms = now + delay;
+        log_error("router: start: %s; retrying in %lld s", e.msg, delay / 1000);
         return false;
     }
     return true;
@@ -530,15 +515,13 @@ void router_events(router_t *r)
     char state = 0;
     if (proc_stat(r->pid, &st, &state) == 0 && st == r->starttime && state != 'Z')
         return; /* still there: a stale event */
-    long long now = sv_now_ms(), ran = now - r->started_ms;
-    if (ran >= HEALTHY_MS)
-        r->backoff_ms = 0;
-    r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : BACKOFF_MIN_MS;
-    if (r->backoff_ms > BACKOFF_MAX_MS)
-        r->backoff_ms = BACKOFF_MAX_MS;
-    r->due_ms = now + r->backoff_ms;
-    log_error("router: the HTTP router (pid %d) ended after %lld s; restarting it in %d s (see %s)",
-              (int)r->pid, ran / 1000, r->backoff_ms / 1000, r->log_path);
+    long long now = now_ms(), ran = now - r->started_ms;
+    if (ran >= BACKOFF_RESET_MS)
+        r->failures = 0;
+    long long delay = backoff_ms(++r->failures);
+    r->due_ms = now + delay;
+    log_error("router: the HTTP router (pid %d) ended after %lld s; restarting it in %lld s (see %s)",
+              (int)r->pid, ran / 1000, delay / 1000, r->log_path);
     forget(r);
 }
 
@@ -719,16 +702,16 @@ int router_stop_dir(const char *dir, int timeout_ms, err_t *e)
     }
     log_info("router: stopping the HTTP router (pid %d)", (int)pid);
     kill(pid, SIGINT);
-    long long deadline = sv_now_ms() + timeout_ms;
+    long long deadline = now_ms() + timeout_ms;
     struct timespec ts = {0, 20 * 1000000L};
     while (recorded(pid_path, NULL) == pid) {
-        if (sv_now_ms() >= deadline) {
+        if (now_ms() >= deadline) {
             kill(pid, SIGKILL);
-            deadline = sv_now_ms() + 2000;
+            deadline = now_ms() + 2000;
             timeout_ms = -1;
         }
         nanosleep(&ts, NULL);
-        if (timeout_ms < 0 && sv_now_ms() >= deadline)
+        if (timeout_ms < 0 && now_ms() >= deadline)
             break;
     }
     bool gone = recorded(pid_path, NULL) != pid;

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
+#include <sys/pidfd.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -187,13 +187,13 @@ static int write_tty_of(int pid, unsigned long tty, const char *text, tty_id_t *
 static int write_pinned(int pid, int uid, unsigned long tty, const char *text, tty_id_t *seen,
                         size_t *n_seen)
 {
-    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    int pidfd = pidfd_open(pid, 0);
     if (pidfd < 0)
         return 0;
     int n = 0;
     if (proc_uid(pid) == uid) {
         n = write_tty_of(pid, tty, text, seen, n_seen);
-        if (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0)
+        if (pidfd_send_signal(pidfd, 0, NULL, 0) < 0)
             n = 0; /* gone meanwhile: not counted (it was its terminal, though) */
     }
     close(pidfd);

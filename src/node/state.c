@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../common/fsutil.h"
+
 int state_path(const char *state_dir, int uid, const char *name, char *out, size_t len, err_t *e)
 {
     int n = name ? snprintf(out, len, "%s/%d/%s", state_dir, uid, name)
@@ -88,9 +90,8 @@ int state_load(const char *state_dir, int uid, state_t *st, err_t *e)
 
 int state_save(const char *state_dir, const state_t *st, err_t *e)
 {
-    char path[STATE_PATH_MAX], tmp[STATE_PATH_MAX];
-    if (state_path(state_dir, st->uid, "state.json", path, sizeof path, e) < 0 ||
-        state_path(state_dir, st->uid, ".state.json.tmp", tmp, sizeof tmp, e) < 0)
+    char path[STATE_PATH_MAX];
+    if (state_path(state_dir, st->uid, "state.json", path, sizeof path, e) < 0)
         return -1;
     json_t *j = json_pack(
         "{s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:s}", "uid", st->uid, "pid", (json_int_t)st->pid,
@@ -99,16 +100,16 @@ int state_save(const char *state_dir, const state_t *st, err_t *e)
         (json_int_t)st->ssh_generation, "last_error", st->last_error, "cgroup", st->cgroup);
     if (!j)
         return err_set(e, ERR_INTERNAL, "out of memory");
-    int rc = json_dump_file(j, tmp, JSON_INDENT(1) | JSON_SORT_KEYS);
+    char *text = json_dumps(j, JSON_INDENT(1) | JSON_SORT_KEYS);
     json_decref(j);
-    /* The directory is root's alone, so a plain path is safe; rename makes
-     * a reader see either the old or the new state, never half of one. */
-    if (rc < 0 || rename(tmp, path) < 0) {
-        int err = errno;
-        unlink(tmp);
-        return err_set(e, ERR_INTERNAL, "write %s: %s", path, strerror(err));
-    }
-    return 0;
+    if (!text)
+        return err_set(e, ERR_INTERNAL, "out of memory");
+    /* The directory is root's alone, so a plain path is safe; the atomic
+     * write makes a reader see either the old or the new state, never half
+     * of one. */
+    int rc = fs_write_atomic(path, text, strlen(text), 0644, e);
+    free(text);
+    return rc;
 }
 
 int proc_stat(pid_t pid, unsigned long long *starttime, char *state)

@@ -18,10 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/clock.h"
 #include "../common/log.h"
 #include "../common/strutil.h"
 #include "subscription.h"
-#include "supervisor.h"
 
 #define REFUSAL_SLOTS 64
 #define REFUSAL_QUIET_MS 60000     /* the same refusal is logged once a minute */
@@ -55,7 +55,7 @@ static bool worth_reporting(subgate_t *g, uid_t uid, const char *why)
 {
     uint32_t h = hash(why);
     struct refusal *r = &g->seen[(uid * 2654435761u ^ h) % REFUSAL_SLOTS];
-    long long now = sv_now_ms();
+    long long now = now_ms();
     if (r->uid == uid && r->why_hash == h && now - r->at_ms < REFUSAL_QUIET_MS)
         return false;
     *r = (struct refusal){.uid = uid, .why_hash = h, .at_ms = now};

@@ -10,11 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/syscall.h>
+#include <sys/pidfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/clock.h"
 #include "../common/log.h"
 #include "../common/strutil.h"
 #include "../common/validate.h"
@@ -81,20 +82,6 @@ struct supervisor {
     long long purge_before; /* server.purge_deleted_before; 0: none */
     bool housekeeping_due;  /* retire deleted homes, purge: after a state, a stop */
 };
-
-long long sv_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int sys_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
-
-static int sys_pidfd_signal(int fd, int sig)
-{
-    return (int)syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0);
-}
 
 /* ---- records --------------------------------------------------------------- */
 
@@ -187,7 +174,7 @@ bool sv_take_changed(supervisor_t *sv)
 
 static void watch(supervisor_t *sv, rec_t *r)
 {
-    r->pidfd = sys_pidfd_open(r->pid);
+    r->pidfd = pidfd_open(r->pid, 0);
     if (r->pidfd < 0) {
         log_warn("container %d: pidfd_open(%d): %s; checking it every %d ms instead", r->uid,
                  (int)r->pid, strerror(errno), POLL_ALIVE_MS);
@@ -213,7 +200,7 @@ static void unwatch(supervisor_t *sv, rec_t *r)
 
 static void send_signal(rec_t *r, int sig)
 {
-    int rc = r->pidfd >= 0 ? sys_pidfd_signal(r->pidfd, sig) : kill(r->pid, sig);
+    int rc = r->pidfd >= 0 ? pidfd_send_signal(r->pidfd, sig, NULL, 0) : kill(r->pid, sig);
     if (rc < 0 && errno != ESRCH)
         log_error("container %d: signal %d to init %d: %s", r->uid, sig, (int)r->pid,
                   strerror(errno));
@@ -230,14 +217,6 @@ static void describe(int status, char *out, size_t len)
         snprintf(out, len, "exited with status %d", WEXITSTATUS(status));
     else
         snprintf(out, len, "ended (status 0x%x)", (unsigned)status);
-}
-
-static long long backoff_ms(int level)
-{
-    long long d = SV_BACKOFF_MIN_MS;
-    for (int i = 1; i < level && d < SV_BACKOFF_MAX_MS; i++)
-        d *= 2;
-    return d > SV_BACKOFF_MAX_MS ? SV_BACKOFF_MAX_MS : d;
 }
 
 /* ---- start, stop, keys ---------------------------------------------------------- */
@@ -261,7 +240,7 @@ static void start_failed(supervisor_t *sv, rec_t *r, const char *msg)
     r->phase = PH_WAITING;
     r->failed = true;
     r->wait_gen = r->spec.generation;
-    r->deadline_ms = sv_now_ms() + delay;
+    r->deadline_ms = now_ms() + delay;
     snprintf(r->last_error, sizeof r->last_error, "%s", msg);
     log_once(r, "start", msg, delay);
     sv->changed = true;
@@ -288,7 +267,7 @@ static bool adopt(supervisor_t *sv, rec_t *r, pid_t pid)
     r->run_gen = st.generation;
     r->run_ssh_gen = st.ssh_generation;
     long long age = (long long)time(NULL) - st.since;
-    r->started_ms = sv_now_ms() - (age > 0 ? age * 1000 : 0);
+    r->started_ms = now_ms() - (age > 0 ? age * 1000 : 0);
     r->needs_cleanup = false;
     log_info("container %d: adopted (init pid %d, generation %lld, running for %lld s)", r->uid,
              (int)pid, st.generation, age > 0 ? age : 0);
@@ -363,7 +342,7 @@ static void start(supervisor_t *sv, rec_t *r)
     r->child = true;
     r->run_gen = r->spec.generation;
     r->run_ssh_gen = r->spec.ssh_generation;
-    r->started_ms = sv_now_ms();
+    r->started_ms = now_ms();
     r->failed = false;
     r->needs_cleanup = false;
     r->last_error[0] = r->logged_error[0] = '\0';
@@ -398,7 +377,7 @@ static void begin_stop(supervisor_t *sv, rec_t *r, int timeout_ms, bool restart)
     r->restart_after = restart;
     r->phase = PH_STOPPING;
     r->killed = timeout_ms == 0;
-    r->deadline_ms = sv_now_ms() + (timeout_ms ? timeout_ms : KILL_WAIT_MS);
+    r->deadline_ms = now_ms() + (timeout_ms ? timeout_ms : KILL_WAIT_MS);
     send_signal(r, timeout_ms ? SIGTERM : SIGKILL);
     sv->changed = true;
 }
@@ -441,7 +420,7 @@ static void init_ended(supervisor_t *sv, rec_t *r, int status, bool reaped)
     }
     char how[96];
     describe(status, how, sizeof how);
-    long long ran = sv_now_ms() - r->started_ms;
+    long long ran = now_ms() - r->started_ms;
     sv->changed = true;
     if (!sv->have_state || !r->wanted || !r->have_spec) {
         log_warn("container %d: init %d %s after %lld s; not restarted (%s)", r->uid, (int)pid,
@@ -451,13 +430,13 @@ static void init_ended(supervisor_t *sv, rec_t *r, int status, bool reaped)
         r->needs_cleanup = true;
         return;
     }
-    if (ran >= SV_BACKOFF_RESET_MS)
+    if (ran >= BACKOFF_RESET_MS)
         r->backoff = 0;
     long long delay = backoff_ms(++r->backoff);
     r->phase = PH_WAITING;
     r->failed = false;
     r->wait_gen = r->run_gen;
-    r->deadline_ms = sv_now_ms() + delay;
+    r->deadline_ms = now_ms() + delay;
     snprintf(r->last_error, sizeof r->last_error, "init %s; restarting", how);
     log_warn("container %d: init %d %s after %lld s; restarting it in %lld s", r->uid,
              (int)pid, how, ran / 1000, delay / 1000);
@@ -826,7 +805,7 @@ static void housekeeping(supervisor_t *sv)
 void sv_converge(supervisor_t *sv)
 {
     for (size_t i = 0; i < sv->n; i++)
-        converge_one(sv, sv->recs[i], sv_now_ms());
+        converge_one(sv, sv->recs[i], now_ms());
     if (sv->housekeeping_due)
         housekeeping(sv);
 }
@@ -840,7 +819,7 @@ long long sv_next_deadline(const supervisor_t *sv)
         if (r->phase == PH_STOPPING || (r->phase == PH_WAITING && r->wanted))
             d = r->deadline_ms;
         if (r->pidfd < 0 && (r->phase == PH_RUNNING || r->phase == PH_STOPPING)) {
-            long long p = sv_now_ms() + POLL_ALIVE_MS;
+            long long p = now_ms() + POLL_ALIVE_MS;
             d = d < 0 || p < d ? p : d;
         }
         if (d >= 0 && (next < 0 || d < next))

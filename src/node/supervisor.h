@@ -33,10 +33,6 @@ typedef struct {
     int restart_grace_ms;
 } sv_opts_t;
 
-#define SV_BACKOFF_MIN_MS 1000
-#define SV_BACKOFF_MAX_MS 30000
-#define SV_BACKOFF_RESET_MS 60000
-
 supervisor_t *sv_new(const sv_opts_t *o, err_t *e);
 /* Forget everything; running containers keep running. */
 void sv_free(supervisor_t *sv);
@@ -61,7 +57,5 @@ bool sv_take_changed(supervisor_t *sv);
 /* {"containers": [{"uid", "state", "since", "restarts", "last_error",
  *  "generation"}]} for POST /node/status; NULL when out of memory. */
 char *sv_status_report(const supervisor_t *sv);
-
-long long sv_now_ms(void);
 
 #endif

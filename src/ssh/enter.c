@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -50,6 +51,7 @@
 
 #include "../common/beneath.h"
 #include "../common/config.h"
+#include "../common/validate.h"
 #include "../node/cgroup.h"
 #include "../node/seccomp.h"
 #include "../node/state.h"
@@ -57,7 +59,6 @@
 #ifndef IMP_SSH_CONF
 #define IMP_SSH_CONF "/etc/imperium/ssh.conf"
 #endif
-#define UID_MIN_CONTAINER 30001
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...)
@@ -311,7 +312,7 @@ int main(int argc, char **argv)
         command = argv[2];
     else if (argc != 1)
         die("usage: imperium-enter [-c COMMAND] (the login shell of a container's uid)");
-    if (uid < UID_MIN_CONTAINER)
+    if (uid <= UID_BASE)
         die("imperium-enter: uid %d is not a container's", uid);
     if (geteuid() != 0)
         die("imperium-enter: must be installed setuid root (chown root; chmod 4755)");
@@ -327,7 +328,7 @@ int main(int argc, char **argv)
     int loaded = state_load(state_dir, uid, &st, &e);
     if (loaded < 0)
         die("imperium-enter: container %d: %s", uid, e.msg);
-    int pidfd = loaded == 1 && st.pid > 0 ? (int)syscall(SYS_pidfd_open, st.pid, 0) : -1;
+    int pidfd = loaded == 1 && st.pid > 0 ? pidfd_open(st.pid, 0) : -1;
     /* Checked after the pidfd is open: from here on the pid cannot be
      * recycled under us without setns(pidfd) failing. */
     if (pidfd < 0 || st.uid != uid || !state_init_alive(&st))

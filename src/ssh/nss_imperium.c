@@ -26,11 +26,13 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+/* UID_BASE only: this module is built from this file alone. */
+#include "../common/validate.h"
+
 #ifndef IMP_SSH_CONF
 #define IMP_SSH_CONF "/etc/imperium/ssh.conf"
 #endif
 #define IMP_DEFAULT_SHELL "/usr/lib/imperium/imperium-enter"
-#define IMP_UID_MIN 30001L
 
 typedef struct {
     char containers_dir[PATH_MAX];
@@ -100,7 +102,7 @@ static long parse_name(const char *name)
 /* 0 and the config when uid is a container of this node. */
 static int known(long uid, nss_cfg_t *c, char *home, size_t len)
 {
-    if (uid < IMP_UID_MIN || uid > INT_MAX || load_cfg(c) < 0)
+    if (uid <= UID_BASE || uid > INT_MAX || load_cfg(c) < 0)
         return -1;
     int n = snprintf(home, len, "%s/%ld", c->containers_dir, uid);
     struct stat st;

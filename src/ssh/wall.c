@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/validate.h"
 #include "../node/shells.h"
 
 int main(int argc, char **argv)
@@ -19,7 +20,7 @@ int main(int argc, char **argv)
     }
     char *end;
     long uid = strtol(argv[3], &end, 10);
-    if (*end || uid <= 30000 || uid > 2147483647L) {
+    if (*end || uid <= UID_BASE || uid > 2147483647L) {
         fprintf(stderr, "imperium-wall: not a container uid: %s\n", argv[3]);
         return 2;
     }

@@ -2,9 +2,9 @@
 default) on a temporary SQLite file and a free loopback port, and talk to it
 over HTTP the way customers and the supplier do."""
 
-import itertools
+import contextlib
 import os
-import signal
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -13,20 +13,11 @@ import time
 import pytest
 import requests
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.environ.get("IMPERIUM_BIN", os.path.join(ROOT, "build", "asan"))
-
-_names = itertools.count(1)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def unique(prefix):
-    return f"{prefix}{os.getpid()}x{next(_names)}"
+import nodeutil
+# Re-exported: test modules import them from here, and a test replaces
+# conftest.free_port to restart the API on the same port.
+from helpers import (BIN, ROOT, free_port, mount_lines, next_number, stop_proc,  # noqa: F401
+                     unique)
 
 
 class Api:
@@ -70,7 +61,7 @@ class Api:
         return (username, password), info
 
     def new_server(self, owner=None, memory=10000, storage=100000, **fields):
-        n = next(_names)
+        n = next_number()
         # Server addresses are unique: derive one from a counter.
         body = {"name": unique("srv"), "address": f"198.51.{n // 250}.{n % 250 + 1}",
                 "memory": memory, "storage": storage, **fields}
@@ -121,40 +112,36 @@ def start_api(workdir, extra_args=()):
 
 def stop_api(api):
     """SIGTERM, then insist on a clean exit and a clean sanitizer report."""
-    if api.proc.poll() is None:
-        api.proc.send_signal(signal.SIGTERM)
-        try:
-            api.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            api.proc.kill()
-            api.proc.wait()
-            pytest.fail("imperium-api did not stop on SIGTERM")
+    if not stop_proc(api.proc):
+        pytest.fail("imperium-api did not stop on SIGTERM")
     log = api.log()
     for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
         assert marker not in log, "sanitizer report in imperium-api log:\n" + log[-6000:]
     assert api.proc.returncode == 0, f"imperium-api exit code {api.proc.returncode}:\n{log[-3000:]}"
 
 
-@pytest.fixture(scope="module")
-def api():
-    """One API per test module: tests create their own uniquely named objects."""
+@contextlib.contextmanager
+def api_in_a_tempdir():
     with tempfile.TemporaryDirectory(prefix="imperium-e2e-") as d:
         a = start_api(d)
         try:
             yield a
         finally:
             stop_api(a)
+
+
+@pytest.fixture(scope="module")
+def api():
+    """One API per test module: tests create their own uniquely named objects."""
+    with api_in_a_tempdir() as a:
+        yield a
 
 
 @pytest.fixture
 def fresh_api():
     """An API of its own for tests that need an empty database."""
-    with tempfile.TemporaryDirectory(prefix="imperium-e2e-") as d:
-        a = start_api(d)
-        try:
-            yield a
-        finally:
-            stop_api(a)
+    with api_in_a_tempdir() as a:
+        yield a
 
 
 @pytest.fixture
@@ -189,3 +176,62 @@ def curl(*args):
                          capture_output=True, text=True, timeout=30, check=True).stdout
     body, _, status = out.rpartition("\n")
     return int(status), body
+
+
+# ---- nodes (tests/e2e/nodeutil.py), for the modules that start containers ----------
+
+@pytest.fixture(scope="module")
+def subreaper():
+    """Like PID 1 on a real node: adopt the inits a stopped daemon leaves
+    behind, and reap them when they die.  Modules that start daemons use it
+    for all their tests (pytest.mark.usefixtures in their pytestmark)."""
+    roots = [f"/sys/fs/cgroup/memory/{nodeutil.CGROUP_PARENT}",
+             f"/sys/fs/cgroup/{nodeutil.CGROUP_PARENT}"]
+    with nodeutil.subreaping(roots):
+        yield
+
+
+@pytest.fixture
+def make_node(api):
+    """make_node() -> a Node with its daemon running; make_node(api2, start=False)."""
+    nodes = []
+    before = mount_lines()
+
+    def make(on_api=None, start=True, host_ok=True):
+        n = nodeutil.Node(on_api or api, nodeutil.new_base("daemon-"), host_ok=host_ok)
+        nodes.append(n)
+        if start:
+            n.start()
+        return n
+
+    try:
+        yield make
+    finally:
+        try:
+            for n in nodes:
+                n.cleanup()
+        finally:
+            for n in nodes:
+                shutil.rmtree(n.base, ignore_errors=True)
+        leaked = nodeutil.leaked_mounts(before, nodeutil.BASE)
+        assert not leaked, leaked
+
+
+@pytest.fixture(scope="module")
+def host_distro(api):
+    return api.new_distro(unique("host-distro-"), path="/")
+
+
+@pytest.fixture(scope="module")
+def keypairs():
+    """Four ed25519 key pairs: [(private path, public line)]."""
+    d = tempfile.mkdtemp(prefix="imperium-ssh-keys-")
+    out = []
+    for i in range(4):
+        path = os.path.join(d, f"k{i}")
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"k{i}@test",
+                        "-f", path], check=True)
+        with open(path + ".pub") as f:
+            out.append((path, f.read().strip()))
+    yield out
+    shutil.rmtree(d, ignore_errors=True)

@@ -7,7 +7,6 @@ stray processes killed, cgroups removed; the fixture then checks that no
 mount leaked onto the host."""
 
 import base64
-import ctypes
 import json
 import os
 import random
@@ -20,32 +19,20 @@ import time
 
 import pytest
 
-from conftest import BIN, ROOT
+from conftest import ROOT
+from helpers import SANITIZER_MARKERS, mount_lines, proc_status, procs_of_uid, wait_for
+# BASE is not under /tmp: inside, /tmp is the home's tmp/, which would hide
+# the node directory anyway and make the "not visible" checks meaningless.
+from nodeutil import (BASE, NEEDS_CONTAINERS, NODE, PROBE_REPORT, PROBE_START, MiB, leaked_mounts,
+                      run_probe, subreaping)
 
-NODE = os.path.join(BIN, "imperium-node")
 SHORTCUTS = os.path.join(ROOT, "etc", "uwsgi", "shortcuts.ini")
-# Not under /tmp: inside, /tmp is the home's tmp/, which would hide the node
-# directory anyway and make the "not visible" checks meaningless.
-BASE = os.path.join(ROOT, "build", "e2e-node")
+# Not the daemon's (nodeutil.CGROUP_PARENT): these containers are the CLI's.
 CGROUP_PARENT = f"imperium-e2e-{os.getpid()}"
-MiB = 1024 * 1024
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
-    pytest.mark.skipif(not os.path.exists("/usr/lib/uwsgi/plugins/python3_plugin.so"),
-                       reason="needs uwsgi-core and uwsgi-plugin-python3"),
-]
+pytestmark = NEEDS_CONTAINERS
 
-PROBE = r'''
-import errno, json, os, socket, subprocess
-home = os.environ["HOME"]
-def attempt(fn):
-    try:
-        fn()
-        return "ok"
-    except OSError as e:
-        return errno.errorcode.get(e.errno, str(e.errno))
-def mount_opts(target):
+PROBE = '\n' + PROBE_START + r'''def mount_opts(target):
     for line in open("/proc/self/mountinfo"):
         f = line.split()
         if f[4] == target:
@@ -77,20 +64,7 @@ out = {
     "sys": os.listdir("/sys"),
     "net": sorted(l.split(":")[0].strip() for l in list(open("/proc/net/dev"))[2:]),
 }
-tmp = os.path.join(home, ".probe.json.tmp")
-open(tmp, "w").write(json.dumps(out))
-os.rename(tmp, os.path.join(home, "probe.json"))
-
-def application(environ, start_response):
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"probe"]
-'''
-
-VASSAL = """[uwsgi]
-plugin = 0:python
-wsgi-file = $(HOME)/probe.py
-socket = $(HOME)/run/probe.sock
-"""
+''' + PROBE_REPORT
 
 
 def ssh_key(comment="test"):
@@ -98,43 +72,13 @@ def ssh_key(comment="test"):
     return f"ssh-ed25519 {base64.b64encode(blob).decode()} {comment}"
 
 
-def proc_status(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return dict((k, v.strip()) for k, v in (line.split(":", 1) for line in f))
-
-
 def pids_of_uid(uid):
-    out = []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            st = proc_status(p)
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if st["Uid"].split()[0] == str(uid) and st["State"][0] != "Z":
-            out.append(int(p))
-    return out
+    return list(procs_of_uid(uid))
 
 
 def children(pid):
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(x) for x in f.read().split()]
-
-
-def wait_for(fn, timeout=20, interval=0.1, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def mount_lines():
-    with open("/proc/self/mountinfo") as f:
-        return set(f.read().splitlines())
 
 
 def cgroup_parents():
@@ -143,18 +87,12 @@ def cgroup_parents():
 
 
 @pytest.fixture(scope="module", autouse=True)
-def subreaper():
+def cli_subreaper():
     """Containers outlive the CLI that starts them; make this process their
-    reaper (instead of the host's PID 1) so no zombie is left behind."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    yield
-    libc.prctl(36, 0, 0, 0, 0)
-    for d in cgroup_parents():
-        try:
-            os.rmdir(d)
-        except FileNotFoundError:
-            pass
+    reaper (instead of the host's PID 1) so no zombie is left behind.  The
+    tests reap their inits themselves (Node.reap)."""
+    with subreaping(cgroup_parents(), reap=False):
+        yield
 
 
 class Node:
@@ -178,7 +116,7 @@ class Node:
 
     def run(self, *args, expect=0):
         p = subprocess.run([NODE, *args], capture_output=True, text=True, timeout=60)
-        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+        for marker in SANITIZER_MARKERS:
             assert marker not in p.stderr, p.stderr
         if expect is not None:
             assert p.returncode == expect, (args, p.returncode, p.stdout, p.stderr)
@@ -256,25 +194,12 @@ def node():
             n.cleanup()
         finally:
             shutil.rmtree(base, ignore_errors=True)
-        leaked = [line for line in mount_lines() - before
-                  if base in line or " /containers" in line or " - tmpfs none " in line
-                  or " - proc none " in line or " - devpts none " in line]
+        leaked = leaked_mounts(before, base)
         assert not leaked, leaked
 
 
 def deploy_probe(node, uid, hidden=()):
-    home = node.home(uid)
-    with open(os.path.join(home, "probe.py"), "w") as f:
-        f.write(f"HIDDEN = {list(hidden)!r}\n" + PROBE)
-    tmp = os.path.join(home, "vassals", ".probe.ini.tmp")
-    with open(tmp, "w") as f:
-        f.write(VASSAL)
-    os.chown(tmp, uid, uid)
-    os.rename(tmp, os.path.join(home, "vassals", "probe.ini"))
-    path = os.path.join(home, "probe.json")
-    wait_for(lambda: os.path.exists(path), 30, what="the probe vassal's report")
-    with open(path) as f:
-        return json.load(f)
+    return run_probe(node.home(uid), uid, f"HIDDEN = {list(hidden)!r}\n" + PROBE)
 
 
 def emperor_of(init_pid):

@@ -11,23 +11,17 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
 import requests
 
-import conftest
-from conftest import free_port, unique
-import test_node_daemon as nd
-from test_node_daemon import host_distro, subreaper, wait_for  # noqa: F401  (fixtures)
+from conftest import unique
+from helpers import proc_status, wait_for
+from nodeutil import NEEDS_CONTAINERS, PY_APP, RouterNode, add_domain, launch, new_base
 
-pytestmark = nd.pytestmark
+pytestmark = [*NEEDS_CONTAINERS, pytest.mark.usefixtures("subreaper")]
 
-PY_APP = '''def application(environ, start_response):
-    start_response('200 OK', [('Content-Type','text/plain')])
-    return [b"Hello i am python %s" % NAME.encode()]
-'''
 PL_APP = '''my $app = sub {
     my ($env) = @_;
     return [200, ['Content-Type' => 'text/plain'], ["Hello i am perl"]];
@@ -43,112 +37,9 @@ run MyApp.new
 '''
 
 
-class RouterNode(nd.Node):
-    def __init__(self, api, base, port=None):
-        super().__init__(api, base)
-        self.port = port or free_port()
-        with open(self.conf, "a") as f:
-            f.write(f"router_http = 127.0.0.1:{self.port}\n")
-
-    def get(self, host, timeout=5):
-        return requests.get(f"http://127.0.0.1:{self.port}/", headers={"Host": host},
-                            timeout=timeout)
-
-    def router_log(self):
-        try:
-            return open(os.path.join(self.state, "router", "router.log"), errors="replace").read()
-        except FileNotFoundError:
-            return ""
-
-    def subscriptions(self):
-        """{key: [node addresses]} from the fastrouter's stats socket."""
-        s = socket.socket(socket.AF_UNIX)
-        s.connect(os.path.join(self.state, "router", "run", "fastrouter-stats.sock"))
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        s.close()
-        stats = json.loads(data)
-        return {sub["key"]: [n["name"] for n in sub["nodes"]]
-                for sub in stats.get("subscriptions", [])}
-
-    def sockets(self, uid):
-        """The container's run/ as the node keeps it (mounted on the home's
-        run/ inside the container, the router's /containers/<uid>/run)."""
-        return os.path.join(self.state, "router", "homes", str(uid), "run")
-
-    def vassal(self, uid, name, text, files=()):
-        home = self.home(uid)
-        for fname, content in files:
-            with open(os.path.join(home, fname), "w") as f:
-                f.write(content)
-        tmp = os.path.join(home, "vassals", f".{name}.tmp")
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.chown(tmp, uid, uid)
-        os.rename(tmp, os.path.join(home, "vassals", name))
-
-    def py_vassal(self, uid, name, domain, tag=None):
-        tag = tag or name
-        self.vassal(uid, f"{name}.ini",
-                    f"[uwsgi]\nplugin = 0:python\nwsgi-file = $(HOME)/{name}.py\n"
-                    f"domain = {domain}\n",
-                    files=[(f"{name}.py", f"NAME = {tag!r}\n" + PY_APP)])
-
-    def answers(self, host, n=30):
-        out = []
-        for _ in range(n):
-            try:
-                r = self.get(host)
-                out.append((r.status_code, r.text))
-            except requests.RequestException as e:
-                out.append((0, str(e)))
-        return out
-
-    def wait_answer(self, host, text, timeout=30):
-        def ok():
-            try:
-                r = self.get(host, timeout=2)
-                return r.status_code == 200 and text in r.text
-            except requests.RequestException:
-                return False
-        wait_for(ok, timeout, f"{text!r} on {host}", interval=0.1)
-
-
-    def router_pid(self):
-        with open(os.path.join(self.state, "router", "router.pid")) as f:
-            return int(f.read().split()[0])
-
-    def router_pids(self):
-        """The router's master and every process below it."""
-        pids, parents = [], {}
-        for d in os.listdir("/proc"):
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    parents[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (ValueError, OSError):
-                pass
-        todo = [self.router_pid()]
-        while todo:
-            p = todo.pop()
-            pids.append(p)
-            todo += [c for c, pp in parents.items() if pp == p]
-        return pids
-
-
-def new_base():
-    os.makedirs(nd.BASE, exist_ok=True)
-    base = tempfile.mkdtemp(prefix="router-", dir=nd.BASE)
-    os.chmod(base, 0o755)
-    return base
-
-
 @pytest.fixture
 def rnode(api):
-    base = new_base()
+    base = new_base("router-")
     n = RouterNode(api, base)
     try:
         n.start()
@@ -167,23 +58,6 @@ def rnode(api):
             shutil.rmtree(base, ignore_errors=True)
 
 
-def add_domain(api, auth, name):
-    # As the supplier (no DNS TXT check), for the customer.
-    api.admin("POST", "/domains", {"name": name, "customer": auth[0]}, expect=201)
-
-
-def launch(node, host_distro, ssh_keys, auth=None, i=0):
-    uid = node.new_container() if auth is None else node.api.new_container(
-        auth[0], node.server["name"], name=unique("box"))
-    if auth is not None:
-        node.uids.append(uid)
-    a = auth or node.auth
-    assert node.api.post(f"/containers/{uid}", auth=a,
-                         json={"distro": host_distro["id"]}).status_code == 200
-    assert node.api.post(f"/containers/{uid}", auth=a,
-                         json={"ssh_keys": [ssh_keys[i]]}).status_code == 200
-    wait_for(lambda: nd.running(uid), 5, "the Emperor")
-    return uid
 
 
 def test_python_app_served_and_unknown_host_404(rnode, host_distro, ssh_keys):
@@ -475,11 +349,6 @@ ROUTER_USER = "imperium-router"   # the default router_user
 INSIDE = "/run/imperium-router"   # the router's directory, in its mount namespace
 
 
-def proc_status(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-
-
 def free_low_port():
     """A free port below 1024 on 127.0.0.1 (binding it needs root)."""
     for port in range(700 + os.getpid() % 200, 1000):
@@ -516,7 +385,7 @@ def test_the_router_runs_unprivileged_on_a_low_port_and_reloads(api, host_distro
     root: uWSGI binds the port as a shared socket, then drops to the router's
     user, with no_new_privs and no capabilities.  A reload (a domain deleted)
     re-execs it unprivileged, inheriting the port; it still serves."""
-    n = RouterNode(api, new_base(), port=free_low_port())
+    n = RouterNode(api, new_base("router-"), port=free_low_port())
     try:
         n.start()
         pw = pwd.getpwnam(ROUTER_USER)
@@ -659,7 +528,7 @@ def test_the_router_user_reaches_only_what_it_serves(rnode, host_distro, ssh_key
     ("root", "router_user root is root (uid 0, gid 0)"),
 ])
 def test_a_router_user_that_is_missing_or_root_is_refused(api, user, why):
-    n = RouterNode(api, new_base())
+    n = RouterNode(api, new_base("router-"))
     try:
         with open(n.conf, "a") as f:
             f.write(f"router_user = {user}\n")

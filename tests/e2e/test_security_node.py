@@ -4,33 +4,24 @@ ssh helper does as root; a deleted container's home goes out of reach and
 is never handed to another container; a custom distro of another customer
 is refused.
 
-Runs as root with the real daemon (tests/e2e/test_node_daemon.py's node and
-cleanup).  Tests that start containers must hold /tmp/imperium-node-e2e.lock
-when several people share the machine."""
+Runs as root with the real daemon (tests/e2e/nodeutil.py's node, conftest.py's
+make_node and cleanup).  Tests that start containers must hold
+/tmp/imperium-node-e2e.lock when several people share the machine."""
 
 import json
 import os
 import shutil
-import signal
 import subprocess
-import threading
 import time
 
 import pytest
 
-from conftest import BIN, ROOT, free_port, unique
-from test_node_daemon import (host_distro, make_node, mount_lines, procs_of_uid,  # noqa: F401
-                              running, subreaper, wait_for)
+from conftest import BIN, free_port, unique
+from helpers import mount_lines, procs_of_uid, wait_for
+from nodeutil import NEEDS_CONTAINERS, running
+from sshutil import SSH_BIN
 
-# imperium-enter is setuid root once installed: never the sanitizer build.
-SSH_BIN = os.environ.get("IMPERIUM_SSH_BIN") or (
-    os.path.dirname(BIN) if os.path.basename(BIN.rstrip("/")) == "asan" else BIN)
-
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
-    pytest.mark.skipif(not os.path.exists("/usr/lib/uwsgi/plugins/python3_plugin.so"),
-                       reason="needs uwsgi-core and uwsgi-plugin-python3"),
-]
+pytestmark = [*NEEDS_CONTAINERS, pytest.mark.usefixtures("subreaper")]
 
 
 def host_dir(path, mode=0o750):
@@ -75,7 +66,7 @@ def plant_link(home, name, target):
 
 @pytest.mark.parametrize("name", ["logs", "etc", ".ssh", "run", "tmp"])
 def test_a_symlinked_home_directory_is_refused_not_followed(make_node, host_distro, ssh_keys,
-                                                            name):  # noqa: F811
+                                                            name):
     node = make_node()
     uid, home = stopped_home(node, host_distro, ssh_keys[0])
     target = os.path.join(node.base, "host-target")
@@ -91,7 +82,7 @@ def test_a_symlinked_home_directory_is_refused_not_followed(make_node, host_dist
     assert os.path.islink(os.path.join(home, name))
 
 
-def test_lenient_symlinks_are_left_alone(make_node, host_distro, ssh_keys):  # noqa: F811
+def test_lenient_symlinks_are_left_alone(make_node, host_distro, ssh_keys):
     node = make_node()
     uid, home = stopped_home(node, host_distro, ssh_keys[0])
     targets = {}
@@ -110,7 +101,7 @@ def test_lenient_symlinks_are_left_alone(make_node, host_distro, ssh_keys):  # n
 # ---- deleted containers: homes out of reach, never adopted ----------------------
 
 def test_deleting_moves_the_home_out_of_reach_until_purged(make_node, host_distro,
-                                                           ssh_keys):  # noqa: F811
+                                                           ssh_keys):
     node = make_node()
     uid = node.new_container()
     node.launch(uid, host_distro, ssh_keys[0])
@@ -167,7 +158,7 @@ def test_deleting_moves_the_home_out_of_reach_until_purged(make_node, host_distr
 
 
 def test_a_home_of_another_or_of_nobody_is_never_adopted(make_node, host_distro,
-                                                         ssh_keys):  # noqa: F811
+                                                         ssh_keys):
     node = make_node()
     uid = node.new_container()
     node.post(uid, {"distro": host_distro["id"]})
@@ -196,7 +187,7 @@ def test_a_home_of_another_or_of_nobody_is_never_adopted(make_node, host_distro,
 
 
 def test_a_home_from_before_the_records_is_kept_on_upgrade(make_node, host_distro,
-                                                           ssh_keys):  # noqa: F811
+                                                           ssh_keys):
     node = make_node()
     uid = node.new_container()
     node.launch(uid, host_distro, ssh_keys[0])
@@ -216,7 +207,7 @@ def test_a_home_from_before_the_records_is_kept_on_upgrade(make_node, host_distr
 
 # ---- custom distros: only the same customer's, on this server --------------------
 
-def test_a_custom_distro_of_another_customer_is_refused(make_node, host_distro, ssh_keys):  # noqa: F811
+def test_a_custom_distro_of_another_customer_is_refused(make_node, host_distro, ssh_keys):
     """The API never sends such a state; the node checks anyway (a state
     from a compromised or buggy API, or saved before a holder was deleted).
     The daemon is fed the state through its saved desired state, with the
@@ -334,7 +325,7 @@ def super_options(pid):
         return {line.split()[4]: line.split(" - ")[1].split()[2] for line in f}
 
 
-def test_sessions_racing_a_swapped_run_remount_nothing(make_node, ssh_keys, api, tmp_path):  # noqa: F811
+def test_sessions_racing_a_swapped_run_remount_nothing(make_node, ssh_keys, api, tmp_path):
     node = make_node()
     uid = node.new_container()
     distro_dir = os.path.join(node.base, "racy-distro")

@@ -5,25 +5,24 @@ session; the init is the small imperium-init program, not a fork of the
 node daemon).  The real API, the real imperium-node daemon with its HTTP
 router, containers on the host distro; root only.
 
-The node, router and sshd helpers are those of test_node_daemon, test_router
-and test_ssh (imported, as test_router and test_ssh do themselves)."""
+The node, router and sshd helpers are those of tests/e2e/nodeutil.py and
+sshutil.py, the fixtures those of conftest.py."""
 
 import json
 import os
 import shutil
-import tempfile
 import time
 
 import pytest
 import requests
 
 from conftest import BIN, unique
-import test_node_daemon as nd
-from test_node_daemon import host_distro, subreaper, wait_for  # noqa: F401  (fixtures)
-from test_router import RouterNode, add_domain, launch
-from test_ssh import Sshd, keypairs, ok  # noqa: F401  (fixture)
+from helpers import mount_lines, proc_status, procs_of_uid, wait_for
+from nodeutil import (CGROUP_PARENT, NEEDS_CONTAINERS, RouterNode, add_domain, cgroup_dirs,
+                      launch, new_base, running)
+from sshutil import Sshd, ok
 
-pytestmark = nd.pytestmark
+pytestmark = [*NEEDS_CONTAINERS, pytest.mark.usefixtures("subreaper")]
 
 PIDS_MAX = 64
 CPU_WEIGHT = 50   # v1: 512 shares
@@ -112,13 +111,11 @@ def application(environ, start_response):
 def snode(api):
     """A node (daemon + HTTP router) with a small pids limit and explicit
     CPU and I/O weights in its config."""
-    os.makedirs(nd.BASE, exist_ok=True)
-    base = tempfile.mkdtemp(prefix="secrt-", dir=nd.BASE)
-    os.chmod(base, 0o755)
+    base = new_base("secrt-")
     n = RouterNode(api, base)
     with open(n.conf, "a") as f:
         f.write(f"pids_max = {PIDS_MAX}\ncpu_weight = {CPU_WEIGHT}\nio_weight = {IO_WEIGHT}\n")
-    before = nd.mount_lines()
+    before = mount_lines()
     try:
         n.start()
         yield n
@@ -131,18 +128,18 @@ def snode(api):
                         os.rmdir(d)
         finally:
             shutil.rmtree(base, ignore_errors=True)
-        leaked = [line for line in nd.mount_lines() - before if base in line]
+        leaked = [line for line in mount_lines() - before if base in line]
         assert not leaked, leaked
 
 
 def ctl_dirs(uid):
     """{controller: directory} of the container's cgroups besides memory."""
-    v2 = f"/sys/fs/cgroup/{nd.CGROUP_PARENT}/{uid}"
+    v2 = f"/sys/fs/cgroup/{CGROUP_PARENT}/{uid}"
     if os.path.exists(f"{v2}/pids.max"):
         return {"pids": v2, "cpu": v2, "io": v2}
-    return {"pids": f"/sys/fs/cgroup/pids/{nd.CGROUP_PARENT}/{uid}",
-            "cpu": f"/sys/fs/cgroup/cpu/{nd.CGROUP_PARENT}/{uid}",
-            "io": f"/sys/fs/cgroup/blkio/{nd.CGROUP_PARENT}/{uid}"}
+    return {"pids": f"/sys/fs/cgroup/pids/{CGROUP_PARENT}/{uid}",
+            "cpu": f"/sys/fs/cgroup/cpu/{CGROUP_PARENT}/{uid}",
+            "io": f"/sys/fs/cgroup/blkio/{CGROUP_PARENT}/{uid}"}
 
 
 def read(path):
@@ -155,9 +152,9 @@ def deploy(node, uid, name, app, files):
                 f"socket = $(HOME)/run/{name}.sock\n", files=[(f"{name}.py", app), *files])
 
 
-def test_the_init_is_imperium_init_under_seccomp(snode, host_distro, ssh_keys):  # noqa: F811
+def test_the_init_is_imperium_init_under_seccomp(snode, host_distro, ssh_keys):
     uid = launch(snode, host_distro, ssh_keys)
-    init, emperor = nd.running(uid)
+    init, emperor = running(uid)
     # PID 1 of the container is its own small program, not the node daemon.
     want = os.path.realpath(os.path.join(BIN, "imperium-init"))
     assert os.readlink(f"/proc/{init}/exe") == want
@@ -165,8 +162,8 @@ def test_the_init_is_imperium_init_under_seccomp(snode, host_distro, ssh_keys): 
     with open(f"/proc/{init}/cmdline") as f:
         argv = f.read().split("\0")
     assert argv[0] == "imperium-init" and argv[4] == "--" and argv[5].endswith("uwsgi"), argv
-    st = nd.proc_status(init)
-    assert st["Seccomp"] == "2" and nd.proc_status(emperor)["Seccomp"] == "2"
+    st = proc_status(init)
+    assert st["Seccomp"] == "2" and proc_status(emperor)["Seccomp"] == "2"
     assert st["NoNewPrivs"] == "1" and int(st["CapEff"], 16) == 0
     assert st["Threads"] == "1"
     # Only the sync socket went through exec, and it is closed by now.
@@ -175,7 +172,7 @@ def test_the_init_is_imperium_init_under_seccomp(snode, host_distro, ssh_keys): 
     assert not any(t.startswith("socket:") for t in targets), targets
 
 
-def test_a_missing_init_is_a_clear_error(snode, host_distro, ssh_keys):  # noqa: F811
+def test_a_missing_init_is_a_clear_error(snode, host_distro, ssh_keys):
     snode.stop()
     with open(snode.conf, "a") as f:
         f.write(f"init = {snode.base}/no-such-init\n")
@@ -186,10 +183,10 @@ def test_a_missing_init_is_a_clear_error(snode, host_distro, ssh_keys):  # noqa:
     st = snode.wait_status(uid, state="failed")
     assert f"the container init {snode.base}/no-such-init: No such file or directory" \
         in st["last_error"], st
-    assert not nd.procs_of_uid(uid)
+    assert not procs_of_uid(uid)
 
 
-def test_kernel_attack_surface_is_refused_inside(snode, host_distro, ssh_keys):  # noqa: F811
+def test_kernel_attack_surface_is_refused_inside(snode, host_distro, ssh_keys):
     uid = launch(snode, host_distro, ssh_keys)
     deploy(snode, uid, "probeapp", PROBE_APP, [("probe.py", PROBE)])
     path = os.path.join(snode.home(uid), "probe.json")
@@ -205,7 +202,7 @@ def test_kernel_attack_surface_is_refused_inside(snode, host_distro, ssh_keys): 
     assert r["fork_ok"] == "42"  # plain fork/exec (clone without namespaces) still works
 
 
-def test_an_ssh_session_is_filtered_and_counted(snode, host_distro, keypairs):  # noqa: F811
+def test_an_ssh_session_is_filtered_and_counted(snode, host_distro, keypairs):
     sshd = Sshd(snode)
     try:
         sshd.start()
@@ -228,7 +225,7 @@ def test_an_ssh_session_is_filtered_and_counted(snode, host_distro, keypairs):  
         sshd.stop()
 
 
-def test_a_fork_bomb_stops_at_the_pids_limit_and_others_keep_serving(snode, host_distro,  # noqa: F811
+def test_a_fork_bomb_stops_at_the_pids_limit_and_others_keep_serving(snode, host_distro,
                                                                       ssh_keys):
     dom = unique("calm") + ".org"
     other, _ = snode.api.new_customer()
@@ -282,7 +279,7 @@ def test_a_fork_bomb_stops_at_the_pids_limit_and_others_keep_serving(snode, host
 
     # Stopping the container removes every one of its cgroups.
     snode.post(bomber, {"ssh_keys": []})
-    wait_for(lambda: not nd.procs_of_uid(bomber), 15, "the bomber stopped")
+    wait_for(lambda: not procs_of_uid(bomber), 15, "the bomber stopped")
     wait_for(lambda: not any(os.path.exists(d) for d in dirs.values()), 5,
              "the pids, cpu and blkio cgroups removed")
-    assert not any(os.path.exists(d) for d in nd.cgroup_dirs(bomber))
+    assert not any(os.path.exists(d) for d in cgroup_dirs(bomber))

@@ -13,173 +13,27 @@ installation does.
 
 Runs as root; needs openssh-server and openssh-client (ssh, scp, sftp)."""
 
-import hashlib
 import os
 import select
-import shutil
-import signal
-import socket
 import subprocess
-import tempfile
 import time
 
 import pytest
 
-from conftest import BIN, ROOT, free_port
-# The node daemon's fixtures and helpers: the same node, the same cleanup.
-from test_node_daemon import (host_distro, init_of, make_node, procs_of_uid,  # noqa: F401
-                              running, subreaper, wait_for)
+from conftest import BIN, unique
+from helpers import procs_of_uid, wait_for
+from nodeutil import NEEDS_CONTAINERS, init_of, running
+from sshutil import SSH_OPTS, SSHD, Sshd, etc_fingerprint, ok
 
-SSHD = "/usr/sbin/sshd"
-# imperium-enter and the NSS module run inside sshd: never the sanitizer build.
-SSH_BIN = os.environ.get("IMPERIUM_SSH_BIN") or (
-    os.path.dirname(BIN) if os.path.basename(BIN.rstrip("/")) == "asan" else BIN)
 WALL = os.path.join(BIN, "imperium-wall")
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
-    pytest.mark.skipif(not os.path.exists(SSHD), reason="needs openssh-server"),
-    pytest.mark.skipif(not os.path.exists("/usr/lib/uwsgi/plugins/python3_plugin.so"),
-                       reason="needs uwsgi-core and uwsgi-plugin-python3"),
-]
-
-SSH_OPTS = ["-F", "/dev/null", "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-            "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"]
-
-
-def etc_fingerprint():
-    h = hashlib.sha256()
-    for path in ("/etc/nsswitch.conf", "/etc/passwd", "/etc/group", "/etc/ssh/sshd_config"):
-        with open(path, "rb") as f:
-            h.update(f.read())
-    h.update(str(os.path.exists("/etc/imperium")).encode())
-    return h.hexdigest()
-
-
-@pytest.fixture(scope="module")
-def keypairs():
-    """Four ed25519 key pairs: [(private path, public line)]."""
-    d = tempfile.mkdtemp(prefix="imperium-ssh-keys-")
-    out = []
-    for i in range(4):
-        path = os.path.join(d, f"k{i}")
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"k{i}@test",
-                        "-f", path], check=True)
-        with open(path + ".pub") as f:
-            out.append((path, f.read().strip()))
-    yield out
-    shutil.rmtree(d, ignore_errors=True)
-
-
-def reap_sshd():
-    """sshd's per-connection processes that outlive the listener are
-    reparented to us (the node tests make this process a subreaper): wait
-    for them to end and reap them."""
-    me = str(os.getpid())
-
-    def left():
-        busy = False
-        for p in os.listdir("/proc"):
-            try:
-                with open(f"/proc/{p}/status") as f:
-                    st = dict(line.split(":", 1) for line in f if ":" in line)
-            except (FileNotFoundError, ProcessLookupError, NotADirectoryError, PermissionError):
-                continue
-            if st.get("PPid", "").strip() != me or st["Name"].strip() != "sshd":
-                continue
-            if st["State"].strip()[0] == "Z":
-                try:
-                    os.waitpid(int(p), os.WNOHANG)
-                except ChildProcessError:
-                    pass
-            else:
-                busy = True
-        return not busy
-    try:
-        wait_for(left, 10, "sshd's connection processes to end", interval=0.05)
-    finally:
-        left()
-
-
-class Sshd:
-    def __init__(self, node):
-        self.node = node
-        self.dir = os.path.join(node.base, "sshd")
-        self.port = free_port()
-        self.proc = None
-        self.clients = []
-
-    def start(self):
-        d = self.dir
-        for sub in ("etc-upper/imperium", "etc-work", "lib", "bin"):
-            os.makedirs(os.path.join(d, sub), exist_ok=True)
-        enter = os.path.join(d, "bin", "imperium-enter")
-        shutil.copy(os.path.join(SSH_BIN, "imperium-enter"), enter)
-        os.chown(enter, 0, 0)
-        os.chmod(enter, 0o4755)
-        shutil.copy(os.path.join(SSH_BIN, "libnss_imperium.so.2"), os.path.join(d, "lib"))
-        with open(os.path.join(d, "etc-upper", "nsswitch.conf"), "w") as f:
-            f.write("passwd: files imperium\ngroup: files imperium\nshadow: files\n"
-                    "hosts: files dns\n")
-        conf = os.path.join(d, "etc-upper", "imperium", "ssh.conf")
-        with open(conf, "w") as f:
-            f.write(f"containers_dir = {self.node.containers}\nstate_dir = {self.node.state}\n"
-                    f"shell = {enter}\n")
-        os.chmod(conf, 0o644)
-        hostkey = os.path.join(d, "host_key")
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostkey], check=True)
-        script = (f"set -e; mount -t overlay overlay -o lowerdir=/etc,upperdir={d}/etc-upper,"
-                  f"workdir={d}/etc-work /etc; mount -t tmpfs -o mode=0755 tmpfs /run; "
-                  f"mkdir -m 0755 /run/sshd; "
-                  f"LD_LIBRARY_PATH={d}/lib exec {SSHD} -D -e -f {ROOT}/etc/ssh/sshd_config "
-                  f"-h {hostkey} -p {self.port} -o ListenAddress=127.0.0.1 -o PidFile=none")
-        self.log = open(os.path.join(d, "sshd.log"), "w")
-        self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
-                                      script], stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-        def listening():
-            assert self.proc.poll() is None, self.logtext()
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return True
-            except OSError:
-                return False
-        wait_for(listening, 10, "sshd listening", interval=0.05)
-
-    def logtext(self):
-        with open(os.path.join(self.dir, "sshd.log"), errors="replace") as f:
-            return f.read()
-
-    def stop(self):
-        for c in self.clients:
-            if c.poll() is None:
-                c.kill()
-                c.wait()
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        if self.proc:
-            self.log.close()
-        reap_sshd()
-
-
-    # -- clients --
-    def ssh_args(self, key, uid, *extra):
-        return ["ssh", *SSH_OPTS, "-i", key, "-p", str(self.port), *extra, f"{uid}@127.0.0.1"]
-
-    def ssh(self, key, uid, command, *extra, timeout=30):
-        return subprocess.run(self.ssh_args(key, uid, *extra) + [command], capture_output=True,
-                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+pytestmark = [*NEEDS_CONTAINERS,
+              pytest.mark.skipif(not os.path.exists(SSHD), reason="needs openssh-server"),
+              pytest.mark.usefixtures("subreaper")]
 
 
 @pytest.fixture
-def node_sshd(make_node):  # noqa: F811
+def node_sshd(make_node):
     before = etc_fingerprint()
     node = make_node()
     sshd = Sshd(node)
@@ -194,7 +48,6 @@ def node_sshd(make_node):  # noqa: F811
 def up(node, distro, key):
     # Other people's containers may run on this machine under small uids
     # (another API's ids): skip uids that already have processes.
-    from conftest import unique
     while True:
         uid = node.api.new_container(node.auth[0], node.server["name"], name=unique("box"),
                                      memory=256)
@@ -205,11 +58,6 @@ def up(node, distro, key):
     return uid
 
 
-def ok(p):
-    assert p.returncode == 0, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
-    return p.stdout
-
-
 def container_pids(uid):
     """Host pids of the container's processes."""
     return set(procs_of_uid(uid))
@@ -217,7 +65,7 @@ def container_pids(uid):
 
 # ---- the tests -----------------------------------------------------------------
 
-def test_a_command_runs_inside_the_container(node_sshd, host_distro, keypairs):  # noqa: F811
+def test_a_command_runs_inside_the_container(node_sshd, host_distro, keypairs):
     node, sshd = node_sshd
     key, pub = keypairs[0]
     uid = up(node, host_distro, pub)
@@ -268,7 +116,7 @@ def test_a_command_runs_inside_the_container(node_sshd, host_distro, keypairs): 
     c.wait()
 
 
-def test_files_go_to_the_home_and_usr_is_read_only(node_sshd, host_distro, keypairs):  # noqa: F811
+def test_files_go_to_the_home_and_usr_is_read_only(node_sshd, host_distro, keypairs):
     node, sshd = node_sshd
     key, pub = keypairs[0]
     uid = up(node, host_distro, pub)
@@ -282,7 +130,7 @@ def test_files_go_to_the_home_and_usr_is_read_only(node_sshd, host_distro, keypa
     assert not os.path.exists("/usr/imperium-ssh-probe")
 
 
-def test_wrong_key_password_and_other_containers_key_are_refused(node_sshd, host_distro,  # noqa: F811
+def test_wrong_key_password_and_other_containers_key_are_refused(node_sshd, host_distro,
                                                                   keypairs):
     node, sshd = node_sshd
     (k0, p0), (k1, p1), (k2, _) = keypairs[:3]
@@ -305,7 +153,7 @@ def test_wrong_key_password_and_other_containers_key_are_refused(node_sshd, host
     assert "Accepted password" not in sshd.logtext()
 
 
-def test_a_stopped_container_refuses_with_a_clear_message(node_sshd, host_distro,  # noqa: F811
+def test_a_stopped_container_refuses_with_a_clear_message(node_sshd, host_distro,
                                                           keypairs):
     node, sshd = node_sshd
     key, pub = keypairs[0]
@@ -323,7 +171,7 @@ def test_a_stopped_container_refuses_with_a_clear_message(node_sshd, host_distro
     assert "should-not-run" not in p.stdout
 
 
-def test_a_key_change_takes_effect_within_1_second(node_sshd, host_distro, keypairs):  # noqa: F811
+def test_a_key_change_takes_effect_within_1_second(node_sshd, host_distro, keypairs):
     node, sshd = node_sshd
     (old, p_old), (new, p_new) = keypairs[:2]
     uid = up(node, host_distro, p_old)
@@ -344,7 +192,7 @@ def test_a_key_change_takes_effect_within_1_second(node_sshd, host_distro, keypa
     assert init_of(uid) == init  # not restarted
 
 
-def test_scp_and_sftp(node_sshd, host_distro, keypairs, tmp_path):  # noqa: F811
+def test_scp_and_sftp(node_sshd, host_distro, keypairs, tmp_path):
     node, sshd = node_sshd
     key, pub = keypairs[0]
     uid = up(node, host_distro, pub)
@@ -377,7 +225,7 @@ def test_scp_and_sftp(node_sshd, host_distro, keypairs, tmp_path):  # noqa: F811
     assert not os.path.exists("/usr/imperium-sftp-probe")
 
 
-def test_two_containers_cannot_see_or_signal_each_other(node_sshd, host_distro,  # noqa: F811
+def test_two_containers_cannot_see_or_signal_each_other(node_sshd, host_distro,
                                                         keypairs):
     node, sshd = node_sshd
     (ka, pa), (kb, pb) = keypairs[:2]
@@ -430,7 +278,7 @@ def wall(node, uid, msg):
     return p
 
 
-def test_alarms_are_written_to_open_shells(node_sshd, host_distro, keypairs):  # noqa: F811
+def test_alarms_are_written_to_open_shells(node_sshd, host_distro, keypairs):
     node, sshd = node_sshd
     (ka, pa), (kb, pb) = keypairs[:2]
     a, b = up(node, host_distro, pa), up(node, host_distro, pb)

@@ -39,6 +39,9 @@ static void test_uid_parsing(void **state)
     assert_int_equal(container_id_from_uid("30009"), 9);
     assert_int_equal(container_id_from_uid("30000"), -1);
     assert_int_equal(container_id_from_uid("29999"), -1);
+    assert_int_equal(container_id_of_uid(30009), 9);
+    assert_int_equal(container_id_of_uid(30000), -1);
+    assert_int_equal(container_id_of_uid(-9223372036854775807LL - 1), -1);
     assert_int_equal(container_id_from_uid("3000x"), -1);
     assert_int_equal(container_id_from_uid("+30001"), -1);
     assert_int_equal(container_id_from_uid(" 30001"), -1);

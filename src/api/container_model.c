@@ -1,0 +1,66 @@
+/* container_model.c - see container_model.h. */
+#include "container_model.h"
+
+int sizes_check(err_t *e, bool has_memory, long long memory, bool has_storage,
+                long long storage)
+{
+    if (has_memory && (memory <= 0 || memory > MEMORY_MAX_MB))
+        return err_set(e, ERR_INPUT, "'memory' must be 1 to %lld (MB, at most 1 TiB)",
+                       MEMORY_MAX_MB);
+    if (has_storage && (storage <= 0 || storage > STORAGE_MAX_MB))
+        return err_set(e, ERR_INPUT, "'storage' must be 1 to %lld (MB, at most 1 PiB)",
+                       STORAGE_MAX_MB);
+    return 0;
+}
+
+/* Is there room for `want` more beside `used` of `total`?  Without the
+ * overflow of used + want (rows written before the bounds existed). */
+static bool fits(long long used, long long want, long long total)
+{
+    long long sum;
+    return !__builtin_add_overflow(used, want, &sum) && sum <= total;
+}
+
+int server_check_capacity(db_t *db, err_t *e, long long server_id, long long exclude_id,
+                          long long memory, long long storage)
+{
+    db_res_t *res = db_query(
+        db, e,
+        "SELECT s.memory, s.storage, "
+        "(SELECT COALESCE(SUM(memory), 0) FROM containers WHERE server_id = s.id AND id != $2),"
+        "(SELECT COALESCE(SUM(storage), 0) FROM containers WHERE server_id = s.id AND id != $2)"
+        " FROM servers s WHERE s.id = $1",
+        DB_ARGS(DB_INT(server_id), DB_INT(exclude_id)));
+    if (!res)
+        return -1;
+    int rc = 0;
+    if (res->nrows == 0)
+        rc = err_set(e, ERR_NOTFOUND, "no such server");
+    else if (!fits(db_get_int(res, 0, 2), memory, db_get_int(res, 0, 0)))
+        rc = err_set(e, ERR_CONFLICT, "not enough memory");
+    else if (!fits(db_get_int(res, 0, 3), storage, db_get_int(res, 0, 1)))
+        rc = err_set(e, ERR_CONFLICT, "not enough storage");
+    db_res_free(res);
+    return rc;
+}
+
+#define RESTART "UPDATE containers SET generation = generation + 1 WHERE "
+
+static const char *const touch_sql[] = {
+    [TOUCH_RESTART] = RESTART "id = $1",
+    [TOUCH_SSH_KEYS] = "UPDATE containers SET ssh_generation = ssh_generation + 1 "
+                       "WHERE id = $1",
+    [TOUCH_DISTRO] = RESTART "distro_id = $1",
+    [TOUCH_CUSTOM_DISTRO] = RESTART "custom_distro_id = $1",
+    [TOUCH_HELD_CDISTROS] = RESTART "custom_distro_id IN "
+                                    "(SELECT id FROM custom_distros WHERE container_id = $1)",
+    [TOUCH_LEGION] = RESTART "server_id IN "
+                             "(SELECT server_id FROM legion_nodes WHERE legion_id = $1)",
+};
+
+int container_touch(db_t *db, err_t *e, touch_what what, long long id)
+{
+    if ((unsigned)what >= sizeof touch_sql / sizeof touch_sql[0])
+        return err_set(e, ERR_INTERNAL, "container_touch: unknown change %d", (int)what);
+    return db_exec(db, e, touch_sql[what], DB_ARGS(DB_INT(id))) < 0 ? -1 : 0;
+}

@@ -1,0 +1,111 @@
+/* fsutil.c - see fsutil.h. */
+#include "fsutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Create the directories along `buf` (modified in place, restored): each
+ * parent as 0755, the whole of it too with `mode` when `last` is set. */
+static int mkdir_along(char *buf, bool last, mode_t mode, err_t *e)
+{
+    for (char *p = buf + 1;; p++) {
+        bool end = *p == '\0';
+        if (end && !last)
+            return 0;
+        if (*p != '/' && !end)
+            continue;
+        *p = '\0';
+        if (mkdir(buf, end ? mode : 0755) < 0 && errno != EEXIST)
+            return err_set(e, ERR_INTERNAL, "create %s: %s", buf, strerror(errno));
+        if (end)
+            return 0;
+        *p = '/';
+    }
+}
+
+static int copy_path(char *buf, size_t len, const char *path, err_t *e)
+{
+    if (!path || !*path)
+        return err_set(e, ERR_INPUT, "an empty path");
+    if (snprintf(buf, len, "%s", path) >= (int)len)
+        return err_set(e, ERR_INPUT, "path too long: %s", path);
+    return 0;
+}
+
+int fs_mkdir_parents(const char *path, err_t *e)
+{
+    char buf[PATH_MAX];
+    if (copy_path(buf, sizeof buf, path, e) < 0)
+        return -1;
+    return mkdir_along(buf, false, 0, e);
+}
+
+int fs_mkdirs(const char *path, mode_t mode, err_t *e)
+{
+    char buf[PATH_MAX];
+    if (copy_path(buf, sizeof buf, path, e) < 0 || mkdir_along(buf, true, mode, e) < 0)
+        return -1;
+    struct stat sb;
+    if (stat(path, &sb) < 0 || !S_ISDIR(sb.st_mode))
+        return err_set(e, ERR_INTERNAL, "%s is not a directory", path);
+    return 0;
+}
+
+/* <dir>/.<name>.tmp beside `path`: hidden, so a directory listing of
+ * numbered entries never mistakes it for one. */
+static int tmp_path(char *buf, size_t len, const char *path, err_t *e)
+{
+    const char *slash = strrchr(path, '/');
+    int dir = slash ? (int)(slash - path) + 1 : 0;
+    if (snprintf(buf, len, "%.*s.%s.tmp", dir, path, path + dir) >= (int)len)
+        return err_set(e, ERR_INPUT, "path too long: %s", path);
+    return 0;
+}
+
+static int write_all(int fd, const char *p, size_t len)
+{
+    while (len) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            if (w == 0)
+                errno = EIO; /* a write that makes no progress */
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, err_t *e)
+{
+    char tmp[PATH_MAX];
+    if (tmp_path(tmp, sizeof tmp, path, e) < 0)
+        return -1;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (fd < 0)
+        return err_set(e, ERR_INTERNAL, "write %s: %s", tmp, strerror(errno));
+    bool ok = write_all(fd, data, len) == 0 && fsync(fd) == 0;
+    int err = errno;
+    if (close(fd) < 0 && ok) {
+        ok = false;
+        err = errno;
+    }
+    if (ok && rename(tmp, path) < 0) {
+        ok = false;
+        err = errno;
+    }
+    if (!ok) {
+        unlink(tmp);
+        return err_set(e, ERR_INTERNAL, "write %s: %s", path, strerror(err));
+    }
+    return 0;
+}

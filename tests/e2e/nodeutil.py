@@ -1,0 +1,456 @@
+"""The node of the end-to-end tests: an imperium-node daemon with a server of
+its own in a real imperium-api (Node), the same with the HTTP router
+(RouterNode), and the host's view of its containers (inits, Emperors,
+cgroups, mounts).  Fixtures built on these live in conftest.py.
+
+Every node has its own directory under build/e2e-node/ (not /tmp: inside a
+container /tmp is the home's tmp/)."""
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+import requests
+
+from helpers import (BIN, ROOT, SANITIZER_MARKERS, free_port, mount_lines, proc_status,
+                     procs_of_uid, reap_orphans, stop_proc, unique, wait_for)
+
+NODE = os.path.join(BIN, "imperium-node")
+BASE = os.path.join(ROOT, "build", "e2e-node")
+CGROUP_PARENT = f"imperium-e2e-daemon-{os.getpid()}"
+MiB = 1024 * 1024
+PR_SET_CHILD_SUBREAPER = 36
+
+# pytestmark of the modules that start containers.
+NEEDS_CONTAINERS = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
+    pytest.mark.skipif(not os.path.exists("/usr/lib/uwsgi/plugins/python3_plugin.so"),
+                       reason="needs uwsgi-core and uwsgi-plugin-python3"),
+]
+
+# The start of a probe vassal (attempt(fn): "ok" or the errno's name), its end
+# (its out, written atomically) and its vassal file.
+PROBE_START = r'''import errno, json, os, socket, subprocess
+home = os.environ["HOME"]
+def attempt(fn):
+    try:
+        fn()
+        return "ok"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+'''
+PROBE_REPORT = r'''tmp = os.path.join(home, ".probe.json.tmp")
+open(tmp, "w").write(json.dumps(out))
+os.rename(tmp, os.path.join(home, "probe.json"))
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"probe"]
+'''
+
+VASSAL = """[uwsgi]
+plugin = 0:python
+wsgi-file = $(HOME)/probe.py
+socket = $(HOME)/run/probe.sock
+"""
+
+# A vassal reporting, from inside, what a customer's process can see and do.
+PROBE = '\n' + PROBE_START + r'''def comm(p):
+    try:
+        return open("/proc/%s/comm" % p).read().strip()
+    except OSError:
+        return "?"
+root_opts = [l.split()[5] for l in open("/proc/self/mountinfo") if l.split()[4] == "/"][-1]
+pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+out = {
+    "uid": os.getuid(), "gid": os.getgid(),
+    "id_u": subprocess.check_output(["id", "-u"]).decode().strip(),
+    "hostname": socket.gethostname(),
+    "pids": pids, "comms": sorted(set(comm(p) for p in pids)),
+    "write_usr": attempt(lambda: open("/usr/imperium-probe", "w")),
+    "write_root": attempt(lambda: open("/imperium-probe", "w")),
+    "write_home": attempt(lambda: open(home + "/probe-write", "w").write("x")),
+    "root_opts": root_opts,
+    "containers": sorted(os.listdir("/containers")),
+    "other": {p: attempt(lambda: os.listdir(p)) for p in OTHER},
+    "other_files": {p: attempt(lambda: open(p).read()) for p in OTHER_FILES},
+}
+''' + PROBE_REPORT
+
+PY_APP = '''def application(environ, start_response):
+    start_response('200 OK', [('Content-Type','text/plain')])
+    return [b"Hello i am python %s" % NAME.encode()]
+'''
+
+
+# ---- the host's view ----------------------------------------------------------
+
+def init_of(uid):
+    """The pid of the container's live init, or None.  (For a moment the
+    Emperor is a fork of init, not exec'd yet, named like it.)"""
+    procs = procs_of_uid(uid, ppids=True)
+    inits = [p for p, (name, ppid) in procs.items()
+             if name == "imperium-init" and ppid not in procs]
+    assert len(inits) <= 1, inits
+    return inits[0] if inits else None
+
+
+def emperor_of(init):
+    """The init's uwsgi child (the Emperor), or None."""
+    try:
+        with open(f"/proc/{init}/task/{init}/children") as f:
+            kids = [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return None
+    for k in kids:
+        try:
+            if proc_status(k)["Name"].startswith("uwsgi"):
+                return k
+        except FileNotFoundError:
+            pass
+    return None
+
+
+def running(uid):
+    """(init, emperor) once the container's Emperor runs, else None."""
+    init = init_of(uid)
+    emperor = emperor_of(init) if init else None
+    return (init, emperor) if emperor else None
+
+
+def cgroup_dirs(uid):
+    return [f"/sys/fs/cgroup/memory/{CGROUP_PARENT}/{uid}", f"/sys/fs/cgroup/{CGROUP_PARENT}/{uid}"]
+
+
+def memory_limit(uid):
+    for d in cgroup_dirs(uid):
+        for name in ("memory.limit_in_bytes", "memory.max"):
+            if os.path.exists(f"{d}/{name}"):
+                with open(f"{d}/{name}") as f:
+                    return int(f.read()), d
+    return None, None
+
+
+
+def run_probe(home, uid, code):
+    """Drop code in as the probe vassal of container uid (whose home is
+    home) and return the report it writes (PROBE_REPORT)."""
+    path = os.path.join(home, "probe.json")
+    if os.path.exists(path):
+        os.remove(path)
+    with open(os.path.join(home, "probe.py"), "w") as f:
+        f.write(code)
+    tmp = os.path.join(home, "vassals", ".probe.ini.tmp")
+    with open(tmp, "w") as f:
+        f.write(VASSAL)
+    os.chown(tmp, uid, uid)
+    os.rename(tmp, os.path.join(home, "vassals", "probe.ini"))
+    wait_for(lambda: os.path.exists(path), 30, "the probe vassal's report", interval=0.1)
+    with open(path) as f:
+        return json.load(f)
+
+
+def new_base(prefix):
+    """A node directory of its own under BASE, traversable by anyone: what
+    keeps another home out of reach must be the node, not this mode."""
+    os.makedirs(BASE, exist_ok=True)
+    base = tempfile.mkdtemp(prefix=prefix, dir=BASE)
+    os.chmod(base, 0o755)
+    return base
+
+
+def leaked_mounts(before, base):
+    """The mounts of a node's containers left on the host since before."""
+    return [line for line in mount_lines() - before
+            if base in line or " /containers" in line or " - tmpfs none " in line
+            or " - proc none " in line or " - devpts none " in line]
+
+
+@contextlib.contextmanager
+def subreaping(cgroup_roots, reap=True):
+    """Like PID 1 on a real node: adopt the inits a stopped daemon (or the
+    CLI) leaves behind and, with reap, reap them when they die; at the end
+    remove the (then empty) cgroup_roots."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    done = threading.Event()
+
+    def reaper():
+        while not done.wait(0.05):
+            reap_orphans()
+
+    t = threading.Thread(target=reaper, daemon=True)
+    if reap:
+        t.start()
+    yield
+    if reap:
+        done.set()
+        t.join()
+        reap_orphans()
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+    for d in cgroup_roots:
+        try:
+            os.rmdir(d)
+        except FileNotFoundError:
+            pass
+
+
+# ---- a node: its directory, its server in the API, its daemon ---------------------
+
+class Node:
+    def __init__(self, api, base, host_ok=True):
+        self.api = api
+        self.base = base
+        self.state = os.path.join(base, "state")
+        self.containers = os.path.join(base, "containers")
+        self.conf = os.path.join(base, "node.conf")
+        self.logpath = os.path.join(base, "node.log")
+        self.proc = None
+        self.uids = []
+        self.auth, _ = api.new_customer()
+        # The customer owns the server, so it may change memory itself.
+        self.server = api.new_server(owner=self.auth[0])
+        with open(self.conf, "w") as f:
+            f.write(f"# imperium-node for {self.server['name']}\n"
+                    f"api_url = {api.base}\n"
+                    f"server_name = {self.server['name']}\n"
+                    f"secret = {self.server['node_secret']}\n"
+                    f"state_dir = {self.state}\n"
+                    f"containers_dir = {self.containers}\n"
+                    f"shortcuts = {ROOT}/etc/uwsgi/shortcuts.ini\n"
+                    f"cgroup_parent = {CGROUP_PARENT}\n"
+                    f"distro_host_ok = {'true' if host_ok else 'false'}\n"
+                    f"log_level = debug\n")
+
+    # -- the daemon --
+    def start(self):
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        offset = len(self.log())
+        with open(self.logpath, "a") as log:
+            self.proc = subprocess.Popen([NODE, "run", "--config", self.conf], stdout=log,
+                                         stderr=subprocess.STDOUT, env=env)
+        wait_for(lambda: "node state received" in self.log()[offset:] or self.proc.poll(), 20,
+                 "the daemon's first state")
+        assert self.proc.poll() is None, self.log()
+
+    def stop(self):
+        """SIGTERM: the daemon exits cleanly, leaving the containers running."""
+        if not self.proc or self.proc.poll() is not None:
+            return
+        if not stop_proc(self.proc):
+            pytest.fail("imperium-node did not stop on SIGTERM:\n" + self.log()[-3000:])
+        self.check_log()
+        assert self.proc.returncode == 0, self.log()[-3000:]
+
+    def log(self):
+        try:
+            with open(self.logpath, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def check_log(self):
+        log = self.log()
+        for marker in SANITIZER_MARKERS:
+            assert marker not in log, "sanitizer report in imperium-node log:\n" + log[-6000:]
+
+    def run(self, *args):
+        p = subprocess.run([NODE, *args], capture_output=True, text=True, timeout=120)
+        for marker in SANITIZER_MARKERS:
+            assert marker not in p.stderr, p.stderr
+        return p
+
+    # -- containers, through the API as a customer does --
+    def new_container(self, memory=256):
+        uid = self.api.new_container(self.auth[0], self.server["name"], name=unique("box"),
+                                     memory=memory)
+        assert not procs_of_uid(uid), f"leftover processes of uid {uid}"
+        self.uids.append(uid)
+        return uid
+
+    def post(self, uid, body, expect=200):
+        r = self.api.post(f"/containers/{uid}", auth=self.auth, json=body)
+        assert r.status_code == expect, r.text
+        return time.monotonic()
+
+    def container(self, uid):
+        r = self.api.get(f"/containers/{uid}", auth=self.auth)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def status(self, uid):
+        return self.container(uid)["status"]
+
+    def wait_status(self, uid, timeout=5, **want):
+        def ok():
+            st = self.status(uid)
+            return st if all(st.get(k) == v for k, v in want.items()) else None
+        try:
+            return wait_for(ok, timeout, f"status {want}", interval=0.1)
+        except AssertionError:
+            raise AssertionError(f"status of {uid} is {self.status(uid)}, not {want}")
+
+    def home(self, uid):
+        return os.path.join(self.containers, str(uid))
+
+    def launch(self, uid, distro, key):
+        """distro, then ssh_keys: running within 1 s of the second call."""
+        self.post(uid, {"distro": distro["id"]})
+        t = self.post(uid, {"ssh_keys": [key]})
+        got = wait_for(lambda: running(uid), 1.0 + 0.02, "the Emperor within 1 s")
+        assert time.monotonic() - t <= 1.0 + 0.05
+        return got
+
+    def deploy_probe(self, uid, other=(), other_files=()):
+        return run_probe(self.home(uid), uid, f"OTHER = {list(other)!r}\n"
+                         f"OTHER_FILES = {list(other_files)!r}\n" + PROBE)
+
+    # -- cleanup --
+    def cleanup(self):
+        try:
+            self.stop()
+        finally:
+            p = self.run("stop-all", "--config", self.conf)
+            for uid in self.uids:
+                for pid in procs_of_uid(uid):  # should be none: belt and braces
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                for d in cgroup_dirs(uid):
+                    if os.path.isdir(d):
+                        with open(f"{d}/cgroup.procs") as f:
+                            for pid in f.read().split():
+                                os.kill(int(pid), signal.SIGKILL)
+                        wait_for(lambda: not open(f"{d}/cgroup.procs").read(), 5, "empty cgroup")
+                        os.rmdir(d)
+            time.sleep(0.1)
+            reap_orphans()
+            assert p.returncode == 0, p.stderr
+
+
+class RouterNode(Node):
+    """A Node whose daemon also runs the HTTP router on 127.0.0.1:port."""
+
+    def __init__(self, api, base, port=None):
+        super().__init__(api, base)
+        self.port = port or free_port()
+        with open(self.conf, "a") as f:
+            f.write(f"router_http = 127.0.0.1:{self.port}\n")
+
+    def get(self, host, timeout=5):
+        return requests.get(f"http://127.0.0.1:{self.port}/", headers={"Host": host},
+                            timeout=timeout)
+
+    def router_log(self):
+        try:
+            return open(os.path.join(self.state, "router", "router.log"), errors="replace").read()
+        except FileNotFoundError:
+            return ""
+
+    def subscriptions(self):
+        """{key: [node addresses]} from the fastrouter's stats socket."""
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(os.path.join(self.state, "router", "run", "fastrouter-stats.sock"))
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        stats = json.loads(data)
+        return {sub["key"]: [n["name"] for n in sub["nodes"]]
+                for sub in stats.get("subscriptions", [])}
+
+    def sockets(self, uid):
+        """The container's run/ as the node keeps it (mounted on the home's
+        run/ inside the container, the router's /containers/<uid>/run)."""
+        return os.path.join(self.state, "router", "homes", str(uid), "run")
+
+    def vassal(self, uid, name, text, files=()):
+        home = self.home(uid)
+        for fname, content in files:
+            with open(os.path.join(home, fname), "w") as f:
+                f.write(content)
+        tmp = os.path.join(home, "vassals", f".{name}.tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.chown(tmp, uid, uid)
+        os.rename(tmp, os.path.join(home, "vassals", name))
+
+    def py_vassal(self, uid, name, domain, tag=None):
+        tag = tag or name
+        self.vassal(uid, f"{name}.ini",
+                    f"[uwsgi]\nplugin = 0:python\nwsgi-file = $(HOME)/{name}.py\n"
+                    f"domain = {domain}\n",
+                    files=[(f"{name}.py", f"NAME = {tag!r}\n" + PY_APP)])
+
+    def answers(self, host, n=30):
+        out = []
+        for _ in range(n):
+            try:
+                r = self.get(host)
+                out.append((r.status_code, r.text))
+            except requests.RequestException as e:
+                out.append((0, str(e)))
+        return out
+
+    def wait_answer(self, host, text, timeout=30):
+        def ok():
+            try:
+                r = self.get(host, timeout=2)
+                return r.status_code == 200 and text in r.text
+            except requests.RequestException:
+                return False
+        wait_for(ok, timeout, f"{text!r} on {host}", interval=0.1)
+
+    def router_pid(self):
+        with open(os.path.join(self.state, "router", "router.pid")) as f:
+            return int(f.read().split()[0])
+
+    def router_pids(self):
+        """The router's master and every process below it."""
+        pids, parents = [], {}
+        for d in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parents[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (ValueError, OSError):
+                pass
+        todo = [self.router_pid()]
+        while todo:
+            p = todo.pop()
+            pids.append(p)
+            todo += [c for c, pp in parents.items() if pp == p]
+        return pids
+
+
+def add_domain(api, auth, name):
+    # As the supplier (no DNS TXT check), for the customer.
+    api.admin("POST", "/domains", {"name": name, "customer": auth[0]}, expect=201)
+
+
+def launch(node, host_distro, ssh_keys, auth=None, i=0):
+    """A container of node (or of auth, on node's server) running ssh_keys[i]'s Emperor."""
+    uid = node.new_container() if auth is None else node.api.new_container(
+        auth[0], node.server["name"], name=unique("box"))
+    if auth is not None:
+        node.uids.append(uid)
+    a = auth or node.auth
+    assert node.api.post(f"/containers/{uid}", auth=a,
+                         json={"distro": host_distro["id"]}).status_code == 200
+    assert node.api.post(f"/containers/{uid}", auth=a,
+                         json={"ssh_keys": [ssh_keys[i]]}).status_code == 200
+    wait_for(lambda: running(uid), 5, "the Emperor")
+    return uid
