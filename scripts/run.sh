@@ -157,7 +157,7 @@ start_sshd() {
         return 0
     fi
     mkdir -p "$sshd_dir/etc-upper/imperium" "$sshd_dir/etc-work" "$sshd_dir/lib" \
-        "$sshd_dir/bin" || fail "cannot create $sshd_dir"
+        "$sshd_dir/bin" "$node_dir/containers" || fail "cannot create $sshd_dir"
     cp "$ssh_bin/imperium-enter" "$sshd_dir/bin/" &&
         chown 0:0 "$sshd_dir/bin/imperium-enter" &&
         chmod 4755 "$sshd_dir/bin/imperium-enter" &&
@@ -165,10 +165,12 @@ start_sshd() {
         fail "cannot install imperium-enter and the NSS module in $sshd_dir"
     printf 'passwd: files imperium\ngroup: files imperium\nshadow: files\nhosts: files dns\n' \
         >"$sshd_dir/etc-upper/nsswitch.conf"
-    # sshd execs the login shell as the container's uid, which cannot look
-    # into the 0700 state directory: sshd's namespace has the shell on its
-    # own /run tmpfs (below), a copy of the one installed here.
-    printf 'containers_dir = %s\nstate_dir = %s\nshell = %s\n' "$node_dir/containers" \
+    # sshd reads the authorized keys and execs the login shell as the
+    # container's uid, which cannot look into the 0700 state directory:
+    # sshd's namespace has the homes bound on its own /run tmpfs (below) and
+    # a copy of the shell installed here (on a real node the containers
+    # directory is not inside a private one).
+    printf 'containers_dir = %s\nstate_dir = %s\nshell = %s\n' /run/imperium/containers \
         "$node_dir/state" /run/imperium/imperium-enter >"$sshd_dir/etc-upper/imperium/ssh.conf"
     chmod 0644 "$sshd_dir/etc-upper/imperium/ssh.conf"
     ssh-keygen -q -t ed25519 -N '' -f "$sshd_dir/host_key" </dev/null ||
@@ -176,7 +178,8 @@ start_sshd() {
     unshare -m --propagation private sh -c "set -e
         mount -t overlay overlay -o lowerdir=/etc,upperdir=$sshd_dir/etc-upper,workdir=$sshd_dir/etc-work /etc
         mount -t tmpfs -o mode=0755 tmpfs /run
-        mkdir -m 0755 /run/sshd /run/imperium
+        mkdir -m 0755 /run/sshd /run/imperium /run/imperium/containers
+        mount --bind $node_dir/containers /run/imperium/containers
         cp -p $sshd_dir/bin/imperium-enter /run/imperium/imperium-enter
         LD_LIBRARY_PATH=$sshd_dir/lib exec /usr/sbin/sshd -D -e -f $root/etc/ssh/sshd_config \
             -h $sshd_dir/host_key -p $ssh_port -o ListenAddress=$host -o PidFile=none" \
