@@ -42,4 +42,24 @@ static inline int db_fixture_close(db_fixture_t *f)
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* cmocka setup/teardown: *state is a calloc'ed db_fixture_t. */
+static inline int db_fixture_setup_version(void **state, int version)
+{
+    db_fixture_t *f = calloc(1, sizeof *f);
+    if (!f || db_fixture_open(f, version) < 0)
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static inline int db_fixture_setup(void **state) { return db_fixture_setup_version(state, 0); }
+
+static inline int db_fixture_teardown(void **state)
+{
+    db_fixture_t *f = *state;
+    int rc = db_fixture_close(f);
+    free(f);
+    return rc;
+}
+
 #endif

@@ -14,22 +14,9 @@
 
 typedef db_fixture_t fixture_t;
 
-static int setup(void **state)
-{
-    fixture_t *f = calloc(1, sizeof *f);
-    if (!f || db_fixture_open(f, 0) < 0)
-        return -1;
-    *state = f;
-    return 0;
-}
+static int setup(void **state) { return db_fixture_setup(state); }
 
-static int teardown(void **state)
-{
-    fixture_t *f = *state;
-    int rc = db_fixture_close(f);
-    free(f);
-    return rc;
-}
+static int teardown(void **state) { return db_fixture_teardown(state); }
 
 static void test_params_and_results(void **state)
 {

@@ -17,22 +17,9 @@
 typedef db_fixture_t fixture_t;
 
 /* A database at schema version 1, as the first release left it. */
-static int setup_v1(void **state)
-{
-    fixture_t *f = calloc(1, sizeof *f);
-    if (!f || db_fixture_open(f, 1) < 0)
-        return -1;
-    *state = f;
-    return 0;
-}
+static int setup_v1(void **state) { return db_fixture_setup_version(state, 1); }
 
-static int teardown(void **state)
-{
-    fixture_t *f = *state;
-    int rc = db_fixture_close(f);
-    free(f);
-    return rc;
-}
+static int teardown(void **state) { return db_fixture_teardown(state); }
 
 static long long scalar(db_t *db, const char *sql)
 {
