@@ -14,6 +14,8 @@ PKG_DEBS := libmicrohttpd=libmicrohttpd-dev jansson=libjansson-dev sqlite3=libsq
 # Goals that need no library: they install the packages (deps) or call
 # `$(MAKE) all ...` after installing them, and that sub-make checks.
 NO_PKG_GOALS := deps clean check run bench
+# `make` alone builds everything (the library rules come before `all:`).
+.DEFAULT_GOAL := all
 ifneq ($(filter-out $(NO_PKG_GOALS),$(or $(MAKECMDGOALS),all)),)
 NEEDED_PKGS := $(PKGS) $(if $(filter unit check,$(MAKECMDGOALS)),cmocka)
 ifeq ($(shell command -v pkg-config 2>/dev/null),)

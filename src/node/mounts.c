@@ -412,9 +412,19 @@ static int mount_run_cgroup(struct sources *s, err_t *e)
  * shortcuts.ini) and plugin aliases, read-only. */
 static int mount_run_platform(const rt_plan_t *p, err_t *e)
 {
+    /* The drain: a vassal the Emperor stops (its file left vassals/)
+     * unsubscribes and stops its workers in the same instant, so a request
+     * the router sent before it read the unsubscribe lands in a backlog no
+     * worker will accept, and the client gets a reset.  The emperor-stop
+     * hook runs first: it unsubscribes (uwsgi_subscribe_all(1, ...) is
+     * what uWSGI's own shutdown calls; the second argument only turns on
+     * a log line) and keeps serving for a second while the router catches
+     * up; then uWSGI's graceful shutdown goes on as before. */
     static const char platform_ini[] = "[uwsgi]\n"
                                        "; written by imperium-node at container start\n"
-                                       "plugins-dir = " RT_PLUGINS_DIR "\n";
+                                       "plugins-dir = " RT_PLUGINS_DIR "\n"
+                                       "hook-emperor-stop = callint:uwsgi_subscribe_all 1\n"
+                                       "hook-emperor-stop = callint:sleep " RT_DRAIN_SECONDS "\n";
     /* The Emperor's --emperor-wrapper: it runs each vassal with
      * IMPERIUM_VASSAL set to the vassal file's name, so the `domain`
      * shortcut names the vassal's socket after it.  The name must outlive

@@ -30,6 +30,8 @@
 #define RT_PLATFORM_DIR "/run/imperium"
 #define RT_PLUGINS_DIR RT_PLATFORM_DIR "/plugins"
 #define RT_PLATFORM_INI RT_PLATFORM_DIR "/platform.ini"
+/* Seconds a stopped vassal keeps serving after it unsubscribed (mounts.c). */
+#define RT_DRAIN_SECONDS "1"
 #define RT_SHORTCUTS_INI RT_PLATFORM_DIR "/shortcuts.ini"
 #define RT_VASSAL_WRAPPER RT_PLATFORM_DIR "/vassal" /* --emperor-wrapper (mounts.c) */
 #define RT_CGROUP_DIR "/run/cgroup"

@@ -228,8 +228,9 @@ def test_replacing_a_vassal_file_under_load_fails_no_request(rnode, host_distro,
 
 def test_swapping_vassals_under_load_fails_no_request(rnode, host_distro, ssh_keys):
     """A new vassal file joins the domain, then the old file goes: the old
-    instance unsubscribes before its workers finish what they hold
-    (--emperor-graceful-shutdown)."""
+    instance unsubscribes, keeps serving for a second while the router reads
+    the unsubscribe (platform.ini's emperor-stop hooks), then its workers
+    finish what they hold (--emperor-graceful-shutdown)."""
     dom = unique("sw") + ".org"
     add_domain(rnode.api, rnode.auth, dom)
     uid = launch(rnode, host_distro, ssh_keys)
@@ -247,6 +248,12 @@ def test_swapping_vassals_under_load_fails_no_request(rnode, host_distro, ssh_ke
     assert state["removed"], "the new vassal never subscribed"
     assert not failures, failures
     assert seen[-1].endswith("two") and any(t.endswith("one") for t in seen)
+    log = os.path.join(rnode.home(uid), "logs", "emperor.log")
+    wait_for(lambda: "graceful shutdown triggered" in open(log).read(), 30, "one's shutdown")
+    text = open(log).read()
+    assert "unable to call function" not in text, text
+    assert text.index('running "callint:sleep 1" (emperor-stop)') < \
+        text.index("graceful shutdown triggered"), text
 
 
 SECRET_APP = '''def application(environ, start_response):
