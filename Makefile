@@ -52,16 +52,17 @@ BA   := build/asan
 COMMON_SRC := $(wildcard src/common/*.c)
 API_SRC    := $(wildcard src/api/*.c)
 CLI_SRC    := $(wildcard src/cli/*.c)
-# The node runtime (docs/NODE.md): the steps that make and enter a
-# container, a library linked by imperium-node, imperium-enter and
-# imperium-wall.  The daemon and the debug CLI are the rest of src/node.
-# (Once the runtime has a folder of its own: $(wildcard thatfolder/*.c).)
-RUNTIME_SRC := $(addprefix src/node/,container.c mounts.c namespaces.c emperor.c cgroup.c \
-                 home.c state.c seccomp.c report.c shells.c)
-# imperium-init (the container's PID 1) is a program of its own: its
-# main and loop are not part of imperium-node.
-INIT_SRC   := src/node/init_main.c src/node/init.c
-NODE_SRC   := $(filter-out $(INIT_SRC) $(RUNTIME_SRC),$(wildcard src/node/*.c))
+# The node runtime (docs/NODE.md), crun's libcrun being the model: the
+# steps that make and enter a container, a library linked by imperium-node,
+# imperium-init, imperium-enter and imperium-wall.
+RUNTIME_SRC := $(wildcard src/runtime/*.c)
+# imperium-init (the container's PID 1) is a program of its own.
+INIT_SRC   := $(wildcard src/init/*.c)
+# The node daemon and its debug CLI.
+NODE_SRC   := $(wildcard src/node/*.c)
+# ssh into containers: imperium-enter (the login shell), imperium-wall and
+# the shells_broadcast() it runs; the NSS module is built on its own below.
+SSH_SRC    := src/ssh/shells.c
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 
 obj = $(patsubst %.c,$(1)/obj/%.o,$(2))
@@ -81,6 +82,7 @@ $(call lib,$(BA),$(1)): $(call obj,$(BA),$(2))
 endef
 $(eval $(call library,common,$(COMMON_SRC)))
 $(eval $(call library,runtime,$(RUNTIME_SRC)))
+$(eval $(call library,ssh,$(SSH_SRC)))
 # The daemons minus their main(): what unit tests may link against.
 $(eval $(call library,api,$(filter-out src/api/main.c,$(API_SRC))))
 $(eval $(call library,node,$(filter-out src/node/main.c,$(NODE_SRC))))
@@ -158,7 +160,8 @@ $(BA)/imperium: $(call obj,$(BA),$(CLI_SRC)) $(call COMMON_LIB,$(BA))
 
 # Unit tests (cmocka), built with the sanitizers, link the daemons' code
 # and the node runtime as libraries.
-UNIT_LIBS := $(call lib,$(BA),api) $(call lib,$(BA),node) $(call RUNTIME_LIB,$(BA))
+UNIT_LIBS := $(call lib,$(BA),api) $(call lib,$(BA),node) $(call lib,$(BA),ssh) \
+             $(call RUNTIME_LIB,$(BA))
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BA)/tests/%,$(UNIT_SRC))
 
 $(UNIT_BINS): $(BA)/tests/%: $(BA)/obj/tests/unit/%.o $(UNIT_LIBS)
@@ -216,10 +219,10 @@ $(B)/imperium-enter: $(call obj,$(B),src/ssh/enter.c) $(call RUNTIME_LIB,$(B))
 	@echo "  LD      $@"
 	@$(CC) $(CFLAGS) -o $@ $^ $(SSH_LDLIBS)
 
-$(B)/imperium-wall: $(call obj,$(B),src/ssh/wall.c) $(call RUNTIME_LIB,$(B))
+$(B)/imperium-wall: $(call obj,$(B),src/ssh/wall.c) $(call lib,$(B),ssh) $(call RUNTIME_LIB,$(B))
 	@echo "  LD      $@"
 	@$(CC) $(CFLAGS) -o $@ $^ $(SSH_LDLIBS)
 
-$(BA)/imperium-wall: $(call obj,$(BA),src/ssh/wall.c) $(call RUNTIME_LIB,$(BA))
+$(BA)/imperium-wall: $(call obj,$(BA),src/ssh/wall.c) $(call lib,$(BA),ssh) $(call RUNTIME_LIB,$(BA))
 	@echo "  LD-SAN  $@"
 	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(SSH_LDLIBS)

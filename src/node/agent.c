@@ -39,7 +39,7 @@
 #include "../common/fsutil.h"
 #include "../common/strutil.h"
 #include "../common/validate.h"
-#include "cgroup.h"
+#include "../runtime/cgroup.h"
 #include "channel.h"
 #include "router.h"
 #include "subgate.h"

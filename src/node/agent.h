@@ -14,7 +14,7 @@
 #include "../common/config.h"
 #include "../common/err.h"
 #include "../common/log.h"
-#include "container.h"
+#include "../runtime/container.h"
 
 #define AGENT_DEFAULT_NODE_PREFIX "/node"
 #define AGENT_DEFAULT_STOP_TIMEOUT_S 10

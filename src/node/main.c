@@ -22,7 +22,7 @@
 #include "../common/strutil.h"
 #include "../common/validate.h"
 #include "agent.h"
-#include "container.h"
+#include "../runtime/container.h"
 
 typedef struct {
     const char *action;

@@ -51,7 +51,7 @@
 #include "../common/log.h"
 #include "../common/strutil.h"
 #include "../common/validate.h"
-#include "state.h"
+#include "../runtime/state.h"
 
 #define MAX_ARGS 48
 #define STOP_FOREIGN_MS 5000 /* a router running as another user must go first */

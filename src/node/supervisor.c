@@ -19,8 +19,8 @@
 #include "../common/log.h"
 #include "../common/strutil.h"
 #include "../common/validate.h"
-#include "home.h"
-#include "state.h"
+#include "../runtime/home.h"
+#include "../runtime/state.h"
 
 /* After SIGKILL, how long before we say the init survives it. */
 #define KILL_WAIT_MS 5000

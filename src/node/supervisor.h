@@ -22,7 +22,7 @@
 #include <stdbool.h>
 
 #include "../common/err.h"
-#include "container.h"
+#include "../runtime/container.h"
 
 typedef struct supervisor supervisor_t;
 

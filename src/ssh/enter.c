@@ -52,9 +52,9 @@
 #include "../common/beneath.h"
 #include "../common/config.h"
 #include "../common/validate.h"
-#include "../node/cgroup.h"
-#include "../node/seccomp.h"
-#include "../node/state.h"
+#include "../runtime/cgroup.h"
+#include "../runtime/seccomp.h"
+#include "../runtime/state.h"
 
 #ifndef IMP_SSH_CONF
 #define IMP_SSH_CONF "/etc/imperium/ssh.conf"

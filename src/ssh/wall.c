@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "../common/validate.h"
-#include "../node/shells.h"
+#include "shells.h"
 
 int main(int argc, char **argv)
 {

@@ -1,4 +1,4 @@
-"""The container runtime of imperium-node (src/node/), driven through its debug
+"""The container runtime of imperium-node (src/runtime/), driven through its debug
 CLI with the `host` distro (the node's own root, read-only).
 
 Runs as root.  Every test gets its own node directory (state + homes) and a

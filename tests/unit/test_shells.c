@@ -1,4 +1,4 @@
-/* Unit tests for what the alarms write to terminals (src/node/shells.c):
+/* Unit tests for what the alarms write to terminals (src/ssh/shells.c):
  * control characters dropped, tty_nr decoded. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/sysmacros.h>
 
-#include "../../src/node/shells.h"
+#include "../../src/ssh/shells.h"
 
 /* The framed text of msg, minus the frame. */
 static void expect_frame(const char *msg, const char *want)

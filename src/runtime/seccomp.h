@@ -2,8 +2,8 @@
  * container's init (and so the Emperor, the vassals and everything they
  * start) and every ssh session entering a container (imperium-enter).
  * One definition, seccomp.c; docs/SECURITY.md says what it refuses. */
-#ifndef IMP_NODE_SECCOMP_H
-#define IMP_NODE_SECCOMP_H
+#ifndef IMP_RUNTIME_SECCOMP_H
+#define IMP_RUNTIME_SECCOMP_H
 
 #include "../common/err.h"
 

@@ -11,8 +11,8 @@
  * Memory, pids and cpu are required: a node without them is an error.
  * The I/O weight needs an I/O scheduler that honours weights (BFQ, or iocost
  * on v2); without one the container runs unweighted and that is logged once. */
-#ifndef IMP_NODE_CGROUP_H
-#define IMP_NODE_CGROUP_H
+#ifndef IMP_RUNTIME_CGROUP_H
+#define IMP_RUNTIME_CGROUP_H
 
 #include <stdbool.h>
 #include <sys/types.h>

@@ -5,8 +5,8 @@
  * file descriptors opened with O_NOFOLLOW: a symlink planted by the
  * customer (etc/uwsgi.key -> /etc/shadow) is replaced, never followed.
  * Existing customer files are never removed. */
-#ifndef IMP_NODE_HOME_H
-#define IMP_NODE_HOME_H
+#ifndef IMP_RUNTIME_HOME_H
+#define IMP_RUNTIME_HOME_H
 
 #include <stdbool.h>
 

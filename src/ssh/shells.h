@@ -1,7 +1,7 @@
 /* shells.h - write a message to the terminals of a container's shells
  * (alarms reach the customer's open ssh sessions). */
-#ifndef IMP_NODE_SHELLS_H
-#define IMP_NODE_SHELLS_H
+#ifndef IMP_SSH_SHELLS_H
+#define IMP_SSH_SHELLS_H
 
 #include <sys/types.h>
 

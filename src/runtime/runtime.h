@@ -11,8 +11,8 @@
  * not a copy of the node daemon's memory (every customer's keys).  Errors
  * travel back on a socket as one line naming the failing step, from the
  * child and then from imperium-init until the Emperor has exec'd. */
-#ifndef IMP_NODE_RUNTIME_H
-#define IMP_NODE_RUNTIME_H
+#ifndef IMP_RUNTIME_RUNTIME_H
+#define IMP_RUNTIME_RUNTIME_H
 
 #include <sched.h>
 #include <stdbool.h>

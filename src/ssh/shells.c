@@ -24,7 +24,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include "state.h"
+#include "../runtime/state.h"
 
 #define MAX_TTYS 256
 

@@ -5,8 +5,8 @@
  * generations it runs, when it last changed, how often it was restarted and
  * why it last failed.  rootfs/ is the empty mountpoint pivot_root goes
  * through, inside the container's own mount namespace only. */
-#ifndef IMP_NODE_STATE_H
-#define IMP_NODE_STATE_H
+#ifndef IMP_RUNTIME_STATE_H
+#define IMP_RUNTIME_STATE_H
 
 #include <stdbool.h>
 #include <stddef.h>

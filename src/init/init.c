@@ -12,7 +12,7 @@
  * discards a signal whose action is the default when it is sent to a pid
  * namespace's init (unless it is blocked), so with handlers SIGTERM from
  * the node gets through whatever the mask. */
-#include "runtime.h"
+#include "../runtime/runtime.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -5,8 +5,8 @@
  * returns -1 and fills an err_t naming what failed.  Nothing here prints or
  * exits; the debug CLI (main.c) and the daemon decide what to do with errors.
  * docs/NODE.md describes what a container looks like from inside. */
-#ifndef IMP_NODE_CONTAINER_H
-#define IMP_NODE_CONTAINER_H
+#ifndef IMP_RUNTIME_CONTAINER_H
+#define IMP_RUNTIME_CONTAINER_H
 
 #include <jansson.h>
 #include <stdbool.h>

@@ -23,8 +23,8 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#include "runtime.h"
-#include "seccomp.h"
+#include "../runtime/runtime.h"
+#include "../runtime/seccomp.h"
 
 extern char **environ;
 
