@@ -90,7 +90,7 @@ $(eval $(call library,node,$(filter-out src/node/main.c,$(NODE_SRC))))
 COMMON_LIB  = $(call lib,$(1),common)
 RUNTIME_LIB = $(call lib,$(1),runtime) $(call lib,$(1),common)
 
-.PHONY: all asan deps run check unit e2e clean bench
+.PHONY: all asan deps run check unit e2e clean bench circles
 
 BINS := imperium-api imperium $(if $(NODE_SRC),imperium-node imperium-init)
 
@@ -172,12 +172,19 @@ $(UNIT_BINS): $(BA)/tests/%: $(BA)/obj/tests/unit/%.o $(UNIT_LIBS)
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
+# No circle of files inside a folder of src/, and no folder using a layer it
+# may not (the rules are LAYERS in the script): read from the objects'
+# symbols with nm.  `scripts/circles.py $(B) --only api` checks one folder.
+circles: all
+	/usr/bin/python3 scripts/circles.py $(B)
+
 # End-to-end tests start the sanitizer builds of the real binaries.
 e2e: asan
 	IMPERIUM_BIN=$(CURDIR)/$(BA) /usr/bin/python3 -m pytest -q tests/e2e
 
 check: deps
 	$(MAKE) all asan
+	$(MAKE) circles
 	$(MAKE) unit
 	$(MAKE) e2e
 

@@ -175,10 +175,10 @@ static void h_admin_container_delete(req_t *r)
 }
 
 const route_t admin_container_routes[] = {
-    {"GET", "containers", h_admin_containers_list, AUTH_ADMIN, CACHE_NONE},
-    {"POST", "containers", h_admin_container_create, AUTH_ADMIN, CACHE_NONE},
-    {"GET", "containers/*", h_admin_container_get, AUTH_ADMIN, CACHE_NONE},
-    {"POST", "containers/*", h_admin_container_modify, AUTH_ADMIN, CACHE_NONE},
-    {"DELETE", "containers/*", h_admin_container_delete, AUTH_ADMIN, CACHE_NONE},
-    {NULL, NULL, NULL, 0, 0},
+    {"GET", "containers", h_admin_containers_list, AUTH_ADMIN, CACHE_NONE, WAKE_NONE},
+    {"POST", "containers", h_admin_container_create, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {"GET", "containers/*", h_admin_container_get, AUTH_ADMIN, CACHE_NONE, WAKE_NONE},
+    {"POST", "containers/*", h_admin_container_modify, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {"DELETE", "containers/*", h_admin_container_delete, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {NULL, NULL, NULL, 0, 0, 0},
 };

@@ -3,6 +3,7 @@
 #include "../common/strutil.h"
 #include "../common/validate.h"
 #include "admin.h"
+#include "auth.h"
 #include "fields.h"
 #include "routes.h"
 #include "rows.h"
@@ -203,10 +204,10 @@ static void h_admin_customer_delete(req_t *r)
 }
 
 const route_t admin_customer_routes[] = {
-    {"GET", "customers", h_admin_customers_list, AUTH_ADMIN, CACHE_NONE},
-    {"POST", "customers", h_admin_customer_create, AUTH_ADMIN, CACHE_NONE},
-    {"GET", "customers/*", h_admin_customer_get, AUTH_ADMIN, CACHE_NONE},
-    {"POST", "customers/*", h_admin_customer_modify, AUTH_ADMIN, CACHE_NONE},
-    {"DELETE", "customers/*", h_admin_customer_delete, AUTH_ADMIN, CACHE_NONE},
-    {NULL, NULL, NULL, 0, 0},
+    {"GET", "customers", h_admin_customers_list, AUTH_ADMIN, CACHE_NONE, WAKE_NONE},
+    {"POST", "customers", h_admin_customer_create, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {"GET", "customers/*", h_admin_customer_get, AUTH_ADMIN, CACHE_NONE, WAKE_NONE},
+    {"POST", "customers/*", h_admin_customer_modify, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {"DELETE", "customers/*", h_admin_customer_delete, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {NULL, NULL, NULL, 0, 0, 0},
 };

@@ -4,6 +4,7 @@
 #include "admin.h"
 #include "container_model.h"
 #include "fields.h"
+#include "legions.h"
 #include "routes.h"
 #include "rows.h"
 
@@ -73,33 +74,10 @@ static void h_admin_domain_delete(req_t *r)
 
 /* ---- legions ---- */
 
-static json_t *legion_row(db_t *db, err_t *e, db_res_t *res, int row, void *ctx)
-{
-    (void)ctx;
-    json_t *names = rows_str_list(db, e,
-                                  "SELECT s.name FROM legion_nodes n JOIN servers s "
-                                  "ON s.id = n.server_id WHERE n.legion_id = $1 ORDER BY s.name",
-                                  db_get_int(res, row, 0));
-    if (!names)
-        return NULL;
-    return json_pack("{s:I,s:s,s:s,s:s,s:I,s:s,s:o}", "id", (json_int_t)db_get_int(res, row, 0),
-                     "name", db_get(res, row, 1), "address", db_get(res, row, 2), "key",
-                     db_get(res, row, 3), "quorum", (json_int_t)db_get_int(res, row, 4), "note",
-                     db_get(res, row, 5), "nodes", names);
-}
-
-static json_t *legions_json(db_t *db, err_t *e)
-{
-    return rows_query_json(db, e, legion_row, NULL,
-                           "SELECT id, name, address, key, quorum, note FROM legions "
-                           "ORDER BY name",
-                           DB_NOARGS);
-}
-
 static void h_admin_legions_list(req_t *r)
 {
     err_t e = {0};
-    reply_list(r, legions_json(r->db, &e), &e);
+    reply_list(r, legions_admin_json(r->db, &e), &e);
 }
 
 static const field_spec legion_spec[] = {
@@ -183,7 +161,7 @@ static void legion_write(req_t *r, long long id)
     }
     if (legion_apply(r, id, &e) < 0 || db_commit(r->db, &e) < 0)
         goto fail;
-    json_t *all = legions_json(r->db, &e);
+    json_t *all = legions_admin_json(r->db, &e);
     if (!all)
         return reply_internal(r, &e);
     size_t i;
@@ -295,15 +273,15 @@ static void h_admin_news_delete(req_t *r)
 }
 
 const route_t admin_other_routes[] = {
-    {"GET", "domains", h_admin_domains_list, AUTH_ADMIN, CACHE_NONE},
-    {"POST", "domains", h_admin_domain_create, AUTH_ADMIN, CACHE_NONE},
-    {"DELETE", "domains/*", h_admin_domain_delete, AUTH_ADMIN, CACHE_NONE},
-    {"GET", "legions", h_admin_legions_list, AUTH_ADMIN, CACHE_NONE},
-    {"POST", "legions", h_admin_legion_create, AUTH_ADMIN, CACHE_NONE},
-    {"POST", "legions/*", h_admin_legion_modify, AUTH_ADMIN, CACHE_NONE},
-    {"DELETE", "legions/*", h_admin_legion_delete, AUTH_ADMIN, CACHE_NONE},
-    {"GET", "news", h_admin_news_list, AUTH_ADMIN, CACHE_NONE},
-    {"POST", "news", h_admin_news_create, AUTH_ADMIN, CACHE_NONE},
-    {"DELETE", "news/*", h_admin_news_delete, AUTH_ADMIN, CACHE_NONE},
-    {NULL, NULL, NULL, 0, 0},
+    {"GET", "domains", h_admin_domains_list, AUTH_ADMIN, CACHE_NONE, WAKE_NONE},
+    {"POST", "domains", h_admin_domain_create, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {"DELETE", "domains/*", h_admin_domain_delete, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {"GET", "legions", h_admin_legions_list, AUTH_ADMIN, CACHE_NONE, WAKE_NONE},
+    {"POST", "legions", h_admin_legion_create, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {"POST", "legions/*", h_admin_legion_modify, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {"DELETE", "legions/*", h_admin_legion_delete, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {"GET", "news", h_admin_news_list, AUTH_ADMIN, CACHE_NONE, WAKE_NONE},
+    {"POST", "news", h_admin_news_create, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {"DELETE", "news/*", h_admin_news_delete, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {NULL, NULL, NULL, 0, 0, 0},
 };

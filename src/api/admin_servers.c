@@ -1,6 +1,7 @@
 /* admin_servers.c - /admin/servers and /admin/distros. */
 #include "../common/validate.h"
 #include "admin.h"
+#include "auth.h"
 #include "containers.h"
 #include "fields.h"
 #include "routes.h"
@@ -418,16 +419,16 @@ static void h_admin_distro_delete(req_t *r)
 }
 
 const route_t admin_server_routes[] = {
-    {"GET", "servers", h_admin_servers_list, AUTH_ADMIN, CACHE_NONE},
-    {"POST", "servers", h_admin_server_create, AUTH_ADMIN, CACHE_NONE},
-    {"GET", "servers/*", h_admin_server_get, AUTH_ADMIN, CACHE_NONE},
-    {"POST", "servers/*", h_admin_server_modify, AUTH_ADMIN, CACHE_NONE},
-    {"DELETE", "servers/*", h_admin_server_delete, AUTH_ADMIN, CACHE_NONE},
-    {"POST", "servers/*/secret", h_admin_server_secret, AUTH_ADMIN, CACHE_NONE},
-    {"POST", "servers/*/purge_deleted", h_admin_server_purge, AUTH_ADMIN, CACHE_NONE},
-    {"GET", "distros", h_admin_distros_list, AUTH_ADMIN, CACHE_NONE},
-    {"POST", "distros", h_admin_distro_create, AUTH_ADMIN, CACHE_NONE},
-    {"POST", "distros/*", h_admin_distro_modify, AUTH_ADMIN, CACHE_NONE},
-    {"DELETE", "distros/*", h_admin_distro_delete, AUTH_ADMIN, CACHE_NONE},
-    {NULL, NULL, NULL, 0, 0},
+    {"GET", "servers", h_admin_servers_list, AUTH_ADMIN, CACHE_NONE, WAKE_NONE},
+    {"POST", "servers", h_admin_server_create, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {"GET", "servers/*", h_admin_server_get, AUTH_ADMIN, CACHE_NONE, WAKE_NONE},
+    {"POST", "servers/*", h_admin_server_modify, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {"DELETE", "servers/*", h_admin_server_delete, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {"POST", "servers/*/secret", h_admin_server_secret, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {"POST", "servers/*/purge_deleted", h_admin_server_purge, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {"GET", "distros", h_admin_distros_list, AUTH_ADMIN, CACHE_NONE, WAKE_NONE},
+    {"POST", "distros", h_admin_distro_create, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {"POST", "distros/*", h_admin_distro_modify, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {"DELETE", "distros/*", h_admin_distro_delete, AUTH_ADMIN, CACHE_NONE, WAKE_NODES},
+    {NULL, NULL, NULL, 0, 0, 0},
 };

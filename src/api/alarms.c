@@ -7,12 +7,12 @@
 #include "alarms.h"
 #include "../common/strutil.h"
 #include "../common/validate.h"
+#include "auth.h"
 #include "routes.h"
 #include "rows.h"
 
 #include <ctype.h>
 #include <limits.h>
-#include <microhttpd.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -216,16 +216,6 @@ static long long own_container_id(req_t *r, err_t *e, const char *uid_seg)
                          DB_ARGS(DB_INT(id), DB_INT(r->me.id)));
 }
 
-/* Whether the query string names `name` at all: "?range" and "?range="
- * count (and are then malformed), unlike a missing argument. */
-static bool arg_present(req_t *r, const char *name, const char **value)
-{
-    *value = NULL;
-    size_t vlen = 0;
-    return MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name),
-                                         value, &vlen) == MHD_YES;
-}
-
 typedef struct {
     long long container_id; /* 0: every container of the caller */
     const char *vassal, *cls, *color, *filename, *func;
@@ -311,12 +301,12 @@ static void h_alarms_list(req_t *r)
     const char *range, *ignored;
     if (parse_filter(r, &f) < 0)
         return;
-    if (arg_present(r, "range", &range) && !alarm_range_parse(range, &rg))
+    if (req_arg_present(r, "range", &range) && !alarm_range_parse(range, &rg))
         return reply_error(r, 416, NULL);
     err_t e = {0};
-    long long total = arg_present(r, "with_total", &ignored) ? count_alarms(r, &e, &f) : 0;
+    long long total = req_arg_present(r, "with_total", &ignored) ? count_alarms(r, &e, &f) : 0;
     json_t *list = total < 0 ? NULL : query_alarms(r, &e, &f, &rg);
-    if (!list || !arg_present(r, "with_total", &ignored))
+    if (!list || !req_arg_present(r, "with_total", &ignored))
         return reply_list(r, list, &e);
     reply(r, 200, json_pack("{s:I,s:o}", "total", (json_int_t)total, "alarms", list));
 }
@@ -482,7 +472,7 @@ static void h_alarm_raise(req_t *r)
         return reply_bad_request(r, "the alarm message (the body) must be UTF-8 text "
                                     "without NUL bytes");
     err_t e = {0};
-    /* http.c keeps the body NUL-terminated, so it is a C string here. */
+    /* server.c keeps the body NUL-terminated, so it is a C string here. */
     if (alarm_store(r->db, &e, id, (int)p.level, p.color, p.cls, p.vassal, p.line,
                     p.filename, p.func, p.unix_time, r->body) < 0)
         return reply_err(r, &e);
@@ -508,11 +498,11 @@ static void h_alarm_key(req_t *r)
 /* Other methods on raise/trigger get 405 from the router, which knows the
  * paths exist for POST. */
 const route_t alarm_routes[] = {
-    {"GET", "alarms", h_alarms_list, AUTH_CUSTOMER, CACHE_NONE},
-    {"GET", "alarms/*", h_alarm_get, AUTH_CUSTOMER, CACHE_NONE},
-    {"DELETE", "alarms/*", h_alarm_delete, AUTH_CUSTOMER, CACHE_NONE},
-    {"POST", "alarms/raise/*", h_alarm_raise, AUTH_ALARM, CACHE_NONE},
-    {"POST", "alarms/trigger/*", h_alarm_raise, AUTH_ALARM, CACHE_NONE},
-    {"GET", "alarm_key/*", h_alarm_key, AUTH_CUSTOMER, CACHE_NONE},
-    {NULL, NULL, NULL, 0, 0},
+    {"GET", "alarms", h_alarms_list, AUTH_CUSTOMER, CACHE_NONE, WAKE_NONE},
+    {"GET", "alarms/*", h_alarm_get, AUTH_CUSTOMER, CACHE_NONE, WAKE_NONE},
+    {"DELETE", "alarms/*", h_alarm_delete, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    {"POST", "alarms/raise/*", h_alarm_raise, AUTH_ALARM, CACHE_NONE, WAKE_NONE},
+    {"POST", "alarms/trigger/*", h_alarm_raise, AUTH_ALARM, CACHE_NONE, WAKE_NONE},
+    {"GET", "alarm_key/*", h_alarm_key, AUTH_CUSTOMER, CACHE_NONE, WAKE_NONE},
+    {NULL, NULL, NULL, 0, 0, 0},
 };

@@ -14,7 +14,7 @@
  * argon2 itself runs in a few slots at a time.  An unknown username costs
  * the same argon2 check, against a dummy hash, and counts the same: its
  * answers and their timing cannot tell which usernames exist. */
-#include "api.h"
+#include "auth.h"
 #include "throttle.h"
 #include "../common/digest.h"
 #include "../common/log.h"

@@ -1,10 +1,13 @@
+/* changes.c - the nodes' long polls on the database's DB_FEED_NOTICES
+ * (see changes.h). */
 #include "changes.h"
+#include "../common/clock.h"
 
 #include <microhttpd.h>
 #include <stdlib.h>
-#include <time.h>
 
-#define TICK_NS (500 * 1000 * 1000L)
+/* The watcher's longest wait: the polls' deadlines are checked this often. */
+#define TICK_MS 500
 
 typedef struct waiter {
     struct MHD_Connection *conn;
@@ -12,25 +15,23 @@ typedef struct waiter {
 } waiter_t;
 
 struct changes {
-    pthread_mutex_t lock;
-    pthread_cond_t stop_cond;
-    unsigned long long seq;
+    db_t *db;
+    pthread_mutex_t lock; /* waiters, stopping */
     waiter_t *waiters;
     bool stopping, started;
-    pthread_t ticker;
+    pthread_t watcher;
 };
 
-changes_t *changes_new(void)
+changes_t *changes_new(db_t *db)
 {
     changes_t *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    pthread_mutex_init(&c->lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->stop_cond, &attr);
-    pthread_condattr_destroy(&attr);
+    if (pthread_mutex_init(&c->lock, NULL) != 0) {
+        free(c);
+        return NULL;
+    }
+    c->db = db;
     return c;
 }
 
@@ -47,19 +48,19 @@ static void resume_all(changes_t *c)
     }
 }
 
-static void *ticker_main(void *arg)
+/* Each move of the feed, or TICK_MS without one, resumes every waiter.
+ * `seen` is the version the last wait returned: a move after that point
+ * (even while resume_all runs) makes the next wait return at once, so no
+ * bump is lost between two waits. */
+static void *watcher_main(void *arg)
 {
     changes_t *c = arg;
+    unsigned long long seen = db_data_version(c->db, DB_FEED_NOTICES);
     pthread_mutex_lock(&c->lock);
     while (!c->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += TICK_NS;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&c->stop_cond, &c->lock, &ts);
+        pthread_mutex_unlock(&c->lock);
+        seen = db_data_wait(c->db, DB_FEED_NOTICES, seen, now_ms() + TICK_MS);
+        pthread_mutex_lock(&c->lock);
         resume_all(c);
     }
     pthread_mutex_unlock(&c->lock);
@@ -68,7 +69,7 @@ static void *ticker_main(void *arg)
 
 int changes_start(changes_t *c)
 {
-    if (pthread_create(&c->ticker, NULL, ticker_main, c) != 0)
+    if (pthread_create(&c->watcher, NULL, watcher_main, c) != 0)
         return -1;
     c->started = true;
     return 0;
@@ -79,12 +80,16 @@ void changes_shutdown(changes_t *c)
     if (!c)
         return;
     pthread_mutex_lock(&c->lock);
+    bool was_stopping = c->stopping;
     c->stopping = true;
     resume_all(c);
-    pthread_cond_broadcast(&c->stop_cond);
     pthread_mutex_unlock(&c->lock);
     if (c->started) {
-        pthread_join(c->ticker, NULL);
+        /* The watcher sleeps in db_data_wait: a notice ends it at once,
+         * and costs other processes' polls a recomputation at most. */
+        if (!was_stopping)
+            db_notify(c->db);
+        pthread_join(c->watcher, NULL);
         c->started = false;
     }
 }
@@ -95,25 +100,12 @@ void changes_free(changes_t *c)
         return;
     changes_shutdown(c);
     pthread_mutex_destroy(&c->lock);
-    pthread_cond_destroy(&c->stop_cond);
     free(c);
 }
 
-unsigned long long changes_seq(changes_t *c)
-{
-    pthread_mutex_lock(&c->lock);
-    unsigned long long s = c->seq;
-    pthread_mutex_unlock(&c->lock);
-    return s;
-}
+unsigned long long changes_seq(changes_t *c) { return db_data_version(c->db, DB_FEED_NOTICES); }
 
-void changes_bump(changes_t *c)
-{
-    pthread_mutex_lock(&c->lock);
-    c->seq++;
-    resume_all(c);
-    pthread_mutex_unlock(&c->lock);
-}
+void changes_bump(changes_t *c) { db_notify(c->db); }
 
 bool changes_wait(changes_t *c, void *conn, unsigned long long seen)
 {
@@ -121,13 +113,14 @@ bool changes_wait(changes_t *c, void *conn, unsigned long long seen)
     if (!w)
         return false;
     pthread_mutex_lock(&c->lock);
-    if (c->stopping || c->seq != seen) {
+    if (c->stopping || changes_seq(c) != seen) {
         pthread_mutex_unlock(&c->lock);
         free(w);
         return false;
     }
-    /* Suspending under the lock: a bump cannot slip in between the check
-     * above and the registration, so no wake-up is lost. */
+    /* Suspending under the lock: the watcher resumes waiters under it
+     * too, after the feed moved, so a bump after the check above finds
+     * this waiter registered and no wake-up is lost. */
     MHD_suspend_connection(conn);
     w->conn = conn;
     w->next = c->waiters;

@@ -1,20 +1,29 @@
 /* changes.h - wake the nodes' long polls when the desired state may change.
  *
- * Every successful write request bumps a sequence number and resumes every
- * suspended long poll; each poll then recomputes its node's state and answers
- * if its version changed, or suspends again.  A ticker also resumes them
- * twice a second, which bounds the delay for changes made by another API
- * instance sharing the database, and enforces the polls' deadlines. */
+ * The wake-ups are the database's DB_FEED_NOTICES feed (db.h): every
+ * successful write request that may change what a node runs calls
+ * changes_bump, which moves the feed (db_notify); a watcher thread waits on
+ * the feed and resumes every suspended long poll when it moves; each poll
+ * then recomputes its node's state and answers if its version changed, or
+ * suspends again.  The watcher also resumes them twice a second when
+ * nothing moved, which enforces the polls' deadlines.  A backend shared
+ * by several API processes moves the feed for all of them, so a write
+ * through one wakes the polls held by another. */
 #ifndef IMP_CHANGES_H
 #define IMP_CHANGES_H
+
+#include "../common/db.h"
 
 #include <pthread.h>
 #include <stdbool.h>
 
 typedef struct changes changes_t;
 
-changes_t *changes_new(void);
-/* Start the ticker thread; -1 if it cannot be created. */
+/* `db`: a connection of the database whose feed to follow (the pool's
+ * first: the feed's calls may share it with the thread using it, db.h);
+ * it must outlive the changes_t. */
+changes_t *changes_new(db_t *db);
+/* Start the watcher thread; -1 if it cannot be created. */
 int changes_start(changes_t *c);
 /* Resume every waiter and refuse new ones: call before stopping the HTTP
  * daemon (libmicrohttpd cannot stop with suspended connections). */
@@ -23,7 +32,7 @@ void changes_free(changes_t *c);
 
 /* The current sequence number: read it before computing a state. */
 unsigned long long changes_seq(changes_t *c);
-/* Something was written: wake every waiter. */
+/* Something was written (and committed): wake every waiter. */
 void changes_bump(changes_t *c);
 
 /* Suspend `conn` (a struct MHD_Connection *, from inside its request

@@ -618,11 +618,12 @@ static void h_regenerate_secret_uuid(req_t *r)
 }
 
 const route_t container_routes[] = {
-    {"GET", "me/containers", h_containers_list, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
-    {"GET", "containers", h_containers_list, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
-    {"POST", "containers", h_container_create, AUTH_CUSTOMER, CACHE_NONE},
-    {"GET", "containers/*", h_container_get, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
-    {"POST", "containers/*", h_container_post, AUTH_CUSTOMER, CACHE_NONE},
-    {"POST", "regenerate_secret_uuid/*", h_regenerate_secret_uuid, AUTH_CUSTOMER, CACHE_NONE},
-    {NULL, NULL, NULL, 0, 0},
+    {"GET", "me/containers", h_containers_list, AUTH_CUSTOMER, CACHE_UNTIL_WRITE, WAKE_NONE},
+    {"GET", "containers", h_containers_list, AUTH_CUSTOMER, CACHE_UNTIL_WRITE, WAKE_NONE},
+    {"POST", "containers", h_container_create, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    {"GET", "containers/*", h_container_get, AUTH_CUSTOMER, CACHE_UNTIL_WRITE, WAKE_NONE},
+    {"POST", "containers/*", h_container_post, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    {"POST", "regenerate_secret_uuid/*", h_regenerate_secret_uuid, AUTH_CUSTOMER, CACHE_NONE,
+     WAKE_NODES},
+    {NULL, NULL, NULL, 0, 0, 0},
 };

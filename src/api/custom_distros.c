@@ -314,11 +314,11 @@ static void h_cdistro_delete(req_t *r)
 }
 
 const route_t custom_distro_routes[] = {
-    {"GET", "custom_distros", h_cdistros_all, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
-    {"GET", "custom_distros/*", h_cdistros_usable, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
-    {"POST", "custom_distros/*", h_cdistro_create, AUTH_CUSTOMER, CACHE_NONE},
-    {"GET", "custom_distro/*", h_cdistro_get, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
-    {"POST", "custom_distro/*", h_cdistro_post, AUTH_CUSTOMER, CACHE_NONE},
-    {"DELETE", "custom_distro/*", h_cdistro_delete, AUTH_CUSTOMER, CACHE_NONE},
-    {NULL, NULL, NULL, 0, 0},
+    {"GET", "custom_distros", h_cdistros_all, AUTH_CUSTOMER, CACHE_UNTIL_WRITE, WAKE_NONE},
+    {"GET", "custom_distros/*", h_cdistros_usable, AUTH_CUSTOMER, CACHE_UNTIL_WRITE, WAKE_NONE},
+    {"POST", "custom_distros/*", h_cdistro_create, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    {"GET", "custom_distro/*", h_cdistro_get, AUTH_CUSTOMER, CACHE_UNTIL_WRITE, WAKE_NONE},
+    {"POST", "custom_distro/*", h_cdistro_post, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    {"DELETE", "custom_distro/*", h_cdistro_delete, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    {NULL, NULL, NULL, 0, 0, 0},
 };

@@ -21,10 +21,10 @@ int db_pool_open(db_pool_t *p, const char *url, int n, err_t *e)
             return -1;
         }
         db_set_write_lock(p->conns[i], &p->write_lock);
-        db_set_commit_counter(p->conns[i], &p->commits);
     }
-    /* The response cache and the nodes' wake-ups know only this process's
-     * writes: no other process may write beside it. */
+    /* The response cache and the nodes' wake-ups rest on the data version,
+     * which a backend may count for this process's writes only (SQLite):
+     * then no other process may write beside it (a no-op otherwise). */
     if (db_claim(p->conns[0], e) < 0) {
         db_pool_close(p);
         return -1;
@@ -45,6 +45,13 @@ void db_pool_close(db_pool_t *p)
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->freed);
     fifo_lock_destroy(&p->write_lock);
+}
+
+/* Any connection will do, busy or not: the version is the database's,
+ * shared by every connection of the process (db.h). */
+unsigned long long db_pool_version(db_pool_t *p)
+{
+    return db_data_version(p->conns[0], DB_FEED_WRITES);
 }
 
 db_t *db_pool_acquire(db_pool_t *p)

@@ -14,6 +14,6 @@ static void h_distros_list(req_t *r)
 }
 
 const route_t distro_routes[] = {
-    {"GET", "distros", h_distros_list, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
-    {NULL, NULL, NULL, 0, 0},
+    {"GET", "distros", h_distros_list, AUTH_CUSTOMER, CACHE_UNTIL_WRITE, WAKE_NONE},
+    {NULL, NULL, NULL, 0, 0, 0},
 };

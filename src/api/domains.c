@@ -291,13 +291,13 @@ static void h_container_domains(req_t *r)
 }
 
 const route_t domain_routes[] = {
-    {"GET", "domains", h_domains_list, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
-    {"POST", "domains", h_domain_create, AUTH_CUSTOMER, CACHE_NONE},
-    {"DELETE", "domains", h_domain_delete_by_name, AUTH_CUSTOMER, CACHE_NONE},
-    {"GET", "domains/*", h_domain_get, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
-    {"POST", "domains/*", h_domain_post, AUTH_CUSTOMER, CACHE_NONE},
-    {"DELETE", "domains/*", h_domain_delete, AUTH_CUSTOMER, CACHE_NONE},
-    {"GET", "domains/*/containers", h_domain_containers, AUTH_CUSTOMER, CACHE_NONE},
-    {"GET", "containers/*/domains", h_container_domains, AUTH_CUSTOMER, CACHE_NONE},
-    {NULL, NULL, NULL, 0, 0},
+    {"GET", "domains", h_domains_list, AUTH_CUSTOMER, CACHE_UNTIL_WRITE, WAKE_NONE},
+    {"POST", "domains", h_domain_create, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    {"DELETE", "domains", h_domain_delete_by_name, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    {"GET", "domains/*", h_domain_get, AUTH_CUSTOMER, CACHE_UNTIL_WRITE, WAKE_NONE},
+    {"POST", "domains/*", h_domain_post, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    {"DELETE", "domains/*", h_domain_delete, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    {"GET", "domains/*/containers", h_domain_containers, AUTH_CUSTOMER, CACHE_NONE, WAKE_NONE},
+    {"GET", "containers/*/domains", h_container_domains, AUTH_CUSTOMER, CACHE_NONE, WAKE_NONE},
+    {NULL, NULL, NULL, 0, 0, 0},
 };

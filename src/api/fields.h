@@ -6,7 +6,7 @@
 #ifndef IMP_FIELDS_H
 #define IMP_FIELDS_H
 
-#include "api.h"
+#include "req.h"
 
 typedef enum {
     FT_STRING,

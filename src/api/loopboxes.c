@@ -246,10 +246,10 @@ static void h_loopbox_delete(req_t *r)
 }
 
 const route_t loopbox_routes[] = {
-    {"GET", "loopboxes", h_loopboxes_list, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
-    {"POST", "loopboxes", h_loopbox_create, AUTH_CUSTOMER, CACHE_NONE},
-    {"GET", "loopboxes/*", h_loopbox_get, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
-    {"POST", "loopboxes/*", h_loopbox_post, AUTH_CUSTOMER, CACHE_NONE},
-    {"DELETE", "loopboxes/*", h_loopbox_delete, AUTH_CUSTOMER, CACHE_NONE},
-    {NULL, NULL, NULL, 0, 0},
+    {"GET", "loopboxes", h_loopboxes_list, AUTH_CUSTOMER, CACHE_UNTIL_WRITE, WAKE_NONE},
+    {"POST", "loopboxes", h_loopbox_create, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    {"GET", "loopboxes/*", h_loopbox_get, AUTH_CUSTOMER, CACHE_UNTIL_WRITE, WAKE_NONE},
+    {"POST", "loopboxes/*", h_loopbox_post, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    {"DELETE", "loopboxes/*", h_loopbox_delete, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    {NULL, NULL, NULL, 0, 0, 0},
 };

@@ -1,5 +1,6 @@
 /* me.c - /me/: the caller's own account. */
 #include "../common/validate.h"
+#include "auth.h"
 #include "fields.h"
 #include "routes.h"
 #include "rows.h"
@@ -79,7 +80,7 @@ fail:
 }
 
 const route_t me_routes[] = {
-    {"GET", "me", h_me_get, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
-    {"POST", "me", h_me_post, AUTH_CUSTOMER, CACHE_NONE},
-    {NULL, NULL, NULL, 0, 0},
+    {"GET", "me", h_me_get, AUTH_CUSTOMER, CACHE_UNTIL_WRITE, WAKE_NONE},
+    {"POST", "me", h_me_post, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    {NULL, NULL, NULL, 0, 0, 0},
 };

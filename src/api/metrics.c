@@ -224,6 +224,6 @@ static void h_metric(req_t *r)
 }
 
 const route_t metric_routes[] = {
-    {"GET", "metrics/*/*", h_metric, AUTH_CUSTOMER, CACHE_NONE},
-    {NULL, NULL, NULL, 0, 0},
+    {"GET", "metrics/*/*", h_metric, AUTH_CUSTOMER, CACHE_NONE, WAKE_NONE},
+    {NULL, NULL, NULL, 0, 0, 0},
 };

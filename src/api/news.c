@@ -1,5 +1,6 @@
 /* news.c - /news/ (see API.md): the supplier's announcements.  The admin
  * side (/admin/news) is in admin_other.c. */
+#include "auth.h"
 #include "routes.h"
 #include "rows.h"
 
@@ -34,6 +35,6 @@ static void h_news(req_t *r)
 }
 
 const route_t news_routes[] = {
-    {"GET", "news", h_news, AUTH_OPTIONAL, CACHE_NONE},
-    {NULL, NULL, NULL, 0, 0},
+    {"GET", "news", h_news, AUTH_OPTIONAL, CACHE_NONE, WAKE_NONE},
+    {NULL, NULL, NULL, 0, 0, 0},
 };

@@ -19,7 +19,9 @@
 #include "../common/strutil.h"
 #include "../common/validate.h"
 #include "changes.h"
+#include "node_channel.h"
 #include "fields.h"
+#include "legions.h"
 #include "routes.h"
 #include "portmappings.h"
 #include "rows.h"
@@ -157,29 +159,6 @@ static json_t *portmappings_state(db_t *db, err_t *e, long long server_id)
                      DB_ARGS(DB_INT(server_id)));
 }
 
-static json_t *legion_state(db_t *db, err_t *e, db_res_t *res, int row, void *ctx)
-{
-    (void)ctx;
-    json_t *nodes = rows_str_list(db, e,
-                                  "SELECT s.address FROM legion_nodes n JOIN servers s "
-                                  "ON s.id = n.server_id WHERE n.legion_id = $1 ORDER BY s.id",
-                                  db_get_int(res, row, 0));
-    if (!nodes)
-        return NULL;
-    return json_pack("{s:s,s:s,s:s,s:I,s:o}", "name", db_get(res, row, 1), "address",
-                     db_get(res, row, 2), "key", db_get(res, row, 3), "quorum",
-                     (json_int_t)db_get_int(res, row, 4), "nodes", nodes);
-}
-
-static json_t *legions_state(db_t *db, err_t *e, long long server_id)
-{
-    return rows_query_json(db, e, legion_state, NULL,
-                           "SELECT l.id, l.name, l.address, l.key, l.quorum FROM legions l "
-                           "JOIN legion_nodes n ON n.legion_id = l.id WHERE n.server_id = $1 "
-                           "ORDER BY l.id",
-                           DB_ARGS(DB_INT(server_id)));
-}
-
 /* Every container of the server, startable or not, with its uuid and its
  * customer's: the node tells a deleted container (its home is moved out of
  * the customers' reach) from one that merely cannot start, and checks that
@@ -199,7 +178,7 @@ static json_t *all_containers_state(db_t *db, err_t *e, long long server_id)
 }
 
 /* The whole desired state of one server, without its version. */
-static json_t *node_state(db_t *db, err_t *e, long long server_id)
+json_t *node_state_json(db_t *db, err_t *e, long long server_id)
 {
     db_res_t *srv = db_query(db, e,
                              "SELECT name, address, etc_hosts, etc_resolv_conf, "
@@ -216,7 +195,7 @@ static json_t *node_state(db_t *db, err_t *e, long long server_id)
     json_t *containers = containers_state(db, e, server_id);
     json_t *domains = containers ? domains_state(db, e, server_id) : NULL;
     json_t *ports = domains ? portmappings_state(db, e, server_id) : NULL;
-    json_t *legions = ports ? legions_state(db, e, server_id) : NULL;
+    json_t *legions = ports ? legions_of_server_json(db, e, server_id) : NULL;
     json_t *out = NULL;
     if (legions)
         /* purge_deleted_before: the node removes the homes of containers
@@ -275,7 +254,7 @@ static void h_node_state(req_t *r)
     err_t e = {0};
     if (db_read_begin(r->db, &e) < 0)
         return reply_internal(r, &e);
-    json_t *state = node_state(r->db, &e, r->node_server_id);
+    json_t *state = node_state_json(r->db, &e, r->node_server_id);
     char version[33];
     if (!state || state_version(state, version) < 0) {
         json_decref(state);
@@ -362,7 +341,7 @@ static void h_node_status(req_t *r)
 }
 
 const route_t node_routes[] = {
-    {"GET", "state", h_node_state, AUTH_NODE, CACHE_NONE},
-    {"POST", "status", h_node_status, AUTH_NODE, CACHE_NONE},
-    {NULL, NULL, NULL, 0, 0},
+    {"GET", "state", h_node_state, AUTH_NODE, CACHE_NONE, WAKE_NONE},
+    {"POST", "status", h_node_status, AUTH_NODE, CACHE_NONE, WAKE_NONE},
+    {NULL, NULL, NULL, 0, 0, 0},
 };

@@ -1,7 +1,7 @@
 /* owned.c - "is this object the caller's?", the check every customer
  * endpoint starts with. */
 #include "../common/validate.h"
-#include "api.h"
+#include "req.h"
 
 long long req_owned(req_t *r, const char *sql, long long id, int missing)
 {

@@ -170,8 +170,8 @@ static void h_portmapping_delete(req_t *r)
 }
 
 const route_t portmapping_routes[] = {
-    {"GET", "portmappings/*", h_portmappings_list, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
-    {"POST", "portmappings/*", h_portmapping_create, AUTH_CUSTOMER, CACHE_NONE},
-    {"DELETE", "portmappings/*", h_portmapping_delete, AUTH_CUSTOMER, CACHE_NONE},
-    {NULL, NULL, NULL, 0, 0},
+    {"GET", "portmappings/*", h_portmappings_list, AUTH_CUSTOMER, CACHE_UNTIL_WRITE, WAKE_NONE},
+    {"POST", "portmappings/*", h_portmapping_create, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    {"DELETE", "portmappings/*", h_portmapping_delete, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    {NULL, NULL, NULL, 0, 0, 0},
 };

@@ -3,9 +3,10 @@
  *
  * A cached answer is keyed by a keyed BLAKE2b digest of everything the
  * answer depends on besides the database (the path, the credentials
- * headers, whether the client is curl) and tagged with the data's version,
- * the pool's commit counter read before the answer's snapshot was taken.
- * Any committed write moves the counter, so an entry can only be served
+ * headers, whether the client is curl) and tagged with the data's version
+ * (db.h's DB_FEED_WRITES, db_pool_version) read before the answer's
+ * snapshot was taken.  Any committed write moves the version, in whichever
+ * process of a shared database it ran, so an entry can only be served
  * while nothing at all has changed since it was built; a password change
  * is a write too, so stale credentials can never be answered from it.  The
  * digest stands for the credentials: they are not kept. */

@@ -1,9 +1,10 @@
 /* routes.h - the API's URL map.  Every handler file exports one route
- * table; routes.c lists the tables. */
+ * table; routes.c lists the tables; dispatch.c matches a request against
+ * them and does what each entry declares (auth, cache, wake). */
 #ifndef IMP_ROUTES_H
 #define IMP_ROUTES_H
 
-#include "api.h"
+#include "req.h"
 
 typedef void (*handler_fn)(req_t *r);
 
@@ -23,12 +24,23 @@ enum route_cache {
     CACHE_UNTIL_WRITE,
 };
 
+/* Whether a successful answer (2xx, not a suspended long poll) wakes the
+ * nodes' long polls (changes.c) after the handler ran: every write that may
+ * change what some node must run.  The dispatcher does it; handlers need do
+ * nothing.  Reads never wake; neither do the nodes' own reports nor a raised
+ * alarm, which change nothing a node follows. */
+enum route_wake {
+    WAKE_NONE,
+    WAKE_NODES,
+};
+
 typedef struct route {
     const char *method;
     const char *pattern; /* segments joined by '/', '*' matches one segment */
     handler_fn fn;
     enum route_auth auth;
     enum route_cache cache;
+    enum route_wake wake;
 } route_t;
 
 /* Find the route for a request's method and segments in a NULL-terminated

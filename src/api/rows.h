@@ -8,7 +8,7 @@
 #define IMP_ROWS_H
 
 #include "../common/db.h"
-#include "api.h"
+#include "req.h"
 
 #include <jansson.h>
 

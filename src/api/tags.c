@@ -211,10 +211,10 @@ static void h_tag_delete(req_t *r)
 }
 
 const route_t tag_routes[] = {
-    {"GET", "tags", h_tags_list, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
-    {"POST", "tags", h_tag_create, AUTH_CUSTOMER, CACHE_NONE},
-    {"GET", "tags/*", h_tag_get, AUTH_CUSTOMER, CACHE_UNTIL_WRITE},
-    {"POST", "tags/*", h_tag_post, AUTH_CUSTOMER, CACHE_NONE},
-    {"DELETE", "tags/*", h_tag_delete, AUTH_CUSTOMER, CACHE_NONE},
-    {NULL, NULL, NULL, 0, 0},
+    {"GET", "tags", h_tags_list, AUTH_CUSTOMER, CACHE_UNTIL_WRITE, WAKE_NONE},
+    {"POST", "tags", h_tag_create, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    {"GET", "tags/*", h_tag_get, AUTH_CUSTOMER, CACHE_UNTIL_WRITE, WAKE_NONE},
+    {"POST", "tags/*", h_tag_post, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    {"DELETE", "tags/*", h_tag_delete, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    {NULL, NULL, NULL, 0, 0, 0},
 };

@@ -10,19 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { G_API, G_TOKEN_FILE, G_CONFIG, G_TIMEOUT, G_JSON, G_HELP };
-
-static const struct {
-    const char *name;
-    bool has_arg;
-} globals[] = {
-    [G_API] = {"api", true},       [G_TOKEN_FILE] = {"token-file", true},
-    [G_CONFIG] = {"config", true}, [G_TIMEOUT] = {"timeout", true},
-    [G_JSON] = {"json", false},    [G_HELP] = {"help", false},
-};
-
-#define NGLOBALS ((int)(sizeof globals / sizeof globals[0]))
-
 /* Split "--name" or "--name=value"; returns the name length. */
 static size_t opt_name(const char *arg, const char **inline_value)
 {
@@ -36,45 +23,6 @@ static bool name_is(const char *name, size_t len, const char *want)
     return strlen(want) == len && strncmp(name, want, len) == 0;
 }
 
-static int find_global(const char *name, size_t len)
-{
-    for (int g = 0; g < NGLOBALS; g++)
-        if (name_is(name, len, globals[g].name))
-            return g;
-    return -1;
-}
-
-static int set_owned(char **slot, const char *v, err_t *e)
-{
-    char *copy = strdup(v);
-    if (!copy)
-        return err_set(e, ERR_INTERNAL, "out of memory");
-    free(*slot);
-    *slot = copy;
-    return 0;
-}
-
-static int apply_global(cli_t *cli, int g, const char *v, err_t *e)
-{
-    switch (g) {
-    case G_API: return set_owned(&cli->api, v, e);
-    case G_TOKEN_FILE: return set_owned(&cli->token_file, v, e);
-    case G_CONFIG: return set_owned(&cli->config, v, e);
-    case G_TIMEOUT: {
-        long long n;
-        if (!str_to_ll(v, &n) || n < 1 || n > 86400)
-            return err_set(e, ERR_INPUT,
-                           "option --timeout needs a number of seconds (1 to 86400), not '%s'",
-                           v);
-        cli->timeout = (long)n;
-        return 0;
-    }
-    case G_JSON: cli->json = true; return 0;
-    case G_HELP: cli->help = true; return 0;
-    }
-    return 0;
-}
-
 /* The value of an option that takes one: inline or the next argument. */
 static const char *opt_value(const char *inline_value, int argc, char **argv, int *i)
 {
@@ -85,38 +33,33 @@ static const char *opt_value(const char *inline_value, int argc, char **argv, in
     return NULL;
 }
 
-/* Apply the global option argv[*i] ("--name" or "--name=value"), whose name
- * (of `len` characters) is global number g; *i moves past its value. */
-static int one_global(cli_t *cli, int g, int argc, char **argv, int *i, err_t *e)
+/* argv[*i] as one of the global options (cli_global_settings): 1 when it
+ * was one (*i on its last word), 0 when it is not, -1 on a bad value. */
+static int global_opt(cli_t *cli, int argc, char **argv, int *i, err_t *e)
 {
-    const char *inline_value;
-    opt_name(argv[*i], &inline_value);
-    if (!globals[g].has_arg && inline_value)
-        return err_set(e, ERR_INPUT, "option --%s takes no value", globals[g].name);
-    const char *v = globals[g].has_arg ? opt_value(inline_value, argc, argv, i) : "";
-    if (!v)
-        return err_set(e, ERR_INPUT, "option --%s needs a value", globals[g].name);
-    return apply_global(cli, g, v, e);
+    return settings_parse_flag(cli_global_settings, cli, argc, argv, i, e);
+}
+
+/* The length of the option's name with its dashes, without "=value". */
+static int opt_len(const char *a)
+{
+    return (int)strcspn(a, "=");
 }
 
 int args_globals(cli_t *cli, int argc, char **argv, int *i, err_t *e)
 {
     for (; *i < argc; ++*i) {
         const char *a = argv[*i];
-        if (!strcmp(a, "-h")) {
-            cli->help = true;
-            continue;
-        }
-        if (strncmp(a, "--", 2) != 0 || a[2] == '\0')
+        if (a[0] != '-' || a[1] == '\0' || !strcmp(a, "--"))
             return 0;
-        const char *inline_value;
-        size_t len = opt_name(a, &inline_value);
-        int g = find_global(a + 2, len);
-        if (g < 0)
-            return err_set(e, ERR_INPUT, "unknown option '%.*s' (see imperium --help)",
-                           (int)len + 2, a);
-        if (one_global(cli, g, argc, argv, i, e) < 0)
+        int rc = global_opt(cli, argc, argv, i, e);
+        if (rc < 0)
             return -1;
+        if (rc == 0 && a[1] == '-')
+            return err_set(e, ERR_INPUT, "unknown option '%.*s' (see imperium --help)",
+                           opt_len(a), a);
+        if (rc == 0)
+            return 0;
     }
     return 0;
 }
@@ -201,14 +144,10 @@ int args_parse(cli_t *cli, const opt_spec *spec, const char *cmd, int argc, char
                 rc = err_set(e, ERR_INPUT, "%s: option --%s needs a value", cmd, o->name);
             else
                 rc = store(o, v, cmd, out->opts, e);
-        } else {
-            /* Not the command's: maybe a global option. */
-            int g = find_global(a + 2, len);
-            if (g < 0)
-                rc = err_set(e, ERR_INPUT, "%s: unknown option '%.*s' (see imperium %s --help)",
-                             cmd, (int)len + 2, a, cmd);
-            else
-                rc = one_global(cli, g, argc, argv, &i, e);
+        } else if ((rc = global_opt(cli, argc, argv, &i, e)) == 0) {
+            /* Neither the command's nor a global option. */
+            rc = err_set(e, ERR_INPUT, "%s: unknown option '%.*s' (see imperium %s --help)",
+                         cmd, (int)len + 2, a, cmd);
         }
         if (rc < 0) {
             args_free(out);

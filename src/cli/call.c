@@ -124,11 +124,11 @@ int call_main(cli_t *cli, int argc, char **argv, err_t *e)
     if (!user)
         user = getenv("IMPERIUM_USER");
     if (!user)
-        user = cli_conf(cli, "user");
+        user = cli->file.user;
     if (!password)
         password = getenv("IMPERIUM_PASSWORD");
     if (!password)
-        password = cli_conf(cli, "password");
+        password = cli->file.password;
     if (user && *user && !password) {
         err_set(e, ERR_INPUT, "%s: a password is needed for '%s': give --password or set "
                               "IMPERIUM_PASSWORD",

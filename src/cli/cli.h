@@ -1,6 +1,7 @@
 /* cli.h - the `imperium` command-line tool: what its files share.
  *
- *   main.c         global options, settings, dispatch, exit codes
+ *   main.c         usage, dispatch, exit codes
+ *   context.c      the run's settings: global options, config file, token
  *   args.c         option parsing for one command (tables of opt_spec)
  *   http_client.c  libcurl: one request, one answer; API errors as err_t
  *   output.c       tables, key: value lines, raw JSON
@@ -16,6 +17,7 @@
 
 #include "../common/config.h"
 #include "../common/err.h"
+#include "../common/settings.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -26,17 +28,28 @@
 #define CLI_ADMIN_PREFIX "/admin"
 #define CLI_CUSTOMER_PREFIX "/api"
 
-/* Settings of one run.  Strings are owned (freed by cli_free). */
+/* The config file's settings (context.c); they point into cli_t.conf. */
 typedef struct {
-    char *api;        /* base URL without a trailing '/' */
-    char *token_file; /* from --token-file (NULL: env, then the default) */
-    char *config;     /* from --config (NULL: env IMPERIUM_CONFIG, else none) */
-    bool json;        /* --json: print the API's answers as they are */
-    bool help;        /* --help / -h seen */
-    long timeout;     /* --timeout: seconds for one request (0: the default) */
-    conf_t conf;      /* the config file, once cli_settle loaded it */
+    const char *api, *token, *token_file, *user, *password;
+} cli_file_t;
+
+/* Settings of one run: flags point into argv, `api` is owned (cli_free). */
+typedef struct {
+    char *api;              /* base URL without a trailing '/', once cli_settle ran */
+    const char *api_flag;   /* --api */
+    const char *token_file; /* --token-file (NULL: env, then the default) */
+    const char *config;     /* --config (NULL: env IMPERIUM_CONFIG, else none) */
+    bool json;              /* --json: print the API's answers as they are */
+    bool help;              /* --help / -h seen */
+    int timeout;            /* --timeout: seconds for one request (0: the default) */
+    conf_t conf;            /* the config file, once cli_settle loaded it */
     bool conf_loaded;
+    cli_file_t file;        /* its settings */
 } cli_t;
+
+/* The global options (--api, --token-file, --config, --timeout, --json,
+ * --help), accepted anywhere on the line. */
+extern const setting_t cli_global_settings[];
 
 void cli_free(cli_t *cli);
 
@@ -146,13 +159,11 @@ extern const opt_spec distro_build_opts[];
 /* `admin distro build NAME` with its parsed options; prints the new id. */
 int distro_build(cli_t *cli, const char *name, json_t *opts, err_t *e);
 
-/* ---- main.c: settings resolved from flags, environment and config file ---- */
+/* ---- context.c: settings resolved from flags, environment and config file ---- */
 
 /* Load the config file and settle the API base URL (flag > IMPERIUM_API >
  * config `api` > default); a malformed URL is a usage error. */
 int cli_settle(cli_t *cli, err_t *e);
-/* A setting from the config file (IMPERIUM_CONFIG or --config), or NULL. */
-const char *cli_conf(const cli_t *cli, const char *key);
 /* Read the admin token: --token-file > IMPERIUM_ADMIN_TOKEN >
  * IMPERIUM_ADMIN_TOKEN_FILE > config token_file > the default file.
  * Returns a fresh string. */

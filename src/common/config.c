@@ -30,7 +30,10 @@ int conf_load(conf_t *c, const char *path, err_t *e)
     FILE *f = fopen(path, "r");
     if (!f)
         return err_set(e, ERR_INPUT, "cannot open config file %s: %s", path, strerror(errno));
-    c->path = strdup(path);
+    if (!(c->path = strdup(path))) {
+        fclose(f);
+        return err_set(e, ERR_INTERNAL, "out of memory");
+    }
     char *buf = NULL;
     size_t cap = 0;
     int lineno = 0, rc = 0;
@@ -79,18 +82,4 @@ const char *conf_get(const conf_t *c, const char *key)
         if (strcmp(c->entries[i - 1].key, key) == 0)
             return c->entries[i - 1].value;
     return NULL;
-}
-
-int conf_check_keys(const conf_t *c, const char *const *known, err_t *e)
-{
-    for (size_t i = 0; i < c->n; i++) {
-        int ok = 0;
-        for (const char *const *k = known; *k; k++)
-            if (strcmp(*k, c->entries[i].key) == 0)
-                ok = 1;
-        if (!ok)
-            return err_set(e, ERR_INPUT, "%s:%d: unknown setting '%s'", c->path,
-                           c->entries[i].line, c->entries[i].key);
-    }
-    return 0;
 }

@@ -1,7 +1,8 @@
 /* config.h - `key = value` configuration files.
  *
  * One setting per line, `#` starts a comment, blank lines are ignored.
- * Daemons load a file first and then let command-line flags override it. */
+ * Daemons read theirs through a settings table (settings.h), which refuses
+ * unknown keys and lets command-line flags override the file. */
 #ifndef IMP_CONFIG_H
 #define IMP_CONFIG_H
 
@@ -24,9 +25,5 @@ int conf_load(conf_t *c, const char *path, err_t *e);
 void conf_free(conf_t *c);
 /* The last value given for `key`, or NULL. */
 const char *conf_get(const conf_t *c, const char *key);
-
-/* Report every key not in `known` (NULL-terminated) as an error: a typo in a
- * config file must not be silently ignored. */
-int conf_check_keys(const conf_t *c, const char *const *known, err_t *e);
 
 #endif

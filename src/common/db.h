@@ -4,15 +4,18 @@
  * both backends understand (PostgreSQL natively, SQLite as named parameters),
  * and read back a fully materialised result of text cells.  Keeping the
  * interface at this level lets SQLite (the embedded default) and PostgreSQL
- * (several API instances, one database) share every query. */
+ * (several API instances, one database) share every query.
+ *
+ * Backends: db_open picks one by the URL's scheme (db_common.c's table);
+ * each implements the operations of db_backend.h (db_sqlite.c: SQLite).
+ * Besides SQL, a backend keeps the database's data version (below): what
+ * the API's response cache and the nodes' long polls rest on. */
 #ifndef IMP_DB_H
 #define IMP_DB_H
 
 #include "err.h"
 #include "fifo_lock.h"
 
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 
 typedef struct db db_t;
@@ -44,7 +47,10 @@ typedef struct {
     long long changes;
 } db_res_t;
 
-/* Open "sqlite:/path/file.db" or a plain path (SQLite). */
+/* Open a database by URL: "sqlite:/path/file.db", "sqlite:///path/file.db"
+ * or a plain path (SQLite).  "postgresql:" / "postgres:" URLs are refused
+ * (ERR_INPUT: not supported yet, issue 20), and so is any other scheme,
+ * naming the ones known. */
 db_t *db_open(const char *url, err_t *e);
 void db_close(db_t *db);
 
@@ -65,16 +71,11 @@ void db_rollback(db_t *db); /* a no-op outside a transaction */
  * release it): a waiting writer wakes the moment the previous one commits
  * instead of polling the database's lock.  Other processes are still waited for by polling. */
 void db_set_write_lock(db_t *db, fifo_lock_t *lock);
-/* Connections sharing `counter` add one to it each time a change of theirs
- * (rows inserted, updated or deleted, or a db_exec_script) is committed,
- * after it is visible to new reads: a reader that loads the
- * counter before its snapshot and finds it unchanged later knows that no
- * write of this process landed in between (the API's response cache).
- * Writes of other processes are not counted: db_claim keeps them out. */
-void db_set_commit_counter(db_t *db, atomic_ullong *counter);
 /* Make this process the database's only user: a second process calling it
  * on the same database fails (ERR_CONFLICT) instead of running beside the
- * first with caches of its own.  Held until the connection is closed;
+ * first with caches of its own.  Needed by a backend whose data version
+ * sees only this process's writes (SQLite); a no-op for one whose version
+ * follows every process (PostgreSQL).  Held until the connection is closed;
  * close the claiming connection last (closing a descriptor of the database
  * file drops the process's other locks on it). */
 int db_claim(db_t *db, err_t *e);
@@ -85,6 +86,50 @@ int db_claim(db_t *db, err_t *e);
  * write; db_read_end ends it if it is still open. */
 int db_read_begin(db_t *db, err_t *e);
 void db_read_end(db_t *db);
+
+/* ---- the data version ----
+ *
+ * Two counters of the database, each a feed: DB_FEED_WRITES moves by
+ * itself on every committed write (the response cache: an answer built
+ * at version v is good while the version is still v); DB_FEED_NOTICES
+ * moves only on db_notify, which a writer calls after a change worth
+ * waking for (the nodes' long polls: a node's own status report commits
+ * a write but wakes no one).  What a backend must guarantee:
+ *
+ * - Monotonic: a feed's version never goes back, within one process.
+ * - A reader that read version v of DB_FEED_WRITES before taking its
+ *   snapshot sees every write committed before the version moved to v;
+ *   so if it still reads v afterwards, no write committed in between.
+ *   The version moves after the write is visible to new snapshots, by
+ *   at least one for each committed transaction (or autocommit
+ *   statement) that changed rows, or ran a script (db_exec_script).  A
+ *   rollback or a read never moves it (a write that changed no row need
+ *   not: moving too often only costs the cache a miss).
+ * - Every writer counts: all connections of this process and, for a
+ *   backend shared by several processes, every process (PostgreSQL:
+ *   NOTIFY at commit, a LISTEN connection per process).  A backend that
+ *   sees only its own process's writes (SQLite, in process) needs
+ *   db_claim to keep other processes out.
+ * - Waiting loses nothing: a move after `since` was read wakes a
+ *   db_data_wait that started with it, or makes it return at once.
+ * - These three calls may be made on a connection another thread is
+ *   using: they touch only what the process's connections to that
+ *   database share (a backend that needs a connection for them keeps
+ *   its own). */
+typedef enum {
+    DB_FEED_WRITES,  /* every committed write */
+    DB_FEED_NOTICES, /* db_notify only */
+    DB_FEEDS
+} db_feed;
+
+unsigned long long db_data_version(db_t *db, db_feed feed);
+/* Move DB_FEED_NOTICES, waking its waiters (in every process).  Call it
+ * after the write it announces has committed. */
+void db_notify(db_t *db);
+/* Block until `feed`'s version differs from `since`, or until
+ * `deadline_ms` (clock.h's now_ms) passes; returns the version then. */
+unsigned long long db_data_wait(db_t *db, db_feed feed, unsigned long long since,
+                                long long deadline_ms);
 
 /* Schema changes (migrations), following SQLite's procedure for changing a
  * table (sqlite.org/lang_altertable.html, "other kinds of table schema

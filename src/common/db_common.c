@@ -1,40 +1,130 @@
-/* db_common.c - backend-independent parts of db.h. */
-#include "db.h"
+/* db_common.c - the backend-independent part of db.h: the table of
+ * backends by URL scheme, the calls through a connection's backend, and
+ * what is built on db_query. */
+#include "db_backend.h"
 
-#include <stdlib.h>
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+/* A scheme with no backend names why (`missing`) instead of opening a
+ * file of that name. */
+static const struct {
+    const char *scheme;
+    const db_backend_t *be;
+    const char *missing;
+} schemes[] = {
+    {"sqlite", &db_sqlite_backend, NULL},
+    {"postgresql", NULL, "PostgreSQL is not supported yet (issue 20)"},
+    {"postgres", NULL, "PostgreSQL is not supported yet (issue 20)"},
+};
+
+#define NSCHEMES (sizeof schemes / sizeof schemes[0])
+
+/* The length of `url`'s scheme (RFC 3986: a letter, then letters, digits,
+ * "+", "-", "."; then ":"), or 0 when it has none: a plain path. */
+static size_t scheme_len(const char *url)
+{
+    if (!isalpha((unsigned char)url[0]))
+        return 0;
+    size_t n = 1;
+    while (url[n] && (isalnum((unsigned char)url[n]) || strchr("+-.", url[n])))
+        n++;
+    return url[n] == ':' ? n : 0;
+}
+
+/* The schemes of the table, "sqlite:, postgresql:, ...", for a message. */
+static void known_schemes(char *out, size_t size)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < NSCHEMES && used < size; i++)
+        used += (size_t)snprintf(out + used, size - used, "%s%s:", i ? ", " : "",
+                                 schemes[i].scheme);
+}
+
+db_t *db_open(const char *url, err_t *e)
+{
+    size_t n = scheme_len(url);
+    if (n == 0) /* a plain path: SQLite, as always */
+        return db_sqlite_backend.open(url, url, e);
+    for (size_t i = 0; i < NSCHEMES; i++) {
+        if (strlen(schemes[i].scheme) != n || strncasecmp(url, schemes[i].scheme, n) != 0)
+            continue;
+        if (!schemes[i].be) {
+            /* Not the URL itself: it may hold a password. */
+            err_set(e, ERR_INPUT, "database URL scheme %s: %s", schemes[i].scheme,
+                    schemes[i].missing);
+            return NULL;
+        }
+        return schemes[i].be->open(url, url + n + 1, e);
+    }
+    char known[128];
+    known_schemes(known, sizeof known);
+    err_set(e, ERR_INPUT, "unknown database URL scheme \"%.*s:\" (known: %s; a plain path "
+            "is a SQLite file)", (int)(n > 32 ? 32 : n), url, known);
+    return NULL;
+}
+
+void db_close(db_t *db)
+{
+    if (db)
+        db->be->close(db);
+}
+
+db_res_t *db_query(db_t *db, err_t *e, const char *sql, int n, const db_val *args)
+{
+    return db->be->query(db, e, sql, n, args);
+}
+
+int db_exec_script(db_t *db, err_t *e, const char *sql)
+{
+    return db->be->exec_script(db, e, sql);
+}
+
+int db_begin(db_t *db, err_t *e) { return db->be->begin(db, e); }
+
+int db_commit(db_t *db, err_t *e) { return db->be->commit(db, e); }
+
+void db_rollback(db_t *db) { db->be->rollback(db); }
+
+void db_set_write_lock(db_t *db, fifo_lock_t *lock) { db->be->set_write_lock(db, lock); }
+
+int db_claim(db_t *db, err_t *e) { return db->be->claim(db, e); }
+
+int db_read_begin(db_t *db, err_t *e) { return db->be->read_begin(db, e); }
+
+void db_read_end(db_t *db) { db->be->read_end(db); }
+
+int db_schema_begin(db_t *db, err_t *e) { return db->be->schema_begin(db, e); }
+
+int db_schema_commit(db_t *db, err_t *e) { return db->be->schema_commit(db, e); }
+
+void db_schema_rollback(db_t *db) { db->be->schema_rollback(db); }
+
+int db_ids_never_reused(db_t *db, err_t *e, const char *table)
+{
+    return db->be->ids_never_reused(db, e, table);
+}
+
+unsigned long long db_data_version(db_t *db, db_feed feed)
+{
+    return db->be->data_version(db, feed);
+}
+
+void db_notify(db_t *db) { db->be->notify(db); }
+
+unsigned long long db_data_wait(db_t *db, db_feed feed, unsigned long long since,
+                                long long deadline_ms)
+{
+    return db->be->data_wait(db, feed, since, deadline_ms);
+}
 
 long long db_exec(db_t *db, err_t *e, const char *sql, int n, const db_val *args)
 {
-    db_res_t *r = db_query(db, e, sql, n, args);
-    if (!r)
-        return -1;
-    long long changes = r->changes;
-    db_res_free(r);
-    return changes;
+    return db_res_changes(db_query(db, e, sql, n, args));
 }
-
-void db_res_free(db_res_t *r)
-{
-    if (!r)
-        return;
-    for (long i = 0; i < (long)r->nrows * r->ncols; i++)
-        free(r->cells[i]);
-    free(r->cells);
-    free(r);
-}
-
-const char *db_get(const db_res_t *r, int row, int col)
-{
-    return r->cells[(size_t)row * (size_t)r->ncols + (size_t)col];
-}
-
-long long db_get_int(const db_res_t *r, int row, int col)
-{
-    const char *s = db_get(r, row, col);
-    return s ? strtoll(s, NULL, 10) : 0;
-}
-
-bool db_is_null(const db_res_t *r, int row, int col) { return db_get(r, row, col) == NULL; }
 
 long long db_scalar_int(db_t *db, err_t *e, long long dflt, const char *sql, int n,
                         const db_val *args)

@@ -3,8 +3,15 @@
  * Each db_t is one connection, used by one thread at a time (the API keeps a
  * pool).  Statements are prepared once per connection and cached by their SQL
  * text: queries are literals or a few filter combinations, so the cache
- * stays small and a request pays no parse cost. */
-#include "db.h"
+ * stays small and a request pays no parse cost.
+ *
+ * The data version is kept in this process (db_version.h): it sees only
+ * this process's writes, which is why db_claim keeps other processes out.
+ *
+ * Nothing here calls db.h's public operations (db_common.c calls in
+ * through db_sqlite_backend): the sq_* functions call each other. */
+#include "db_backend.h"
+#include "db_version.h"
 #include "strutil.h"
 
 #include <ctype.h>
@@ -24,7 +31,8 @@
 /* How long a statement waits for another connection's write lock. */
 #define BUSY_TIMEOUT_MS 10000
 
-struct db {
+typedef struct sq {
+    struct db base; /* first: a db_t * is an sq_t * */
     sqlite3 *h;
     struct {
         char *sql; /* a copy: callers may build SQL in reused buffers */
@@ -34,12 +42,17 @@ struct db {
     fifo_lock_t *write_lock; /* shared by the process's connections, or NULL */
     bool holds_write_lock;
     bool in_read; /* inside a transaction of db_read_begin */
-    atomic_ullong *commits; /* db_set_commit_counter, or NULL */
+    dbv_t *version;         /* the database's data version */
     bool dirty;             /* the open transaction has written */
     int claim_fd;           /* db_claim's lock on the file, or -1 */
-};
+} sq_t;
 
-static int sqlite_fail(db_t *db, err_t *e, const char *what)
+static sq_t *sq(db_t *db) { return (sq_t *)db; }
+
+static int sq_exec_script(sq_t *db, err_t *e, const char *sql);
+static void sq_read_end(sq_t *db);
+
+static int sqlite_fail(sq_t *db, err_t *e, const char *what)
 {
     int code = sqlite3_extended_errcode(db->h);
     enum err_kind k = (code & 0xff) == SQLITE_CONSTRAINT ? ERR_CONSTRAINT : ERR_INTERNAL;
@@ -116,18 +129,42 @@ static int check_private(const char *path, err_t *e)
     return 0;
 }
 
-db_t *db_open(const char *url, err_t *e)
+/* What a sqlite: URL names: "sqlite:/p" and "sqlite:///p" are /p,
+ * "sqlite:p" a relative p (and "sqlite::memory:" SQLite's in-memory
+ * database); NULL with e set for an authority ("sqlite://host/p") or no
+ * file at all. */
+static const char *sqlite_path(const char *url, const char *target, err_t *e)
 {
-    const char *path = url;
-    if (strncmp(url, "sqlite:", 7) == 0)
-        path = url + 7;
-    if (check_private(path, e) < 0)
+    if (target != url && strncmp(target, "//", 2) == 0) {
+        if (target[2] != '/') {
+            err_set(e, ERR_INPUT,
+                    "database URL %s names a host: a SQLite database is a local file "
+                    "(sqlite:/path/to/db or sqlite:///path/to/db)",
+                    url);
+            return NULL;
+        }
+        target += 2;
+    }
+    if (!*target) {
+        err_set(e, ERR_INPUT, "database URL \"%s\" names no file (sqlite:/path/to/db)", url);
         return NULL;
-    db_t *db = calloc(1, sizeof *db);
+    }
+    return target;
+}
+
+static void sq_close(sq_t *db);
+
+static db_t *sq_open(const char *url, const char *target, err_t *e)
+{
+    const char *path = sqlite_path(url, target, e);
+    if (!path || check_private(path, e) < 0)
+        return NULL;
+    sq_t *db = calloc(1, sizeof *db);
     if (!db) {
         err_set(e, ERR_INTERNAL, "out of memory");
         return NULL;
     }
+    db->base.be = &db_sqlite_backend;
     db->claim_fd = -1;
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
     if (sqlite3_open_v2(path, &db->h, flags, NULL) != SQLITE_OK) {
@@ -146,28 +183,32 @@ db_t *db_open(const char *url, err_t *e)
     }
     /* WAL lets readers run while one writer commits; synchronous=FULL keeps
      * every acknowledged API change durable across a power loss. */
-    if (db_exec_script(db, e,
+    if (sq_exec_script(db, e,
                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
                        "PRAGMA foreign_keys=ON;") < 0) {
-        db_close(db);
+        sq_close(db);
         return NULL;
     }
-    return db;
+    /* Only now: the pragmas are no change of the data, and count for
+     * nothing. */
+    if (!(db->version = dbv_get(sqlite3_db_filename(db->h, "main"), e))) {
+        sq_close(db);
+        return NULL;
+    }
+    return &db->base;
 }
 
-void db_set_write_lock(db_t *db, fifo_lock_t *lock) { db->write_lock = lock; }
+static void sq_set_write_lock(sq_t *db, fifo_lock_t *lock) { db->write_lock = lock; }
 
-void db_set_commit_counter(db_t *db, atomic_ullong *counter) { db->commits = counter; }
-
-static void count_commit(db_t *db)
+static void count_commit(sq_t *db)
 {
-    if (db->commits)
-        atomic_fetch_add(db->commits, 1);
+    if (db->version)
+        dbv_move(db->version, DB_FEED_WRITES);
 }
 
 /* flock, not fcntl: SQLite's own locks on the file are fcntl locks, which
  * an flock neither takes nor conflicts with. */
-int db_claim(db_t *db, err_t *e)
+static int sq_claim(sq_t *db, err_t *e)
 {
     const char *path = sqlite3_db_filename(db->h, "main");
     if (!path || !*path)
@@ -189,7 +230,7 @@ int db_claim(db_t *db, err_t *e)
     return 0;
 }
 
-static void write_unlock(db_t *db)
+static void write_unlock(sq_t *db)
 {
     if (db->holds_write_lock) {
         db->holds_write_lock = false;
@@ -197,7 +238,7 @@ static void write_unlock(db_t *db)
     }
 }
 
-void db_close(db_t *db)
+static void sq_close(sq_t *db)
 {
     if (!db)
         return;
@@ -209,10 +250,11 @@ void db_close(db_t *db)
     sqlite3_close(db->h);
     if (db->claim_fd >= 0)
         close(db->claim_fd);
+    dbv_put(db->version);
     free(db);
 }
 
-static sqlite3_stmt *prepare(db_t *db, err_t *e, const char *sql)
+static sqlite3_stmt *prepare(sq_t *db, err_t *e, const char *sql)
 {
     for (int i = 0; i < db->ncached; i++)
         if (strcmp(db->cache[i].sql, sql) == 0)
@@ -234,7 +276,7 @@ static sqlite3_stmt *prepare(db_t *db, err_t *e, const char *sql)
     return st;
 }
 
-static bool is_cached(db_t *db, sqlite3_stmt *st)
+static bool is_cached(sq_t *db, sqlite3_stmt *st)
 {
     for (int i = 0; i < db->ncached; i++)
         if (db->cache[i].st == st)
@@ -242,7 +284,7 @@ static bool is_cached(db_t *db, sqlite3_stmt *st)
     return false;
 }
 
-static void release(db_t *db, sqlite3_stmt *st)
+static void release(sq_t *db, sqlite3_stmt *st)
 {
     if (is_cached(db, st)) {
         sqlite3_reset(st);
@@ -252,7 +294,7 @@ static void release(db_t *db, sqlite3_stmt *st)
     }
 }
 
-static int bind_args(db_t *db, sqlite3_stmt *st, err_t *e, int n, const db_val *args)
+static int bind_args(sq_t *db, sqlite3_stmt *st, err_t *e, int n, const db_val *args)
 {
     if (sqlite3_bind_parameter_count(st) != n)
         return err_set(e, ERR_INTERNAL, "statement expects %d parameters, got %d",
@@ -305,7 +347,7 @@ static int res_add_row(db_res_t *r, sqlite3_stmt *st, int *cap)
  * the time it returns; inside one, it counts when db_commit succeeds.  One
  * that changed none (an upsert finding the row as it wants it: a node's
  * periodic status report) changes nothing a reader could see. */
-static void note_write(db_t *db, bool changed_rows)
+static void note_write(sq_t *db, bool changed_rows)
 {
     if (!changed_rows)
         return;
@@ -315,7 +357,7 @@ static void note_write(db_t *db, bool changed_rows)
         db->dirty = true;
 }
 
-db_res_t *db_query(db_t *db, err_t *e, const char *sql, int n, const db_val *args)
+static db_res_t *sq_query(sq_t *db, err_t *e, const char *sql, int n, const db_val *args)
 {
     sqlite3_stmt *st = prepare(db, e, sql);
     if (!st)
@@ -323,7 +365,7 @@ db_res_t *db_query(db_t *db, err_t *e, const char *sql, int n, const db_val *arg
     /* A write (or BEGIN) in a read transaction: end the read first, so the
      * write runs as it would without it. */
     if (db->in_read && !sqlite3_stmt_readonly(st))
-        db_read_end(db);
+        sq_read_end(db);
     db_res_t *r = calloc(1, sizeof *r);
     if (!r) {
         err_set(e, ERR_INTERNAL, "out of memory");
@@ -356,7 +398,13 @@ fail:
     return NULL;
 }
 
-int db_exec_script(db_t *db, err_t *e, const char *sql)
+/* A statement whose rows are not needed: rows changed, or -1. */
+static long long sq_exec(sq_t *db, err_t *e, const char *sql, int n, const db_val *args)
+{
+    return db_res_changes(sq_query(db, e, sql, n, args));
+}
+
+static int sq_exec_script(sq_t *db, err_t *e, const char *sql)
 {
     char *msg = NULL;
     int rc = sqlite3_exec(db->h, sql, NULL, NULL, &msg);
@@ -369,35 +417,35 @@ int db_exec_script(db_t *db, err_t *e, const char *sql)
     return 0;
 }
 
-int db_read_begin(db_t *db, err_t *e)
+static int sq_read_begin(sq_t *db, err_t *e)
 {
     if (db->in_read || !sqlite3_get_autocommit(db->h))
         return 0;
-    if (db_exec(db, e, "BEGIN", DB_NOARGS) < 0)
+    if (sq_exec(db, e, "BEGIN", DB_NOARGS) < 0)
         return -1;
     db->in_read = true;
     return 0;
 }
 
-void db_read_end(db_t *db)
+static void sq_read_end(sq_t *db)
 {
     if (!db->in_read)
         return;
     db->in_read = false;
-    if (!sqlite3_get_autocommit(db->h) && db_exec(db, NULL, "COMMIT", DB_NOARGS) < 0)
-        db_exec(db, NULL, "ROLLBACK", DB_NOARGS);
+    if (!sqlite3_get_autocommit(db->h) && sq_exec(db, NULL, "COMMIT", DB_NOARGS) < 0)
+        sq_exec(db, NULL, "ROLLBACK", DB_NOARGS);
 }
 
-int db_begin(db_t *db, err_t *e)
+static int sq_begin(sq_t *db, err_t *e)
 {
-    db_read_end(db);
+    sq_read_end(db);
     if (db->write_lock && !db->holds_write_lock) {
         fifo_lock(db->write_lock);
         db->holds_write_lock = true;
     }
     /* IMMEDIATE takes the write lock now, so a read-then-write check (the
      * overselling check) cannot race another writer. */
-    if (db_exec(db, e, "BEGIN IMMEDIATE", DB_NOARGS) < 0) {
+    if (sq_exec(db, e, "BEGIN IMMEDIATE", DB_NOARGS) < 0) {
         if (sqlite3_get_autocommit(db->h))
             write_unlock(db);
         return -1;
@@ -406,9 +454,9 @@ int db_begin(db_t *db, err_t *e)
     return 0;
 }
 
-int db_commit(db_t *db, err_t *e)
+static int sq_commit(sq_t *db, err_t *e)
 {
-    long long rc = db_exec(db, e, "COMMIT", DB_NOARGS);
+    long long rc = sq_exec(db, e, "COMMIT", DB_NOARGS);
     /* A failed COMMIT may leave the transaction open: db_rollback ends it. */
     if (sqlite3_get_autocommit(db->h)) {
         if (rc >= 0 && db->dirty)
@@ -419,12 +467,12 @@ int db_commit(db_t *db, err_t *e)
     return rc < 0 ? -1 : 0;
 }
 
-void db_rollback(db_t *db)
+static void sq_rollback(sq_t *db)
 {
     db->in_read = false;
     db->dirty = false;
     if (!sqlite3_get_autocommit(db->h))
-        db_exec(db, NULL, "ROLLBACK", DB_NOARGS);
+        sq_exec(db, NULL, "ROLLBACK", DB_NOARGS);
     if (sqlite3_get_autocommit(db->h))
         write_unlock(db);
 }
@@ -433,27 +481,27 @@ void db_rollback(db_t *db)
 
 /* PRAGMA foreign_keys is a no-op inside a transaction: it is switched
  * before BEGIN and after COMMIT / ROLLBACK. */
-int db_schema_begin(db_t *db, err_t *e)
+static int sq_schema_begin(sq_t *db, err_t *e)
 {
-    if (db_exec_script(db, e, "PRAGMA foreign_keys=OFF") < 0)
+    if (sq_exec_script(db, e, "PRAGMA foreign_keys=OFF") < 0)
         return -1;
-    if (db_begin(db, e) < 0) {
-        db_exec_script(db, NULL, "PRAGMA foreign_keys=ON");
+    if (sq_begin(db, e) < 0) {
+        sq_exec_script(db, NULL, "PRAGMA foreign_keys=ON");
         return -1;
     }
     return 0;
 }
 
-void db_schema_rollback(db_t *db)
+static void sq_schema_rollback(sq_t *db)
 {
-    db_rollback(db);
-    db_exec_script(db, NULL, "PRAGMA foreign_keys=ON");
+    sq_rollback(db);
+    sq_exec_script(db, NULL, "PRAGMA foreign_keys=ON");
 }
 
-int db_schema_commit(db_t *db, err_t *e)
+static int sq_schema_commit(sq_t *db, err_t *e)
 {
     /* Rows: table, rowid, parent, fkid of every reference to a missing row. */
-    db_res_t *bad = db_query(db, e, "PRAGMA foreign_key_check", DB_NOARGS);
+    db_res_t *bad = sq_query(db, e, "PRAGMA foreign_key_check", DB_NOARGS);
     int rc = -1;
     if (bad && bad->nrows > 0)
         err_set(e, ERR_INTERNAL,
@@ -462,13 +510,13 @@ int db_schema_commit(db_t *db, err_t *e)
                 db_get(bad, 0, 1) ? db_get(bad, 0, 1) : "?", db_get(bad, 0, 0),
                 db_get(bad, 0, 2), bad->nrows - 1);
     else if (bad)
-        rc = db_commit(db, e);
+        rc = sq_commit(db, e);
     db_res_free(bad);
     if (rc < 0) {
-        db_schema_rollback(db);
+        sq_schema_rollback(db);
         return -1;
     }
-    return db_exec_script(db, e, "PRAGMA foreign_keys=ON");
+    return sq_exec_script(db, e, "PRAGMA foreign_keys=ON");
 }
 
 /* Does `s` start with `word` (case-insensitive), not followed by more of
@@ -540,7 +588,7 @@ static char *autoincrement_sql(const char *table, const char *sql, bool *done, e
 
 /* Steps 4-8 of SQLite's procedure: create new_X, copy, drop X, rename,
  * recreate X's indexes and triggers (in `res` rows after the table's). */
-static int rebuild_table(db_t *db, err_t *e, const char *table, const char *create,
+static int rebuild_table(sq_t *db, err_t *e, const char *table, const char *create,
                          const db_res_t *res)
 {
     buf_t b = {0};
@@ -557,16 +605,16 @@ static int rebuild_table(db_t *db, err_t *e, const char *table, const char *crea
         buf_free(&b);
         return err_set(e, ERR_INTERNAL, "out of memory");
     }
-    rc = db_exec_script(db, e, b.data);
+    rc = sq_exec_script(db, e, b.data);
     buf_free(&b);
     return rc;
 }
 
-int db_ids_never_reused(db_t *db, err_t *e, const char *table)
+static int sq_ids_never_reused(sq_t *db, err_t *e, const char *table)
 {
     /* The table first, then what DROP TABLE takes with it.  Automatic
      * indexes of UNIQUE constraints have no sql: the new table makes its own. */
-    db_res_t *res = db_query(db, e,
+    db_res_t *res = sq_query(db, e,
                              "SELECT type, sql FROM sqlite_master WHERE tbl_name = $1 AND "
                              "sql IS NOT NULL AND (type = 'table' AND name = $1 OR "
                              "type IN ('index', 'trigger')) ORDER BY type != 'table'",
@@ -588,3 +636,71 @@ int db_ids_never_reused(db_t *db, err_t *e, const char *table)
     db_res_free(res);
     return rc;
 }
+
+/* ---- the backend's table: db_t * in, sq_t * on ---- */
+
+static void op_close(db_t *db) { sq_close(sq(db)); }
+
+static db_res_t *op_query(db_t *db, err_t *e, const char *sql, int n, const db_val *args)
+{
+    return sq_query(sq(db), e, sql, n, args);
+}
+
+static int op_exec_script(db_t *db, err_t *e, const char *sql)
+{
+    return sq_exec_script(sq(db), e, sql);
+}
+
+static int op_begin(db_t *db, err_t *e) { return sq_begin(sq(db), e); }
+static int op_commit(db_t *db, err_t *e) { return sq_commit(sq(db), e); }
+static void op_rollback(db_t *db) { sq_rollback(sq(db)); }
+static int op_read_begin(db_t *db, err_t *e) { return sq_read_begin(sq(db), e); }
+static void op_read_end(db_t *db) { sq_read_end(sq(db)); }
+static int op_claim(db_t *db, err_t *e) { return sq_claim(sq(db), e); }
+static int op_schema_begin(db_t *db, err_t *e) { return sq_schema_begin(sq(db), e); }
+static int op_schema_commit(db_t *db, err_t *e) { return sq_schema_commit(sq(db), e); }
+static void op_schema_rollback(db_t *db) { sq_schema_rollback(sq(db)); }
+/* The data version lives in this process (db_version.h). */
+static void op_notify(db_t *db) { dbv_move(sq(db)->version, DB_FEED_NOTICES); }
+
+static void op_set_write_lock(db_t *db, fifo_lock_t *lock)
+{
+    sq_set_write_lock(sq(db), lock);
+}
+
+static int op_ids_never_reused(db_t *db, err_t *e, const char *table)
+{
+    return sq_ids_never_reused(sq(db), e, table);
+}
+
+static unsigned long long op_data_version(db_t *db, db_feed feed)
+{
+    return dbv_version(sq(db)->version, feed);
+}
+
+static unsigned long long op_data_wait(db_t *db, db_feed feed, unsigned long long since,
+                                       long long deadline_ms)
+{
+    return dbv_wait(sq(db)->version, feed, since, deadline_ms);
+}
+
+const db_backend_t db_sqlite_backend = {
+    .open = sq_open,
+    .close = op_close,
+    .query = op_query,
+    .exec_script = op_exec_script,
+    .begin = op_begin,
+    .commit = op_commit,
+    .rollback = op_rollback,
+    .read_begin = op_read_begin,
+    .read_end = op_read_end,
+    .set_write_lock = op_set_write_lock,
+    .claim = op_claim,
+    .schema_begin = op_schema_begin,
+    .schema_commit = op_schema_commit,
+    .schema_rollback = op_schema_rollback,
+    .ids_never_reused = op_ids_never_reused,
+    .data_version = op_data_version,
+    .notify = op_notify,
+    .data_wait = op_data_wait,
+};

@@ -67,8 +67,8 @@ typedef struct {
     subgate_t *gate;  /* its subscription gate (a thread), likewise */
     long long next_report_ms;
     bool have_state;    /* a state came from the API */
-    json_t *saved;      /* the state saved by the last run, until used or superseded */
-    json_t *unsaved;    /* the newest state, saved once the loop has converged on it */
+    spec_state_t *saved;   /* the state saved by the last run, until used or superseded */
+    spec_state_t *unsaved; /* the newest state, saved once the loop has converged on it */
     long long saved_ms; /* when to fall back on it */
 } agent_t;
 
@@ -164,8 +164,8 @@ static int setup(agent_t *a, err_t *e)
 static void teardown(agent_t *a)
 {
     channel_free(a->ch); /* stops and joins the thread first */
-    json_decref(a->saved);
-    json_decref(a->unsaved);
+    spec_free(a->saved);
+    spec_free(a->unsaved);
     if (a->curl_ready)
         curl_global_cleanup();
     sv_free(a->sv);
@@ -205,9 +205,9 @@ static char *desired_path(const agent_t *a)
 
 /* Keep the state for the next daemon (root only: it holds the customers'
  * private keys), replaced atomically. */
-static void save_state(agent_t *a, const json_t *state)
+static void save_state(agent_t *a, const spec_state_t *state)
 {
-    char *path = desired_path(a), *text = json_dumps(state, JSON_COMPACT);
+    char *path = desired_path(a), *text = json_dumps(state->json, JSON_COMPACT);
     err_t e;
     err_clear(&e);
     if (!path || !text)
@@ -222,17 +222,21 @@ static void load_saved_state(agent_t *a)
 {
     char *path = desired_path(a);
     json_error_t je;
-    a->saved = path ? json_load_file(path, 0, &je) : NULL;
+    err_t e;
+    err_clear(&e);
+    json_t *j = path ? json_load_file(path, 0, &je) : NULL;
+    a->saved = j ? spec_parse(j, &e) : NULL;
+    json_decref(j);
     if (!a->saved && path && access(path, F_OK) == 0)
-        log_error("the saved desired state %s is unreadable: %s", path, je.text);
+        log_error("the saved desired state %s is unreadable: %s", path, j ? e.msg : je.text);
     a->saved_ms = now_ms() + SAVED_AFTER_MS;
     free(path);
 }
 
-static void apply_state(agent_t *a, json_t *state)
+static void apply_state(agent_t *a, const spec_state_t *state)
 {
     if (a->router)
-        router_set_domains(a->router, json_object_get(state, "domains"));
+        router_set_domains(a->router, state->domains, state->n_domains);
     sv_set_state(a->sv, state);
 }
 
@@ -245,7 +249,7 @@ static void maybe_use_saved(agent_t *a)
              "saved (%s/%s) until it answers",
              SAVED_AFTER_MS / 1000, a->cfg->node.state_dir, DESIRED_FILE);
     apply_state(a, a->saved);
-    json_decref(a->saved);
+    spec_free(a->saved);
     a->saved = NULL;
 }
 
@@ -254,14 +258,14 @@ static void on_state(agent_t *a)
     uint64_t n;
     if (read(a->event_fd, &n, sizeof n) < 0 && errno != EAGAIN)
         log_error("read the channel's eventfd: %s", strerror(errno));
-    json_t *state = channel_take_state(a->ch);
+    spec_state_t *state = channel_take_state(a->ch);
     if (!state)
         return;
     a->have_state = true;
-    json_decref(a->saved);
+    spec_free(a->saved);
     a->saved = NULL;
     apply_state(a, state);
-    json_decref(a->unsaved); /* a newer one supersedes it */
+    spec_free(a->unsaved); /* a newer one supersedes it */
     a->unsaved = state;
 }
 
@@ -316,7 +320,7 @@ static void loop(agent_t *a)
         if (a->unsaved) {
             /* After converging: the file (and its fsync) never delays a change. */
             save_state(a, a->unsaved);
-            json_decref(a->unsaved);
+            spec_free(a->unsaved);
             a->unsaved = NULL;
         }
         if (a->router && router_converge(a->router)) {

@@ -14,6 +14,7 @@
 #include "../common/config.h"
 #include "../common/err.h"
 #include "../common/log.h"
+#include "../common/settings.h"
 #include "../runtime/container.h"
 
 #define AGENT_DEFAULT_NODE_PREFIX "/node"
@@ -27,9 +28,12 @@ typedef struct {
     const char *node_prefix; /* /node */
     const char *server_name;
     char *secret;            /* owned: from `secret` or the first line of `secret_file` */
+    const char *secret_conf; /* the file's `secret` and `secret_file` (one of them) */
+    const char *secret_file;
     node_cfg_t node;         /* state_dir, containers_dir, uwsgi, shortcuts, cgroup */
     bool distro_host_ok;     /* allow the node's own root (/) as a distro */
     enum log_level log_level;
+    int stop_timeout_s;    /* the file's stop_timeout; stop_timeout_ms is what counts */
     int stop_timeout_ms;   /* graceful stop of a container no longer wanted */
     int restart_grace_ms;  /* SIGTERM before SIGKILL when restarting */
     const char *router_http;  /* the HTTP router's address; NULL: no router */
@@ -39,6 +43,10 @@ typedef struct {
 } agent_cfg_t;
 
 #define AGENT_ROUTER_DIR "router" /* <state_dir>/router: docs/ROUTER.md */
+
+/* Every setting of the config file, with its type, bounds, default and help
+ * (settings.h): `imperium-node --help` lists them. */
+extern const setting_t agent_settings[];
 
 /* Load and check the file; -1 with a message naming the file and key. */
 int agent_cfg_load(agent_cfg_t *c, const char *path, err_t *e);

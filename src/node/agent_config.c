@@ -1,27 +1,7 @@
-/* agent_config.c - the daemon's config file (agent.h, docs/NODE.md).
- *
- *   api_url        = http://127.0.0.1:8080     (required)
- *   node_prefix    = /node
- *   server_name    = fooserver                 (required)
- *   secret         = <node_secret>             (or secret_file = PATH)
- *   state_dir      = /var/lib/imperium/state   (required)
- *   containers_dir = /containers               (required)
- *   uwsgi          = /usr/bin/uwsgi
- *   shortcuts      = /etc/imperium/shortcuts.ini
- *   cgroup_root    = /sys/fs/cgroup
- *   cgroup_parent  = imperium
- *   init           = <directory of imperium-node>/imperium-init
- *   pids_max       = 1024      (processes + threads per container)
- *   cpu_weight     = 100       (1-10000, relative between containers)
- *   io_weight      = 100       (1-10000; needs BFQ or iocost)
- *   log_level      = info
- *   distro_host_ok = false
- *   stop_timeout   = 10        (seconds)
- *   restart_grace_ms = 300
- *   router_http    = 0.0.0.0:80   (none: no HTTP router; docs/ROUTER.md)
- *   router_https   = 0.0.0.0:443  (reserved)
- *   router_uwsgi   = /usr/bin/uwsgi
- *   router_user    = imperium-router  (the router's unprivileged user) */
+/* agent_config.c - the daemon's config file (agent.h, docs/NODE.md): the
+ * table agent_settings below names every key with its type, bounds, default
+ * and help; the rules that tie keys together (secret or secret_file, a
+ * readable shortcuts file) are checked after the file is read. */
 #include "agent.h"
 
 #include <errno.h>
@@ -35,64 +15,119 @@
 
 #include "../common/fsutil.h"
 #include "../common/strutil.h"
+#include "../runtime/cgroup.h"
 #include "router.h"
-
-static const char *const known_keys[] = {
-    "api_url",     "node_prefix", "server_name",   "secret",         "secret_file",
-    "state_dir",   "containers_dir", "uwsgi",      "shortcuts",      "cgroup_root",
-    "cgroup_parent", "log_level", "distro_host_ok", "stop_timeout",  "restart_grace_ms",
-    "router_http", "router_https", "router_uwsgi", "router_user", "init", "pids_max", "cpu_weight",
-    "io_weight", NULL};
 
 static int bad(const agent_cfg_t *c, err_t *e, const char *key, const char *why)
 {
     return err_set(e, ERR_INPUT, "%s: %s %s", c->conf.path ? c->conf.path : "config", key, why);
 }
 
-static int get_bool(agent_cfg_t *c, const char *key, bool *out, err_t *e)
+static int check_url(const setting_t *s, const char *v, err_t *e)
 {
-    const char *v = conf_get(&c->conf, key);
-    if (!v)
-        return 0;
-    if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "1") || !strcmp(v, "on"))
-        *out = true;
-    else if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "0") || !strcmp(v, "off"))
-        *out = false;
-    else
-        return bad(c, e, key, "must be true or false");
+    if (*v && !str_starts_with(v, "http://") && !str_starts_with(v, "https://"))
+        return err_set(e, ERR_INPUT, "%s must start with http:// or https://", s->name);
     return 0;
 }
 
-static int get_int(agent_cfg_t *c, const char *key, long long lo, long long hi, int *out,
-                   err_t *e)
+static int check_prefix(const setting_t *s, const char *v, err_t *e)
 {
-    const char *v = conf_get(&c->conf, key);
-    long long n;
-    if (!v)
-        return 0;
-    if (!str_to_ll(v, &n) || n < lo || n > hi) {
-        char why[96];
-        snprintf(why, sizeof why, "must be a number from %lld to %lld", lo, hi);
-        return bad(c, e, key, why);
-    }
-    *out = (int)n;
+    if (v[0] != '/' || strchr(v, '?'))
+        return err_set(e, ERR_INPUT, "%s must start with '/'", s->name);
     return 0;
 }
 
-static int get_path(agent_cfg_t *c, const char *key, bool required, const char **out,
-                    err_t *e)
+static int check_server_name(const setting_t *s, const char *v, err_t *e)
 {
-    const char *v = conf_get(&c->conf, key);
-    if (!v || !*v) {
-        if (required)
-            return bad(c, e, key, "is required");
-        return 0;
-    }
-    if (v[0] != '/')
-        return bad(c, e, key, "must be an absolute path");
-    *out = v;
+    if (strchr(v, ':'))
+        return err_set(e, ERR_INPUT, "%s must not contain ':'", s->name);
     return 0;
 }
+
+static int check_dir_name(const setting_t *s, const char *v, err_t *e)
+{
+    if (!*v || strchr(v, '/') || !strcmp(v, ".") || !strcmp(v, ".."))
+        return err_set(e, ERR_INPUT, "%s must be a single directory name", s->name);
+    return 0;
+}
+
+static int check_user(const setting_t *s, const char *v, err_t *e)
+{
+    if (!*v || strpbrk(v, " \t:/"))
+        return err_set(e, ERR_INPUT, "%s must be a user name (the router's own user)", s->name);
+    return 0;
+}
+
+/* ADDRESS:PORT, or empty: no listener. */
+static int check_address(const setting_t *s, const char *v, err_t *e)
+{
+    if (!*v)
+        return 0;
+    const char *colon = strrchr(v, ':');
+    long long port;
+    if (!colon || !str_to_ll(colon + 1, &port) || port < 1 || port > 65535 ||
+        strpbrk(v, " \t,;"))
+        return err_set(e, ERR_INPUT, "%s must be ADDRESS:PORT, e.g. 0.0.0.0:80", s->name);
+    return 0;
+}
+
+#define AT(field) SETTING_AT(agent_cfg_t, field)
+
+const setting_t agent_settings[] = {
+    {"api_url", 0, SET_STRP, AT(api_url), .flags = SET_REQUIRED, .check = check_url,
+     .meta = "URL", .help = "the API, e.g. http://127.0.0.1:8080"},
+    {"node_prefix", 0, SET_STRP, AT(node_prefix), .def = AGENT_DEFAULT_NODE_PREFIX,
+     .check = check_prefix, .meta = "PATH", .help = "the API's nodes' channel prefix"},
+    {"server_name", 0, SET_STRP, AT(server_name), .flags = SET_REQUIRED,
+     .check = check_server_name, .meta = "NAME", .help = "the server's name in the API"},
+    {"secret", 0, SET_STRP, AT(secret_conf), .meta = "SECRET",
+     .help = "the node's secret (or secret_file, exactly one of them)"},
+    {"secret_file", 0, SET_STRP, AT(secret_file), .meta = "FILE",
+     .help = "a file whose first line is the node's secret"},
+    {"state_dir", 0, SET_PATH, AT(node.state_dir), .flags = SET_REQUIRED, .meta = "DIR",
+     .help = "the containers' state, e.g. /var/lib/imperium/state"},
+    {"containers_dir", 0, SET_PATH, AT(node.containers_dir), .flags = SET_REQUIRED,
+     .meta = "DIR", .help = "the homes, e.g. /containers"},
+    {"uwsgi", 0, SET_PATH, AT(node.uwsgi), .def = NODE_DEFAULT_UWSGI, .meta = "PATH",
+     .help = "the Emperor binary, a path inside the container"},
+    {"shortcuts", 0, SET_PATH, AT(node.shortcuts), .meta = "FILE",
+     .help = "host path of the shortcuts file (default none)"},
+    {"cgroup_root", 0, SET_PATH, AT(node.cgroup_root), .def = NODE_DEFAULT_CGROUP_ROOT,
+     .meta = "DIR", .help = "where cgroupfs lives"},
+    {"cgroup_parent", 0, SET_STRP, AT(node.cgroup_parent), .def = NODE_DEFAULT_CGROUP_PARENT,
+     .check = check_dir_name, .meta = "NAME", .help = "the containers' cgroup sub-tree"},
+    {"init", 0, SET_PATH, AT(node.init), .meta = "PATH",
+     .help = "imperium-init (default beside imperium-node)"},
+    {"pids_max", 0, SET_INT, AT(node.pids_max), .min = 1, .max = NODE_PIDS_MAX_MAX,
+     .idef = CG_DEFAULT_PIDS_MAX, .meta = "N",
+     .help = "processes + threads per container"},
+    {"cpu_weight", 0, SET_INT, AT(node.cpu_weight), .min = 1, .max = 10000,
+     .idef = CG_DEFAULT_CPU_WEIGHT, .meta = "N",
+     .help = "CPU share, relative between containers"},
+    {"io_weight", 0, SET_INT, AT(node.io_weight), .min = 1, .max = 10000,
+     .idef = CG_DEFAULT_IO_WEIGHT, .meta = "N", .help = "I/O share (needs BFQ or iocost)"},
+    {"log_level", 0, SET_LOG_LEVEL, AT(log_level), .idef = LOG_INFO, .meta = "LEVEL",
+     .help = "error, warn, info or debug"},
+    {"distro_host_ok", 0, SET_BOOL, AT(distro_host_ok), .meta = "BOOL",
+     .help = "allow the node's own root (/) as a distro"},
+    {"stop_timeout", 0, SET_INT, AT(stop_timeout_s), .min = 0, .max = 3600,
+     .idef = AGENT_DEFAULT_STOP_TIMEOUT_S, .meta = "SECONDS",
+     .help = "graceful stop of a container no longer wanted"},
+    {"restart_grace_ms", 0, SET_INT, AT(restart_grace_ms), .min = 0, .max = 60000,
+     .idef = AGENT_DEFAULT_RESTART_GRACE_MS, .meta = "MS",
+     .help = "SIGTERM before SIGKILL when restarting"},
+    {"router_http", 0, SET_STRP, AT(router_http), .check = check_address,
+     .meta = "ADDR:PORT", .help = "the HTTP router, e.g. 0.0.0.0:80 (default none: no router)"},
+    {"router_https", 0, SET_STRP, AT(router_https), .check = check_address,
+     .meta = "ADDR:PORT", .help = "reserved for HTTPS (not used yet)"},
+    {"router_uwsgi", 0, SET_PATH, AT(router_uwsgi), .def = NODE_DEFAULT_UWSGI, .meta = "PATH",
+     .help = "host path of the router's uwsgi"},
+    {"router_user", 0, SET_STRP, AT(router_user), .def = ROUTER_DEFAULT_USER,
+     .check = check_user, .meta = "USER", .help = "the router's unprivileged user"},
+    {NULL},
+};
+
+#undef AT
 
 /* The first line of the secret file, trimmed. */
 static int read_secret(agent_cfg_t *c, const char *path, err_t *e)
@@ -113,108 +148,49 @@ static int read_secret(agent_cfg_t *c, const char *path, err_t *e)
     return 0;
 }
 
-static int check_api(agent_cfg_t *c, err_t *e)
+/* Exactly one of `secret` and `secret_file`. */
+static int take_secret(agent_cfg_t *c, err_t *e)
 {
-    c->api_url = conf_get(&c->conf, "api_url");
-    if (!c->api_url || !*c->api_url)
-        return bad(c, e, "api_url", "is required (e.g. http://127.0.0.1:8080)");
-    if (!str_starts_with(c->api_url, "http://") && !str_starts_with(c->api_url, "https://"))
-        return bad(c, e, "api_url", "must start with http:// or https://");
-    const char *p = conf_get(&c->conf, "node_prefix");
-    c->node_prefix = p ? p : AGENT_DEFAULT_NODE_PREFIX;
-    if (c->node_prefix[0] != '/' || strchr(c->node_prefix, '?'))
-        return bad(c, e, "node_prefix", "must start with '/'");
-    c->server_name = conf_get(&c->conf, "server_name");
-    if (!c->server_name || !*c->server_name)
-        return bad(c, e, "server_name", "is required (the server's name in the API)");
-    if (strchr(c->server_name, ':'))
-        return bad(c, e, "server_name", "must not contain ':'");
-    const char *secret = conf_get(&c->conf, "secret");
-    const char *secret_file = conf_get(&c->conf, "secret_file");
-    if ((secret != NULL) == (secret_file != NULL))
+    if ((c->secret_conf != NULL) == (c->secret_file != NULL))
         return bad(c, e, "secret", "or secret_file is required (exactly one of them)");
-    if (secret_file)
-        return read_secret(c, secret_file, e);
-    if (!*secret)
+    if (c->secret_file)
+        return read_secret(c, c->secret_file, e);
+    if (!*c->secret_conf)
         return bad(c, e, "secret", "is empty");
-    if (!(c->secret = strdup(secret)))
+    if (!(c->secret = strdup(c->secret_conf)))
         return err_set(e, ERR_INTERNAL, "out of memory");
     return 0;
 }
 
-static int check_node(agent_cfg_t *c, err_t *e)
+/* What the table cannot say: rules between keys, files that must exist. */
+static int check_loaded(agent_cfg_t *c, err_t *e)
 {
-    node_cfg_t *n = &c->node;
-    if (get_path(c, "state_dir", true, &n->state_dir, e) < 0 ||
-        get_path(c, "containers_dir", true, &n->containers_dir, e) < 0 ||
-        get_path(c, "uwsgi", false, &n->uwsgi, e) < 0 ||
-        get_path(c, "shortcuts", false, &n->shortcuts, e) < 0 ||
-        get_path(c, "cgroup_root", false, &n->cgroup_root, e) < 0 ||
-        get_path(c, "init", false, &n->init, e) < 0 ||
-        get_int(c, "pids_max", 1, NODE_PIDS_MAX_MAX, &n->pids_max, e) < 0 ||
-        get_int(c, "cpu_weight", 1, 10000, &n->cpu_weight, e) < 0 ||
-        get_int(c, "io_weight", 1, 10000, &n->io_weight, e) < 0)
+    if (settings_check_required(agent_settings, c, c->conf.path, e) < 0 ||
+        take_secret(c, e) < 0)
         return -1;
-    const char *parent = conf_get(&c->conf, "cgroup_parent");
-    if (parent) {
-        if (!*parent || strchr(parent, '/') || !strcmp(parent, ".") || !strcmp(parent, ".."))
-            return bad(c, e, "cgroup_parent", "must be a single directory name");
-        n->cgroup_parent = parent;
-    }
-    node_cfg_defaults(n);
-    c->router_uwsgi = NODE_DEFAULT_UWSGI;
-    if (get_path(c, "router_uwsgi", false, &c->router_uwsgi, e) < 0)
-        return -1;
-    const char *user = conf_get(&c->conf, "router_user");
-    c->router_user = user ? user : ROUTER_DEFAULT_USER;
-    if (!*c->router_user || strpbrk(c->router_user, " \t:/"))
-        return bad(c, e, "router_user", "must be a user name (the router's own user)");
-    const char *addrs[2] = {"router_http", "router_https"};
-    const char **outs[2] = {&c->router_http, &c->router_https};
-    for (int i = 0; i < 2; i++) {
-        const char *v = conf_get(&c->conf, addrs[i]);
-        if (!v || !*v)
-            continue;
-        const char *colon = strrchr(v, ':');
-        long long port;
-        if (!colon || !str_to_ll(colon + 1, &port) || port < 1 || port > 65535 ||
-            strpbrk(v, " \t,;"))
-            return bad(c, e, addrs[i], "must be ADDRESS:PORT, e.g. 0.0.0.0:80");
-        *outs[i] = v;
-    }
-    if (n->shortcuts && access(n->shortcuts, R_OK) < 0)
-        return err_set(e, ERR_INPUT, "%s: shortcuts %s: %s", c->conf.path, n->shortcuts,
+    /* An empty address means no listener. */
+    if (c->router_http && !*c->router_http)
+        c->router_http = NULL;
+    if (c->router_https && !*c->router_https)
+        c->router_https = NULL;
+    const char *shortcuts = c->node.shortcuts;
+    if (shortcuts && access(shortcuts, R_OK) < 0)
+        return err_set(e, ERR_INPUT, "%s: shortcuts %s: %s", c->conf.path, shortcuts,
                        strerror(errno));
+    c->stop_timeout_ms = c->stop_timeout_s * 1000;
     return 0;
 }
 
 int agent_cfg_load(agent_cfg_t *c, const char *path, err_t *e)
 {
     memset(c, 0, sizeof *c);
-    c->log_level = LOG_INFO;
-    c->stop_timeout_ms = AGENT_DEFAULT_STOP_TIMEOUT_S * 1000;
-    c->restart_grace_ms = AGENT_DEFAULT_RESTART_GRACE_MS;
-    if (conf_load(&c->conf, path, e) < 0)
-        return -1;
-    if (!c->conf.path) {
-        agent_cfg_free(c);
-        return err_set(e, ERR_INTERNAL, "out of memory");
-    }
-    int stop_s = AGENT_DEFAULT_STOP_TIMEOUT_S;
-    const char *level = conf_get(&c->conf, "log_level");
-    int rc = 0;
-    if (conf_check_keys(&c->conf, known_keys, e) < 0 || check_api(c, e) < 0 ||
-        check_node(c, e) < 0 || get_bool(c, "distro_host_ok", &c->distro_host_ok, e) < 0 ||
-        get_int(c, "stop_timeout", 0, 3600, &stop_s, e) < 0 ||
-        get_int(c, "restart_grace_ms", 0, 60000, &c->restart_grace_ms, e) < 0)
-        rc = -1;
-    else if (level && log_parse_level(level, &c->log_level) < 0)
-        rc = bad(c, e, "log_level", "must be error, warn, info or debug");
-    if (rc < 0) {
+    if (settings_defaults(agent_settings, c, e) < 0 ||
+        settings_load_file(agent_settings, c, &c->conf, path, e) < 0 ||
+        check_loaded(c, e) < 0) {
         agent_cfg_free(c);
         return -1;
     }
-    c->stop_timeout_ms = stop_s * 1000;
+    node_cfg_defaults(&c->node);
     return 0;
 }
 

@@ -41,7 +41,7 @@ struct channel {
     /* Shared with the main thread, under mu. */
     pthread_mutex_t mu;
     bool stop;
-    json_t *pending_state;
+    spec_state_t *pending_state;
     char *pending_post;
 
     /* The channel thread's own. */
@@ -185,10 +185,10 @@ static void outage(channel_t *c, const char *why)
     c->next_get_ms = now_ms() + (delay > CHANNEL_RETRY_MAX_MS ? CHANNEL_RETRY_MAX_MS : delay);
 }
 
-static void deliver(channel_t *c, json_t *state)
+static void deliver(channel_t *c, spec_state_t *state)
 {
     pthread_mutex_lock(&c->mu);
-    json_decref(c->pending_state);
+    spec_free(c->pending_state);
     c->pending_state = state;
     pthread_mutex_unlock(&c->mu);
     uint64_t one = 1;
@@ -200,25 +200,26 @@ static void get_done(channel_t *c, CURLcode rc)
 {
     request_t *r = c->get;
     c->get = NULL;
-    char why[320];
+    char why[sizeof(err_t) + 64]; /* the transfer's error, or the state's */
     request_outcome(r, rc, why, sizeof why);
-    json_t *state = NULL;
-    const char *version = NULL;
+    spec_state_t *state = NULL;
     if (!why[0]) {
         json_error_t je;
-        state = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, &je);
-        version = json_string_value(json_object_get(state, "version"));
-        if (!json_is_object(state) || !version ||
-            !json_is_array(json_object_get(state, "containers")))
-            snprintf(why, sizeof why, "the answer is not a node state (%s)",
-                     state ? "no version or containers" : je.text);
+        err_t e;
+        err_clear(&e);
+        json_t *j = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, &je);
+        state = j ? spec_parse(j, &e) : NULL;
+        json_decref(j);
+        if (!state)
+            snprintf(why, sizeof why, "the answer is not a node state (%s)", j ? e.msg : je.text);
     }
     request_free(c, r);
     if (why[0]) {
-        json_decref(state);
+        spec_free(state);
         outage(c, why);
         return;
     }
+    const char *version = state->version;
     bool was_down = c->down;
     if (was_down)
         log_info("node channel: the API answers again (after %.1f s)",
@@ -228,7 +229,7 @@ static void get_done(channel_t *c, CURLcode rc)
     c->next_get_ms = 0;
     bool changed = !c->version || strcmp(c->version, version) != 0;
     if (!changed && !was_down) {
-        json_decref(state); /* the wait ended without a change */
+        spec_free(state); /* the wait ended without a change */
         return;
     }
     char *v = strdup(version);
@@ -351,10 +352,10 @@ int channel_start(channel_t *c, err_t *e)
     return 0;
 }
 
-json_t *channel_take_state(channel_t *c)
+spec_state_t *channel_take_state(channel_t *c)
 {
     pthread_mutex_lock(&c->mu);
-    json_t *s = c->pending_state;
+    spec_state_t *s = c->pending_state;
     c->pending_state = NULL;
     pthread_mutex_unlock(&c->mu);
     return s;
@@ -392,7 +393,7 @@ void channel_free(channel_t *c)
     request_free(c, c->post);
     if (c->multi)
         curl_multi_cleanup(c->multi);
-    json_decref(c->pending_state);
+    spec_free(c->pending_state);
     free(c->pending_post);
     free(c->version);
     free(c->state_url);

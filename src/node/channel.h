@@ -16,6 +16,7 @@
 #include <stdbool.h>
 
 #include "../common/err.h"
+#include "spec.h"
 
 typedef struct channel channel_t;
 
@@ -35,8 +36,8 @@ typedef struct {
 /* Copies everything it needs from o; curl_global_init must have run. */
 channel_t *channel_new(const channel_opts_t *o, err_t *e);
 int channel_start(channel_t *c, err_t *e);
-/* The newest state not yet taken (the caller owns it), or NULL. */
-json_t *channel_take_state(channel_t *c);
+/* The newest state not yet taken (the caller frees it: spec_free), or NULL. */
+spec_state_t *channel_take_state(channel_t *c);
 /* Queue a status report; replaces one not yet sent.  Takes `body`. */
 void channel_post_status(channel_t *c, char *body);
 /* Stop the thread (interrupting a long poll) and wait for it. */

@@ -23,12 +23,12 @@
 #include "../common/validate.h"
 #include "agent.h"
 #include "../runtime/container.h"
+#include "spec.h"
 
 typedef struct {
     const char *action;
     const char *spec;
-    const char *timeout;
-    const char *limits[3]; /* --pids-max, --cpu-weight, --io-weight */
+    int timeout_s; /* container stop --timeout */
     int uid;
     node_cfg_t cfg;
 } args_t;
@@ -47,11 +47,11 @@ static void usage(FILE *f)
           "        stop every container of the node (maintenance); refused while the\n"
           "        daemon runs\n"
           "\n"
-          "The config file (key = value): api_url, server_name, secret or secret_file,\n"
-          "state_dir, containers_dir, and optionally node_prefix, uwsgi, shortcuts,\n"
-          "cgroup_root, cgroup_parent, init, pids_max, cpu_weight, io_weight, log_level,\n"
-          "distro_host_ok, stop_timeout, restart_grace_ms (docs/NODE.md).\n"
-          "\n"
+          "The config file (key = value lines, docs/NODE.md; api_url, server_name,\n"
+          "secret or secret_file, state_dir and containers_dir are required):\n",
+          f);
+    settings_help_keys(f, agent_settings);
+    fputs("\n"
           "Debug commands on one container:\n"
           "  container start --spec FILE --state-dir DIR --containers-dir DIR\n"
           "                  [--shortcuts FILE] [--uwsgi PATH] [--cgroup-root DIR]\n"
@@ -79,30 +79,42 @@ static int parse_uid(const char *s)
     return id > 0 ? (int)container_uid(id) : -1;
 }
 
-/* Options with a value; returns 0, or 2 (usage) with a message. */
+#define AT(field) SETTING_AT(args_t, field)
+
+/* The debug commands' options, --state-dir DIR...: the config file's names
+ * (agent_settings) with the same bounds; paths as given.  Defaults are
+ * node_cfg_defaults'. */
+static const setting_t container_opts[] = {
+    {"spec", 0, SET_STRP, AT(spec), .help = "the container, a JSON spec"},
+    {"state_dir", 0, SET_STRP, AT(cfg.state_dir), .help = "the containers' state"},
+    {"containers_dir", 0, SET_STRP, AT(cfg.containers_dir), .help = "the homes"},
+    {"shortcuts", 0, SET_STRP, AT(cfg.shortcuts), .help = "the shortcuts file"},
+    {"uwsgi", 0, SET_STRP, AT(cfg.uwsgi), .help = "the Emperor, a path inside the container"},
+    {"cgroup_root", 0, SET_STRP, AT(cfg.cgroup_root), .help = "where cgroupfs lives"},
+    {"cgroup_parent", 0, SET_STRP, AT(cfg.cgroup_parent),
+     .help = "the containers' cgroup sub-tree"},
+    {"init", 0, SET_STRP, AT(cfg.init), .help = "imperium-init"},
+    {"timeout", 0, SET_INT, AT(timeout_s), .min = 0, .max = 3600},
+    {"pids_max", 0, SET_INT, AT(cfg.pids_max), .min = 1, .max = NODE_PIDS_MAX_MAX},
+    {"cpu_weight", 0, SET_INT, AT(cfg.cpu_weight), .min = 1, .max = 10000},
+    {"io_weight", 0, SET_INT, AT(cfg.io_weight), .min = 1, .max = 10000},
+    {NULL},
+};
+
+#undef AT
+
+/* The options from argv[i] on; returns 0, or 2 (usage) with a message. */
 static int parse_options(int argc, char **argv, int i, args_t *a)
 {
-    static const char *const names[] = {
-        "--spec",          "--state-dir", "--containers-dir", "--shortcuts", "--uwsgi",
-        "--cgroup-root",   "--cgroup-parent", "--timeout",    "--init",      "--pids-max",
-        "--cpu-weight",    "--io-weight",     NULL};
-    const char **slots[] = {
-        &a->spec,           &a->cfg.state_dir,     &a->cfg.containers_dir, &a->cfg.shortcuts,
-        &a->cfg.uwsgi,      &a->cfg.cgroup_root,   &a->cfg.cgroup_parent,  &a->timeout,
-        &a->cfg.init,       &a->limits[0],         &a->limits[1],          &a->limits[2]};
-    for (; i < argc; i++) {
-        int k = 0;
-        while (names[k] && strcmp(names[k], argv[i]) != 0)
-            k++;
-        if (!names[k]) {
-            fprintf(stderr, "imperium-node: unknown argument %s\n", argv[i]);
-            return 2;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "imperium-node: %s needs a value\n", argv[i]);
-            return 2;
-        }
-        *slots[k] = argv[++i];
+    err_t e = {0};
+    a->timeout_s = NODE_STOP_TIMEOUT_MS / 1000;
+    if (settings_parse_flags(container_opts, a, argc, argv, &i, &e) < 0) {
+        fprintf(stderr, "imperium-node: %s\n", e.msg);
+        return 2;
+    }
+    if (i < argc) {
+        fprintf(stderr, "imperium-node: unknown argument %s\n", argv[i]);
+        return 2;
     }
     return 0;
 }
@@ -113,26 +125,6 @@ static int need(const char *value, const char *flag)
         return 0;
     fprintf(stderr, "imperium-node: %s is required\n", flag);
     return 2;
-}
-
-/* --pids-max N (1-4194304), --cpu-weight N and --io-weight N (1-10000). */
-static int parse_limits(args_t *a)
-{
-    static const char *const flags[3] = {"--pids-max", "--cpu-weight", "--io-weight"};
-    static const long long max[3] = {NODE_PIDS_MAX_MAX, 10000, 10000};
-    int *out[3] = {&a->cfg.pids_max, &a->cfg.cpu_weight, &a->cfg.io_weight};
-    for (int i = 0; i < 3; i++) {
-        long long n;
-        if (!a->limits[i])
-            continue;
-        if (!str_to_ll(a->limits[i], &n) || n < 1 || n > max[i]) {
-            fprintf(stderr, "imperium-node: %s must be a number from 1 to %lld\n", flags[i],
-                    max[i]);
-            return 2;
-        }
-        *out[i] = (int)n;
-    }
-    return 0;
 }
 
 static int parse(int argc, char **argv, args_t *a)
@@ -163,8 +155,6 @@ static int parse(int argc, char **argv, args_t *a)
     if (by_spec &&
         ((rc = need(a->spec, "--spec")) || (rc = need(a->cfg.containers_dir, "--containers-dir"))))
         return rc;
-    if ((rc = parse_limits(a)))
-        return rc;
     node_cfg_defaults(&a->cfg);
     return 0;
 }
@@ -175,7 +165,7 @@ static int load_spec(const args_t *a, container_spec_t *spec, err_t *e)
     json_t *j = json_load_file(a->spec, 0, &je);
     if (!j)
         return err_set(e, ERR_INPUT, "spec %s: line %d: %s", a->spec, je.line, je.text);
-    int rc = container_spec_from_json(j, &a->cfg, spec, e);
+    int rc = spec_cli_parse(j, &a->cfg, spec, e);
     json_decref(j);
     return rc;
 }
@@ -200,10 +190,7 @@ static int run(const args_t *a, err_t *e)
     if (strcmp(a->action, "status") == 0)
         return print_status(a, a->uid, e);
     if (strcmp(a->action, "stop") == 0) {
-        long long secs = NODE_STOP_TIMEOUT_MS / 1000;
-        if (a->timeout && (!str_to_ll(a->timeout, &secs) || secs < 0 || secs > 3600))
-            return err_set(e, ERR_INPUT, "--timeout must be 0-3600 seconds");
-        return container_stop(&a->cfg, a->uid, (int)secs * 1000, e);
+        return container_stop(&a->cfg, a->uid, a->timeout_s * 1000, e);
     }
     container_spec_t spec;
     if (load_spec(a, &spec, e) < 0)

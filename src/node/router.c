@@ -615,7 +615,7 @@ static int write_file(int dfd, const char *name, const char *data, gid_t gid)
     return 0;
 }
 
-void router_set_domains(router_t *r, const json_t *domains)
+void router_set_domains(router_t *r, const spec_domain_t *domains, size_t n)
 {
     int dfd = open(r->keys, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (dfd < 0) {
@@ -623,11 +623,8 @@ void router_set_domains(router_t *r, const json_t *domains)
         return;
     }
     json_t *wanted = json_object(); /* file name -> pubkey */
-    size_t i;
-    json_t *d;
-    json_array_foreach(domains, i, d) {
-        const char *name = json_string_value(json_object_get(d, "name"));
-        const char *key = json_string_value(json_object_get(d, "pubkey"));
+    for (size_t i = 0; i < n; i++) {
+        const char *name = domains[i].name, *key = domains[i].pubkey;
         if (!wanted || !name || !*name || !key || !*key)
             continue;
         char *file = key_file_name(name);

@@ -26,6 +26,7 @@
 #include <sys/types.h>
 
 #include "../common/err.h"
+#include "spec.h"
 
 /* The router's user when the config names none; created (useradd
  * --system) when missing, as a Debian package's postinst would. */
@@ -74,10 +75,10 @@ int router_fd(const router_t *r);
 /* The pidfd polled readable: notice the end, plan the restart. */
 void router_events(router_t *r);
 
-/* The channel's "domains" array: rewrite keys/ to match.  A key that
+/* The state's domains (spec.h): rewrite keys/ to match.  A key that
  * changed or went away makes the router reload (it caches a domain's key
  * while that domain has subscribers). */
-void router_set_domains(router_t *r, const json_t *domains);
+void router_set_domains(router_t *r, const spec_domain_t *domains, size_t n);
 
 /* Start the router when it is due; returns true when the pidfd changed. */
 bool router_converge(router_t *r);

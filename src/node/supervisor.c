@@ -515,101 +515,61 @@ static void poll_alive(supervisor_t *sv, rec_t *r)
 
 /* ---- the API's state ------------------------------------------------------------- */
 
-static const char *nonempty(const json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    return s && *s ? s : NULL;
-}
-
-/* The channel's container object plus the server-wide files and the
- * customer's keys, as container_spec_from_json reads them. */
-static json_t *spec_json(const json_t *c, const json_t *server)
-{
-    json_t *j = json_copy((json_t *)c);
-    if (!j)
-        return NULL;
-    const json_t *cust = json_object_get(c, "customer");
-    const char *hosts = nonempty(server, "etc_hosts");
-    const char *resolv = nonempty(server, "etc_resolv_conf");
-    const char *key = nonempty(cust, "rsa_key"), *pub = nonempty(cust, "rsa_pubkey");
-    if ((hosts && json_object_set_new(j, "etc_hosts", json_string(hosts)) < 0) ||
-        (resolv && json_object_set_new(j, "etc_resolv_conf", json_string(resolv)) < 0) ||
-        (key && json_object_set_new(j, "rsa_key", json_string(key)) < 0) ||
-        (pub && json_object_set_new(j, "rsa_pubkey", json_string(pub)) < 0)) {
-        json_decref(j);
-        return NULL;
-    }
-    /* Homes are the node's business: always <containers_dir>/<uid>. */
-    json_object_del(j, "home");
-    return j;
-}
+static const char *nonempty(const char *s) { return s && *s ? s : NULL; }
 
 /* The customer (uuid) of container uid in the state: server.all_containers,
  * else the startable list; NULL when uid is no container of this server. */
-static const char *customer_in_state(const json_t *state, json_int_t uid)
+static const char *customer_in_state(const spec_state_t *state, long long uid)
 {
-    const json_t *all = json_object_get(json_object_get(state, "server"), "all_containers");
-    size_t i;
-    const json_t *c;
-    json_array_foreach(all, i, c) {
-        if (json_integer_value(json_object_get(c, "uid")) == uid)
-            return nonempty(c, "customer");
-    }
-    const json_t *list = json_object_get(state, "containers");
-    json_array_foreach(list, i, c) {
-        if (json_integer_value(json_object_get(c, "uid")) == uid)
-            return nonempty(json_object_get(c, "customer"), "uuid");
-    }
+    for (size_t i = 0; i < state->server.n_all_containers; i++)
+        if (state->server.all_containers[i].uid == uid)
+            return nonempty(state->server.all_containers[i].customer);
+    for (size_t i = 0; i < state->n_containers; i++)
+        if (state->containers[i].uid == uid)
+            return nonempty(state->containers[i].customer.uuid);
     return NULL;
 }
 
 /* A custom distro lives in its holder's home, which the holder's customer
  * writes: only a container of the same customer on this server may boot it
  * (a holder deleted, moved or of someone else leaves it dangling). */
-static void check_custom_distro(rec_t *r, const json_t *c, const json_t *state)
+static void check_custom_distro(rec_t *r, const spec_container_t *c, const spec_state_t *state)
 {
     r->refusal[0] = '\0';
-    const json_t *rootfs = json_object_get(c, "rootfs");
-    const char *kind = nonempty(rootfs, "kind");
-    if (!kind || strcmp(kind, "custom") != 0)
+    const spec_rootfs_t *rootfs = &c->rootfs;
+    if (!nonempty(rootfs->kind) || strcmp(rootfs->kind, "custom") != 0)
         return;
-    json_int_t holder = json_integer_value(json_object_get(rootfs, "holder_uid"));
-    const char *mine = nonempty(json_object_get(c, "customer"), "uuid");
+    long long holder = rootfs->holder_uid;
+    const char *mine = nonempty(c->customer.uuid);
     const char *theirs = customer_in_state(state, holder);
-    const char *said = nonempty(rootfs, "holder_customer");
+    const char *said = nonempty(rootfs->holder_customer);
     if (mine && theirs && strcmp(mine, theirs) == 0 && (!said || strcmp(said, mine) == 0))
         return;
     snprintf(r->refusal, sizeof r->refusal,
              "custom distro %lld: its holder, container %lld, is not a container of the same "
              "customer on this server; refusing to boot it",
-             (long long)json_integer_value(json_object_get(rootfs, "id")), (long long)holder);
+             rootfs->id, holder);
 }
 
-static void want(supervisor_t *sv, const json_t *c, const json_t *state)
+static void want(supervisor_t *sv, const spec_container_t *c, const spec_state_t *state)
 {
-    const json_t *server = json_object_get(state, "server");
-    json_int_t uid = json_integer_value(json_object_get(c, "uid"));
-    if (uid <= UID_BASE || uid > INT_MAX) {
+    if (c->uid <= UID_BASE || c->uid > INT_MAX) {
         log_error("node state: a container without a valid uid; ignored");
         return;
     }
-    rec_t *r = get(sv, (int)uid);
+    rec_t *r = get(sv, (int)c->uid);
     if (!r) {
-        log_error("container %d: out of memory", (int)uid);
+        log_error("container %d: out of memory", (int)c->uid);
         return;
     }
     r->wanted = true;
-    const char *uuid = nonempty(c, "uuid");
+    const char *uuid = nonempty(c->uuid);
     snprintf(r->uuid, sizeof r->uuid, "%s", uuid && strlen(uuid) < sizeof r->uuid ? uuid : "");
     check_custom_distro(r, c, state);
     err_t e;
     err_clear(&e);
     container_spec_t spec;
-    json_t *j = spec_json(c, server);
-    int rc = j ? container_spec_from_json(j, &sv->o.node, &spec, &e)
-               : err_set(&e, ERR_INTERNAL, "out of memory");
-    json_decref(j);
-    if (rc < 0) {
+    if (spec_runtime(c, &state->server, &sv->o.node, &spec, &e) < 0) {
         if (strcmp(r->spec_error, e.msg) != 0)
             log_error("container %d: the API's description cannot be used: %s%s", r->uid,
                       e.msg, r->have_spec ? " (keeping the previous one)" : "");
@@ -623,46 +583,41 @@ static void want(supervisor_t *sv, const json_t *c, const json_t *state)
 }
 
 /* server.all_containers (uids) and server.purge_deleted_before. */
-static void set_existing(supervisor_t *sv, const json_t *server)
+static void set_existing(supervisor_t *sv, const spec_server_t *server)
 {
-    const json_t *all = json_object_get(server, "all_containers");
-    const json_t *purge = json_object_get(server, "purge_deleted_before");
-    sv->purge_before = json_is_integer(purge) ? (long long)json_integer_value(purge) : 0;
+    sv->purge_before = server->purge_deleted_before;
     sv->housekeeping_due = true;
     free(sv->existing);
     sv->existing = NULL;
     sv->n_existing = 0;
     sv->have_existing = false;
-    if (!json_is_array(all))
+    if (!server->has_all_containers)
         return;
-    size_t n = json_array_size(all), i;
+    size_t n = server->n_all_containers;
     if (n && !(sv->existing = calloc(n, sizeof *sv->existing))) {
         log_error("node state: out of memory; no home is retired this time");
         return;
     }
-    const json_t *c;
-    json_array_foreach(all, i, c) {
-        json_int_t uid = json_integer_value(json_object_get(c, "uid"));
+    for (size_t i = 0; i < n; i++) {
+        long long uid = server->all_containers[i].uid;
         if (uid > UID_BASE && uid <= INT_MAX)
             sv->existing[sv->n_existing++] = (int)uid;
     }
     sv->have_existing = true;
 }
 
-void sv_set_state(supervisor_t *sv, const json_t *state)
+void sv_set_state(supervisor_t *sv, const spec_state_t *state)
 {
-    const json_t *list = json_object_get(state, "containers");
     for (size_t i = 0; i < sv->n; i++)
         sv->recs[i]->wanted = false;
-    set_existing(sv, json_object_get(state, "server"));
-    size_t i;
-    const json_t *c;
-    json_array_foreach(list, i, c) want(sv, c, state);
+    set_existing(sv, &state->server);
+    for (size_t i = 0; i < state->n_containers; i++)
+        want(sv, &state->containers[i], state);
     if (!sv->have_state)
-        log_info("node state received: %zu containers wanted here", json_array_size(list));
+        log_info("node state received: %zu containers wanted here", state->n_containers);
     else
-        log_debug("node state %s: %zu containers wanted here",
-                  json_string_value(json_object_get(state, "version")), json_array_size(list));
+        log_debug("node state %s: %zu containers wanted here", state->version,
+                  state->n_containers);
     sv->have_state = true;
     sv->changed = true; /* report after every state, e.g. when the API is back */
 }

@@ -23,6 +23,7 @@
 
 #include "../common/err.h"
 #include "../runtime/container.h"
+#include "spec.h"
 
 typedef struct supervisor supervisor_t;
 
@@ -46,7 +47,7 @@ void sv_reap(supervisor_t *sv);
 /* Adopt every container of the state directory whose init still runs. */
 void sv_adopt_all(supervisor_t *sv);
 /* A node state from the API: its containers become the wanted set. */
-void sv_set_state(supervisor_t *sv, const json_t *state);
+void sv_set_state(supervisor_t *sv, const spec_state_t *state);
 /* Act on the wanted set, the deadlines and the backoffs. */
 void sv_converge(supervisor_t *sv);
 /* Milliseconds (monotonic clock) of the next deadline, or -1. */

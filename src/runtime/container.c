@@ -1,8 +1,9 @@
 /* container.c - start, stop, find and describe containers (container.h).
  *
- * Start, in order (each step names itself in the error it returns):
- *   parent: check the spec and the distro; create the home layout; create
- *           the cgroups (memory, pids, cpu, io); open imperium-init; format
+ * Start, in order (start_steps[] below; each step names itself in the error
+ * it returns):
+ *   parent: check the spec and the distro; open imperium-init; create the
+ *           home layout; create the cgroups (memory, pids, cpu, io); format
  *           everything the child needs (runtime.h);
  *           clone with new mount/pid/uts/ipc/net namespaces;
  *   child:  waits until the parent has put it in the cgroups ("go"), then
@@ -71,126 +72,6 @@ void container_spec_free(container_spec_t *s)
     free(s->etc_hosts);
     free(s->etc_resolv_conf);
     memset(s, 0, sizeof *s);
-}
-
-/* An optional string member: 0 absent, 1 copied, -1 wrong type/no memory. */
-static int opt_str(const json_t *j, const char *key, char **out, err_t *e)
-{
-    const json_t *v = json_object_get(j, key);
-    if (!v || json_is_null(v))
-        return 0;
-    if (!json_is_string(v))
-        return err_set(e, ERR_INPUT, "spec: %s must be a string", key);
-    if (!(*out = strdup(json_string_value(v))))
-        return err_set(e, ERR_INTERNAL, "out of memory");
-    return 1;
-}
-
-static int opt_int(const json_t *j, const char *key, long long *out, err_t *e)
-{
-    const json_t *v = json_object_get(j, key);
-    if (!v || json_is_null(v))
-        return 0;
-    if (!json_is_integer(v))
-        return err_set(e, ERR_INPUT, "spec: %s must be an integer", key);
-    *out = (long long)json_integer_value(v);
-    return 1;
-}
-
-/* "rootfs": a path, "host", or an object of the nodes' channel. */
-static int spec_rootfs(const json_t *j, const node_cfg_t *cfg, container_spec_t *s, err_t *e)
-{
-    const json_t *r = json_object_get(j, "rootfs");
-    const char *path = json_string_value(r);
-    if (json_is_object(r)) {
-        const char *kind = json_string_value(json_object_get(r, "kind"));
-        path = json_string_value(json_object_get(r, "path"));
-        if (kind && strcmp(kind, "custom") == 0) {
-            /* A custom distro lives in its holder's home: distros/<path>. */
-            long long holder = 0;
-            char why[256] = "";
-            if (opt_int(r, "holder_uid", &holder, e) < 0)
-                return -1;
-            if (holder <= UID_BASE || !path || !custom_distro_path_valid(path, why, sizeof why))
-                return err_set(e, ERR_INPUT, "spec: rootfs: bad custom distro %s", why);
-            s->rootfs = str_printf("%s/%lld/distros/%s", cfg->containers_dir, holder, path);
-            return s->rootfs ? 0 : err_set(e, ERR_INTERNAL, "out of memory");
-        }
-        if (kind && strcmp(kind, "host") == 0)
-            path = "/";
-    }
-    if (!path || !*path)
-        return err_set(e, ERR_INPUT, "spec: rootfs (the distro directory) is required");
-    if (strcmp(path, "host") == 0)
-        path = "/"; /* the node's own root, read-only: cheap, for tests */
-    if (!(s->rootfs = strdup(path)))
-        return err_set(e, ERR_INTERNAL, "out of memory");
-    return 0;
-}
-
-static int spec_keys(const json_t *j, container_spec_t *s, err_t *e)
-{
-    const json_t *keys = json_object_get(j, "ssh_keys");
-    if (!keys || json_is_null(keys))
-        return 0;
-    if (!json_is_array(keys))
-        return err_set(e, ERR_INPUT, "spec: ssh_keys must be a list of strings");
-    size_t n = json_array_size(keys);
-    if (n && !(s->ssh_keys = calloc(n, sizeof *s->ssh_keys)))
-        return err_set(e, ERR_INTERNAL, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        const char *k = json_string_value(json_array_get(keys, i));
-        if (!k)
-            return err_set(e, ERR_INPUT, "spec: ssh_keys must be a list of strings");
-        if (!(s->ssh_keys[i] = strdup(k)))
-            return err_set(e, ERR_INTERNAL, "out of memory");
-        s->n_ssh_keys = i + 1;
-    }
-    return 0;
-}
-
-static int spec_fill(const json_t *j, const node_cfg_t *cfg, container_spec_t *s, err_t *e)
-{
-    long long uid = 0;
-    if (!json_is_object(j))
-        return err_set(e, ERR_INPUT, "spec: not a JSON object");
-    int have = opt_int(j, "uid", &uid, e);
-    if (have < 0)
-        return -1;
-    if (have == 0)
-        return err_set(e, ERR_INPUT, "spec: uid is required");
-    if (uid <= UID_BASE || uid > INT_MAX)
-        return err_set(e, ERR_INPUT, "spec: uid %lld is not a container uid (> %d)", uid, UID_BASE);
-    s->uid = (int)uid;
-    if (opt_int(j, "memory", &s->memory_mb, e) < 0 || opt_str(j, "hostname", &s->hostname, e) < 0 ||
-        opt_str(j, "home", &s->home, e) < 0 || opt_str(j, "rsa_key", &s->rsa_key, e) < 0 ||
-        opt_str(j, "rsa_pubkey", &s->rsa_pubkey, e) < 0 ||
-        opt_str(j, "etc_hosts", &s->etc_hosts, e) < 0 ||
-        opt_str(j, "etc_resolv_conf", &s->etc_resolv_conf, e) < 0 ||
-        opt_int(j, "generation", &s->generation, e) < 0 ||
-        opt_int(j, "ssh_generation", &s->ssh_generation, e) < 0 || spec_rootfs(j, cfg, s, e) < 0 ||
-        spec_keys(j, s, e) < 0)
-        return -1;
-    if (!s->home && !(s->home = str_printf("%s/%d", cfg->containers_dir, s->uid)))
-        return err_set(e, ERR_INTERNAL, "out of memory");
-    return 0;
-}
-
-int container_spec_from_json(const json_t *j, const node_cfg_t *cfg, container_spec_t *out,
-                             err_t *e)
-{
-    err_t local;
-    if (!e)
-        e = &local;
-    err_clear(e);
-    memset(out, 0, sizeof *out);
-    if (!cfg->containers_dir)
-        return err_set(e, ERR_INPUT, "the containers directory is not configured");
-    if (spec_fill(j, cfg, out, e) < 0) {
-        container_spec_free(out);
-        return -1;
-    }
-    return 0;
 }
 
 /* ---- checks ------------------------------------------------------------- */
@@ -558,45 +439,119 @@ static int spawn(rt_plan_t *p, const cgroup_t *cg, pid_t *out, err_t *e)
     return rc;
 }
 
+/* ---- the start sequence: a list of steps -----------------------------------
+ *
+ * Each step fills an err_t that names what failed (the messages tests and
+ * customers see); a step with an undo has it run, in reverse order, when a
+ * later step fails.  Networking, the disk quota and loopboxes are new rows. */
+
+typedef struct {
+    const node_cfg_t *cfg;
+    const container_spec_t *s;
+    int init_fd;         /* imperium-init, O_PATH (-1: not open) */
+    cgroup_t cg;
+    rt_plan_t *plan;     /* what the child reads (runtime.h) */
+    char *shortcuts;     /* the shortcuts file's text, for the plan */
+    pid_t pid;           /* the container's init, once cloned */
+    unsigned long long starttime;
+} start_ctx_t;
+
+static int step_check(start_ctx_t *c, err_t *e) { return check_spec(c->s, e); }
+
+static int step_open_init(start_ctx_t *c, err_t *e)
+{
+    return (c->init_fd = open_init(c->cfg, e)) < 0 ? -1 : 0;
+}
+
+static int step_home(start_ctx_t *c, err_t *e) { return home_prepare(c->s, e); }
+
+/* memory, pids, cpu and io, before the child exists: it enters them
+ * before it does anything else. */
+static int step_cgroups(start_ctx_t *c, err_t *e)
+{
+    cgroup_limits_t lim = {c->s->memory_mb, c->cfg->pids_max, c->cfg->cpu_weight,
+                           c->cfg->io_weight};
+    return cgroup_locate(c->cfg->cgroup_root, c->cfg->cgroup_parent, c->s->uid, &c->cg, e) < 0 ||
+                   cgroup_create(&c->cg, &lim, e) < 0
+               ? -1
+               : 0;
+}
+
+static void undo_cgroups(start_ctx_t *c) { cgroup_destroy(&c->cg, NULL); }
+
+/* Everything the child needs, formatted now: it must not allocate. */
+static int step_plan(start_ctx_t *c, err_t *e)
+{
+    if (!(c->plan = calloc(1, sizeof *c->plan)))
+        return err_set(e, ERR_INTERNAL, "out of memory");
+    if (plan_build(c->cfg, c->s, &c->cg, c->plan, &c->shortcuts, e) < 0)
+        return -1;
+    c->plan->init_fd = c->init_fd;
+    return 0;
+}
+
+/* Clone with new namespaces, cgroups, mounts, hostname, the drop to the
+ * uid, imperium-init, the Emperor: spawn() reports the child's failing step
+ * and kills a child that failed. */
+static int step_spawn(start_ctx_t *c, err_t *e) { return spawn(c->plan, &c->cg, &c->pid, e); }
+
+/* The init's start time: what adoption compares after a pid reuse. */
+static int step_confirm(start_ctx_t *c, err_t *e)
+{
+    if (proc_stat(c->pid, &c->starttime, NULL) < 0)
+        return err_set(e, ERR_INTERNAL, "the container's init %d died during setup", (int)c->pid);
+    return 0;
+}
+
+static const struct step {
+    const char *name;
+    int (*run)(start_ctx_t *c, err_t *e);
+    void (*undo)(start_ctx_t *c); /* NULL: nothing to undo */
+} start_steps[] = {
+    {"check the spec", step_check, NULL},
+    {"open the container init", step_open_init, NULL},
+    {"prepare the home", step_home, NULL},
+    {"create the cgroups", step_cgroups, undo_cgroups},
+    {"plan the container's setup", step_plan, NULL},
+    {"start the container", step_spawn, NULL},
+    {"confirm the init", step_confirm, NULL},
+};
+#define N_START_STEPS (sizeof start_steps / sizeof *start_steps)
+
+/* Run the steps in order; after a failure, the undos of those done. */
+static int run_steps(start_ctx_t *c, err_t *e)
+{
+    for (size_t i = 0; i < N_START_STEPS; i++) {
+        if (start_steps[i].run(c, e) == 0)
+            continue;
+        if (e->kind == ERR_NONE) /* a step that forgot to say why */
+            err_set(e, ERR_INTERNAL, "%s failed", start_steps[i].name);
+        while (i-- > 0)
+            if (start_steps[i].undo)
+                start_steps[i].undo(c);
+        return -1;
+    }
+    return 0;
+}
+
 static int start(const node_cfg_t *cfg, const container_spec_t *s, state_t *st, pid_t *pid,
                  err_t *e)
 {
-    cgroup_t cg;
-    cgroup_limits_t lim = {s->memory_mb, cfg->pids_max, cfg->cpu_weight, cfg->io_weight};
-    int init_fd;
-    if (check_spec(s, e) < 0 || (init_fd = open_init(cfg, e)) < 0)
+    start_ctx_t c = {.cfg = cfg, .s = s, .init_fd = -1};
+    int rc = run_steps(&c, e);
+    /* Needed only until the child has exec'd imperium-init. */
+    if (c.init_fd >= 0)
+        close(c.init_fd);
+    free(c.shortcuts);
+    free(c.plan);
+    if (rc < 0)
         return -1;
-    if (home_prepare(s, e) < 0 ||
-        cgroup_locate(cfg->cgroup_root, cfg->cgroup_parent, s->uid, &cg, e) < 0 ||
-        cgroup_create(&cg, &lim, e) < 0) {
-        close(init_fd);
-        return -1;
-    }
-    rt_plan_t *p = calloc(1, sizeof *p);
-    char *shortcuts = NULL;
-    int rc = -1;
-    if (!p)
-        err_set(e, ERR_INTERNAL, "out of memory");
-    else if (plan_build(cfg, s, &cg, p, &shortcuts, e) == 0 &&
-             (p->init_fd = init_fd, spawn(p, &cg, pid, e) == 0))
-        rc = 0;
-    close(init_fd);
-    free(shortcuts);
-    free(p);
-    unsigned long long starttime = 0;
-    if (rc == 0 && proc_stat(*pid, &starttime, NULL) < 0) {
-        err_set(e, ERR_INTERNAL, "the container's init %d died during setup", (int)*pid);
-        rc = -1;
-    }
-    if (rc < 0) {
-        cgroup_destroy(&cg, NULL);
-        return -1;
-    }
+    *pid = c.pid;
     /* pid != 0 in the old state: that run ended without container_stop. */
     st->restarts += st->pid != 0;
-    st->pid = *pid;
-    st->starttime = starttime;
-    snprintf(st->cgroup, sizeof st->cgroup, "%s", cg.dir);
+    st->pid = c.pid;
+    st->starttime = c.starttime;
+    snprintf(st->cgroup, sizeof st->cgroup, "%s", c.cg.dir);
     return 0;
 }
 

@@ -49,7 +49,9 @@ typedef struct {
 /* Fill the optional fields with the defaults above. */
 void node_cfg_defaults(node_cfg_t *cfg);
 
-/* What the API wants running (see container_spec_from_json for the JSON). */
+/* What the API wants running.  The node fills it from the nodes' channel
+ * (src/node/spec.h: spec_runtime) or the debug CLI's file (spec_cli_parse):
+ * the runtime reads no JSON of the API. */
 typedef struct {
     int uid; /* 30000 + id: also the gid */
     char *hostname;
@@ -66,18 +68,7 @@ typedef struct {
     long long ssh_generation; /* bumped by key changes (no restart) */
 } container_spec_t;
 
-/* Fill `out` from a container object of the nodes' channel (or a file for
- * the debug CLI):
- *   {"uid": 30009, "hostname": "h", "memory": 500,
- *    "rootfs": "/srv/distros/bookworm" | "host" | {"kind": "distro", "path": P}
- *              | {"kind": "custom", "holder_uid": U, "path": NAME},
- *    "home": optional host path (default <containers_dir>/<uid>),
- *    "ssh_keys": [...], "rsa_key": PEM, "rsa_pubkey": PEM,
- *    "etc_hosts": text, "etc_resolv_conf": text,
- *    "generation": N, "ssh_generation": N}
- * A custom distro lives in its holder's home: <home of U>/distros/NAME. */
-int container_spec_from_json(const json_t *j, const node_cfg_t *cfg, container_spec_t *out,
-                             err_t *e);
+/* Free the members (the struct itself is the caller's). */
 void container_spec_free(container_spec_t *s);
 
 /* Start the container; *pid is its init in the host's pid namespace.

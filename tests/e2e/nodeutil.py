@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -243,6 +244,23 @@ class Node:
                  "the daemon's first state")
         assert self.proc.poll() is None, self.log()
 
+    def start_from_saved(self, state):
+        """Start the daemon with `state` as its saved desired state and an API
+        that does not answer: it follows that state 2 s later (agent.c)."""
+        os.makedirs(self.state, mode=0o700, exist_ok=True)
+        with open(os.path.join(self.state, "desired.json"), "w") as f:
+            json.dump(state, f)
+        with open(self.conf) as f:
+            conf = f.read()
+        with open(self.conf, "w") as f:
+            f.write(conf.replace(self.api.base, f"http://127.0.0.1:{free_port()}"))
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        with open(self.logpath, "a") as log:
+            self.proc = subprocess.Popen([NODE, "run", "--config", self.conf], stdout=log,
+                                         stderr=subprocess.STDOUT, env=env)
+
     def stop(self):
         """SIGTERM: the daemon exits cleanly, leaving the containers running."""
         if not self.proc or self.proc.poll() is not None:
@@ -358,6 +376,17 @@ class RouterNode(Node):
         except FileNotFoundError:
             return ""
 
+    def print_logs(self):
+        """The tails of the router's and each container's Emperor's logs
+        (pytest shows them for a failed test)."""
+        print(self.router_log()[-3000:])
+        for uid in self.uids:
+            try:
+                print(open(os.path.join(self.home(uid), "logs", "emperor.log"),
+                           errors="replace").read()[-3000:])
+            except OSError:
+                pass
+
     def subscriptions(self):
         """{key: [node addresses]} from the fastrouter's stats socket."""
         s = socket.socket(socket.AF_UNIX)
@@ -454,3 +483,32 @@ def launch(node, host_distro, ssh_keys, auth=None, i=0):
                          json={"ssh_keys": [ssh_keys[i]]}).status_code == 200
     wait_for(lambda: running(uid), 5, "the Emperor")
     return uid
+
+
+@contextlib.contextmanager
+def router_node(api, prefix, conf="", after_cleanup=None, show_logs=False, no_leaked_mounts=False):
+    """A started RouterNode in a new base (new_base(prefix)), with `conf`
+    appended to its config; at the end its containers are cleaned up, then
+    after_cleanup(node), the logs printed (show_logs), the base removed, and
+    (no_leaked_mounts) no mount under the base may be left on the host."""
+    base = new_base(prefix)
+    n = RouterNode(api, base)
+    if conf:
+        with open(n.conf, "a") as f:
+            f.write(conf)
+    before = mount_lines()
+    try:
+        n.start()
+        yield n
+    finally:
+        try:
+            n.cleanup()
+            if after_cleanup:
+                after_cleanup(n)
+        finally:
+            if show_logs:
+                n.print_logs()
+            shutil.rmtree(base, ignore_errors=True)
+        if no_leaked_mounts:
+            leaked = [line for line in mount_lines() - before if base in line]
+            assert not leaked, leaked

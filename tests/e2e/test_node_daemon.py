@@ -282,6 +282,35 @@ def test_a_daemon_started_during_an_api_outage_follows_the_saved_state(make_node
                 stop_api(api)
 
 
+def test_the_node_state_is_read_field_by_field(make_node, ssh_keys):
+    """The node reads the API's state through its spec module (spec.c): a
+    field it does not know is logged once by name (not once per container
+    or per state) and ignored; a container whose field has the wrong type
+    is refused with the field's name while the others are still used."""
+    node = make_node(start=False)
+    bad, good = 39101, 39102
+    missing = os.path.join(node.base, "distros", "nope")
+    container = {"hostname": "h", "memory": 128, "generation": 1, "ssh_generation": 1,
+                 "ssh_keys": [ssh_keys[0]], "customer": {"uuid": "customer-a"},
+                 "rootfs": {"kind": "distro", "id": 1, "path": missing},
+                 "ipv9": "a field of a newer API"}
+    node.start_from_saved({
+        "version": "test", "server": {"name": node.server["name"], "future": True},
+        "containers": [{**container, "uid": bad, "uuid": "b", "memory": "big"},
+                       {**container, "uid": good, "uuid": "g"}],
+        "domains": [], "portmappings": [], "legions": []})
+    wait_for(lambda: f"container {good}: start: distro directory {missing} missing"
+             in node.log(), 15, "the good container tried")
+    log = node.log()
+    assert (f"container {bad}: the API's description cannot be used: spec: memory must be "
+            "an integer") in log
+    assert f"container {bad}: start" not in log
+    assert log.count("unknown field server.future ignored") == 1, log
+    assert log.count("unknown field containers[].ipv9 ignored") == 1, log
+    assert not procs_of_uid(bad) and not procs_of_uid(good)
+    node.stop()
+
+
 def test_status_says_why_a_container_cannot_start(make_node, host_distro, ssh_keys, api):
     node = make_node()
     missing = os.path.join(node.base, "distros", "nope")

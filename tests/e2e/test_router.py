@@ -18,7 +18,8 @@ import requests
 
 from conftest import unique
 from helpers import proc_status, wait_for
-from nodeutil import NEEDS_CONTAINERS, PY_APP, RouterNode, add_domain, launch, new_base
+from nodeutil import (NEEDS_CONTAINERS, PY_APP, RouterNode, add_domain, launch, new_base,
+                      router_node)
 
 pytestmark = [*NEEDS_CONTAINERS, pytest.mark.usefixtures("subreaper")]
 
@@ -39,23 +40,8 @@ run MyApp.new
 
 @pytest.fixture
 def rnode(api):
-    base = new_base("router-")
-    n = RouterNode(api, base)
-    try:
-        n.start()
+    with router_node(api, "router-", show_logs=True) as n:
         yield n
-    finally:
-        try:
-            n.cleanup()
-        finally:
-            print(n.router_log()[-3000:])
-            for uid in n.uids:
-                try:
-                    print(open(os.path.join(n.home(uid), "logs", "emperor.log"),
-                               errors="replace").read()[-3000:])
-                except OSError:
-                    pass
-            shutil.rmtree(base, ignore_errors=True)
 
 
 

@@ -8,7 +8,6 @@ Runs as root with the real daemon (tests/e2e/nodeutil.py's node, conftest.py's
 make_node and cleanup).  Tests that start containers must hold
 /tmp/imperium-node-e2e.lock when several people share the machine."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import BIN, free_port, unique
+from conftest import BIN, unique
 from helpers import mount_lines, procs_of_uid, wait_for
 from nodeutil import NEEDS_CONTAINERS, running
 from sshutil import SSH_BIN
@@ -228,17 +227,7 @@ def test_a_custom_distro_of_another_customer_is_refused(make_node, host_distro, 
             "rootfs": {"kind": "custom", "id": 7, "holder_uid": holder, "path": "x",
                        "holder_customer": "customer-a"}}],
         "domains": [], "portmappings": [], "legions": []}
-    os.makedirs(node.state, mode=0o700, exist_ok=True)
-    with open(os.path.join(node.state, "desired.json"), "w") as f:
-        json.dump(state, f)
-    with open(node.conf) as f:
-        conf = f.read()
-    with open(node.conf, "w") as f:  # an API that does not answer
-        f.write(conf.replace(node.api.base, f"http://127.0.0.1:{free_port()}"))
-    env = dict(os.environ)
-    with open(node.logpath, "a") as log:
-        node.proc = subprocess.Popen([os.path.join(BIN, "imperium-node"), "run", "--config",
-                                      node.conf], stdout=log, stderr=subprocess.STDOUT, env=env)
+    node.start_from_saved(state)
     wait_for(lambda: "refusing to boot it" in node.log(), 15, "the refusal")
     assert "container 39001, is not a container of the same customer" in node.log()
     time.sleep(0.5)

@@ -10,16 +10,15 @@ sshutil.py, the fixtures those of conftest.py."""
 
 import json
 import os
-import shutil
 import time
 
 import pytest
 import requests
 
 from conftest import BIN, unique
-from helpers import mount_lines, proc_status, procs_of_uid, wait_for
-from nodeutil import (CGROUP_PARENT, NEEDS_CONTAINERS, RouterNode, add_domain, cgroup_dirs,
-                      launch, new_base, running)
+from helpers import proc_status, procs_of_uid, wait_for
+from nodeutil import (CGROUP_PARENT, NEEDS_CONTAINERS, add_domain, cgroup_dirs, launch,
+                      router_node, running)
 from sshutil import Sshd, ok
 
 pytestmark = [*NEEDS_CONTAINERS, pytest.mark.usefixtures("subreaper")]
@@ -111,25 +110,16 @@ def application(environ, start_response):
 def snode(api):
     """A node (daemon + HTTP router) with a small pids limit and explicit
     CPU and I/O weights in its config."""
-    base = new_base("secrt-")
-    n = RouterNode(api, base)
-    with open(n.conf, "a") as f:
-        f.write(f"pids_max = {PIDS_MAX}\ncpu_weight = {CPU_WEIGHT}\nio_weight = {IO_WEIGHT}\n")
-    before = mount_lines()
-    try:
-        n.start()
+    def remove_cgroups(n):  # the other controllers' cgroups, if any was left
+        for uid in n.uids:
+            for d in ctl_dirs(uid).values():
+                if os.path.isdir(d):
+                    os.rmdir(d)
+
+    with router_node(api, "secrt-",
+                     f"pids_max = {PIDS_MAX}\ncpu_weight = {CPU_WEIGHT}\nio_weight = {IO_WEIGHT}\n",
+                     after_cleanup=remove_cgroups, no_leaked_mounts=True) as n:
         yield n
-    finally:
-        try:
-            n.cleanup()
-            for uid in n.uids:  # the other controllers' cgroups, if any was left
-                for d in ctl_dirs(uid).values():
-                    if os.path.isdir(d):
-                        os.rmdir(d)
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
-        leaked = [line for line in mount_lines() - before if base in line]
-        assert not leaked, leaked
 
 
 def ctl_dirs(uid):

@@ -5,11 +5,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "../../src/common/clock.h"
 #include "db_fixture.h"
 
 typedef db_fixture_t fixture_t;
@@ -122,41 +124,44 @@ static void test_migrations_idempotent(void **state)
     db_exec(f->db, &e, "DELETE FROM schema_version WHERE version = 999", DB_NOARGS);
 }
 
-/* The response cache's invariant: the counter moves when, and only when, a
- * change is committed. */
-static void test_commit_counter(void **state)
+/* The response cache's invariant: the data version (DB_FEED_WRITES) moves
+ * when, and only when, a change is committed. */
+static unsigned long long writes_since(db_t *db, unsigned long long base)
+{
+    return db_data_version(db, DB_FEED_WRITES) - base;
+}
+
+static void test_data_version_moves_on_commit(void **state)
 {
     fixture_t *f = *state;
     err_t e = {0};
-    atomic_ullong n;
-    atomic_init(&n, 0);
-    db_set_commit_counter(f->db, &n);
+    unsigned long long base = db_data_version(f->db, DB_FEED_WRITES);
     assert_int_equal(db_exec(f->db, &e, "INSERT INTO distros (name, path) VALUES ('a', '/a')",
                              DB_NOARGS), 1);
-    assert_int_equal(atomic_load(&n), 1); /* autocommit: at once */
+    assert_int_equal(writes_since(f->db, base), 1); /* autocommit: at once */
     db_res_t *r = db_query(f->db, &e, "SELECT count(*) FROM distros", DB_NOARGS);
     assert_non_null(r);
     db_res_free(r);
     assert_int_equal(db_read_begin(f->db, &e), 0);
     db_read_end(f->db);
-    assert_int_equal(atomic_load(&n), 1); /* reads and read transactions: never */
+    assert_int_equal(writes_since(f->db, base), 1); /* reads and read transactions: never */
     assert_int_equal(db_begin(f->db, &e), 0);
     assert_int_equal(db_exec(f->db, &e, "UPDATE distros SET name = 'b'", DB_NOARGS), 1);
-    assert_int_equal(atomic_load(&n), 1); /* not before the commit */
+    assert_int_equal(writes_since(f->db, base), 1); /* not before the commit */
     assert_int_equal(db_commit(f->db, &e), 0);
-    assert_int_equal(atomic_load(&n), 2);
+    assert_int_equal(writes_since(f->db, base), 2);
     assert_int_equal(db_begin(f->db, &e), 0);
     assert_int_equal(db_exec(f->db, &e, "UPDATE distros SET name = 'c'", DB_NOARGS), 1);
     db_rollback(f->db);
     assert_int_equal(db_begin(f->db, &e), 0);
     assert_int_equal(db_commit(f->db, &e), 0);
-    assert_int_equal(atomic_load(&n), 2); /* rolled back, or nothing written */
+    assert_int_equal(writes_since(f->db, base), 2); /* rolled back, or nothing written */
     /* A write inside a read transaction ends it and counts as autocommit. */
     assert_int_equal(db_read_begin(f->db, &e), 0);
     assert_int_equal(db_exec(f->db, &e, "UPDATE distros SET name = 'd'", DB_NOARGS), 1);
-    assert_int_equal(atomic_load(&n), 3);
+    assert_int_equal(writes_since(f->db, base), 3);
     db_read_end(f->db);
-    assert_int_equal(atomic_load(&n), 3);
+    assert_int_equal(writes_since(f->db, base), 3);
     /* A write that changes no row changes nothing a reader could see. */
     assert_int_equal(db_exec(f->db, &e, "UPDATE distros SET name = 'x' WHERE name = 'none'",
                              DB_NOARGS), 0);
@@ -164,7 +169,7 @@ static void test_commit_counter(void **state)
     assert_int_equal(db_exec(f->db, &e, "DELETE FROM distros WHERE name = 'none'", DB_NOARGS),
                      0);
     assert_int_equal(db_commit(f->db, &e), 0);
-    assert_int_equal(atomic_load(&n), 3);
+    assert_int_equal(writes_since(f->db, base), 3);
 }
 
 static void test_claim_is_exclusive(void **state)
@@ -184,6 +189,153 @@ static void test_claim_is_exclusive(void **state)
     f->db = other;
 }
 
+/* db_open(url) must fail with ERR_INPUT and a message holding `want`. */
+static void refused(const char *url, const char *want)
+{
+    err_t e = {0};
+    db_t *db = db_open(url, &e);
+    if (db)
+        db_close(db);
+    assert_null(db);
+    assert_int_equal(e.kind, ERR_INPUT);
+    if (!strstr(e.msg, want))
+        fail_msg("db_open(%s): \"%s\" lacks \"%s\"", url, e.msg, want);
+}
+
+/* The backend is chosen by the URL's scheme; a plain path is SQLite. */
+static void test_url_schemes(void **state)
+{
+    fixture_t *f = *state;
+    const char *dir = f->dir; /* absolute: /tmp/imperium-unit-... */
+    char url[256], file[256];
+    err_t e = {0};
+    /* A plain path, "sqlite:/path" (the fixture's) and "sqlite:///path":
+     * all one SQLite file, the same database. */
+    snprintf(url, sizeof url, "%s/t.db", dir);
+    db_t *plain = db_open(url, &e);
+    assert_non_null(plain);
+    snprintf(url, sizeof url, "sqlite://%s/t.db", dir);
+    db_t *triple = db_open(url, &e);
+    assert_non_null(triple);
+    assert_int_equal(db_exec(plain, &e, "INSERT INTO distros (name, path) VALUES ('p', '/p')",
+                             DB_NOARGS), 1);
+    assert_int_equal(db_scalar_int(triple, &e, 0, "SELECT COUNT(*) FROM distros WHERE "
+                                   "name = 'p'", DB_NOARGS), 1);
+    assert_int_equal(db_scalar_int(f->db, &e, 0, "SELECT COUNT(*) FROM distros WHERE "
+                                   "name = 'p'", DB_NOARGS), 1);
+    db_close(triple);
+    db_close(plain);
+    /* PostgreSQL: named, not opened as a file, and the URL's password is
+     * not repeated. */
+    refused("postgresql://imperium:s3cret@db.example/imperium",
+            "PostgreSQL is not supported yet (issue 20)");
+    refused("postgres://db.example/imperium", "PostgreSQL is not supported yet (issue 20)");
+    e = (err_t){0};
+    assert_null(db_open("postgresql://imperium:s3cret@db.example/imperium", &e));
+    assert_null(strstr(e.msg, "s3cret"));
+    assert_int_equal(access("postgresql:", F_OK), -1);
+    assert_int_equal(access("postgres:", F_OK), -1);
+    /* An unknown scheme names itself and the known ones. */
+    refused("mysql://db.example/imperium", "\"mysql:\"");
+    refused("mysql://db.example/imperium", "sqlite:, postgresql:, postgres:");
+    assert_int_equal(access("mysql:", F_OK), -1);
+    /* A SQLite URL names a local file. */
+    refused("sqlite://db.example/imperium.db", "names a host");
+    refused("sqlite:", "names no file");
+    /* Nothing was created for the refused ones. */
+    snprintf(file, sizeof file, "%s/imperium.db", dir);
+    assert_int_equal(access(file, F_OK), -1);
+}
+
+/* The version is the database's: a write through any connection of the
+ * process moves it for all of them. */
+static void test_data_version_is_the_databases(void **state)
+{
+    fixture_t *f = *state;
+    err_t e = {0};
+    char url[256];
+    snprintf(url, sizeof url, "%s/t.db", f->dir); /* another spelling of the file */
+    db_t *other = db_open(url, &e);
+    assert_non_null(other);
+    unsigned long long base = db_data_version(f->db, DB_FEED_WRITES);
+    assert_int_equal(db_data_version(other, DB_FEED_WRITES), base);
+    assert_int_equal(db_exec(other, &e, "INSERT INTO distros (name, path) VALUES ('o', '/o')",
+                             DB_NOARGS), 1);
+    assert_int_equal(db_data_version(f->db, DB_FEED_WRITES), base + 1);
+    /* Another database has its own. */
+    db_t *mem = db_open("sqlite::memory:", &e);
+    assert_non_null(mem);
+    unsigned long long mine = db_data_version(mem, DB_FEED_WRITES);
+    assert_int_equal(db_exec(mem, &e, "CREATE TABLE x (a)", DB_NOARGS), 0);
+    assert_int_equal(db_exec(mem, &e, "INSERT INTO x VALUES (1)", DB_NOARGS), 1);
+    assert_int_equal(db_data_version(mem, DB_FEED_WRITES), mine + 1);
+    assert_int_equal(db_data_version(f->db, DB_FEED_WRITES), base + 1);
+    db_close(mem);
+    db_close(other);
+}
+
+/* Notices (the nodes' wake-ups) and writes are two feeds: a node's own
+ * report commits a write but wakes no one. */
+static void test_notices_are_their_own_feed(void **state)
+{
+    fixture_t *f = *state;
+    err_t e = {0};
+    unsigned long long w = db_data_version(f->db, DB_FEED_WRITES);
+    unsigned long long n = db_data_version(f->db, DB_FEED_NOTICES);
+    assert_int_equal(db_exec(f->db, &e, "INSERT INTO distros (name, path) VALUES ('a', '/a')",
+                             DB_NOARGS), 1);
+    assert_int_equal(db_data_version(f->db, DB_FEED_NOTICES), n);
+    db_notify(f->db);
+    assert_int_equal(db_data_version(f->db, DB_FEED_NOTICES), n + 1);
+    assert_int_equal(db_data_version(f->db, DB_FEED_WRITES), w + 1);
+}
+
+typedef struct {
+    db_t *db;
+    db_feed feed;
+} mover_t;
+
+/* 50 ms from now, move `feed` through another connection. */
+static void *move_later(void *arg)
+{
+    mover_t *m = arg;
+    sleep_ms(50);
+    if (m->feed == DB_FEED_NOTICES)
+        db_notify(m->db);
+    else
+        db_exec(m->db, NULL, "INSERT INTO distros (name, path) VALUES ('w', '/w')", DB_NOARGS);
+    return NULL;
+}
+
+static void test_data_wait(void **state)
+{
+    fixture_t *f = *state;
+    err_t e = {0};
+    char url[256];
+    snprintf(url, sizeof url, "sqlite:%s/t.db", f->dir);
+    db_t *other = db_open(url, &e);
+    assert_non_null(other);
+    for (int feed = 0; feed < DB_FEEDS; feed++) {
+        /* Nothing moves: back at the deadline, with the same version. */
+        unsigned long long v = db_data_version(f->db, feed);
+        long long t0 = now_ms();
+        assert_int_equal(db_data_wait(f->db, feed, v, t0 + 100), v);
+        assert_true(now_ms() - t0 >= 100);
+        /* Already moved past `since`: at once. */
+        assert_int_equal(db_data_wait(f->db, feed, v - 1, t0 + 60000), v);
+        /* A move by another thread and connection: back with it, long
+         * before the deadline. */
+        mover_t m = {other, feed};
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, move_later, &m), 0);
+        t0 = now_ms();
+        assert_int_equal(db_data_wait(f->db, feed, v, t0 + 10000), v + 1);
+        assert_true(now_ms() - t0 < 5000);
+        pthread_join(th, NULL);
+    }
+    db_close(other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -192,8 +344,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_statement_cache_by_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrations_idempotent, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_commit_counter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_data_version_moves_on_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_is_exclusive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_url_schemes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_data_version_is_the_databases, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_notices_are_their_own_feed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_data_wait, setup, teardown),
     };
     return cmocka_run_group_tests_name("db", tests, NULL, NULL);
 }

@@ -1,4 +1,5 @@
-/* Unit tests for the route matcher (routes.c). */
+/* Unit tests for the route matcher (routes.c) and the route tables'
+ * declarations (what wakes the nodes). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,14 +14,14 @@ static void h_a(req_t *r) { (void)r; }
 static void h_b(req_t *r) { (void)r; }
 
 static const route_t table1[] = {
-    {"GET", "me", h_a, AUTH_CUSTOMER, CACHE_NONE},
-    {"GET", "containers/*", h_a, AUTH_CUSTOMER, CACHE_NONE},
-    {"POST", "containers/*", h_b, AUTH_CUSTOMER, CACHE_NONE},
-    {NULL, NULL, NULL, 0, 0},
+    {"GET", "me", h_a, AUTH_CUSTOMER, CACHE_NONE, WAKE_NONE},
+    {"GET", "containers/*", h_a, AUTH_CUSTOMER, CACHE_NONE, WAKE_NONE},
+    {"POST", "containers/*", h_b, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    {NULL, NULL, NULL, 0, 0, 0},
 };
 static const route_t table2[] = {
-    {"GET", "containers/*/domains", h_b, AUTH_CUSTOMER, CACHE_NONE},
-    {NULL, NULL, NULL, 0, 0},
+    {"GET", "containers/*/domains", h_b, AUTH_CUSTOMER, CACHE_NONE, WAKE_NONE},
+    {NULL, NULL, NULL, 0, 0, 0},
 };
 static const route_t *const tables[] = {table1, table2, NULL};
 
@@ -61,11 +62,47 @@ static void test_method_not_allowed_vs_not_found(void **state)
     assert_false(known);
 }
 
+/* The wake the nodes' long polls get after a successful write: every write of
+ * a customer or the supplier (it may change what a node runs), except the
+ * raising of an alarm (AUTH_ALARM), which changes nothing a node follows;
+ * never a read, never the nodes' own channel. */
+static enum route_wake expected_wake(const route_t *rt)
+{
+    if (strcmp(rt->method, "GET") == 0 || rt->auth == AUTH_ALARM || rt->auth == AUTH_NODE)
+        return WAKE_NONE;
+    return WAKE_NODES;
+}
+
+static void check_wakes(const route_t *const *list, int *writes)
+{
+    for (const route_t *const *t = list; *t; t++) {
+        for (const route_t *rt = *t; rt->method; rt++) {
+            if (rt->wake != expected_wake(rt))
+                fail_msg("%s %s declares %s", rt->method, rt->pattern,
+                         rt->wake == WAKE_NODES ? "WAKE_NODES" : "WAKE_NONE");
+            *writes += rt->wake == WAKE_NODES;
+        }
+    }
+}
+
+static void test_writes_declare_their_wake(void **state)
+{
+    (void)state;
+    int customer = 0, admin = 0, node = 0;
+    check_wakes(customer_tables, &customer);
+    check_wakes(admin_tables, &admin);
+    check_wakes(node_tables, &node);
+    assert_true(customer > 10); /* the tables were really walked */
+    assert_true(admin > 10);
+    assert_int_equal(node, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_match),
         cmocka_unit_test(test_method_not_allowed_vs_not_found),
+        cmocka_unit_test(test_writes_declare_their_wake),
     };
     return cmocka_run_group_tests_name("routes", tests, NULL, NULL);
 }

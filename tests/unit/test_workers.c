@@ -13,7 +13,7 @@
 #include "../../src/api/workers.h"
 
 typedef struct {
-    work_t work; /* first, as http.c's connection context */
+    work_t work; /* first, as dispatch.h's connection context */
     atomic_int *ran;
     int times;
     pthread_t thread;

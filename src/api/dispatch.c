@@ -1,154 +1,22 @@
-/* http.c - receive requests with libmicrohttpd, route them, answer JSON.
+/* dispatch.c - from a received request to its sent answer (dispatch.h).
  *
- * libmicrohttpd calls on_request several times per request: once with the
- * headers, once per body chunk, once more when the body is complete.  The
- * body is kept up to API_MAX_BODY; anything larger is answered 413 without
- * being handled. */
-#include "http.h"
+ * The prefix picks the route tables (customer, admin, node), routes.c the
+ * route; then, in order: the throttle of password guessers, the response
+ * cache, authentication by the route's auth mode, the handler (on this HTTP
+ * thread for cacheable reads and the nodes' long poll, otherwise on a
+ * worker), the wake of the nodes' long polls after a successful write whose
+ * route declares WAKE_NODES, and the JSON sent back (cached when keyed). */
+#include "dispatch.h"
 #include "../common/log.h"
-#include "../common/strutil.h"
+#include "auth.h"
 #include "changes.h"
 #include "db_pool.h"
 #include "resp_cache.h"
 #include "routes.h"
-#include "workers.h"
 
-#include <microhttpd.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <time.h>
-
-/* Past this much discarded body the client is cut off instead of drained. */
-#define DRAIN_LIMIT (16 * 1024 * 1024)
-
-struct http_server {
-    struct MHD_Daemon *d;
-    api_t *api;
-};
-
-typedef struct {
-    work_t work; /* first: run_job finds the context from it */
-    buf_t body;
-    size_t received;
-    bool too_large;
-    struct timespec start;
-    long long poll_deadline_ms; /* a node's long poll, across resumptions */
-    req_t *job; /* on a worker, or answered by one and waiting to be sent */
-} conn_ctx_t;
-
-void reply(req_t *r, int status, json_t *body)
-{
-    json_decref(r->out);
-    r->status = status;
-    r->out = body;
-}
-
-void reply_ok(req_t *r) { reply(r, 200, json_pack("{s:s}", "message", "Ok")); }
-
-static const char *status_text(int status)
-{
-    switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not found";
-    case 405: return "Method not allowed";
-    case 409: return "Conflict";
-    case 413: return "Request entity too large";
-    case 416: return "Requested Range Not Satisfiable";
-    case 429: return "Too Many Requests";
-    case 503: return "Service Unavailable";
-    default: return "Internal Server Error";
-    }
-}
-
-void reply_error(req_t *r, int status, const char *reason)
-{
-    json_t *o = json_pack("{s:s}", "error", status_text(status));
-    if (o && reason)
-        json_object_set_new(o, "reason", json_string(reason));
-    reply(r, status, o);
-}
-
-static void reply_errorv(req_t *r, int status, const char *fmt, va_list ap)
-{
-    char reason[512];
-    vsnprintf(reason, sizeof reason, fmt, ap);
-    reply_error(r, status, reason);
-}
-
-void reply_bad_request(req_t *r, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    reply_errorv(r, 400, fmt, ap);
-    va_end(ap);
-}
-
-void reply_conflict(req_t *r, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    reply_errorv(r, 409, fmt, ap);
-    va_end(ap);
-}
-
-void reply_internal(req_t *r, const err_t *e)
-{
-    log_error("%s %s: %s", r->method, r->path, e && e->msg[0] ? e->msg : "internal error");
-    reply_error(r, 500, NULL);
-}
-
-void reply_err(req_t *r, const err_t *e)
-{
-    switch (e->kind) {
-    case ERR_INPUT: reply_error(r, 400, e->msg); break;
-    case ERR_FORBIDDEN: reply_error(r, 403, e->msg[0] ? e->msg : NULL); break;
-    case ERR_NOTFOUND: reply_error(r, 404, NULL); break;
-    case ERR_CONFLICT:
-    case ERR_CONSTRAINT: reply_error(r, 409, e->msg); break;
-    default: reply_internal(r, e);
-    }
-}
-
-const char *req_arg(req_t *r, const char *name)
-{
-    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
-}
-
-const char *req_header(req_t *r, const char *name)
-{
-    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
-}
-
-int req_parse_object(req_t *r)
-{
-    if (r->json)
-        return 0;
-    if (r->body_len == 0) {
-        reply_bad_request(r, "the body must be a JSON object");
-        return -1;
-    }
-    json_error_t je;
-    r->json = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &je);
-    if (!r->json) {
-        reply_bad_request(r, "invalid JSON at line %d column %d: %s", je.line, je.column,
-                          je.text);
-        return -1;
-    }
-    if (!json_is_object(r->json)) {
-        json_decref(r->json);
-        r->json = NULL;
-        reply_bad_request(r, "the body must be a JSON object");
-        return -1;
-    }
-    return 0;
-}
 
 /* Split the path after `prefix` into segments, dropping empty ones so that
  * trailing slashes (and doubled slashes) do not matter. */
@@ -198,7 +66,7 @@ static bool cache_lookup(req_t *r, const route_t *rt)
     resp_cache_key(r->api->responses, parts, (int)(sizeof parts / sizeof parts[0]),
                    r->cache_key);
     r->cache_keyed = true;
-    r->cache_version = atomic_load(&r->api->pool.commits);
+    r->cache_version = db_pool_version(&r->api->pool);
     r->cache_hit = resp_cache_get(r->api->responses, r->cache_key, r->cache_version);
     return r->cache_hit != NULL;
 }
@@ -235,12 +103,9 @@ static void run_route(req_t *r, const route_t *rt)
         break; /* the handler authenticates */
     }
     rt->fn(r);
-    /* A successful write may change what some node must run: wake the
-     * nodes' long polls.  Their own reports and raised alarms change
-     * nothing they follow. */
-    if (rt->auth != AUTH_NODE && rt->auth != AUTH_ALARM && strcmp(r->method, "GET") != 0 &&
-        !r->suspended &&
-        r->status >= 200 && r->status < 300)
+    /* A successful write the route declares may change what some node must
+     * run: wake the nodes' long polls (routes.h, enum route_wake). */
+    if (rt->wake == WAKE_NODES && !r->suspended && r->status >= 200 && r->status < 300)
         changes_bump(r->api->changes);
 out:
     if (read_txn)
@@ -249,7 +114,7 @@ out:
     r->db = NULL;
 }
 
-static void dispatch(req_t *r, const route_t *const *tables)
+static void dispatch_route(req_t *r, const route_t *const *tables)
 {
     bool known;
     const route_t *rt = route_find(tables, r->method, r->segs, r->nsegs, &known);
@@ -288,7 +153,7 @@ static void dispatch(req_t *r, const route_t *const *tables)
         r->needs_worker = false;
         memset(&r->me, 0, sizeof r->me);
     }
-    r->route = rt; /* answer() hands it to a worker */
+    r->route = rt; /* dispatch_request() hands it to a worker */
 }
 
 static void route_request(req_t *r)
@@ -309,7 +174,7 @@ static void route_request(req_t *r)
     };
     for (size_t i = 0; i < sizeof apis / sizeof apis[0]; i++) {
         if (split_path(r, r->path, apis[i].prefix) == 0) {
-            dispatch(r, apis[i].tables);
+            dispatch_route(r, apis[i].tables);
             return;
         }
         free(r->segbuf);
@@ -387,13 +252,6 @@ static void log_request(req_t *r, conn_ctx_t *ctx)
              r->authed ? r->me.username : "-");
 }
 
-static void req_free(req_t *r)
-{
-    json_decref(r->out);
-    json_decref(r->json);
-    free(r->segbuf);
-}
-
 /* Send what the request holds (unless a long poll suspended it), log it. */
 static enum MHD_Result finish(struct MHD_Connection *c, conn_ctx_t *ctx, req_t *r)
 {
@@ -409,7 +267,7 @@ static enum MHD_Result finish(struct MHD_Connection *c, conn_ctx_t *ctx, req_t *
 }
 
 /* On a worker thread.  Resuming is the last thing it does with the request:
- * from then on the HTTP thread owns it again (answer() sends it). */
+ * from then on the HTTP thread owns it again (dispatch_request() sends it). */
 static void run_job(work_t *w)
 {
     conn_ctx_t *ctx = (conn_ctx_t *)w;
@@ -439,8 +297,8 @@ static enum MHD_Result hand_off(struct MHD_Connection *c, api_t *api, conn_ctx_t
     return MHD_YES;
 }
 
-static enum MHD_Result answer(struct MHD_Connection *c, api_t *api, conn_ctx_t *ctx,
-                              const char *url, const char *method)
+enum MHD_Result dispatch_request(struct MHD_Connection *c, api_t *api, conn_ctx_t *ctx,
+                                 const char *url, const char *method)
 {
     if (ctx->job) { /* resumed: a worker has answered it */
         req_t *job = ctx->job;
@@ -463,95 +321,12 @@ static enum MHD_Result answer(struct MHD_Connection *c, api_t *api, conn_ctx_t *
     return finish(c, ctx, &r);
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+void dispatch_conn_free(conn_ctx_t *ctx)
 {
-    (void)version;
-    api_t *api = cls;
-    conn_ctx_t *ctx = *con_cls;
-    if (!ctx) {
-        ctx = calloc(1, sizeof *ctx);
-        if (!ctx)
-            return MHD_NO;
-        clock_gettime(CLOCK_MONOTONIC, &ctx->start);
-        *con_cls = ctx;
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        long long n;
-        if (cl && str_to_ll(cl, &n) && n > API_MAX_BODY) {
-            /* Answer before the body is sent: no 100-continue, no upload. */
-            ctx->too_large = true;
-            return answer(c, api, ctx, url, method);
-        }
-        return MHD_YES;
-    }
-    if (*upload_data_size) {
-        ctx->received += *upload_data_size;
-        if (ctx->received > API_MAX_BODY) {
-            ctx->too_large = true;
-            buf_free(&ctx->body);
-        } else if (buf_append(&ctx->body, upload_data, *upload_data_size) < 0) {
-            return MHD_NO;
-        }
-        *upload_data_size = 0;
-        return ctx->received > DRAIN_LIMIT ? MHD_NO : MHD_YES;
-    }
-    return answer(c, api, ctx, url, method);
-}
-
-static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
-{
-    (void)cls;
-    (void)c;
-    (void)toe;
-    conn_ctx_t *ctx = *con_cls;
-    if (!ctx)
-        return;
     if (ctx->job) { /* answered by a worker, but the client has gone */
         req_free(ctx->job);
         free(ctx->job);
     }
     buf_free(&ctx->body);
     free(ctx);
-    *con_cls = NULL;
-}
-
-http_server_t *http_start(api_t *api, err_t *e)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)api->cfg.port)};
-    if (inet_pton(AF_INET, api->cfg.listen_addr, &sa.sin_addr) != 1) {
-        err_set(e, ERR_INPUT, "invalid listen address '%s' (an IPv4 address)",
-                api->cfg.listen_addr);
-        return NULL;
-    }
-    http_server_t *s = calloc(1, sizeof *s);
-    if (!s) {
-        err_set(e, ERR_INTERNAL, "out of memory");
-        return NULL;
-    }
-    s->api = api;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
-    s->d = MHD_start_daemon(flags, (uint16_t)api->cfg.port, NULL, NULL, on_request, api,
-                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)api->cfg.threads,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
-                            MHD_OPTION_CONNECTION_TIMEOUT, 120u,
-                            MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
-    if (!s->d) {
-        err_set(e, ERR_INTERNAL, "cannot listen on %s:%d (address in use or not permitted)",
-                api->cfg.listen_addr, api->cfg.port);
-        free(s);
-        return NULL;
-    }
-    return s;
-}
-
-void http_stop(http_server_t *s)
-{
-    if (!s)
-        return;
-    MHD_stop_daemon(s->d);
-    free(s);
 }

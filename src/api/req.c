@@ -1,0 +1,135 @@
+/* req.c - the request as handlers see it: its query arguments, headers and
+ * JSON body, and the replies they end with.  It knows nothing of routes,
+ * authentication or how the reply is sent (dispatch.c). */
+#include "req.h"
+#include "../common/log.h"
+
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void reply(req_t *r, int status, json_t *body)
+{
+    json_decref(r->out);
+    r->status = status;
+    r->out = body;
+}
+
+void reply_ok(req_t *r) { reply(r, 200, json_pack("{s:s}", "message", "Ok")); }
+
+static const char *status_text(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not found";
+    case 405: return "Method not allowed";
+    case 409: return "Conflict";
+    case 413: return "Request entity too large";
+    case 416: return "Requested Range Not Satisfiable";
+    case 429: return "Too Many Requests";
+    case 503: return "Service Unavailable";
+    default: return "Internal Server Error";
+    }
+}
+
+void reply_error(req_t *r, int status, const char *reason)
+{
+    json_t *o = json_pack("{s:s}", "error", status_text(status));
+    if (o && reason)
+        json_object_set_new(o, "reason", json_string(reason));
+    reply(r, status, o);
+}
+
+static void reply_errorv(req_t *r, int status, const char *fmt, va_list ap)
+{
+    char reason[512];
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    reply_error(r, status, reason);
+}
+
+void reply_bad_request(req_t *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    reply_errorv(r, 400, fmt, ap);
+    va_end(ap);
+}
+
+void reply_conflict(req_t *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    reply_errorv(r, 409, fmt, ap);
+    va_end(ap);
+}
+
+void reply_internal(req_t *r, const err_t *e)
+{
+    log_error("%s %s: %s", r->method, r->path, e && e->msg[0] ? e->msg : "internal error");
+    reply_error(r, 500, NULL);
+}
+
+void reply_err(req_t *r, const err_t *e)
+{
+    switch (e->kind) {
+    case ERR_INPUT: reply_error(r, 400, e->msg); break;
+    case ERR_FORBIDDEN: reply_error(r, 403, e->msg[0] ? e->msg : NULL); break;
+    case ERR_NOTFOUND: reply_error(r, 404, NULL); break;
+    case ERR_CONFLICT:
+    case ERR_CONSTRAINT: reply_error(r, 409, e->msg); break;
+    default: reply_internal(r, e);
+    }
+}
+
+const char *req_arg(req_t *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+bool req_arg_present(req_t *r, const char *name, const char **value)
+{
+    *value = NULL;
+    size_t vlen = 0;
+    return MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name),
+                                         value, &vlen) == MHD_YES;
+}
+
+const char *req_header(req_t *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+int req_parse_object(req_t *r)
+{
+    if (r->json)
+        return 0;
+    if (r->body_len == 0) {
+        reply_bad_request(r, "the body must be a JSON object");
+        return -1;
+    }
+    json_error_t je;
+    r->json = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (!r->json) {
+        reply_bad_request(r, "invalid JSON at line %d column %d: %s", je.line, je.column,
+                          je.text);
+        return -1;
+    }
+    if (!json_is_object(r->json)) {
+        json_decref(r->json);
+        r->json = NULL;
+        reply_bad_request(r, "the body must be a JSON object");
+        return -1;
+    }
+    return 0;
+}
+
+void req_free(req_t *r)
+{
+    json_decref(r->out);
+    json_decref(r->json);
+    free(r->segbuf);
+}
