@@ -124,17 +124,23 @@ static void h_admin_container_modify(req_t *r)
         return reply_err(r, &e);
     if (db_begin(r->db, &e) < 0)
         return reply_internal(r, &e);
-    db_res_t *cur = db_query(r->db, &e,
-                             "SELECT memory, storage, server_id FROM containers WHERE id = $1",
-                             DB_ARGS(DB_INT(id)));
-    if (!cur)
+    /* Restart only on a real change, as the customer's POST. */
+    container_snap_t *before = container_snap(r->db, &e, id);
+    db_res_t *cur = before ? db_query(r->db, &e,
+                                      "SELECT memory, storage, server_id FROM containers "
+                                      "WHERE id = $1",
+                                      DB_ARGS(DB_INT(id)))
+                           : NULL;
+    if (!cur) {
+        container_snap_free(before);
         goto fail;
+    }
     long long mem = field_has(r, "memory") ? field_int(r, "memory") : db_get_int(cur, 0, 0);
     long long sto = field_has(r, "storage") ? field_int(r, "storage") : db_get_int(cur, 0, 1);
     long long sid = db_get_int(cur, 0, 2);
     db_res_free(cur);
-    bool restart = field_has(r, "memory") || field_has(r, "storage") || field_has(r, "name");
-    if (server_check_capacity(r->db, &e, sid, id, mem, sto) < 0 ||
+    bool failed =
+        server_check_capacity(r->db, &e, sid, id, mem, sto) < 0 ||
         db_exec(r->db, &e, "UPDATE containers SET memory = $1, storage = $2 WHERE id = $3",
                 DB_ARGS(DB_INT(mem), DB_INT(sto), DB_INT(id))) < 0 ||
         (field_str(r, "name") &&
@@ -143,8 +149,9 @@ static void h_admin_container_modify(req_t *r)
         (field_has(r, "max_alarms") &&
          db_exec(r->db, &e, "UPDATE containers SET max_alarms = $1 WHERE id = $2",
                  DB_ARGS(DB_INT(field_int(r, "max_alarms")), DB_INT(id))) < 0) ||
-        (restart && container_touch(r->db, &e, TOUCH_RESTART, id) < 0) ||
-        db_commit(r->db, &e) < 0)
+        container_touch_changed(r->db, &e, before, false) < 0;
+    container_snap_free(before);
+    if (failed || db_commit(r->db, &e) < 0)
         goto fail;
     reply_admin_container(r, 200, id);
     return;

@@ -504,5 +504,8 @@ const route_t alarm_routes[] = {
     {"POST", "alarms/raise/*", h_alarm_raise, AUTH_ALARM, CACHE_NONE, WAKE_NONE},
     {"POST", "alarms/trigger/*", h_alarm_raise, AUTH_ALARM, CACHE_NONE, WAKE_NONE},
     {"GET", "alarm_key/*", h_alarm_key, AUTH_CUSTOMER, CACHE_NONE, WAKE_NONE},
+    /* The public view regenerated the key on any method; POST is what a
+     * client that knows GET should not change things sends. */
+    {"POST", "alarm_key/*", h_alarm_key, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
     {NULL, NULL, NULL, 0, 0, 0},
 };

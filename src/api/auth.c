@@ -16,6 +16,7 @@
  * answers and their timing cannot tell which usernames exist. */
 #include "auth.h"
 #include "throttle.h"
+#include "../common/clock.h"
 #include "../common/digest.h"
 #include "../common/log.h"
 
@@ -255,9 +256,8 @@ static void flight_release(flight_t *f)
 /* Wait (lock held) for the flight of the same check: its outcome. */
 static bool ride(auth_cache_t *c, flight_t *f, bool *busy)
 {
-    struct timespec end;
-    clock_gettime(CLOCK_MONOTONIC, &end);
-    end.tv_sec += GATE_WAIT_MS / 1000 + 2; /* its wait for a slot, then argon2 */
+    /* The flight's own wait for a slot, then its argon2. */
+    struct timespec end = clock_after_ms(GATE_WAIT_MS + 2000);
     c->riders++;
     f->waiters++;
     int rc = 0;

@@ -1,6 +1,9 @@
 /* container_model.c - see container_model.h. */
 #include "container_model.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 int sizes_check(err_t *e, bool has_memory, long long memory, bool has_storage,
                 long long storage)
 {
@@ -63,4 +66,72 @@ int container_touch(db_t *db, err_t *e, touch_what what, long long id)
     if ((unsigned)what >= sizeof touch_sql / sizeof touch_sql[0])
         return err_set(e, ERR_INTERNAL, "container_touch: unknown change %d", (int)what);
     return db_exec(db, e, touch_sql[what], DB_ARGS(DB_INT(id))) < 0 ? -1 : 0;
+}
+
+/* What a node runs a container from, as far as a POST can change it
+ * (`note` and tags are not sent to it; links are restarts asked for). */
+static const char *const snap_sql[] = {
+    "SELECT name, memory, storage, distro_id, custom_distro_id, server_id, customer_id, "
+    "alarm_freq, jid, jid_secret, jid_destinations, pushover_user, pushover_token, "
+    "pushover_sound, pushbullet_token, slack_webhook, quota_threshold, "
+    "custom_distros_storage, nofollow FROM containers WHERE id = $1",
+    "SELECT key FROM ssh_keys WHERE container_id = $1 ORDER BY pos",
+};
+enum { SNAP_RESTART, SNAP_KEYS, SNAP_PARTS };
+
+struct container_snap {
+    long long id;
+    db_res_t *part[SNAP_PARTS];
+};
+
+void container_snap_free(container_snap_t *snap)
+{
+    if (!snap)
+        return;
+    for (int i = 0; i < SNAP_PARTS; i++)
+        db_res_free(snap->part[i]);
+    free(snap);
+}
+
+container_snap_t *container_snap(db_t *db, err_t *e, long long id)
+{
+    container_snap_t *snap = calloc(1, sizeof *snap);
+    if (!snap) {
+        err_set(e, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    snap->id = id;
+    for (int i = 0; i < SNAP_PARTS; i++) {
+        if (!(snap->part[i] = db_query(db, e, snap_sql[i], DB_ARGS(DB_INT(id))))) {
+            container_snap_free(snap);
+            return NULL;
+        }
+    }
+    return snap;
+}
+
+/* Same rows, same cells (NULL only equal to NULL). */
+static bool res_equal(const db_res_t *a, const db_res_t *b)
+{
+    if (a->nrows != b->nrows || a->ncols != b->ncols)
+        return false;
+    for (long long i = 0; i < (long long)a->nrows * a->ncols; i++) {
+        const char *x = a->cells[i], *y = b->cells[i];
+        if ((x == NULL) != (y == NULL) || (x && strcmp(x, y) != 0))
+            return false;
+    }
+    return true;
+}
+
+int container_touch_changed(db_t *db, err_t *e, container_snap_t *before, bool restart)
+{
+    container_snap_t *after = container_snap(db, e, before->id);
+    int rc = after ? 0 : -1;
+    if (rc == 0 && (restart || !res_equal(before->part[SNAP_RESTART],
+                                          after->part[SNAP_RESTART])))
+        rc = container_touch(db, e, TOUCH_RESTART, before->id);
+    if (rc == 0 && !res_equal(before->part[SNAP_KEYS], after->part[SNAP_KEYS]))
+        rc = container_touch(db, e, TOUCH_SSH_KEYS, before->id);
+    container_snap_free(after);
+    return rc;
 }

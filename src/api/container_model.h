@@ -39,4 +39,17 @@ typedef enum {
  * transaction. */
 int container_touch(db_t *db, err_t *e, touch_what what, long long id);
 
+/* A container as its node runs it (the columns that restart it, and its
+ * ssh keys), read in the writing transaction before a change: posting the
+ * values a container already has restarts nothing (the public platform
+ * compared with the stored object too). */
+typedef struct container_snap container_snap_t;
+container_snap_t *container_snap(db_t *db, err_t *e, long long id);
+/* After the change, in the same transaction: bump `generation` when a
+ * restart column differs from `before` or `restart` (link, unlink, reboot:
+ * asked for explicitly), and `ssh_generation` when the keys differ.
+ * The caller still frees `before`. */
+int container_touch_changed(db_t *db, err_t *e, container_snap_t *before, bool restart);
+void container_snap_free(container_snap_t *snap);
+
 #endif

@@ -9,10 +9,11 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
-#define NAME_MAX_LEN 63
-#define MAX_SSH_KEYS 64
+#define NAME_MAX_LEN 255 /* characters, as the public platform's CharField */
+#define MAX_SSH_KEYS 256
 
 /* Columns of CONTAINER_SELECT, in order. */
 enum {
@@ -53,7 +54,7 @@ static json_t *nullable_str(db_res_t *res, int row, int col)
 static json_t *container_short(db_t *db, err_t *e, db_res_t *res, int row, json_t *tags)
 {
     long long id = db_get_int(res, row, C_ID);
-    char ip[32] = "", hostname[NAME_MAX_LEN + 1];
+    char ip[32] = "", hostname[HOSTNAME_MAX + 1];
     container_ip(id, ip, sizeof ip);
     container_hostname(db_get(res, row, C_NAME), hostname, sizeof hostname);
     if (!tags && !(tags = tags_of(db, e, TAGGED_CONTAINER, id)))
@@ -248,7 +249,9 @@ static void h_container_get(req_t *r)
 
 int container_name_check(const char *name, err_t *e)
 {
-    size_t len = strlen(name);
+    /* Characters, not bytes (the body is UTF-8: jansson checked it); the
+     * hostname is derived from it per character and cut to 63. */
+    size_t len = str_chars(name);
     if (len == 0 || len > NAME_MAX_LEN)
         return err_set(e, ERR_INPUT, "'name' must be 1 to %d characters", NAME_MAX_LEN);
     return 0;
@@ -313,16 +316,12 @@ static void h_container_create(req_t *r)
 
 /* ---- POST /containers/<uid> ---- */
 
-/* String fields stored as given.  `restart` marks the ones that change what
- * the container runs (the alarm settings are read by its Emperor). */
-static const struct {
-    const char *name;
-    bool restart;
-} string_fields[] = {
-    {"name", true},           {"note", false},          {"jid", true},
-    {"jid_secret", true},     {"jid_destinations", true}, {"pushover_user", true},
-    {"pushover_token", true}, {"pushover_sound", true}, {"pushbullet_token", true},
-    {"slack_webhook", true},
+/* String fields stored as given.  Whether a change restarts the container
+ * is container_touch_changed's to say (container_model.c), not the field's. */
+static const char *const string_fields[] = {
+    "name",           "note",           "jid",           "jid_secret",
+    "jid_destinations", "pushover_user", "pushover_token", "pushover_sound",
+    "pushbullet_token", "slack_webhook",
 };
 
 static const field_spec update_spec[] = {
@@ -337,7 +336,7 @@ static const field_spec update_spec[] = {
     {"custom_distro", FT_INT_OR_NULL}, {"memory", FT_INT},
     {"storage", FT_INT},          {"tags", FT_STRING_LIST},
     {"link", FT_INT},             {"unlink", FT_INT},
-    {"reboot", FT_BOOL},          {NULL, 0},
+    {NULL, 0}, /* `reboot` takes any value: reboot_asked() */
 };
 
 /* Checks that need no database: answer 400 and return -1 on the first. */
@@ -351,7 +350,8 @@ static int update_check_values(req_t *r)
     }
     if (field_has(r, "quota_threshold") &&
         (field_int(r, "quota_threshold") < 0 || field_int(r, "quota_threshold") > 100)) {
-        reply_bad_request(r, "'quota_threshold' is a percentage from 0 to 100");
+        reply_bad_request(r, "'quota_threshold' is a percentage from 0 to 100 (a disk "
+                             "usage above 100%% of the quota is meaningless)");
         return -1;
     }
     if (sizes_check(&e, field_has(r, "memory"), field_int(r, "memory"),
@@ -361,7 +361,7 @@ static int update_check_values(req_t *r)
     }
     json_t *keys = field_list(r, "ssh_keys");
     if (keys && json_array_size(keys) > MAX_SSH_KEYS) {
-        reply_bad_request(r, "at most %d ssh keys", MAX_SSH_KEYS);
+        reply_bad_request(r, "'ssh_keys' holds at most %d keys", MAX_SSH_KEYS);
         return -1;
     }
     size_t i;
@@ -379,22 +379,34 @@ static int update_check_values(req_t *r)
 
 typedef struct {
     long long id, server_id, customer_id;
-    bool restart;
+    bool restart; /* asked for (link, unlink, reboot), changed or not */
 } update_t;
+
+/* `reboot` with any value but 0, false, null (or their string forms "0",
+ * "false"): the public platform rebooted on the key alone. */
+static bool reboot_asked(req_t *r)
+{
+    json_t *v = field_list(r, "reboot");
+    const char *s = json_string_value(v);
+    if (!v || json_is_null(v) || json_is_false(v))
+        return false;
+    if (json_is_number(v))
+        return json_number_value(v) != 0;
+    return !s || (strcmp(s, "0") != 0 && strcasecmp(s, "false") != 0);
+}
 
 static int update_strings(req_t *r, update_t *u, err_t *e)
 {
     for (size_t i = 0; i < sizeof string_fields / sizeof string_fields[0]; i++) {
-        const char *v = field_str(r, string_fields[i].name);
+        const char *v = field_str(r, string_fields[i]);
         if (!v)
             continue;
         char sql[128];
         /* The column name comes from the fixed table above, never the client. */
         snprintf(sql, sizeof sql, "UPDATE containers SET %s = $1 WHERE id = $2",
-                 string_fields[i].name);
+                 string_fields[i]);
         if (db_exec(r->db, e, sql, DB_ARGS(DB_TEXT(v), DB_INT(u->id))) < 0)
             return -1;
-        u->restart |= string_fields[i].restart;
     }
     return 0;
 }
@@ -405,20 +417,17 @@ static int update_numbers(req_t *r, update_t *u, err_t *e)
         if (db_exec(r->db, e, "UPDATE containers SET quota_threshold = $1 WHERE id = $2",
                     DB_ARGS(DB_INT(field_int(r, "quota_threshold")), DB_INT(u->id))) < 0)
             return -1;
-        u->restart = true;
     }
     if (field_has(r, "alarm_freq")) {
         long long f = field_int(r, "alarm_freq");
         if (db_exec(r->db, e, "UPDATE containers SET alarm_freq = $1 WHERE id = $2",
                     DB_ARGS(DB_INT(f < 60 ? 60 : f), DB_INT(u->id))) < 0)
             return -1;
-        u->restart = true;
     }
     if (field_has(r, "nofollow")) {
         if (db_exec(r->db, e, "UPDATE containers SET nofollow = $1 WHERE id = $2",
                     DB_ARGS(DB_INT(field_bool(r, "nofollow")), DB_INT(u->id))) < 0)
             return -1;
-        u->restart = true;
     }
     if (field_has(r, "custom_distros_storage")) {
         if (db_exec(r->db, e,
@@ -426,10 +435,8 @@ static int update_numbers(req_t *r, update_t *u, err_t *e)
                     DB_ARGS(DB_INT(field_bool(r, "custom_distros_storage")),
                             DB_INT(u->id))) < 0)
             return -1;
-        u->restart = true;
     }
-    if (field_has(r, "reboot") && field_bool(r, "reboot"))
-        u->restart = true;
+    u->restart |= reboot_asked(r);
     return 0;
 }
 
@@ -456,7 +463,6 @@ static int update_resources(req_t *r, update_t *u, err_t *e)
     if (db_exec(r->db, e, "UPDATE containers SET memory = $1, storage = $2 WHERE id = $3",
                 DB_ARGS(DB_INT(mem), DB_INT(sto), DB_INT(u->id))) < 0)
         return -1;
-    u->restart = true;
     return 0;
 }
 
@@ -481,7 +487,6 @@ static int update_distro(req_t *r, update_t *u, err_t *e)
                     "WHERE id = $2",
                     DB_ARGS(d ? DB_INT(d) : DB_NULL, DB_INT(u->id))) < 0)
             return -1;
-        u->restart = true;
     }
     if (field_has(r, "custom_distro")) {
         long long d = field_is_null(r, "custom_distro") ? 0 : field_int(r, "custom_distro");
@@ -507,7 +512,6 @@ static int update_distro(req_t *r, update_t *u, err_t *e)
                     "CASE WHEN $1 IS NULL THEN stopped_reason END WHERE id = $2",
                     DB_ARGS(d ? DB_INT(d) : DB_NULL, DB_INT(u->id))) < 0)
             return -1;
-        u->restart = true;
     }
     return 0;
 }
@@ -561,9 +565,8 @@ static int update_keys_and_tags(req_t *r, update_t *u, err_t *e)
                                 DB_TEXT(json_string_value(k)))) < 0)
                 return -1;
         }
-        /* Keys are rewritten in place by the node: no restart. */
-        if (container_touch(r->db, e, TOUCH_SSH_KEYS, u->id) < 0)
-            return -1;
+        /* Keys are rewritten in place by the node (ssh_generation), no
+         * restart: container_touch_changed compares them. */
     }
     json_t *tags = field_list(r, "tags");
     if (tags && tags_set(r->db, e, TAGGED_CONTAINER, u->id, u->customer_id, tags) < 0)
@@ -571,15 +574,19 @@ static int update_keys_and_tags(req_t *r, update_t *u, err_t *e)
     return 0;
 }
 
+/* In the caller's transaction: what the node runs is compared before and
+ * after, so a field posted with the value it has restarts nothing. */
 static int container_update(req_t *r, update_t *u, err_t *e)
 {
-    if (update_strings(r, u, e) < 0 || update_numbers(r, u, e) < 0 ||
-        update_resources(r, u, e) < 0 || update_distro(r, u, e) < 0 ||
-        update_links(r, u, e) < 0 || update_keys_and_tags(r, u, e) < 0)
+    container_snap_t *before = container_snap(r->db, e, u->id);
+    if (!before)
         return -1;
-    if (u->restart && container_touch(r->db, e, TOUCH_RESTART, u->id) < 0)
-        return -1;
-    return 0;
+    bool failed = update_strings(r, u, e) < 0 || update_numbers(r, u, e) < 0 ||
+                  update_resources(r, u, e) < 0 || update_distro(r, u, e) < 0 ||
+                  update_links(r, u, e) < 0 || update_keys_and_tags(r, u, e) < 0 ||
+                  container_touch_changed(r->db, e, before, u->restart) < 0;
+    container_snap_free(before);
+    return failed ? -1 : 0;
 }
 
 static void h_container_post(req_t *r)
@@ -621,6 +628,8 @@ const route_t container_routes[] = {
     {"GET", "me/containers", h_containers_list, AUTH_CUSTOMER, CACHE_UNTIL_WRITE, WAKE_NONE},
     {"GET", "containers", h_containers_list, AUTH_CUSTOMER, CACHE_UNTIL_WRITE, WAKE_NONE},
     {"POST", "containers", h_container_create, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
+    /* The public platform routed both paths to one view, POST included. */
+    {"POST", "me/containers", h_container_create, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
     {"GET", "containers/*", h_container_get, AUTH_CUSTOMER, CACHE_UNTIL_WRITE, WAKE_NONE},
     {"POST", "containers/*", h_container_post, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
     {"POST", "regenerate_secret_uuid/*", h_regenerate_secret_uuid, AUTH_CUSTOMER, CACHE_NONE,

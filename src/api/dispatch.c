@@ -225,8 +225,11 @@ static enum MHD_Result send_json(struct MHD_Connection *c, req_t *r)
         snprintf(secs, sizeof secs, "%d", r->retry_after);
         MHD_add_response_header(resp, "Retry-After", secs);
     }
+    for (int i = 0; i < r->nheaders; i++)
+        MHD_add_response_header(resp, r->headers[i].name, r->headers[i].value);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, resp);
-    if (r->cache_keyed && r->status == 200)
+    /* A handler's own headers (Expires) are of the moment: never cached. */
+    if (r->cache_keyed && r->status == 200 && r->nheaders == 0)
         resp_cache_put(r->api->responses, r->cache_key, r->cache_version, resp, len,
                        r->me.username);
     else

@@ -8,13 +8,17 @@
 
 #include "req.h"
 
+/* As the public platform (Django's int()), integers may come as strings of
+ * decimal digits ("1000") and booleans as "true"/"false"/"1"/"0":
+ * fields_check replaces such a string by its value in the body, so the
+ * getters below always see the typed form. */
 typedef enum {
     FT_STRING,
-    FT_INT,
-    FT_BOOL,        /* true/false, or the integers 0/1 */
+    FT_INT,         /* an integer, or a string of decimal digits */
+    FT_BOOL,        /* true/false, the integers 0/1, or "true"/"false"/"1"/"0" */
     FT_STRING_LIST,
     FT_ANY_LIST,    /* a list; the handler checks its items */
-    FT_INT_OR_NULL,
+    FT_INT_OR_NULL, /* as FT_INT, or null */
 } field_type;
 
 typedef struct {

@@ -124,38 +124,86 @@ static json_t *sample_row(db_res_t *res, int row)
                      (json_int_t)db_get_int(res, row, 1));
 }
 
-static json_t *samples_json(db_t *db, err_t *e, const char *sql, long long id,
-                            const char *metric, long long day_start)
+json_t *metrics_container_range(db_t *db, err_t *e, long long container_id,
+                                const char *metric, long long from, long long to)
 {
-    return rows_json(db, e, sample_row, sql,
-                     DB_ARGS(DB_INT(id), DB_TEXT(metric), DB_INT(day_start),
-                             DB_INT(day_start + DAY_SECONDS)));
+    return rows_json(db, e, sample_row,
+                     "SELECT unix, value FROM container_metrics WHERE container_id = $1 "
+                     "AND metric = $2 AND unix >= $3 AND unix < $4 ORDER BY unix",
+                     DB_ARGS(DB_INT(container_id), DB_TEXT(metric), DB_INT(from),
+                             DB_INT(to)));
 }
 
-json_t *metrics_container_day(db_t *db, err_t *e, long long container_id, const char *metric,
-                              long long day_start)
+/* Append {"container": <uid or null>, "metrics": []} to `out`; its list, or
+ * NULL when out of memory. */
+static json_t *domain_entry(json_t *out, db_res_t *res, int row)
 {
-    return samples_json(db, e,
-                        "SELECT unix, value FROM container_metrics WHERE container_id = $1 "
-                        "AND metric = $2 AND unix >= $3 AND unix < $4 ORDER BY unix",
-                        container_id, metric, day_start);
+    json_t *samples = json_array();
+    json_t *o = json_pack("{s:o,s:o}", "container",
+                          db_is_null(res, row, 0)
+                              ? json_null()
+                              : json_integer(container_uid(db_get_int(res, row, 0))),
+                          "metrics", samples);
+    if (!o || json_array_append_new(out, o) < 0)
+        return NULL;
+    return samples;
 }
 
-json_t *metrics_domain_day(db_t *db, err_t *e, long long domain_id, const char *metric,
-                           long long day_start)
+/* Whether rows `a` and `b` name the same container (NULL: none). */
+static bool same_container(db_res_t *res, int a, int b)
 {
-    return samples_json(db, e,
-                        "SELECT unix, SUM(value) FROM domain_metrics WHERE domain_id = $1 "
-                        "AND metric = $2 AND unix >= $3 AND unix < $4 GROUP BY unix "
-                        "ORDER BY unix",
-                        domain_id, metric, day_start);
+    const char *x = res->cells[a * res->ncols], *y = res->cells[b * res->ncols];
+    return (!x && !y) || (x && y && strcmp(x, y) == 0);
+}
+
+/* Rows (container_id, unix, value) ordered by container: one entry per
+ * container, in the public platform's shape. */
+static json_t *domain_entries(db_res_t *res, err_t *e)
+{
+    json_t *out = json_array(), *samples = NULL;
+    for (int i = 0; out && i < res->nrows; i++) {
+        if ((i == 0 || !same_container(res, i - 1, i)) &&
+            !(samples = domain_entry(out, res, i))) {
+            json_decref(out);
+            out = NULL;
+            break;
+        }
+        json_t *sample = json_pack("[I,I]", (json_int_t)db_get_int(res, i, 1),
+                                   (json_int_t)db_get_int(res, i, 2));
+        if (!sample || json_array_append_new(samples, sample) < 0) {
+            json_decref(out);
+            out = NULL;
+        }
+    }
+    if (!out)
+        err_set(e, ERR_INTERNAL, "out of memory");
+    return out;
+}
+
+json_t *metrics_domain_range(db_t *db, err_t *e, long long domain_id, const char *metric,
+                             long long from, long long to)
+{
+    /* GROUP BY: one sample per container and second, however the rows
+     * were stored; entries by container id, "no container" last. */
+    db_res_t *res = db_query(db, e,
+                             "SELECT container_id, unix, SUM(value) FROM domain_metrics "
+                             "WHERE domain_id = $1 AND metric = $2 AND unix >= $3 AND "
+                             "unix < $4 GROUP BY container_id, unix "
+                             "ORDER BY container_id IS NULL, container_id, unix",
+                             DB_ARGS(DB_INT(domain_id), DB_TEXT(metric), DB_INT(from),
+                                     DB_INT(to)));
+    if (!res)
+        return NULL;
+    json_t *out = domain_entries(res, e);
+    db_res_free(res);
+    return out;
 }
 
 /* ---- GET /metrics/<kind>.<metric>/<id> ---- */
 
-/* One of ?year=&month=&day=, or `*v` unchanged when absent; answers 400
+/* An integer query argument, `*v` unchanged when absent; answers 400
  * itself on a non-integer. */
-static int day_arg(req_t *r, const char *name, long long *v)
+static int int_arg(req_t *r, const char *name, long long *v)
 {
     const char *s = req_arg(r, name);
     if (s && !str_to_ll(s, v)) {
@@ -165,35 +213,91 @@ static int day_arg(req_t *r, const char *name, long long *v)
     return 0;
 }
 
-/* The start of the day the query string picks (each part defaults to
- * today's, UTC); -1 after answering 400. */
-static long long requested_day(req_t *r)
+/* ?year=&month=&day=: the day (each part defaults to today's, UTC). */
+static int requested_day(req_t *r, long long *from, long long *to)
 {
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);
-    long long y = tm.tm_year + 1900, m = tm.tm_mon + 1, d = tm.tm_mday, start;
-    if (day_arg(r, "year", &y) < 0 || day_arg(r, "month", &m) < 0 || day_arg(r, "day", &d) < 0)
+    long long y = tm.tm_year + 1900, m = tm.tm_mon + 1, d = tm.tm_mday;
+    if (int_arg(r, "year", &y) < 0 || int_arg(r, "month", &m) < 0 || int_arg(r, "day", &d) < 0)
         return -1;
     err_t e = {0};
-    if (metrics_day_start(y, m, d, &start, &e) < 0) {
+    if (metrics_day_start(y, m, d, from, &e) < 0) {
         reply_err(r, &e);
         return -1;
     }
-    return start;
+    *to = *from + DAY_SECONDS;
+    return 0;
+}
+
+int metrics_range_check(long long from, long long to, err_t *e)
+{
+    if (from < 0)
+        return err_set(e, ERR_INPUT, "'from' must be a unix time (seconds, not negative), "
+                                     "not %lld", from);
+    if (to <= from)
+        return err_set(e, ERR_INPUT, "'to' (%lld) must be after 'from' (%lld)", to, from);
+    if (to - from > METRICS_MAX_RANGE)
+        return err_set(e, ERR_INPUT, "'from' to 'to' must span at most 31 days (%d seconds), "
+                                     "not %lld", METRICS_MAX_RANGE, to - from);
+    return 0;
+}
+
+/* The samples the query string asks for: [from, to) by ?from=&to= (unix
+ * seconds, beyond the public platform), else one UTC day.  Answers 400
+ * itself and returns -1 on a bad or mixed query. */
+static int requested_range(req_t *r, long long *from, long long *to)
+{
+    const char *v;
+    bool has_from = req_arg_present(r, "from", &v), has_to = req_arg_present(r, "to", &v);
+    if (!has_from && !has_to)
+        return requested_day(r, from, to);
+    if (!has_from || !has_to) {
+        reply_bad_request(r, "'from' and 'to' go together (unix seconds, at most 31 days "
+                             "apart)");
+        return -1;
+    }
+    if (req_arg_present(r, "year", &v) || req_arg_present(r, "month", &v) ||
+        req_arg_present(r, "day", &v)) {
+        reply_bad_request(r, "ask either 'from' and 'to' or 'year', 'month' and 'day', "
+                             "not both");
+        return -1;
+    }
+    if (!req_arg(r, "from") || !req_arg(r, "to")) {
+        reply_bad_request(r, "'%s' must be an integer (unix seconds)",
+                          req_arg(r, "from") ? "to" : "from");
+        return -1;
+    }
+    if (int_arg(r, "from", from) < 0 || int_arg(r, "to", to) < 0)
+        return -1;
+    err_t e = {0};
+    if (metrics_range_check(*from, *to, &e) < 0) {
+        reply_err(r, &e);
+        return -1;
+    }
+    return 0;
+}
+
+/* Answer a range of samples.  Expires: samples of the last minutes may
+ * still come (nodes report every few minutes), so a range reaching into
+ * them expires soon; an older one does not change any more. */
+static void reply_samples(req_t *r, json_t *out, err_t *e, long long to)
+{
+    if (!out)
+        return reply_internal(r, e);
+    bool recent = to > (long long)time(NULL) - METRICS_EXPIRES_RECENT;
+    reply_expires(r, recent ? METRICS_EXPIRES_RECENT : METRICS_EXPIRES_PAST);
+    reply(r, 200, out);
 }
 
 static void container_metric(req_t *r, const char *metric)
 {
-    long long id = req_own_container(r, r->segs[2]);
-    long long day = id < 0 ? -1 : requested_day(r);
-    if (day < 0)
+    long long id = req_own_container(r, r->segs[2]), from, to;
+    if (id < 0 || requested_range(r, &from, &to) < 0)
         return;
     err_t e = {0};
-    json_t *out = metrics_container_day(r->db, &e, id, metric, day);
-    if (!out)
-        return reply_internal(r, &e);
-    reply(r, 200, out);
+    reply_samples(r, metrics_container_range(r->db, &e, id, metric, from, to), &e, to);
 }
 
 static void domain_metric(req_t *r, const char *metric)
@@ -201,14 +305,11 @@ static void domain_metric(req_t *r, const char *metric)
     /* 404 for someone else's domain, as every domain endpoint. */
     long long id = req_owned(r, "SELECT id FROM domains WHERE id = $1 AND customer_id = $2",
                              parse_id(r->segs[2]), 404);
-    long long day = id < 0 ? -1 : requested_day(r);
-    if (day < 0)
+    long long from, to;
+    if (id < 0 || requested_range(r, &from, &to) < 0)
         return;
     err_t e = {0};
-    json_t *out = metrics_domain_day(r->db, &e, id, metric, day);
-    if (!out)
-        return reply_internal(r, &e);
-    reply(r, 200, out);
+    reply_samples(r, metrics_domain_range(r->db, &e, id, metric, from, to), &e, to);
 }
 
 static void h_metric(req_t *r)

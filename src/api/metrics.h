@@ -27,11 +27,23 @@ int metrics_store_domain(db_t *db, err_t *e, long long domain_id, long long cont
 int metrics_day_start(long long year, long long month, long long day, long long *start,
                       err_t *e);
 
-/* One day from `day_start`: [[unix, value], ...] oldest first.  A domain's
- * samples at the same second from several containers are summed. */
-json_t *metrics_container_day(db_t *db, err_t *e, long long container_id, const char *metric,
-                              long long day_start);
-json_t *metrics_domain_day(db_t *db, err_t *e, long long domain_id, const char *metric,
-                           long long day_start);
+/* The longest ?from=&to= range: 31 days, in seconds. */
+#define METRICS_MAX_RANGE (31 * 86400)
+/* Expires of an answer (seconds): a range ending in the last 5 minutes or
+ * later may still get samples; an older one is final. */
+#define METRICS_EXPIRES_RECENT 300
+#define METRICS_EXPIRES_PAST 86400
+
+/* ERR_INPUT naming 'from' or 'to' unless 0 <= from < to <= from + 31 days. */
+int metrics_range_check(long long from, long long to, err_t *e);
+
+/* The samples of [from, to), oldest first: [[unix, value], ...]. */
+json_t *metrics_container_range(db_t *db, err_t *e, long long container_id,
+                                const char *metric, long long from, long long to);
+/* One entry per container that served the domain (by uid; samples of no
+ * container in particular last, as "container": null):
+ * [{"container": <uid>, "metrics": [[unix, value], ...]}, ...]. */
+json_t *metrics_domain_range(db_t *db, err_t *e, long long domain_id, const char *metric,
+                             long long from, long long to);
 
 #endif

@@ -84,7 +84,7 @@ static json_t *container_state(db_t *db, err_t *e, db_res_t *res, int i, void *c
 {
     (void)ctx;
     long long id = db_get_int(res, i, S_ID);
-    char ip[32] = "", hostname[64];
+    char ip[32] = "", hostname[HOSTNAME_MAX + 1];
     container_ip(id, ip, sizeof ip);
     container_hostname(db_get(res, i, S_NAME), hostname, sizeof hostname);
     json_t *keys = rows_str_list(db, e, "SELECT key FROM ssh_keys WHERE container_id = $1 "

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 void reply(req_t *r, int status, json_t *body)
 {
@@ -83,6 +84,41 @@ void reply_err(req_t *r, const err_t *e)
     case ERR_CONSTRAINT: reply_error(r, 409, e->msg); break;
     default: reply_internal(r, e);
     }
+}
+
+int reply_header(req_t *r, const char *name, const char *value)
+{
+    if (r->nheaders >= REQ_MAX_HEADERS || strlen(name) >= sizeof r->headers[0].name ||
+        strlen(value) >= sizeof r->headers[0].value) {
+        log_error("%s %s: header %s not added (too long or too many)", r->method, r->path,
+                  name);
+        return -1;
+    }
+    strcpy(r->headers[r->nheaders].name, name);
+    strcpy(r->headers[r->nheaders].value, value);
+    r->nheaders++;
+    return 0;
+}
+
+int reply_expires(req_t *r, long long seconds)
+{
+    /* Day and month names of their own: HTTP dates are English whatever
+     * the locale (strftime's %a and %b follow LC_TIME). */
+    static const char days[][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    time_t at = time(NULL) + (time_t)seconds;
+    struct tm tm;
+    if (!gmtime_r(&at, &tm)) {
+        log_error("%s %s: no Expires: time %lld out of range", r->method, r->path,
+                  (long long)at);
+        return -1;
+    }
+    char date[40];
+    snprintf(date, sizeof date, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday],
+             tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+             tm.tm_sec);
+    return reply_header(r, "Expires", date);
 }
 
 const char *req_arg(req_t *r, const char *name)

@@ -14,6 +14,9 @@
 typedef struct resp_entry resp_entry_t;
 struct route;
 
+/* Headers a handler may add to its answer (reply_header). */
+#define REQ_MAX_HEADERS 4
+
 /* The authenticated customer of a request. */
 typedef struct {
     long long id;
@@ -53,7 +56,12 @@ typedef struct req {
     /* The response. */
     int status;
     json_t *out;
-    const char *extra_header[2];
+    /* Headers the handler added (reply_header), sent with its answer. */
+    struct {
+        char name[32];
+        char value[96];
+    } headers[REQ_MAX_HEADERS];
+    int nheaders;
     int retry_after; /* seconds, sent as Retry-After when > 0 (429) */
 } req_t;
 
@@ -68,6 +76,15 @@ void reply_internal(req_t *r, const err_t *e);
 /* The status an error kind stands for: 400, 403, 404, 409 with e->msg as
  * the reason, or 500 for ERR_INTERNAL. */
 void reply_err(req_t *r, const err_t *e);
+
+/* Add a header to the answer (before or after the reply*() call).  The
+ * dispatcher does not keep such an answer in the response cache: what a
+ * handler says in a header (Expires) is made of the clock, and a cached
+ * copy would go stale.  -1 (logged, nothing added) when the name or value
+ * is too long or the request has REQ_MAX_HEADERS already. */
+int reply_header(req_t *r, const char *name, const char *value);
+/* `Expires: <HTTP date, now + seconds>` (RFC 9110 IMF-fixdate, GMT). */
+int reply_expires(req_t *r, long long seconds);
 
 /* A query string argument, or NULL. */
 const char *req_arg(req_t *r, const char *name);

@@ -1,5 +1,6 @@
 /* tags.c - /tags/ and the tag lists of containers, domains and loopboxes. */
 #include "tags.h"
+#include "../common/strutil.h"
 #include "../common/validate.h"
 #include "fields.h"
 #include "routes.h"
@@ -7,7 +8,7 @@
 
 #include <string.h>
 
-#define TAG_NAME_MAX 64
+#define TAG_NAME_MAX 255 /* characters, as the public platform */
 
 static const struct {
     const char *list_sql;
@@ -118,7 +119,7 @@ static int check_tag_name(req_t *r)
     const char *name = field_str(r, "name");
     if (!name)
         return 0;
-    size_t len = strlen(name);
+    size_t len = str_chars(name);
     if (len == 0 || len > TAG_NAME_MAX || strchr(name, ',')) {
         reply_bad_request(r, "'name' must be 1 to %d characters, without commas",
                           TAG_NAME_MAX);

@@ -24,6 +24,14 @@ bool str_starts_with(const char *s, const char *prefix)
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+size_t str_chars(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xc0) != 0x80;
+    return n;
+}
+
 bool str_to_ll(const char *s, long long *out)
 {
     if (!s || !*s || isspace((unsigned char)*s))

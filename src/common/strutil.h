@@ -8,6 +8,9 @@
 /* Strip leading and trailing white space in place; returns the new start. */
 char *str_trim(char *s);
 bool str_starts_with(const char *s, const char *prefix);
+/* The number of characters of a UTF-8 string (bytes that are not
+ * continuation bytes): API.md's lengths are characters, not bytes. */
+size_t str_chars(const char *s);
 /* Parse a whole string as a base-10 long long; false on junk or overflow. */
 bool str_to_ll(const char *s, long long *out);
 /* snprintf into a fresh heap string; NULL on allocation failure. */

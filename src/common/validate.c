@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 long long container_uid(long long id) { return UID_BASE + id; }
 
@@ -32,12 +33,16 @@ bool container_ip(long long id, char *out, size_t len)
 
 void container_hostname(const char *name, char *out, size_t len)
 {
-    size_t i = 0;
-    for (; name[i] && i + 1 < len; i++) {
-        unsigned char ch = (unsigned char)name[i];
-        out[i] = (char)((isascii(ch) && isalnum(ch)) || ch == '-' ? ch : '-');
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)name; *p && n + 1 < len; p++) {
+        /* The public platform replaced each character, not each byte: a
+         * UTF-8 continuation byte belongs to the '-' of its lead byte. */
+        if ((*p & 0xc0) == 0x80)
+            continue;
+        out[n++] = (char)((isascii(*p) && isalnum(*p)) || *p == '-' ? *p : '-');
     }
-    out[i] = '\0';
+    if (len)
+        out[n] = '\0';
 }
 
 static const char *const key_types[] = {
@@ -48,34 +53,132 @@ static const char *const key_types[] = {
 
 #define KEY_MAX 16384
 
-bool ssh_key_valid(const char *key, char *reason, size_t len)
+/* The options sshd(8) knows before the key type (AUTHORIZED_KEYS FILE
+ * FORMAT); `value` ones take ="...".  sshd matches names without case. */
+static const struct {
+    const char *name;
+    bool value;
+} key_options[] = {
+    {"agent-forwarding", false}, {"cert-authority", false}, {"command", true},
+    {"environment", true},       {"expiry-time", true},     {"from", true},
+    {"no-agent-forwarding", false}, {"no-port-forwarding", false}, {"no-pty", false},
+    {"no-touch-required", false}, {"no-user-rc", false},    {"no-X11-forwarding", false},
+    {"permitlisten", true},      {"permitopen", true},      {"port-forwarding", false},
+    {"principals", true},        {"pty", false},            {"restrict", false},
+    {"tunnel", true},            {"user-rc", false},        {"verify-required", false},
+    {"X11-forwarding", false},
+};
+
+static bool is_blank(char c) { return c == ' ' || c == '\t'; }
+
+/* The length of the word at s (up to a space, a tab or the end). */
+static size_t word_len(const char *s)
 {
-    size_t klen = strlen(key);
-    if (klen == 0 || klen > KEY_MAX) {
-        snprintf(reason, len, "an ssh key must be 1 to %d characters", KEY_MAX);
+    size_t n = 0;
+    while (s[n] && !is_blank(s[n]))
+        n++;
+    return n;
+}
+
+static const char *skip_blanks(const char *s)
+{
+    while (is_blank(*s))
+        s++;
+    return s;
+}
+
+static bool is_key_type(const char *s, size_t n)
+{
+    for (const char *const *t = key_types; *t; t++)
+        if (strlen(*t) == n && strncmp(*t, s, n) == 0)
+            return true;
+    return false;
+}
+
+static bool key_fail(char *reason, size_t len, const char *what)
+{
+    snprintf(reason, len, "%s", what);
+    return false;
+}
+
+/* A quoted option value at *p (which points at the opening quote), where
+ * \" is a quote inside it, as sshd's opt_dequote reads it; *p ends after
+ * the closing quote. */
+static bool option_value(const char **p)
+{
+    const char *s = *p + 1;
+    for (; *s && *s != '"'; s++)
+        if (s[0] == '\\' && s[1] == '"')
+            s++;
+    if (*s != '"')
+        return false;
+    *p = s + 1;
+    return true;
+}
+
+/* One option at *p ("no-pty", "from=\"10.0.0.0/8\""); *p ends after it.
+ * Option names are [A-Za-z0-9-], so a reason that names one is plain ASCII. */
+static bool key_option(const char **p, char *reason, size_t len)
+{
+    const char *s = *p;
+    size_t n = 0;
+    while (isalnum((unsigned char)s[n]) || s[n] == '-')
+        n++;
+    size_t i = 0, count = sizeof key_options / sizeof key_options[0];
+    while (i < count && !(strlen(key_options[i].name) == n &&
+                          strncasecmp(key_options[i].name, s, n) == 0))
+        i++;
+    if (n == 0)
+        return key_fail(reason, len,
+                        "the ssh key's options must be names such as no-pty or "
+                        "from=\"...\", separated by commas");
+    if (i == count) {
+        snprintf(reason, len,
+                 "unknown ssh key option '%.*s' (sshd's authorized_keys options only, such "
+                 "as from=\"...\", no-pty, command=\"...\", restrict)",
+                 (int)n, s);
         return false;
     }
-    for (const char *p = key; *p; p++) {
-        if (*p == '\n' || *p == '\r' || *p == '\0') {
-            snprintf(reason, len, "an ssh key must be a single line");
+    s += n;
+    if (key_options[i].value) {
+        if (s[0] != '=' || s[1] != '"') {
+            snprintf(reason, len, "ssh key option '%s' needs a quoted value: %s=\"...\"",
+                     key_options[i].name, key_options[i].name);
+            return false;
+        }
+        s++;
+        if (!option_value(&s)) {
+            snprintf(reason, len, "ssh key option '%s': unterminated quote",
+                     key_options[i].name);
             return false;
         }
     }
-    const char *sp = strchr(key, ' ');
-    size_t tlen = sp ? (size_t)(sp - key) : klen;
-    bool known = false;
-    for (const char *const *t = key_types; *t; t++)
-        if (strlen(*t) == tlen && strncmp(*t, key, tlen) == 0)
-            known = true;
-    if (!known || !sp) {
-        snprintf(reason, len,
-                 "not an OpenSSH public key: expected '<type> <base64> [comment]' with a "
-                 "type such as ssh-ed25519 or ssh-rsa");
+    if (*s != ',' && *s != '\0' && !is_blank(*s)) {
+        snprintf(reason, len, "ssh key option '%s' must be followed by ',' or a space",
+                 key_options[i].name);
         return false;
     }
-    const char *b64 = sp + 1;
-    const char *end = strchr(b64, ' ');
-    size_t blen = end ? (size_t)(end - b64) : strlen(b64);
+    *p = s;
+    return true;
+}
+
+/* The options before the key type: comma-separated, no blank outside
+ * quotes.  On true, *p points at the blank after them. */
+static bool key_options_valid(const char **p, char *reason, size_t len)
+{
+    for (;;) {
+        if (!key_option(p, reason, len))
+            return false;
+        if (**p != ',')
+            return true;
+        (*p)++;
+    }
+}
+
+/* The blob: base64 of the key, which starts with its type again as a
+ * length-prefixed string. */
+static bool key_blob_valid(const char *b64, size_t blen, const char *type, size_t tlen)
+{
     unsigned char *bin = malloc(blen + 1);
     size_t binlen = 0;
     const char *stop = NULL;
@@ -83,18 +186,62 @@ bool ssh_key_valid(const char *key, char *reason, size_t len)
               sodium_base642bin(bin, blen, b64, blen, NULL, &binlen, &stop,
                                 sodium_base64_VARIANT_ORIGINAL) == 0 &&
               stop == b64 + blen;
-    /* The blob starts with the key type again, as a length-prefixed string. */
     if (ok)
         ok = binlen >= 4 + tlen &&
              ((size_t)bin[0] << 24 | (size_t)bin[1] << 16 | (size_t)bin[2] << 8 | bin[3]) ==
                  tlen &&
-             memcmp(bin + 4, key, tlen) == 0;
+             memcmp(bin + 4, type, tlen) == 0;
     free(bin);
-    if (!ok) {
-        snprintf(reason, len, "the ssh key's base64 part is not a valid %.*s key",
-                 (int)tlen, key);
+    return ok;
+}
+
+/* A comment holding a key type word is a second key on the line. */
+static bool comment_has_key(const char *c)
+{
+    for (c = skip_blanks(c); *c; c = skip_blanks(c + word_len(c)))
+        if (is_key_type(c, word_len(c)))
+            return true;
+    return false;
+}
+
+bool ssh_key_valid(const char *key, char *reason, size_t len)
+{
+    size_t klen = strlen(key);
+    if (klen == 0 || klen > KEY_MAX) {
+        snprintf(reason, len, "an ssh key must be 1 to %d characters", KEY_MAX);
         return false;
     }
+    if (strpbrk(key, "\r\n"))
+        return key_fail(reason, len, "an ssh key must be a single line");
+    const char *p = skip_blanks(key);
+    /* As sshd: a line not starting with a key type starts with options. */
+    if (!is_key_type(p, word_len(p))) {
+        const char *type = skip_blanks(p + word_len(p));
+        if (!strchr(p, '"') && !is_key_type(type, word_len(type)))
+            return key_fail(reason, len,
+                            "not an OpenSSH public key: expected '[options] <type> <base64> "
+                            "[comment]' with a type such as ssh-ed25519 or ssh-rsa");
+        if (!key_options_valid(&p, reason, len))
+            return false;
+        p = skip_blanks(p);
+    }
+    const char *type = p;
+    size_t tlen = word_len(type);
+    if (!is_key_type(type, tlen))
+        return key_fail(reason, len,
+                        "not an OpenSSH public key: expected '[options] <type> <base64> "
+                        "[comment]' with a type such as ssh-ed25519 or ssh-rsa");
+    const char *b64 = skip_blanks(type + tlen);
+    size_t blen = word_len(b64);
+    if (!key_blob_valid(b64, blen, type, tlen)) {
+        snprintf(reason, len, "the ssh key's base64 part is not a valid %.*s key", (int)tlen,
+                 type);
+        return false;
+    }
+    if (comment_has_key(b64 + blen))
+        return key_fail(reason, len,
+                        "one key per line: the comment holds a second key (send each key as "
+                        "its own list item)");
     return true;
 }
 

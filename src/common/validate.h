@@ -18,10 +18,16 @@ long long container_id_from_uid(const char *seg);
 long long container_id_of_uid(long long uid);
 /* 10.0.0.0/8 with id + 2 in the low 24 bits; false if id does not fit. */
 bool container_ip(long long id, char *out, size_t len);
-/* `name` with every character outside [A-Za-z0-9-] replaced by '-'. */
+/* `name` (UTF-8) with every character outside [A-Za-z0-9-] replaced by one
+ * '-' (a multibyte character is one character), cut to len - 1 characters:
+ * with len = HOSTNAME_MAX + 1, a hostname the kernel and the runtime accept. */
+#define HOSTNAME_MAX 63
 void container_hostname(const char *name, char *out, size_t len);
 
-/* An OpenSSH public key line: "<type> <base64> [comment]", one line.
+/* An authorized_keys line as sshd(8) reads it: "[options] <type> <base64>
+ * [comment]", one line; options are sshd's own (from="...", no-pty,
+ * command="..." with \" inside quotes, restrict, ...), the type a known one,
+ * the blob valid base64 naming that type, and the comment no second key.
  * On false, `reason` says what is wrong. */
 bool ssh_key_valid(const char *key, char *reason, size_t len);
 

@@ -363,16 +363,13 @@ static void child_main(rt_plan_t *p)
 static int read_report(int fd, char *msg, size_t len, err_t *e)
 {
     size_t used = 0;
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long long deadline = now_ms() + SETUP_TIMEOUT_MS;
     for (;;) {
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        long elapsed = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
-        if (elapsed >= SETUP_TIMEOUT_MS)
+        long long left = deadline - now_ms();
+        if (left <= 0)
             return err_set(e, ERR_INTERNAL, "container setup timed out");
         struct pollfd pfd = {fd, POLLIN, 0};
-        int r = poll(&pfd, 1, (int)(SETUP_TIMEOUT_MS - elapsed));
+        int r = poll(&pfd, 1, (int)left);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0)

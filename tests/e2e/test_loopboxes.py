@@ -104,7 +104,7 @@ C = "<uid>"  # replaced by the container's uid
 
 @pytest.mark.parametrize("body,field", [
     ({"filename": "a", "mountpoint": "b"}, "container"),
-    ({"container": "30001", "filename": "a", "mountpoint": "b"}, "container"),
+    ({"container": "30001x", "filename": "a", "mountpoint": "b"}, "container"),
     ({"container": None, "filename": "a", "mountpoint": "b"}, "container"),
     ({"container": C, "filename": 1, "mountpoint": "b"}, "filename"),
     ({"container": C, "filename": "a", "mountpoint": ["b"]}, "mountpoint"),

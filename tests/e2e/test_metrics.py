@@ -1,7 +1,9 @@
-"""/metrics/: one UTC day of samples.  Nodes have no HTTP way to report yet,
+"""/metrics/: one UTC day (or a ?from=&to= range) of samples, in the public
+platform's shapes, with an Expires header.  Nodes have no HTTP way to report yet,
 so samples go straight into the API's SQLite file."""
 
 import calendar
+import email.utils
 import os
 import sqlite3
 import time
@@ -110,20 +112,105 @@ def test_bad_day_is_400(api, owner, query):
         assert any(part in body["reason"] for part in ("year", "month", "day"))
 
 
-def test_domain_metrics_sum_the_containers(api, owner):
+def test_domain_metrics_one_entry_per_container(api, owner):
+    """The public platform's shape: [{"container": uid, "metrics": [...]}],
+    by uid; samples no container served (a node's own answer) last, null."""
     auth, dom = owner["auth"], owner["domain"]
-    a, b = (u - 30000 for u in owner["uids"])
+    ua, ub = owner["uids"]
+    a, b = ua - 30000, ub - 30000
     t = today_start()
-    domain_samples(api, dom, [(a, "hits", t + 60, 3), (b, "hits", t + 60, 4),
-                              (None, "hits", t + 30, 1), (a, "hits", t - 60, 50),
-                              (a, "net.tx", t + 60, 1000)])
+    domain_samples(api, dom, [(b, "hits", t + 60, 4), (a, "hits", t + 120, 5),
+                              (a, "hits", t + 60, 3), (None, "hits", t + 30, 1),
+                              (a, "hits", t - 60, 50), (a, "net.tx", t + 60, 1000)])
     r = api.get(f"/metrics/domain.hits/{dom}", auth=auth)
-    assert r.status_code == 200 and r.json() == [[t + 30, 1], [t + 60, 7]]
-    assert api.get(f"/metrics/domain.net.tx/{dom}", auth=auth).json() == [[t + 60, 1000]]
+    assert r.status_code == 200
+    assert r.json() == [{"container": ua, "metrics": [[t + 60, 3], [t + 120, 5]]},
+                        {"container": ub, "metrics": [[t + 60, 4]]},
+                        {"container": None, "metrics": [[t + 30, 1]]}]
+    assert api.get(f"/metrics/domain.net.tx/{dom}", auth=auth).json() == \
+        [{"container": ua, "metrics": [[t + 60, 1000]]}]
     assert api.get(f"/metrics/domain.net.rx/{dom}", auth=auth).json() == []
     y, m, d = time.gmtime(t - 60)[:3]
     r = api.get(f"/metrics/domain.hits/{dom}?year={y}&month={m}&day={d}", auth=auth)
-    assert r.json() == [[t - 60, 50]]
+    assert r.json() == [{"container": ua, "metrics": [[t - 60, 50]]}]
+
+
+def test_from_to_range(api, owner):
+    """?from=&to= (unix seconds, from included, to excluded), up to 31 days."""
+    auth, uid, dom = owner["auth"], owner["uids"][0], owner["domain"]
+    container_samples(api, uid, [("net.tx", DAY - 1, 1), ("net.tx", DAY, 2),
+                                 ("net.tx", DAY + 5 * 86400, 3),
+                                 ("net.tx", DAY + 31 * 86400, 4)])
+    domain_samples(api, dom, [(uid - 30000, "net.tx", DAY + 86400, 7),
+                              (uid - 30000, "net.tx", DAY + 40 * 86400, 8)])
+    url = f"/metrics/container.net.tx/{uid}"
+    r = api.get(f"{url}?from={DAY}&to={DAY + 31 * 86400}", auth=auth)
+    assert r.status_code == 200 and r.json() == [[DAY, 2], [DAY + 5 * 86400, 3]]
+    assert api.get(f"{url}?from={DAY - 1}&to={DAY}", auth=auth).json() == [[DAY - 1, 1]]
+    r = api.get(f"/metrics/domain.net.tx/{dom}?from={DAY}&to={DAY + 31 * 86400}", auth=auth)
+    assert r.status_code == 200
+    assert r.json() == [{"container": uid, "metrics": [[DAY + 86400, 7]]}]
+
+
+@pytest.mark.parametrize("query,words", [
+    ("from=100&to=100", ["'to'", "after"]),
+    ("from=200&to=100", ["'to'", "after"]),
+    (f"from={DAY}&to={DAY + 31 * 86400 + 1}", ["31 days"]),
+    ("from=0&to=99999999999", ["31 days"]),
+    ("from=-5&to=100", ["'from'"]),
+    ("from=abc&to=100", ["'from'", "integer"]),
+    ("from=100&to=1e3", ["'to'", "integer"]),
+    ("from=100&to=", ["'to'"]),
+    ("from=100", ["'from' and 'to'"]),
+    ("to=100", ["'from' and 'to'"]),
+    ("from=100&to=200&year=2024", ["either"]),
+    ("from=100&to=200&day=1", ["either"]),
+])
+def test_bad_range_is_400(api, owner, query, words):
+    auth, uid = owner["auth"], owner["uids"][0]
+    for path in (f"/metrics/container.cpu/{uid}", f"/metrics/domain.hits/{owner['domain']}"):
+        r = api.get(f"{path}?{query}", auth=auth)
+        assert r.status_code == 400, (path, query, r.text)
+        body = r.json()
+        assert body["error"] == "Bad Request"
+        assert all(w in body["reason"] for w in words), body["reason"]
+        assert "Expires" not in r.headers
+
+
+def expires_in(r):
+    """Seconds from now to the answer's Expires date."""
+    return email.utils.parsedate_to_datetime(r.headers["Expires"]).timestamp() - time.time()
+
+
+def test_expires_short_for_today_long_for_the_past(api, owner):
+    auth, uid, dom = owner["auth"], owner["uids"][0], owner["domain"]
+    t = today_start()
+    y, m, d = time.gmtime(t - 86400)[:3]
+    for path in (f"/metrics/container.cpu/{uid}", f"/metrics/domain.hits/{dom}"):
+        today = api.get(path, auth=auth)
+        assert today.status_code == 200
+        # An HTTP date (RFC 9110 IMF-fixdate), 5 minutes ahead.
+        assert today.headers["Expires"].endswith(" GMT")
+        assert 290 <= expires_in(today) <= 301, today.headers["Expires"]
+        past = api.get(f"{path}?year={y}&month={m}&day={d}", auth=auth)
+        assert 86390 <= expires_in(past) <= 86401, past.headers["Expires"]
+        old = api.get(f"{path}?from={DAY}&to={DAY + 86400}", auth=auth)
+        assert 86390 <= expires_in(old) <= 86401
+        recent = api.get(f"{path}?from={t - 86400}&to={int(time.time())}", auth=auth)
+        assert 290 <= expires_in(recent) <= 301
+        # A future day may still get samples: short too.
+        y2, m2, d2 = time.gmtime(t + 86400)[:3]
+        future = api.get(f"{path}?year={y2}&month={m2}&day={d2}", auth=auth)
+        assert 290 <= expires_in(future) <= 301
+
+
+def test_expires_is_of_each_answer(api, owner):
+    """Never a stale Expires: each answer says its own (none is cached)."""
+    auth, uid = owner["auth"], owner["uids"][0]
+    first = api.get(f"/metrics/container.cpu/{uid}", auth=auth).headers["Expires"]
+    time.sleep(1.1)
+    again = api.get(f"/metrics/container.cpu/{uid}", auth=auth).headers["Expires"]
+    assert email.utils.parsedate_to_datetime(again) > email.utils.parsedate_to_datetime(first)
 
 
 @pytest.mark.parametrize("metric", ["container.hits", "container.bogus", "container.",
@@ -161,7 +248,8 @@ def test_isolation(api, owner):
     assert api.get(f"/metrics/container.cpu/{foreign}", auth=stranger).json() == []
     # The owner still sees its samples.
     assert api.get(f"/metrics/container.cpu/{uid}", auth=auth).json() == [[t + 1, 5]]
-    assert api.get(f"/metrics/domain.hits/{dom}", auth=auth).json() == [[t + 1, 5]]
+    assert api.get(f"/metrics/domain.hits/{dom}", auth=auth).json() == \
+        [{"container": uid, "metrics": [[t + 1, 5]]}]
 
 
 def test_anonymous_is_401(api, owner):

@@ -107,10 +107,10 @@ def test_duplicates(api, owner):
     ({"public_port": 8080}, "platform"),
     ({"public_port": 8443}, "platform"),
     # Wrong types and missing keys.
-    ({"public_port": "9000"}, "public_port"),
+    ({"public_port": "9000x"}, "public_port"),  # "9000" is 9000 (issue 14)
     ({"private_port": 80.5}, "private_port"),
     ({"proto": 6}, "proto"),
-    ({"container": "30001"}, "container"),
+    ({"container": "30001.0"}, "container"),
     ({"container": None}, "container"),
     ({"proto": None}, "proto"),
 ])
@@ -145,7 +145,7 @@ def test_missing_keys_and_bad_bodies(api, owner):
     for raw in ("{", "[]", "", "9000"):
         assert api.post(path, auth=a, data=raw).status_code == 400
         assert api.delete(path, auth=a, data=raw).status_code == 400
-    for body in ({}, {"id": "1"}, {"id": None}, {"id": [1]}):
+    for body in ({}, {"id": "1x"}, {"id": None}, {"id": [1]}):
         r = api.delete(path, auth=a, json=body)
         assert r.status_code == 400 and "id" in r.json()["reason"]
     assert api.get(path, auth=a).json() == []

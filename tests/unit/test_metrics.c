@@ -76,7 +76,7 @@ static void assert_container_day(fixture_t *f, long long cid, const char *metric
                                  const char *want)
 {
     err_t e = {0};
-    char *got = day_text(metrics_container_day(f->db, &e, cid, metric, DAY));
+    char *got = day_text(metrics_container_range(f->db, &e, cid, metric, DAY, DAY + 86400));
     assert_string_equal(got, want);
     free(got);
 }
@@ -84,7 +84,7 @@ static void assert_container_day(fixture_t *f, long long cid, const char *metric
 static void assert_domain_day(fixture_t *f, const char *metric, const char *want)
 {
     err_t e = {0};
-    char *got = day_text(metrics_domain_day(f->db, &e, f->dom, metric, DAY));
+    char *got = day_text(metrics_domain_range(f->db, &e, f->dom, metric, DAY, DAY + 86400));
     assert_string_equal(got, want);
     free(got);
 }
@@ -123,7 +123,7 @@ static void test_container_day_oldest_first(void **state)
     assert_container_day(f, f->c2, "cpu", "[[1710028860,42]]");
     assert_container_day(f, f->c1, "quota", "[]");
     err_t e2 = {0};
-    json_t *next = metrics_container_day(f->db, &e2, f->c1, "cpu", DAY + 86400);
+    json_t *next = metrics_container_range(f->db, &e2, f->c1, "cpu", DAY + 86400, DAY + 2 * 86400);
     char *text = day_text(next);
     assert_string_equal(text, "[[1710115200,2]]");
     free(text);
@@ -161,7 +161,9 @@ static void test_container_rejects(void **state)
                      0);
 }
 
-static void test_domain_samples_summed_per_second(void **state)
+/* The public platform's shape: one entry per container (by uid, in id
+ * order), samples of no container in particular last. */
+static void test_domain_samples_per_container(void **state)
 {
     fixture_t *f = *state;
     err_t e = {0};
@@ -169,8 +171,11 @@ static void test_domain_samples_summed_per_second(void **state)
     assert_int_equal(metrics_store_domain(f->db, &e, f->dom, f->c2, "hits", DAY + 60, 4), 0);
     assert_int_equal(metrics_store_domain(f->db, &e, f->dom, 0, "hits", DAY + 30, 1), 0);
     assert_int_equal(metrics_store_domain(f->db, &e, f->dom, f->c1, "net.tx", DAY + 60, 9), 0);
-    assert_domain_day(f, "hits", "[[1710028830,1],[1710028860,7]]");
-    assert_domain_day(f, "net.tx", "[[1710028860,9]]");
+    assert_domain_day(f, "hits",
+                      "[{\"container\":30001,\"metrics\":[[1710028860,3]]},"
+                      "{\"container\":30002,\"metrics\":[[1710028860,4]]},"
+                      "{\"container\":null,\"metrics\":[[1710028830,1]]}]");
+    assert_domain_day(f, "net.tx", "[{\"container\":30001,\"metrics\":[[1710028860,9]]}]");
     assert_domain_day(f, "net.rx", "[]");
     /* "no container" is stored as NULL, not as a dangling 0. */
     assert_int_equal(db_scalar_int(f->db, &e, -1,
@@ -188,7 +193,9 @@ static void test_domain_resend_replaces_per_container(void **state)
     assert_int_equal(metrics_store_domain(f->db, &e, f->dom, 0, "hits", DAY + 1, 2), 0);
     assert_int_equal(metrics_store_domain(f->db, &e, f->dom, f->c1, "hits", DAY + 1, 10), 0);
     assert_int_equal(metrics_store_domain(f->db, &e, f->dom, f->c1, "hits", DAY + 1, 20), 0);
-    assert_domain_day(f, "hits", "[[1710028801,22]]");
+    assert_domain_day(f, "hits",
+                      "[{\"container\":30001,\"metrics\":[[1710028801,20]]},"
+                      "{\"container\":null,\"metrics\":[[1710028801,2]]}]");
 }
 
 static void test_domain_rejects(void **state)
@@ -250,6 +257,45 @@ static void test_day_start(void **state)
     }
 }
 
+/* [from, to): both ends, across days, for both kinds. */
+static void test_ranges(void **state)
+{
+    fixture_t *f = *state;
+    err_t e = {0};
+    assert_int_equal(metrics_store_container(f->db, &e, f->c1, "cpu", DAY - 1, 1), 0);
+    assert_int_equal(metrics_store_container(f->db, &e, f->c1, "cpu", DAY + 86400, 2), 0);
+    assert_int_equal(metrics_store_container(f->db, &e, f->c1, "cpu", DAY + 3 * 86400, 3), 0);
+    char *got = day_text(metrics_container_range(f->db, &e, f->c1, "cpu", DAY - 1,
+                                                 DAY + 3 * 86400));
+    assert_string_equal(got, "[[1710028799,1],[1710115200,2]]");
+    free(got);
+    assert_int_equal(metrics_store_domain(f->db, &e, f->dom, f->c2, "hits", DAY - 1, 5), 0);
+    assert_int_equal(metrics_store_domain(f->db, &e, f->dom, f->c2, "hits", DAY + 86400, 6), 0);
+    got = day_text(metrics_domain_range(f->db, &e, f->dom, "hits", DAY, DAY + 86401));
+    assert_string_equal(got, "[{\"container\":30002,\"metrics\":[[1710115200,6]]}]");
+    free(got);
+    got = day_text(metrics_domain_range(f->db, &e, f->dom, "hits", DAY, DAY + 86400));
+    assert_string_equal(got, "[]");
+    free(got);
+}
+
+static void test_range_check(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    assert_int_equal(metrics_range_check(0, 1, &e), 0);
+    assert_int_equal(metrics_range_check(DAY, DAY + 31 * 86400, &e), 0);
+    static const long long bad[][2] = {
+        {DAY, DAY}, {DAY, DAY - 1}, {DAY, DAY + 31 * 86400 + 1}, {-1, 5}, {0, 1LL << 40},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err_clear(&e);
+        assert_int_equal(metrics_range_check(bad[i][0], bad[i][1], &e), -1);
+        assert_int_equal(e.kind, ERR_INPUT);
+        assert_non_null(strstr(e.msg, "'"));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -257,13 +303,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_container_day_oldest_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resent_sample_replaces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_container_rejects, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_domain_samples_summed_per_second, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_domain_samples_per_container, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ranges, setup, teardown),
         cmocka_unit_test_setup_teardown(test_domain_resend_replaces_per_container, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_domain_rejects, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deleting_a_domain_drops_its_samples, setup,
                                         teardown),
         cmocka_unit_test(test_day_start),
+        cmocka_unit_test(test_range_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -61,8 +61,20 @@ static void test_hostname(void **state)
     assert_string_equal(h, "changeme");
     container_hostname("my app_1.example", h, sizeof h);
     assert_string_equal(h, "my-app-1-example");
-    container_hostname("caf\xc3\xa9", h, sizeof h); /* UTF-8 bytes each become '-' */
-    assert_string_equal(h, "caf--");
+    /* A character, not a byte, becomes one '-' (as the public platform). */
+    container_hostname("caf\xc3\xa9", h, sizeof h);
+    assert_string_equal(h, "caf-");
+    container_hostname("\xe6\x97\xa5\xf0\x9f\x98\x80x", h, sizeof h); /* 3 and 4 bytes */
+    assert_string_equal(h, "--x");
+    /* 255 characters, mostly multibyte: 63 characters of [A-Za-z0-9-]. */
+    char longname[1024] = "";
+    for (int i = 0; i < 255; i++)
+        strcat(longname, i % 2 ? "\xc3\xa9" : "a");
+    char hh[HOSTNAME_MAX + 1];
+    container_hostname(longname, hh, sizeof hh);
+    assert_int_equal(strlen(hh), 63);
+    assert_int_equal(strspn(hh, "a-"), 63);
+    assert_memory_equal(hh, "a-a-", 4);
     container_hostname("Web-01", h, sizeof h);
     assert_string_equal(h, "Web-01");
     char small[4];
@@ -87,8 +99,38 @@ static void test_ssh_keys(void **state)
     assert_false(ssh_key_valid("", why, sizeof why));
     assert_false(ssh_key_valid("ssh-foo AAAA", why, sizeof why));
     assert_false(ssh_key_valid("ssh-ed25519", why, sizeof why));
-    /* authorized_keys options would be an injection: refused. */
-    assert_false(ssh_key_valid("command=\"/bin/sh\" ssh-ed25519 AAAA", why, sizeof why));
+    /* authorized_keys lines: sshd's options before the type are kept. */
+    char line[1024];
+    snprintf(line, sizeof line,
+             "from=\"10.0.0.0/8,!10.1.2.3\",no-pty,command=\"echo \\\"hi there\\\"\","
+             "RESTRICT,environment=\"A=b c\",permitopen=\"h:80\",no-port-forwarding %s",
+             ED25519);
+    assert_true(ssh_key_valid(line, why, sizeof why));
+    snprintf(line, sizeof line, "restrict\t%s", ED25519);
+    assert_true(ssh_key_valid(line, why, sizeof why));
+    /* An unknown option, a flag given a value, a value without quotes. */
+    snprintf(line, sizeof line, "no-pty,frobnicate %s", ED25519);
+    assert_false(ssh_key_valid(line, why, sizeof why));
+    assert_non_null(strstr(why, "'frobnicate'"));
+    snprintf(line, sizeof line, "no-pty=\"1\" %s", ED25519);
+    assert_false(ssh_key_valid(line, why, sizeof why));
+    snprintf(line, sizeof line, "from=10.0.0.1 %s", ED25519);
+    assert_false(ssh_key_valid(line, why, sizeof why));
+    assert_non_null(strstr(why, "quoted"));
+    /* An unterminated quote, and a quote ended by \" only. */
+    snprintf(line, sizeof line, "command=\"ls %s", ED25519);
+    assert_false(ssh_key_valid(line, why, sizeof why));
+    assert_non_null(strstr(why, "unterminated"));
+    snprintf(line, sizeof line, "command=\"ls\\\" %s", ED25519);
+    assert_false(ssh_key_valid(line, why, sizeof why));
+    /* Options with nothing after them, or a space inside the list. */
+    assert_false(ssh_key_valid("no-pty", why, sizeof why));
+    snprintf(line, sizeof line, "no-pty, restrict %s", ED25519);
+    assert_false(ssh_key_valid(line, why, sizeof why));
+    /* Two keys on one line: the second would be the first's comment. */
+    snprintf(line, sizeof line, "%s %s", ED25519, ED25519);
+    assert_false(ssh_key_valid(line, why, sizeof why));
+    assert_non_null(strstr(why, "second key"));
     /* A second line smuggled in. */
     char two[512];
     snprintf(two, sizeof two, "%s\n%s", ED25519, ED25519);
