@@ -339,6 +339,11 @@ static const field_spec update_spec[] = {
     {NULL, 0}, /* `reboot` takes any value: reboot_asked() */
 };
 
+/* The alarm settings are at most this many characters, as the public
+ * platform's CharField(max_length=255) (which answered a longer one with a
+ * 500); `note` is free text, bounded by the body's size only. */
+#define SETTING_TEXT_MAX 255
+
 /* Checks that need no database: answer 400 and return -1 on the first. */
 static int update_check_values(req_t *r)
 {
@@ -347,6 +352,15 @@ static int update_check_values(req_t *r)
     if (name && container_name_check(name, &e) < 0) {
         reply_bad_request(r, "%s", e.msg);
         return -1;
+    }
+    for (size_t i = 0; i < sizeof string_fields / sizeof string_fields[0]; i++) {
+        const char *v = field_str(r, string_fields[i]);
+        if (v && strcmp(string_fields[i], "name") != 0 && strcmp(string_fields[i], "note") != 0 &&
+            str_chars(v) > SETTING_TEXT_MAX) {
+            reply_bad_request(r, "'%s' is at most %d characters", string_fields[i],
+                              SETTING_TEXT_MAX);
+            return -1;
+        }
     }
     if (field_has(r, "quota_threshold") &&
         (field_int(r, "quota_threshold") < 0 || field_int(r, "quota_threshold") > 100)) {

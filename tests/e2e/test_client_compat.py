@@ -308,3 +308,23 @@ def test_quota_threshold_above_100_says_why(api, owner):
         assert "'quota_threshold'" in reason and "percentage" in reason
         assert "above 100" in reason and "meaningless" in reason
     assert api.get(f"/containers/{uid}", auth=auth).json()["quota_threshold"] == 100
+
+
+@pytest.mark.parametrize("field", ["jid", "jid_secret", "jid_destinations", "pushover_user",
+                                   "pushover_token", "pushover_sound", "pushbullet_token",
+                                   "slack_webhook"])
+def test_alarm_settings_are_at_most_255_characters(api, owner, field):
+    """The public platform's CharField(max_length=255): 255 characters are
+    stored (characters, not bytes), 256 are a 400 naming the field (there: a
+    500) and change nothing.  `note` stays free text."""
+    auth, uid = owner["auth"], owner["uid"]
+    value = "ü" * 255
+    assert api.post(f"/containers/{uid}", auth=auth, json={field: value}).status_code == 200
+    before = api.get(f"/containers/{uid}", auth=auth).json()
+    r = api.post(f"/containers/{uid}", auth=auth, json={field: value + "x", "note": "n"})
+    assert r.status_code == 400
+    assert f"'{field}' is at most 255 characters" in r.json()["reason"]
+    assert api.get(f"/containers/{uid}", auth=auth).json() == before
+    long_note = "n" * 4000
+    r = api.post(f"/containers/{uid}", auth=auth, json={"note": long_note})
+    assert r.status_code == 200 and r.json()["note"] == long_note
