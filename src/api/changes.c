@@ -5,6 +5,7 @@
 
 #include <microhttpd.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The watcher's longest wait: the polls' deadlines are checked this often. */
 #define TICK_MS 500
@@ -67,10 +68,11 @@ static void *watcher_main(void *arg)
     return NULL;
 }
 
-int changes_start(changes_t *c)
+int changes_start(changes_t *c, err_t *e)
 {
-    if (pthread_create(&c->watcher, NULL, watcher_main, c) != 0)
-        return -1;
+    int rc = pthread_create(&c->watcher, NULL, watcher_main, c);
+    if (rc != 0)
+        return err_set(e, ERR_INTERNAL, "the changes watcher thread: %s", strerror(rc));
     c->started = true;
     return 0;
 }

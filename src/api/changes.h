@@ -23,8 +23,9 @@ typedef struct changes changes_t;
  * first: the feed's calls may share it with the thread using it, db.h);
  * it must outlive the changes_t. */
 changes_t *changes_new(db_t *db);
-/* Start the watcher thread; -1 if it cannot be created. */
-int changes_start(changes_t *c);
+/* Start the watcher thread; -1 with e set (pthread_create's reason) if it
+ * cannot be created. */
+int changes_start(changes_t *c, err_t *e);
 /* Resume every waiter and refuse new ones: call before stopping the HTTP
  * daemon (libmicrohttpd cannot stop with suspended connections). */
 void changes_shutdown(changes_t *c);

@@ -12,7 +12,6 @@
 #include <strings.h>
 #include <time.h>
 
-#define NAME_MAX_LEN 255 /* characters, as the public platform's CharField */
 #define MAX_SSH_KEYS 256
 
 /* Columns of CONTAINER_SELECT, in order. */
@@ -252,8 +251,8 @@ int container_name_check(const char *name, err_t *e)
     /* Characters, not bytes (the body is UTF-8: jansson checked it); the
      * hostname is derived from it per character and cut to 63. */
     size_t len = str_chars(name);
-    if (len == 0 || len > NAME_MAX_LEN)
-        return err_set(e, ERR_INPUT, "'name' must be 1 to %d characters", NAME_MAX_LEN);
+    if (len == 0 || len > FIELD_TEXT_MAX)
+        return err_set(e, ERR_INPUT, "'name' must be 1 to %d characters", FIELD_TEXT_MAX);
     return 0;
 }
 
@@ -339,11 +338,6 @@ static const field_spec update_spec[] = {
     {NULL, 0}, /* `reboot` takes any value: reboot_asked() */
 };
 
-/* The alarm settings are at most this many characters, as the public
- * platform's CharField(max_length=255) (which answered a longer one with a
- * 500); `note` is free text, bounded by the body's size only. */
-#define SETTING_TEXT_MAX 255
-
 /* Checks that need no database: answer 400 and return -1 on the first. */
 static int update_check_values(req_t *r)
 {
@@ -353,12 +347,14 @@ static int update_check_values(req_t *r)
         reply_bad_request(r, "%s", e.msg);
         return -1;
     }
+    /* The alarm settings too (the public platform answered a longer one
+     * with a 500); `note` is free text, bounded by the body's size only. */
     for (size_t i = 0; i < sizeof string_fields / sizeof string_fields[0]; i++) {
         const char *v = field_str(r, string_fields[i]);
         if (v && strcmp(string_fields[i], "name") != 0 && strcmp(string_fields[i], "note") != 0 &&
-            str_chars(v) > SETTING_TEXT_MAX) {
+            str_chars(v) > FIELD_TEXT_MAX) {
             reply_bad_request(r, "'%s' is at most %d characters", string_fields[i],
-                              SETTING_TEXT_MAX);
+                              FIELD_TEXT_MAX);
             return -1;
         }
     }

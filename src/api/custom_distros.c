@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define CDISTRO_NAME_MAX 255
 
 static const field_spec cdistro_fields[] = {
     {"name", FT_STRING}, {"path", FT_STRING}, {"note", FT_STRING}, {NULL, 0}};
@@ -91,8 +90,8 @@ static int check_values(req_t *r)
 {
     const char *name = field_str(r, "name"), *path = field_str(r, "path");
     char why[128];
-    if (name && (!*name || strlen(name) > CDISTRO_NAME_MAX)) {
-        reply_bad_request(r, "'name' must be 1 to %d characters", CDISTRO_NAME_MAX);
+    if (name && (!*name || str_chars(name) > FIELD_TEXT_MAX)) {
+        reply_bad_request(r, "'name' must be 1 to %d characters", FIELD_TEXT_MAX);
         return -1;
     }
     if (path && !custom_distro_path_valid(path, why, sizeof why)) {

@@ -8,6 +8,10 @@
 
 #include "req.h"
 
+/* The longest text field, in characters (not bytes): the public platform's
+ * CharField(max_length=255), for names, tags and the alarm settings. */
+#define FIELD_TEXT_MAX 255
+
 /* As the public platform (Django's int()), integers may come as strings of
  * decimal digits ("1000") and booleans as "true"/"false"/"1"/"0":
  * fields_check replaces such a string by its value in the body, so the

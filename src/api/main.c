@@ -155,6 +155,13 @@ static int default_threads(void);
 /* Defaults < the config file (-c, wherever it is) < the other flags. */
 static int parse_args(api_opts_t *o, int argc, char **argv, err_t *e)
 {
+    /* --help first: a broken config file or another bad flag still gets it. */
+    const char *help = settings_find_flag(api_settings, "help", argc, argv);
+    if (help && strcmp(help, "false") != 0 && strcmp(help, "no") != 0 &&
+        strcmp(help, "off") != 0 && strcmp(help, "0") != 0) {
+        usage();
+        exit(0);
+    }
     if (settings_defaults(api_settings, o, e) < 0)
         return -1;
     o->cfg.threads = default_threads();
@@ -237,11 +244,12 @@ int main(int argc, char **argv)
 
     int rc = 1;
     server_t *srv = NULL;
+    char url[512]; /* the database URL as logged: no password */
     /* One connection per thread that may use one: workers, and HTTP threads
      * for the nodes' channel. */
     if (db_pool_open(&api.pool, api.cfg.db_url, api.cfg.workers + api.cfg.threads, &e) < 0 ||
         schema_migrate(api.pool.conns[0], &e) < 0) {
-        log_error("database %s: %s", api.cfg.db_url, e.msg);
+        log_error("database %s: %s", db_url_redacted(api.cfg.db_url, url, sizeof url), e.msg);
         goto out;
     }
     if (migrate_only) {
@@ -250,13 +258,18 @@ int main(int argc, char **argv)
     }
     /* A cached answer skips the password check: it lives no longer than a
      * verified password does in the auth cache. */
-    if (load_admin_token(&api, &e) < 0 || !(api.auth = auth_cache_new(api.cfg.auth_cache_ttl)) ||
+    if (load_admin_token(&api, &e) < 0 ||
+        (!(api.auth = auth_cache_new(api.cfg.auth_cache_ttl)) &&
+         err_set(&e, ERR_INTERNAL, "the auth cache: out of memory") < 0) ||
         auth_limits_init(&api, &e) < 0 ||
-        !(api.responses = resp_cache_new(api.cfg.auth_cache_ttl,
-                                         (size_t)api.cfg.response_cache_mb << 20)) ||
-        !(api.changes = changes_new(api.pool.conns[0])) || changes_start(api.changes) < 0 ||
+        (!(api.responses = resp_cache_new(api.cfg.auth_cache_ttl,
+                                          (size_t)api.cfg.response_cache_mb << 20)) &&
+         err_set(&e, ERR_INTERNAL, "the response cache: out of memory") < 0) ||
+        (!(api.changes = changes_new(api.pool.conns[0])) &&
+         err_set(&e, ERR_INTERNAL, "the changes feed: out of memory") < 0) ||
+        changes_start(api.changes, &e) < 0 ||
         !(api.workers = workers_start(api.cfg.workers, &e))) {
-        log_error("%s", e.msg[0] ? e.msg : "out of memory");
+        log_error("%s", e.msg[0] ? e.msg : "start-up failed");
         goto out;
     }
     if (!(srv = server_start(&api, &e))) {
@@ -265,7 +278,7 @@ int main(int argc, char **argv)
     }
     log_info("imperium-api listening on http://%s:%d%s (admin %s, database %s)",
              api.cfg.listen_addr, api.cfg.port, api.cfg.prefix, api.cfg.admin_prefix,
-             api.cfg.db_url);
+             db_url_redacted(api.cfg.db_url, url, sizeof url));
     int sig;
     sigwait(&sigs, &sig);
     log_info("signal %d: shutting down", sig);

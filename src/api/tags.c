@@ -8,7 +8,6 @@
 
 #include <string.h>
 
-#define TAG_NAME_MAX 255 /* characters, as the public platform */
 
 static const struct {
     const char *list_sql;
@@ -120,9 +119,9 @@ static int check_tag_name(req_t *r)
     if (!name)
         return 0;
     size_t len = str_chars(name);
-    if (len == 0 || len > TAG_NAME_MAX || strchr(name, ',')) {
+    if (len == 0 || len > FIELD_TEXT_MAX || strchr(name, ',')) {
         reply_bad_request(r, "'name' must be 1 to %d characters, without commas",
-                          TAG_NAME_MAX);
+                          FIELD_TEXT_MAX);
         return -1;
     }
     return 0;

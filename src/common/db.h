@@ -52,6 +52,12 @@ typedef struct {
  * (ERR_INPUT: not supported yet, issue 20), and so is any other scheme,
  * naming the ones known. */
 db_t *db_open(const char *url, err_t *e);
+
+/* url as it may be logged, in buf: a "scheme://user:password@host/..."
+ * keeps its scheme, user, host and path with the password "***" (so does a
+ * "password=" of its query); a path or a URL without a password is
+ * unchanged.  Returns buf ("" for NULL). */
+const char *db_url_redacted(const char *url, char *buf, size_t len);
 void db_close(db_t *db);
 
 /* Run one statement; on success returns a result (possibly zero rows) the

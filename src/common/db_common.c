@@ -67,6 +67,48 @@ db_t *db_open(const char *url, err_t *e)
     return NULL;
 }
 
+const char *db_url_redacted(const char *url, char *buf, size_t len)
+{
+    if (!len)
+        return buf;
+    buf[0] = '\0';
+    if (!url)
+        return buf;
+    size_t n = scheme_len(url), used = 0;
+    const char *rest = url;
+#define PUT(p, k) (used += (size_t)snprintf(buf + used, used < len ? len - used : 0, "%.*s", \
+                                            (int)(k), (p)), used = used < len ? used : len)
+    if (n && strncmp(url + n, "://", 3) == 0) {
+        const char *auth = url + n + 3;
+        size_t alen = strcspn(auth, "/?#");
+        const char *at = NULL;
+        for (const char *p = auth; p < auth + alen; p++)
+            if (*p == '@')
+                at = p; /* the last one: a password may hold "@" */
+        const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+        if (colon) { /* user:password@ */
+            PUT(url, colon + 1 - url);
+            PUT("***", 3);
+            rest = at;
+        }
+    }
+    /* A query's password=...: up to the next "&" or "#". */
+    const char *q = strchr(rest, '?');
+    while (q) {
+        const char *key = q + 1;
+        const char *end = key + strcspn(key, "&#");
+        if (strncmp(key, "password=", 9) == 0) {
+            PUT(rest, key + 9 - rest);
+            PUT("***", 3);
+            rest = end;
+        }
+        q = *end == '&' ? end : NULL;
+    }
+    PUT(rest, strlen(rest));
+#undef PUT
+    return buf;
+}
+
 void db_close(db_t *db)
 {
     if (db)

@@ -197,7 +197,9 @@ const char *settings_find_flag(const setting_t *t, const char *name, int argc, c
         const setting_t *s = is_flag(argv[i]) ? flag_row(t, argv[i], &v) : NULL;
         if (!s || strcmp(s->name, name) != 0)
             continue;
-        if (!v && s->type != SET_BOOL && i + 1 < argc)
+        if (!v && s->type == SET_BOOL)
+            v = "true"; /* --help, as settings_parse_flag reads it */
+        else if (!v && i + 1 < argc)
             v = argv[++i];
         found = v ? v : found;
     }

@@ -78,7 +78,8 @@ int settings_load_file(const setting_t *t, void *base, conf_t *conf, const char 
                        err_t *e);
 
 /* The value of the row named `name` as a flag anywhere in argv[1..argc)
- * (e.g. the config file, read before the other flags), or NULL. */
+ * (e.g. the config file, read before the other flags), or NULL; a boolean
+ * flag without "=value" is "true" (e.g. --help, checked before anything). */
 const char *settings_find_flag(const setting_t *t, const char *name, int argc, char **argv);
 
 /* Parse flags from argv[*i] on.  Stops (leaving *i there) at the first word

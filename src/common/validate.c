@@ -66,8 +66,25 @@ static const struct {
     {"permitlisten", true},      {"permitopen", true},      {"port-forwarding", false},
     {"principals", true},        {"pty", false},            {"restrict", false},
     {"tunnel", true},            {"user-rc", false},        {"verify-required", false},
-    {"X11-forwarding", false},
+    {"X11-forwarding", false},   {"touch-required", false}, {"no-verify-required", false},
 };
+
+/* The values sshd parses, not just carries: a line it cannot read is
+ * silently skipped at login, so the key would never work.  tunnel="N"
+ * (a device number); expiry-time="YYYYMMDD[HHMM[SS]][Z]". */
+static bool option_value_ok(const char *name, const char *v, size_t n)
+{
+    size_t digits = 0;
+    while (digits < n && isdigit((unsigned char)v[digits]))
+        digits++;
+    if (strcasecmp(name, "tunnel") == 0)
+        return n > 0 && digits == n;
+    if (strcasecmp(name, "expiry-time") == 0) {
+        size_t z = (n > 0 && (v[n - 1] == 'Z' || v[n - 1] == 'z')) ? 1 : 0;
+        return digits == n - z && (digits == 8 || digits == 12 || digits == 14);
+    }
+    return true;
+}
 
 static bool is_blank(char c) { return c == ' ' || c == '\t'; }
 
@@ -147,8 +164,16 @@ static bool key_option(const char **p, char *reason, size_t len)
             return false;
         }
         s++;
+        const char *value = s + 1;
         if (!option_value(&s)) {
             snprintf(reason, len, "ssh key option '%s': unterminated quote",
+                     key_options[i].name);
+            return false;
+        }
+        if (!option_value_ok(key_options[i].name, value, (size_t)(s - 1 - value))) {
+            snprintf(reason, len,
+                     "ssh key option '%s': sshd cannot read this value (tunnel=\"N\", "
+                     "expiry-time=\"YYYYMMDD[HHMM[SS]][Z]\")",
                      key_options[i].name);
             return false;
         }

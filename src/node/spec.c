@@ -156,51 +156,82 @@ static const field_t cli_fields[] = {
     STR(cli_spec_t, etc_hosts), STR(cli_spec_t, etc_resolv_conf), END};
 static const shape_t cli_shape = {"spec", sizeof(cli_spec_t), container_fields, cli_fields};
 
-/* ---- unknown fields: logged once per name ------------------------------------ */
+/* ---- unknown fields and dropped parts: logged once per name ----------------- */
+
+/* A set of names kept for the process's life (a log line each, not one per
+ * poll). */
+typedef struct {
+    char **names;
+    size_t n, cap;
+} name_set_t;
 
 static pthread_mutex_t unknown_mu = PTHREAD_MUTEX_INITIALIZER;
-static char **unknown_names; /* kept for the process's life */
-static size_t n_unknown, cap_unknown;
+static name_set_t unknown_set; /* unknown fields */
+static name_set_t dropped_set; /* wrongly typed parts of the state, dropped */
 
-static bool unknown_seen(const char *name)
+/* Whether name is new to set (then kept); name is taken over either way.
+ * Out of memory: true (a line too many rather than none). */
+static bool set_add(name_set_t *set, char *name)
 {
-    for (size_t i = 0; i < n_unknown; i++)
-        if (strcmp(unknown_names[i], name) == 0)
-            return true;
-    return false;
+    pthread_mutex_lock(&unknown_mu);
+    bool fresh = true;
+    for (size_t i = 0; i < set->n && fresh; i++)
+        fresh = strcmp(set->names[i], name) != 0;
+    if (fresh && set->n == set->cap) {
+        size_t cap = set->cap ? set->cap * 2 : 8;
+        char **n = realloc(set->names, cap * sizeof *n);
+        if (n) {
+            set->names = n;
+            set->cap = cap;
+        }
+    }
+    if (fresh && set->n < set->cap) {
+        set->names[set->n++] = name;
+        name = NULL;
+    }
+    pthread_mutex_unlock(&unknown_mu);
+    free(name);
+    return fresh;
+}
+
+static void set_clear(name_set_t *set)
+{
+    for (size_t i = 0; i < set->n; i++)
+        free(set->names[i]);
+    free(set->names);
+    memset(set, 0, sizeof *set);
 }
 
 static void unknown_field(const shape_t *sh, const char *key)
 {
     char *name = str_printf("%s%s%s", sh->path, *sh->path ? "." : "", key);
-    if (!name)
-        return;
-    pthread_mutex_lock(&unknown_mu);
-    bool fresh = !unknown_seen(name);
-    if (fresh && n_unknown == cap_unknown) {
-        size_t cap = cap_unknown ? cap_unknown * 2 : 8;
-        char **n = realloc(unknown_names, cap * sizeof *n);
-        if (n) {
-            unknown_names = n;
-            cap_unknown = cap;
-        }
-    }
-    if (fresh && n_unknown < cap_unknown) {
-        unknown_names[n_unknown++] = name;
-        name = NULL;
-    }
-    pthread_mutex_unlock(&unknown_mu);
-    if (fresh)
+    if (name && set_add(&unknown_set, name))
         log_warn("node state: unknown field %s%s%s ignored (an API newer than this node?); "
                  "logged once",
                  sh->path, *sh->path ? "." : "", key);
-    free(name);
+}
+
+/* A wrongly typed part of the state that the node can do without: why (the
+ * error naming the field) and what is left out, logged once per message. */
+static void dropped(const char *why, const char *what)
+{
+    char *name = strdup(why);
+    if (!name || set_add(&dropped_set, name))
+        log_warn("%s: %s, the rest of the state is used; logged once", why, what);
 }
 
 size_t spec_unknown_count(void)
 {
     pthread_mutex_lock(&unknown_mu);
-    size_t n = n_unknown;
+    size_t n = unknown_set.n;
+    pthread_mutex_unlock(&unknown_mu);
+    return n;
+}
+
+size_t spec_dropped_count(void)
+{
+    pthread_mutex_lock(&unknown_mu);
+    size_t n = dropped_set.n;
     pthread_mutex_unlock(&unknown_mu);
     return n;
 }
@@ -208,11 +239,8 @@ size_t spec_unknown_count(void)
 void spec_unknown_reset(void)
 {
     pthread_mutex_lock(&unknown_mu);
-    for (size_t i = 0; i < n_unknown; i++)
-        free(unknown_names[i]);
-    free(unknown_names);
-    unknown_names = NULL;
-    n_unknown = cap_unknown = 0;
+    set_clear(&unknown_set);
+    set_clear(&dropped_set);
     pthread_mutex_unlock(&unknown_mu);
 }
 
@@ -446,6 +474,97 @@ static int parse_containers(const json_t *list, spec_state_t *s, err_t *e)
     return 0;
 }
 
+/* Frees what field f of base holds and zeroes it (a dropped field). */
+static void drop_field(const field_t *f, char *base)
+{
+    const field_t one[] = {*f, END};
+    free_fields(one, base);
+    if (f->type == F_OBJ || f->type == F_ROOTFS)
+        memset(base + f->off, 0, f->shape->size);
+    else if (f->type == F_STR || f->type == F_LIST || f->type == F_STRS || f->type == F_INTS)
+        *(void **)(base + f->off) = NULL;
+    if (f->count_off)
+        *(size_t *)(base + f->count_off) = 0;
+}
+
+/* A list of the state the node can do without (domains, portmappings,
+ * legions): a wrongly typed element is dropped, the others kept; a value
+ * that is not a list is an empty one.  -1 only when out of memory. */
+static int parse_list_lenient(const json_t *v, const field_t *f, char *base, err_t *e)
+{
+    const char *where = "node state: ";
+    if (!json_is_array(v)) {
+        err_t one;
+        err_clear(&one);
+        wrong_type(&one, where, f->name, "a list of objects");
+        dropped(one.msg, "ignored");
+        return 0;
+    }
+    size_t size = f->shape->size, n = json_array_size(v);
+    char *items = calloc(n ? n : 1, size);
+    if (!items)
+        return oom(e);
+    *(char **)(base + f->off) = items;
+    size_t *count = (size_t *)(base + f->count_off);
+    for (size_t i = 0; i < n; i++) {
+        char *at = items + *count * size;
+        err_t one;
+        err_clear(&one);
+        if (parse_elem(json_array_get(v, i), f, at, where, &one) == 0) {
+            (*count)++;
+            continue;
+        }
+        free_obj(f->shape, at);
+        memset(at, 0, size);
+        if (one.kind == ERR_INTERNAL)
+            return err_set(e, ERR_INTERNAL, "%s", one.msg);
+        dropped(one.msg, "that element is dropped");
+    }
+    return 0;
+}
+
+/* The state's server: every field may be missing, so a wrongly typed one
+ * is left out (logged).  all_containers goes whole or not at all: a uid
+ * missing from it would retire that container's home, so a list with any
+ * wrong element counts as absent (no home is retired). */
+static int parse_server(const json_t *j, spec_server_t *out, err_t *e)
+{
+    const char *where = "node state: server.";
+    if (!json_is_object(j)) {
+        err_t one;
+        err_clear(&one);
+        wrong_type(&one, "node state: ", "server", "an object");
+        dropped(one.msg, "ignored (no home is retired)");
+        return 0;
+    }
+    const char *key;
+    const json_t *v;
+    json_object_foreach((json_t *)j, key, v) {
+        const field_t *f = find_field(&server_shape, key);
+        err_t one;
+        err_clear(&one);
+        if (!f) {
+            unknown_field(&server_shape, key);
+            continue;
+        }
+        if (json_is_null(v) || parse_field(v, f, (char *)out, where, &one) == 0) {
+            if (f->off == offsetof(spec_server_t, all_containers))
+                out->has_all_containers = json_is_array(v);
+            continue;
+        }
+        drop_field(f, (char *)out);
+        if (one.kind == ERR_INTERNAL)
+            return err_set(e, ERR_INTERNAL, "%s", one.msg);
+        dropped(one.msg, f->off == offsetof(spec_server_t, all_containers)
+                             ? "the list is ignored (no home is retired)"
+                             : "that field is ignored");
+    }
+    return 0;
+}
+
+/* What the node cannot do without refuses the state: an object, a version
+ * string, a list of containers (each container then stands alone).  The
+ * rest is read part by part: a wrongly typed part is dropped and logged. */
 spec_state_t *spec_parse(json_t *j, err_t *e)
 {
     if (!json_is_object(j)) {
@@ -458,11 +577,9 @@ spec_state_t *spec_parse(json_t *j, err_t *e)
         return NULL;
     }
     s->json = json_incref(j);
+    const json_t *version = json_object_get(j, "version");
     const json_t *list = json_object_get(j, "containers");
-    const json_t *server = json_object_get(j, "server");
-    if (parse_obj(j, &state_shape, s, "node state: ", e) < 0)
-        goto fail;
-    if (!s->version) {
+    if (!json_is_string(version)) {
         err_set(e, ERR_INPUT, "node state: version (a string) is required");
         goto fail;
     }
@@ -470,7 +587,24 @@ spec_state_t *spec_parse(json_t *j, err_t *e)
         err_set(e, ERR_INPUT, "node state: containers (a list of objects) is required");
         goto fail;
     }
-    s->server.has_all_containers = json_is_array(json_object_get(server, "all_containers"));
+    const char *key;
+    const json_t *v;
+    json_object_foreach(j, key, v) {
+        const field_t *f = find_field(&state_shape, key);
+        int rc = 0;
+        if (!f)
+            unknown_field(&state_shape, key);
+        else if (json_is_null(v) || f->type == F_SKIP)
+            ;
+        else if (f->type == F_STR) /* the version, checked above */
+            rc = parse_field(v, f, (char *)s, "node state: ", e);
+        else if (f->type == F_OBJ) /* the server */
+            rc = parse_server(v, &s->server, e);
+        else
+            rc = parse_list_lenient(v, f, (char *)s, e);
+        if (rc < 0)
+            goto fail;
+    }
     if (parse_containers(list, s, e) < 0)
         goto fail;
     return s;

@@ -6,9 +6,14 @@
  * from a spec_container_t by spec_runtime).
  *
  * Member names are the JSON names.  An absent (or null) field is 0 / NULL /
- * an empty list.  A field of the wrong type is an error naming it: for the
- * state itself or its server the whole state is refused; for one container
- * the container keeps its `error` and the others are used.  A field this
+ * an empty list.  A field of the wrong type is an error naming it.  Only
+ * what the node cannot work without refuses the whole state: not an object,
+ * a version that is not a string, containers that are not a list.  For one
+ * container the container keeps its `error` and the others are used; a
+ * wrongly typed element of domains[], portmappings[] or legions[], or field
+ * of the server, is dropped (a log_warn once per message for the life of
+ * the process) and the rest applies; server.all_containers is used whole or
+ * not at all (then no home is retired).  A field this
  * node does not know is logged once per name for the life of the process
  * (log_warn, on the daemon's stderr) and otherwise ignored: an API newer
  * than the node.  tests/unit/test_spec.c feeds this with exactly what
@@ -129,7 +134,7 @@ typedef struct {
 
 /* The whole state (takes its own reference to j); NULL with e set when it
  * is not a node state: not an object, no version string, no containers
- * list, a field of the state or its server of the wrong type. */
+ * list (or out of memory).  Other wrongly typed parts are dropped. */
 spec_state_t *spec_parse(json_t *j, err_t *e);
 void spec_free(spec_state_t *s);
 
@@ -148,6 +153,7 @@ int spec_cli_parse(const json_t *j, const node_cfg_t *cfg, container_spec_t *out
 /* How many distinct unknown field names were logged (the unit test's
  * one-owner check), and a reset for tests. */
 size_t spec_unknown_count(void);
-void spec_unknown_reset(void);
+size_t spec_dropped_count(void); /* wrongly typed parts dropped (messages logged) */
+void spec_unknown_reset(void);   /* forgets both: unknown fields and dropped parts */
 
 #endif

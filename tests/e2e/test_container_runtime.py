@@ -400,7 +400,10 @@ def test_a_failing_step_inside_is_reported(node):
 def test_keys_rewrite_does_not_restart(node):
     uid = node.new_uid()
     st = node.start(uid)
-    keys = [ssh_key("two"), ssh_key("three")]
+    # The third is how an API before the authorized_keys options stored two
+    # keys pasted on one line (one key, the other its comment): the node
+    # still writes it, as sshd reads it.
+    keys = [ssh_key("two"), ssh_key("three"), ssh_key("four") + " " + ssh_key("five")]
     spec = node.spec(uid, ssh_keys=keys, ssh_generation=2)
     node.run("container", "keys", "--spec", spec, "--state-dir", node.state,
              "--containers-dir", node.containers)

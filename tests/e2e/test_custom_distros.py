@@ -198,3 +198,15 @@ def test_isolation(api, setup):
     assert api.get(f"/custom_distro/{did}", auth=a).json() == before
     assert api.get(f"/containers/{sib}", auth=a).json()["custom_distro"] == did
     assert api.get("/custom_distros/", auth=None).status_code == 401
+
+
+def test_names_are_counted_in_characters(api, setup):
+    """255 characters of UTF-8 (more than 255 bytes) is a valid name, as for
+    containers and tags; 256 characters is not."""
+    a, st = setup["auth"], setup["st"]
+    name = "é" * 255
+    r = api.post(f"/custom_distros/{st}", auth=a, json={"name": name, "path": "p"})
+    assert r.status_code == 201, r.text
+    assert api.get(f"/custom_distro/{r.json()['id']}", auth=a).json()["name"] == name
+    r = api.post(f"/custom_distros/{st}", auth=a, json={"name": name + "é", "path": "q"})
+    assert r.status_code == 400 and "255 characters" in r.json()["reason"]

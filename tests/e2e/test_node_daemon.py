@@ -286,7 +286,8 @@ def test_the_node_state_is_read_field_by_field(make_node, ssh_keys):
     """The node reads the API's state through its spec module (spec.c): a
     field it does not know is logged once by name (not once per container
     or per state) and ignored; a container whose field has the wrong type
-    is refused with the field's name while the others are still used."""
+    is refused with the field's name while the others are still used; a
+    wrongly typed domain is dropped (logged once) and the rest applies."""
     node = make_node(start=False)
     bad, good = 39101, 39102
     missing = os.path.join(node.base, "distros", "nope")
@@ -298,7 +299,7 @@ def test_the_node_state_is_read_field_by_field(make_node, ssh_keys):
         "version": "test", "server": {"name": node.server["name"], "future": True},
         "containers": [{**container, "uid": bad, "uuid": "b", "memory": "big"},
                        {**container, "uid": good, "uuid": "g"}],
-        "domains": [], "portmappings": [], "legions": []})
+        "domains": [{"name": 5}], "portmappings": [], "legions": []})
     wait_for(lambda: f"container {good}: start: distro directory {missing} missing"
              in node.log(), 15, "the good container tried")
     log = node.log()
@@ -307,6 +308,8 @@ def test_the_node_state_is_read_field_by_field(make_node, ssh_keys):
     assert f"container {bad}: start" not in log
     assert log.count("unknown field server.future ignored") == 1, log
     assert log.count("unknown field containers[].ipv9 ignored") == 1, log
+    assert log.count("node state: domains[].name must be a string: that element is "
+                     "dropped") == 1, log
     assert not procs_of_uid(bad) and not procs_of_uid(good)
     node.stop()
 

@@ -247,6 +247,32 @@ static void test_url_schemes(void **state)
     assert_int_equal(access(file, F_OK), -1);
 }
 
+/* What the API logs of its database URL: never a password. */
+static void test_url_redacted(void **state)
+{
+    (void)state;
+    char buf[256];
+    static const char *const cases[][2] = {
+        {"sqlite:imperium.db", "sqlite:imperium.db"},
+        {"sqlite:///var/lib/imperium/imperium.db", "sqlite:///var/lib/imperium/imperium.db"},
+        {"/tmp/x:y@z.db", "/tmp/x:y@z.db"},
+        {"postgresql://imperium:s3cret@db.example:5432/imperium",
+         "postgresql://imperium:***@db.example:5432/imperium"},
+        {"postgres://u:p@ss@db/x", "postgres://u:***@db/x"},
+        {"postgresql://imperium@db.example/imperium", "postgresql://imperium@db.example/imperium"},
+        {"postgresql://db.example/imperium?user=i&password=s3cret&sslmode=require",
+         "postgresql://db.example/imperium?user=i&password=***&sslmode=require"},
+        {"postgresql://db/x?password=s3cret", "postgresql://db/x?password=***"},
+        {"postgresql://db/x?a=b:c@d", "postgresql://db/x?a=b:c@d"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_string_equal(db_url_redacted(cases[i][0], buf, sizeof buf), cases[i][1]);
+    assert_string_equal(db_url_redacted(NULL, buf, sizeof buf), "");
+    char small[16];
+    assert_string_equal(db_url_redacted("postgresql://u:s3cret@h/d", small, sizeof small),
+                        "postgresql://u:");
+}
+
 /* The version is the database's: a write through any connection of the
  * process moves it for all of them. */
 static void test_data_version_is_the_databases(void **state)
@@ -347,6 +373,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_data_version_moves_on_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_is_exclusive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_url_schemes, setup, teardown),
+        cmocka_unit_test(test_url_redacted),
         cmocka_unit_test_setup_teardown(test_data_version_is_the_databases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_notices_are_their_own_feed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_data_wait, setup, teardown),

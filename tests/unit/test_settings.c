@@ -99,6 +99,8 @@ static void test_file_then_flags(void **state)
                     "--state-dir", "/srv", "rest", NULL};
     int argc = 10, i = 1;
     assert_string_equal(settings_find_flag(table, "config", argc, argv), path);
+    assert_string_equal(settings_find_flag(table, "once", argc, argv), "true");
+    assert_null(settings_find_flag(table, "verbose", argc, argv));
     assert_int_equal(settings_parse_flags(table, &o, argc, argv, &i, &e), 0);
     assert_int_equal(i, 9);
     assert_string_equal(argv[i], "rest");

@@ -215,6 +215,8 @@ static void test_every_field_lands(void **state)
     check_lists(s);
     if (spec_unknown_count() != 0)
         fail_msg("node_channel.c sends a field spec.c does not know (see the log above)");
+    if (spec_dropped_count() != 0)
+        fail_msg("node_channel.c sends a field of a type spec.c does not read (see the log)");
     spec_free(s);
     json_decref(j);
 }
@@ -243,22 +245,38 @@ static void test_runtime_spec(void **state)
     json_decref(j);
 }
 
-/* A wrong type: the whole state for a server field, the one container
- * (with its error, the others used) for a container field. */
+/* A wrong type: a server field is dropped (the rest used), the one
+ * container (with its error, the others used) for a container field. */
 static void test_wrong_type_is_a_clear_error(void **state)
 {
     json_t *j = filled_state(state);
     json_t *server = json_object_get(j, "server");
     json_object_set_new(server, "purge_deleted_before", json_string("soon"));
     err_t e = {0};
-    assert_null(spec_parse(j, &e));
-    assert_string_equal(e.msg, "node state: server.purge_deleted_before must be an integer");
+    spec_unknown_reset();
+    spec_state_t *s = parse_ok(j);
+    assert_int_equal(s->server.purge_deleted_before, 0); /* purge nothing */
+    assert_string_equal(s->server.etc_hosts, "HOSTS");
+    assert_true(s->server.has_all_containers);
+    assert_int_equal(spec_dropped_count(), 1);
+    spec_free(s);
     json_object_set_new(server, "purge_deleted_before", json_integer(0));
+
+    /* all_containers whole or not at all: a uid left out would retire a home. */
+    json_t *all = json_object_get(server, "all_containers");
+    json_t *saved = json_deep_copy(all);
+    json_object_set_new(json_array_get(all, 0), "customer", json_integer(7));
+    s = parse_ok(j);
+    assert_false(s->server.has_all_containers);
+    assert_int_equal(s->server.n_all_containers, 0);
+    assert_null(s->server.all_containers);
+    spec_free(s);
+    json_object_set_new(server, "all_containers", saved);
 
     json_t *first = json_array_get(json_object_get(j, "containers"), 0);
     json_object_set_new(first, "memory", json_string("big"));
     json_object_set_new(json_object_get(first, "rootfs"), "holder_uid", json_true());
-    spec_state_t *s = parse_ok(j);
+    s = parse_ok(j);
     assert_string_equal(s->containers[0].error, "spec: memory must be an integer");
     assert_int_equal(s->containers[0].uid, 30001); /* still known: its status says why */
     assert_null(s->containers[1].error);
@@ -268,9 +286,46 @@ static void test_wrong_type_is_a_clear_error(void **state)
     assert_string_equal(e.msg, "spec: memory must be an integer");
     spec_free(s);
 
+    json_object_set_new(j, "version", json_integer(3));
+    assert_null(spec_parse(j, &e));
+    assert_string_equal(e.msg, "node state: version (a string) is required");
     json_object_del(j, "version");
     assert_null(spec_parse(j, &e));
     assert_string_equal(e.msg, "node state: version (a string) is required");
+    json_object_set_new(j, "version", json_string("v"));
+    json_object_set_new(j, "containers", json_object());
+    assert_null(spec_parse(j, &e));
+    assert_string_equal(e.msg, "node state: containers (a list of objects) is required");
+    spec_unknown_reset();
+    json_decref(j);
+}
+
+/* A wrongly typed element of domains[] (portmappings[], legions[]) is
+ * dropped, logged once per message, and the rest of the state applies. */
+static void test_a_bad_domain_is_dropped(void **state)
+{
+    json_t *j = filled_state(state);
+    json_t *domains = json_object_get(j, "domains");
+    json_array_insert_new(domains, 0, json_pack("{s:i, s:s}", "name", 5, "customer", "c"));
+    json_array_append_new(domains, json_string("not-an-object"));
+    json_object_set_new(j, "legions", json_string("none"));
+    spec_unknown_reset();
+    for (int poll = 0; poll < 3; poll++) {
+        spec_state_t *s = parse_ok(j);
+        assert_int_equal(s->n_domains, 1);
+        assert_string_equal(s->domains[0].name, "example.com");
+        assert_string_equal(s->domains[0].customer, "cust-1");
+        assert_int_equal(s->n_legions, 0);
+        assert_int_equal(s->n_portmappings, 1);
+        assert_int_equal(s->n_containers, 2);
+        assert_null(s->containers[0].error);
+        assert_string_equal(s->version, json_string_value(json_object_get(j, "version")));
+        spec_free(s);
+    }
+    /* domains[].name, domains (not objects), legions: once each, not per poll */
+    assert_int_equal(spec_dropped_count(), 3);
+    assert_int_equal(spec_unknown_count(), 0);
+    spec_unknown_reset();
     json_decref(j);
 }
 
@@ -331,6 +386,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_runtime_spec, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_type_is_a_clear_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_fields_are_counted_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_bad_domain_is_dropped, setup, teardown),
         cmocka_unit_test(test_cli_spec),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

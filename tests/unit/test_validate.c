@@ -108,6 +108,19 @@ static void test_ssh_keys(void **state)
     assert_true(ssh_key_valid(line, why, sizeof why));
     snprintf(line, sizeof line, "restrict\t%s", ED25519);
     assert_true(ssh_key_valid(line, why, sizeof why));
+    /* Every flag sshd takes, also negated; the values sshd parses. */
+    snprintf(line, sizeof line,
+             "touch-required,no-touch-required,verify-required,no-verify-required,"
+             "tunnel=\"0\",expiry-time=\"20301231\",expiry-time=\"203012312359Z\" %s",
+             ED25519);
+    assert_true(ssh_key_valid(line, why, sizeof why));
+    const char *unreadable[] = {"tunnel=\"tun0\"", "tunnel=\"\"", "expiry-time=\"soon\"",
+                                "expiry-time=\"2030123\"", "expiry-time=\"20301231235\""};
+    for (size_t i = 0; i < sizeof unreadable / sizeof unreadable[0]; i++) {
+        snprintf(line, sizeof line, "%s %s", unreadable[i], ED25519);
+        assert_false(ssh_key_valid(line, why, sizeof why));
+        assert_non_null(strstr(why, "sshd cannot read"));
+    }
     /* An unknown option, a flag given a value, a value without quotes. */
     snprintf(line, sizeof line, "no-pty,frobnicate %s", ED25519);
     assert_false(ssh_key_valid(line, why, sizeof why));
