@@ -2,9 +2,13 @@
 # scripts/run.sh - the `make run` demo: a fresh imperium-api on 127.0.0.1,
 # seeded through the admin CLI with the quickstart's customer `kratos`, and
 # (as root) an imperium-node daemon for the server `fooserver`, so the
-# quickstart's `distro` + `ssh_keys` calls really start container 30001.
+# quickstart's `distro` + `ssh_keys` calls really start container 30001, and
+# a second one for zeus's server `zeusserver` (127.0.0.2), so the owners'
+# quickstart (a container of its own, a port mapping) works too.  Both nodes
+# network their containers in this machine's network namespace
+# (docs/NETWORK.md: a veth per container, an nft table per node, NAT off).
 # Then a short guide.  Stays in the foreground until Ctrl-C, which stops the
-# node daemon, then every container (`imperium-node stop-all`), then the API.
+# node daemons, then every container (`imperium-node stop-all`), then the API.
 #
 # Environment:
 #   IMPERIUM_PORT     TCP port (default 8080)
@@ -44,8 +48,10 @@ if [ -d "$run_dir" ] && [ -n "$(ls -A "$run_dir")" ] && [ ! -e "$run_dir/$marker
 fi
 # Containers of an earlier run that was not stopped cleanly: stop them
 # before their homes go (best effort; refused while that run's daemon lives).
-if [ -f "$run_dir/imperium-node.conf" ] && [ "$(id -u)" = 0 ]; then
-    "$node_bin" stop-all -c "$run_dir/imperium-node.conf" >/dev/null 2>&1 || true
+if [ "$(id -u)" = 0 ]; then
+    for c in "$run_dir/imperium-node.conf" "$run_dir/imperium-node-zeus.conf"; do
+        [ -f "$c" ] && "$node_bin" stop-all -c "$c" >/dev/null 2>&1 || true
+    done
 fi
 rm -rf "$run_dir"
 mkdir -p "$run_dir"
@@ -70,7 +76,11 @@ EOF
 node_conf=$run_dir/imperium-node.conf
 node_log=$run_dir/node.log
 node_dir=$run_dir/node
-node_pid=
+# zeusserver's node (127.0.0.2): its own directories, veth prefix and table.
+zeus_conf=$run_dir/imperium-node-zeus.conf
+zeus_log=$run_dir/node-zeus.log
+zeus_dir=$run_dir/node-zeus
+node_pids=
 node_started=
 router_port=${IMPERIUM_ROUTER_PORT:-8000}
 ssh_port=${IMPERIUM_SSH_PORT:-2222}
@@ -83,7 +93,7 @@ log_tail() {
     say "---- last lines of $log ----" >&2
     tail -n 30 "$log" >&2 || true
 }
-# Stop the node daemon (the containers keep running), then every container
+# Stop the node daemons (the containers keep running), then every container
 # (the homes stay); returns non-zero if either went wrong.
 stop_node() {
     [ -n "$node_started" ] || return 0
@@ -94,13 +104,18 @@ stop_node() {
         wait "$sshd_pid" 2>/dev/null || true
         sshd_pid=
     fi
-    if [ -n "$node_pid" ]; then
-        pid=$node_pid
-        node_pid=
+    pids=$node_pids
+    node_pids=
+    for pid in $pids; do
         kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in $pids; do
         wait "$pid" || status=$?
-    fi
+    done
     "$node_bin" stop-all -c "$node_conf" >>"$node_log" 2>&1 || status=$?
+    if [ -f "$zeus_conf" ]; then
+        "$node_bin" stop-all -c "$zeus_conf" >>"$zeus_log" 2>&1 || status=$?
+    fi
     return "$status"
 }
 # Stop the API (if still running) and wait for it; returns its exit status.
@@ -211,60 +226,87 @@ imp admin customer add kratos --password deimos --company "God of war S.r.l." \
     --vat 01234567890 >/dev/null || fail "cannot create customer kratos"
 imp admin customer add zeus --password olympus --company "Olympus S.p.a." \
     >/dev/null || fail "cannot create customer zeus"
-# The answer shows the node's secret once: fooserver's node daemon uses it.
+# The answer shows the node's secret once: each server's node daemon uses it.
+secret_of() { printf '%s\n' "$1" | sed -n 's/^node_secret:[[:space:]]*//p'; }
 foo=$(imp admin server add fooserver --address 127.0.0.1 --memory 8000 --storage 200000 \
     --datacenter demo) || fail "cannot create server fooserver"
-node_secret=$(printf '%s\n' "$foo" | sed -n 's/^node_secret:[[:space:]]*//p')
+node_secret=$(secret_of "$foo")
 [ -n "$node_secret" ] || fail "no node_secret in the answer of 'imperium admin server add'"
-imp admin server add zeusserver --address 127.0.0.2 --memory 16000 --storage 400000 \
-    --owner zeus --datacenter demo >/dev/null || fail "cannot create server zeusserver"
+zeus=$(imp admin server add zeusserver --address 127.0.0.2 --memory 16000 --storage 400000 \
+    --owner zeus --datacenter demo) || fail "cannot create server zeusserver"
+zeus_secret=$(secret_of "$zeus")
+[ -n "$zeus_secret" ] || fail "no node_secret in the answer of 'imperium admin server add'"
 imp admin distro add "Debian 12 bookworm (host)" --path / >/dev/null ||
     fail "cannot create the first distro"
 imp admin distro add "Alpine Linux 3.20" --path /var/lib/imperium/distros/alpine-3.20 \
     >/dev/null || fail "cannot create the second distro"
 uid=$(imp admin container add --customer kratos --server fooserver --name changeme \
     --memory 500 --storage 1000) || fail "cannot create kratos' container"
+# A second one, so that the guide can link two containers of kratos.
+uid2=$(imp admin container add --customer kratos --server fooserver --name changeme2 \
+    --memory 500 --storage 1000) || fail "cannot create kratos' second container"
 imp admin news add "Welcome to Imperium: this is the make run demo." --public >/dev/null ||
     fail "cannot publish the news"
 # The supplier maps the quickstart's domain to kratos (no DNS check needed).
 imp admin domain add mynewdomain.org --customer kratos >/dev/null ||
     fail "cannot map mynewdomain.org to kratos"
 
-# The node of fooserver.  The first distro above is this machine's own root,
-# read-only (distro_host_ok): the demo's only way to have a distro at once.
-node_note=
-if [ "$(id -u)" = 0 ]; then
+# A node's config: write_node_conf FILE SERVER SECRET DIR ROUTER PREFIX TABLE CGROUP.
+# The first distro above is this machine's own root, read-only
+# (distro_host_ok): the demo's only way to have a distro at once.
+write_node_conf() {
     (
         umask 077
-        cat >"$node_conf" <<NODECONF
+        cat >"$1" <<NODECONF
 # imperium-node settings for the \`make run\` demo (written by scripts/run.sh)
 api_url = http://$host:$port
-server_name = fooserver
-secret = $node_secret
-state_dir = $node_dir/state
-containers_dir = $node_dir/containers
+server_name = $2
+secret = $3
+state_dir = $4/state
+containers_dir = $4/containers
 shortcuts = $root/etc/uwsgi/shortcuts.ini
-cgroup_parent = imperium-run
+cgroup_parent = $8
 distro_host_ok = true
-router_http = $host:$router_port
+router_http = $5
+# Two nodes share this machine's network namespace: each has its own veth
+# prefix and nft table (docs/NETWORK.md); no NAT to the world in the demo.
+veth_prefix = $6
+nft_table = $7
+nat = off
 log_level = info
 NODECONF
-    ) || fail "cannot write $node_conf"
-    node_started=1
-    "$node_bin" run -c "$node_conf" >"$node_log" 2>&1 &
-    node_pid=$!
+    ) || fail "cannot write $1"
+}
+# start_node CONF LOG: the daemon in the background, waited for until it has
+# its first state from the API.
+start_node() {
+    "$node_bin" run -c "$1" >"$2" 2>&1 &
+    pid=$!
+    node_pids="$node_pids $pid"
     tries=0
-    until grep -q "node state received" "$node_log" 2>/dev/null; do
-        if ! kill -0 "$node_pid" 2>/dev/null; then
-            say "---- $node_log ----" >&2
-            cat "$node_log" >&2 || true
+    until grep -q "node state received" "$2" 2>/dev/null; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            say "---- $2 ----" >&2
+            cat "$2" >&2 || true
             fail "imperium-node exited at start-up"
         fi
         tries=$((tries + 1))
         [ "$tries" -lt 100 ] || fail "imperium-node does not get its state from the API"
         sleep 0.1
     done
-    node_note="imperium-node runs fooserver's containers and its HTTP router on $host:$router_port (log: $node_log)"
+}
+
+node_note=
+if [ "$(id -u)" = 0 ]; then
+    write_node_conf "$node_conf" fooserver "$node_secret" "$node_dir" "$host:$router_port" \
+        imp imperium imperium-run
+    write_node_conf "$zeus_conf" zeusserver "$zeus_secret" "$zeus_dir" "127.0.0.2:$router_port" \
+        imz imperium_zeus imperium-run-zeus
+    node_started=1
+    start_node "$node_conf" "$node_log"
+    start_node "$zeus_conf" "$zeus_log"
+    node_note="imperium-node runs fooserver's containers and its HTTP router on $host:$router_port (log: $node_log)
+and zeusserver's, with its router on 127.0.0.2:$router_port (log: $zeus_log)"
     start_sshd
 else
     node_note="imperium-node is NOT running: containers need root (run make run as root)"
@@ -273,12 +315,21 @@ fi
 base=http://$host:$port
 k=http://kratos:deimos@$host:$port
 k17=http://kratos:deimos17@$host:$port
+z=http://zeus:olympus@$host:$port
+# The containers' addresses, as the API shows them ("ip").
+ip_of() {
+    imp call GET "/containers/$1" --user kratos --password deimos |
+        sed -n 's/.*"ip": *"\([0-9.]*\)".*/\1/p'
+}
+ip1=$(ip_of "$uid") && [ -n "$ip1" ] || fail "no ip for container $uid"
+ip2=$(ip_of "$uid2") && [ -n "$ip2" ] || fail "no ip for container $uid2"
+hydra=$((uid2 + 1)) # the next container made, on a fresh database
 cat <<EOF
 
 imperium-api is running on $base (customer API $base/api, admin API $base/admin)
 state: $run_dir (log: $log)
 
-Seeded: customer kratos/deimos ("God of war S.r.l.") with container $uid on fooserver,
+Seeded: customer kratos/deimos ("God of war S.r.l.") with containers $uid and $uid2 on fooserver,
 customer zeus/olympus owning zeusserver (127.0.0.2), two distros, one public news item.
 $node_note
 $ssh_note
@@ -313,9 +364,29 @@ The container, from the host:
   ls $node_dir/containers/$uid           (its home: drop vassals in vassals/)
   tail $node_dir/containers/$uid/logs/emperor.log
 
-A customer owning a whole server creates its own containers, as zeus:
-  curl -X POST -d '{"server":"127.0.0.2", "name":"hydra", "memory":1000, "storage":20000}' http://zeus:olympus@$host:$port/api/containers
-  curl http://zeus:olympus@$host:$port/api/me/
+Containers are isolated, even two of one customer, until each links the other
+(docs/NETWORK.md): $uid is $ip1 and $uid2 is $ip2 on their uwsgi0.  Start $uid2
+as above (distro, ssh_keys), give it a vassal on its own address, then link both ways:
+  printf '[uwsgi]\nplugin = 0:python\nhttp-socket = $ip2:8000\nwsgi-file = \$(HOME)/myapp.py\n' > $node_dir/containers/$uid2/vassals/web.ini
+  cp $node_dir/containers/$uid/myapp.py $node_dir/containers/$uid2/ && chown $uid2:$uid2 $node_dir/containers/$uid2/myapp.py $node_dir/containers/$uid2/vassals/web.ini
+  ssh -p $ssh_port $uid@$host curl -sm2 http://$ip2:8000/     (fails: not linked)
+  curl -X POST -d '{"link": $uid2}' $k17/api/containers/$uid
+  curl -X POST -d '{"link": $uid}' $k17/api/containers/$uid2
+  ssh -p $ssh_port $uid@$host curl -sm2 http://$ip2:8000/     (answers, within a second)
+  curl -X POST -d '{"unlink": $uid2}' $k17/api/containers/$uid   (cut again, no restart)
+
+A customer owning a whole server creates its own containers, as zeus, and maps
+its server's public ports to them (zeusserver is 127.0.0.2 here):
+  curl -X POST -d '{"server":"127.0.0.2", "name":"hydra", "memory":1000, "storage":20000}' $z/api/containers
+  curl -X POST -d '{"distro": 1}' $z/api/containers/$hydra
+  curl -X POST -d "{\"ssh_keys\": [\"\$(cat ~/.ssh/id_ed25519.pub)\"]}" $z/api/containers/$hydra
+  curl $z/api/containers/$hydra        (its "ip": bind your services there, not on 127.0.0.1)
+  curl -X POST -d '{"container": $hydra, "proto": "tcp", "public_port": 9000, "private_port": 8000}' $z/api/portmappings/127.0.0.2
+  printf 'def application(e, sr):\n    sr("200 OK", [("Content-Type", "text/plain")])\n    return [b"Hello from hydra"]\n' > $zeus_dir/containers/$hydra/hello.py
+  printf '[uwsgi]\nplugin = 0:python\nhttp-socket = <its ip>:8000\nwsgi-file = \$(HOME)/hello.py\n' > $zeus_dir/containers/$hydra/vassals/hello.ini
+  chown $hydra:$hydra $zeus_dir/containers/$hydra/hello.py $zeus_dir/containers/$hydra/vassals/hello.ini
+  curl http://127.0.0.2:9000/
+  curl $z/api/me/
 
 The supplier's side, with the admin CLI:
   export IMPERIUM_API=$base

@@ -69,7 +69,7 @@ int container_touch(db_t *db, err_t *e, touch_what what, long long id)
 }
 
 /* What a node runs a container from, as far as a POST can change it
- * (`note` and tags are not sent to it; links are restarts asked for). */
+ * (`note` and tags are not sent to it; links are applied live, no restart). */
 static const char *const snap_sql[] = {
     "SELECT name, memory, storage, distro_id, custom_distro_id, server_id, customer_id, "
     "alarm_freq, jid, jid_secret, jid_destinations, pushover_user, pushover_token, "

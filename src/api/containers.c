@@ -389,7 +389,7 @@ static int update_check_values(req_t *r)
 
 typedef struct {
     long long id, server_id, customer_id;
-    bool restart; /* asked for (link, unlink, reboot), changed or not */
+    bool restart; /* asked for (reboot), changed or not */
 } update_t;
 
 /* `reboot` with any value but 0, false, null (or their string forms "0",
@@ -553,7 +553,8 @@ static int update_links(req_t *r, update_t *u, err_t *e)
         if (changed == 0)
             return err_set(e, ERR_CONFLICT,
                            op == 0 ? "already linked to %lld" : "not linked to %lld", uid);
-        u->restart = true;
+        /* No restart (issue 15): the node applies links to its nft table
+         * live; the route's WAKE_NODES tells it. */
     }
     return 0;
 }

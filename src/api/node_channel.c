@@ -159,6 +159,29 @@ static json_t *portmappings_state(db_t *db, err_t *e, long long server_id)
                      DB_ARGS(DB_INT(server_id)));
 }
 
+/* The containers on OTHER servers that a container of this server is linked
+ * with both ways: the node routes their /32s over the overlay to their
+ * server's address (docs/NETWORK.md) and lets only these pairs through. */
+static json_t *link_peer_state(db_res_t *res, int row)
+{
+    long long id = db_get_int(res, row, 0);
+    char ip[32] = "";
+    container_ip(id, ip, sizeof ip);
+    return json_pack("{s:s,s:s,s:I}", "ip", ip, "server", db_get(res, row, 1), "uid",
+                     (json_int_t)container_uid(id));
+}
+
+static json_t *link_peers_state(db_t *db, err_t *e, long long server_id)
+{
+    return rows_json(db, e, link_peer_state,
+                     "SELECT DISTINCT o.id, s.address FROM containers c "
+                     "JOIN links l ON l.container_id = c.id "
+                     "JOIN links b ON b.container_id = l.to_id AND b.to_id = c.id "
+                     "JOIN containers o ON o.id = l.to_id JOIN servers s ON s.id = o.server_id "
+                     "WHERE c.server_id = $1 AND o.server_id != $1 ORDER BY o.id",
+                     DB_ARGS(DB_INT(server_id)));
+}
+
 /* Every container of the server, startable or not, with its uuid and its
  * customer's: the node tells a deleted container (its home is moved out of
  * the customers' reach) from one that merely cannot start, and checks that
@@ -196,8 +219,9 @@ json_t *node_state_json(db_t *db, err_t *e, long long server_id)
     json_t *domains = containers ? domains_state(db, e, server_id) : NULL;
     json_t *ports = domains ? portmappings_state(db, e, server_id) : NULL;
     json_t *legions = ports ? legions_of_server_json(db, e, server_id) : NULL;
+    json_t *peers = legions ? link_peers_state(db, e, server_id) : NULL;
     json_t *out = NULL;
-    if (legions)
+    if (peers)
         /* purge_deleted_before: the node removes the homes of containers
          * deleted before this unix time (imperium admin server purge-deleted). */
         out = json_pack("{s:{s:s,s:s,s:s,s:s,s:I,s:I},s:o,s:o,s:o,s:o}", "server", "name",
@@ -211,6 +235,14 @@ json_t *node_state_json(db_t *db, err_t *e, long long server_id)
         json_decref(containers);
         json_decref(domains);
         json_decref(ports);
+        json_decref(legions);
+    }
+    /* json_object_set_new takes peers even when it fails. */
+    if (!out)
+        json_decref(peers);
+    else if (json_object_set_new(out, "link_peers", peers) < 0) {
+        json_decref(out);
+        out = NULL;
     }
     db_res_free(srv);
     json_t *all = out ? all_containers_state(db, e, server_id) : NULL;

@@ -75,6 +75,32 @@ int buf_append(buf_t *b, const void *data, size_t len)
 
 int buf_appends(buf_t *b, const char *s) { return buf_append(b, s, strlen(s)); }
 
+int buf_printf(buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || buf_append(b, "", 0) < 0) /* data exists, even for "" */
+        return -1;
+    size_t need = b->len + (size_t)n + 1;
+    if (need > b->cap) {
+        size_t cap = b->cap;
+        while (cap < need)
+            cap *= 2;
+        char *more = realloc(b->data, cap);
+        if (!more)
+            return -1;
+        b->data = more;
+        b->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
 void buf_free(buf_t *b)
 {
     free(b->data);

@@ -24,6 +24,8 @@ typedef struct {
 
 int buf_append(buf_t *b, const void *data, size_t len);
 int buf_appends(buf_t *b, const char *s);
+/* Append a formatted string; -1 when out of memory. */
+int buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_free(buf_t *b);
 
 /* Write a random RFC 4122 version 4 UUID (36 chars + NUL) into out. */

@@ -40,7 +40,9 @@
 #include "../common/strutil.h"
 #include "../common/validate.h"
 #include "../runtime/cgroup.h"
+#include "../runtime/net.h"
 #include "channel.h"
+#include "netpolicy.h"
 #include "router.h"
 #include "subgate.h"
 #include "supervisor.h"
@@ -52,6 +54,13 @@
  * SAVED_AFTER_MS of the start (a fresh state always wins). */
 #define DESIRED_FILE "desired.json"
 #define SAVED_AFTER_MS 2000
+/* A table libnftables refused is applied again this often. */
+#define NET_RETRY_MS 1000
+/* How often the node asks whether its nft table is still there (netpolicy_check). */
+#define NET_CHECK_MS 1000
+/* The settings the running containers' isolation hangs on, as of the last
+ * start: {"veth_prefix", "nft_table"}. */
+#define NET_SETTINGS_FILE "network.json"
 
 enum { EV_SIGNAL = 1, EV_STATE, EV_INITS, EV_ROUTER };
 
@@ -70,9 +79,19 @@ typedef struct {
     spec_state_t *saved;   /* the state saved by the last run, until used or superseded */
     spec_state_t *unsaved; /* the newest state, saved once the loop has converged on it */
     long long saved_ms; /* when to fall back on it */
+    netpolicy_t *np;       /* the node's nft table; NULL with network = off */
+    char net_error[512];   /* why the last table did not apply; "" when in force */
+    long long net_retry_ms;
+    long long net_check_ms; /* the next netpolicy_check */
+    char net_check_error[512]; /* why the last check failed; "" when it worked */
+    overlay_t *ov;         /* links across servers; NULL with overlay = off */
+    char ov_error[512];    /* the overlay's last failure, "" when in line */
 } agent_t;
 
 static void load_saved_state(agent_t *a);
+static int network_policy(agent_t *a, err_t *e);
+static int overlay_setup(agent_t *a, err_t *e);
+static int *list_uids(const char *dir, size_t *n, err_t *e);
 
 static int add_fd(agent_t *a, int fd, uint64_t tag, err_t *e)
 {
@@ -108,12 +127,85 @@ static int setup_fds(agent_t *a, err_t *e)
                : 0;
 }
 
+/* One recorded setting against the configured one: a running container's
+ * veth is <old prefix><uid> (no rule of a new prefix's table matches it)
+ * and its isolation is the old table (a new name would leave it in force
+ * beside the new one), so a change waits until none runs. */
+static int setting_kept(const json_t *old, const char *key, const char *now, int uid, size_t n,
+                        err_t *e)
+{
+    const char *was = json_string_value(json_object_get(old, key));
+    if (!was || strcmp(was, now) == 0)
+        return 0;
+    return err_set(e, ERR_INPUT,
+                   "%s was '%s' when container %d (of %zu running) started, now '%s': their "
+                   "network hangs on the old one; set %s back to '%s', or stop them first "
+                   "(imperium-node stop-all with the old setting)",
+                   key, was, uid, n, now, key, was);
+}
+
+/* Refuses a changed veth_prefix or nft_table while containers run (their
+ * start recorded them in NET_SETTINGS_FILE), then records the current ones.
+ * A missing or unreadable record (a first start) is not a change. */
+static int network_settings(const agent_cfg_t *c, const int *running, size_t n, err_t *e)
+{
+    char *path = str_printf("%s/%s", c->node.state_dir, NET_SETTINGS_FILE);
+    json_t *now = json_pack("{s:s, s:s}", "veth_prefix", c->node.net.prefix, "nft_table",
+                            c->nft_table);
+    char *text = now ? json_dumps(now, JSON_SORT_KEYS) : NULL;
+    int rc = path && text ? 0 : err_set(e, ERR_INTERNAL, "out of memory");
+    json_t *old = rc == 0 && n ? json_load_file(path, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    if (old && (setting_kept(old, "veth_prefix", c->node.net.prefix, running[0], n, e) < 0 ||
+                setting_kept(old, "nft_table", c->nft_table, running[0], n, e) < 0))
+        rc = -1;
+    if (rc == 0)
+        rc = fs_write_atomic(path, text, strlen(text), 0600, e);
+    json_decref(old);
+    json_decref(now);
+    free(text);
+    free(path);
+    return rc;
+}
+
+/* Before any container is started or adopted: the node's addresses and
+ * routes (idempotent), then the veths of containers that no longer run
+ * (a crash's leftovers) go; running containers' veths are left alone:
+ * adopting a container changes nothing of its network. */
+static int network_setup(const agent_cfg_t *c, err_t *e)
+{
+    if (!c->node.net.on)
+        return 0;
+    size_t n;
+    int *uids = list_uids(c->node.state_dir, &n, e);
+    bool *has = uids ? calloc(n ? n : 1, sizeof *has) : NULL;
+    if (!has) {
+        free(uids);
+        return uids ? err_set(e, ERR_INTERNAL, "out of memory") : -1;
+    }
+    size_t running = 0;
+    for (size_t i = 0; i < n; i++)
+        if (container_is_running(&c->node, uids[i]))
+            uids[running++] = uids[i];
+    int removed = -1;
+    if (network_settings(c, uids, running, e) == 0 && net_node_setup(&c->node.net, e) == 0)
+        removed = net_reconcile(c->node.net.prefix, uids, running, has, e);
+    for (size_t i = 0; removed >= 0 && i < running; i++)
+        if (!has[i])
+            log_warn("container %d runs without its veth %s%d: a restart gives it one", uids[i],
+                     c->node.net.prefix, uids[i]);
+    if (removed > 0)
+        log_info("network: %d leftover %s* interfaces removed", removed, c->node.net.prefix);
+    free(has);
+    free(uids);
+    return removed < 0 ? -1 : 0;
+}
+
 static int setup(agent_t *a, err_t *e)
 {
     const agent_cfg_t *c = a->cfg;
     if (setup_fds(a, e) < 0 || (a->lock_fd = agent_lock(c, e)) < 0)
         return -1;
-    if (fs_mkdirs(c->node.containers_dir, 0755, e) < 0)
+    if (fs_mkdirs(c->node.containers_dir, 0755, e) < 0 || network_setup(c, e) < 0)
         return -1;
     node_cfg_t node = c->node;
     if (c->router_http) {
@@ -147,6 +239,8 @@ static int setup(agent_t *a, err_t *e)
         return -1;
     sv_adopt_all(a->sv);
     load_saved_state(a);
+    if (network_policy(a, e) < 0 || overlay_setup(a, e) < 0)
+        return -1;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return err_set(e, ERR_INTERNAL, "libcurl failed to initialise");
     a->curl_ready = true;
@@ -166,6 +260,8 @@ static void teardown(agent_t *a)
     channel_free(a->ch); /* stops and joins the thread first */
     spec_free(a->saved);
     spec_free(a->unsaved);
+    netpolicy_free(a->np); /* the table stays: the containers keep their isolation */
+    overlay_free(a->ov);   /* the device stays: their links across servers too */
     if (a->curl_ready)
         curl_global_cleanup();
     sv_free(a->sv);
@@ -233,8 +329,128 @@ static void load_saved_state(agent_t *a)
     free(path);
 }
 
+/* ---- the nft table (netpolicy.h) ---------------------------------------------- */
+
+/* After an apply or a retry: starts are held while the table is not in
+ * force (without it containers would reach each other), retried every
+ * NET_RETRY_MS. */
+static void network_result(agent_t *a, int rc, const err_t *e)
+{
+    if (rc >= 0) {
+        if (a->net_error[0])
+            log_info("network: the nft table inet %s is applied now", a->cfg->nft_table);
+        a->net_error[0] = '\0';
+        if (netpolicy_in_force(a->np))
+            sv_hold_starts(a->sv, NULL);
+        return;
+    }
+    if (strcmp(a->net_error, e->msg) != 0)
+        log_error("network: %s; no container starts until it applies (retrying every %d s)",
+                  e->msg, NET_RETRY_MS / 1000);
+    snprintf(a->net_error, sizeof a->net_error, "%s", e->msg);
+    char why[sizeof a->net_error + 64];
+    snprintf(why, sizeof why, "the node's nft table cannot be applied: %s", e->msg);
+    sv_hold_starts(a->sv, why);
+    a->net_retry_ms = now_ms() + NET_RETRY_MS;
+}
+
+static void network_apply(agent_t *a, const spec_state_t *state)
+{
+    if (!a->np)
+        return;
+    err_t e;
+    err_clear(&e);
+    int rc = netpolicy_apply(a->np, state, &e);
+    if (rc > 0)
+        log_debug("network: nft table inet %s applied (state %s)", a->cfg->nft_table,
+                  state->version);
+    network_result(a, rc, &e);
+}
+
+/* Somebody deleted our table (`nft flush ruleset`, a firewall's reload):
+ * containers would reach each other, and the node's services, until the
+ * next state.  Noticed within NET_CHECK_MS and applied again whole. */
+static void network_check(agent_t *a)
+{
+    if (!a->np || now_ms() < a->net_check_ms)
+        return;
+    a->net_check_ms = now_ms() + NET_CHECK_MS;
+    err_t e;
+    err_clear(&e);
+    int rc = netpolicy_check(a->np, &e);
+    if (rc < 0 && strcmp(a->net_check_error, e.msg) != 0)
+        log_error("network: %s (asking again every %d s)", e.msg, NET_CHECK_MS / 1000);
+    snprintf(a->net_check_error, sizeof a->net_check_error, "%s", rc < 0 ? e.msg : "");
+    if (rc <= 0)
+        return;
+    log_warn("network: the nft table inet %s is gone or was replaced (`nft flush ruleset`, a "
+             "firewall's reload?): applying it again whole",
+             a->cfg->nft_table);
+    network_result(a, netpolicy_retry(a->np, &e), &e);
+}
+
+static void network_retry(agent_t *a)
+{
+    if (!a->np || !a->net_error[0] || now_ms() < a->net_retry_ms)
+        return;
+    err_t e;
+    err_clear(&e);
+    network_result(a, netpolicy_retry(a->np, &e), &e);
+}
+
+/* With networking on, nothing starts before the table is in force; the
+ * saved state's table is applied at once (a restarted node renders the
+ * same text: the kernel's table and every flow stay as they are). */
+static int network_policy(agent_t *a, err_t *e)
+{
+    const agent_cfg_t *c = a->cfg;
+    if (!c->node.net.on)
+        return 0;
+    netpolicy_cfg_t pc = agent_netpolicy_cfg(c);
+    if (!(a->np = netpolicy_new(&pc, e)))
+        return -1;
+    sv_hold_starts(a->sv, "waiting for the node's nft table (the containers' isolation)");
+    if (a->saved)
+        network_apply(a, a->saved);
+    return 0;
+}
+
+/* ---- the overlay (overlay.h) ---------------------------------------------------- */
+
+/* state: a new one; NULL: the retry of a failed one, when due. */
+static void overlay_step(agent_t *a, const spec_state_t *state)
+{
+    if (!a->ov)
+        return;
+    err_t e;
+    err_clear(&e);
+    int rc = state ? overlay_apply(a->ov, state, &e) : overlay_retry(a->ov, &e);
+    if (rc < 0 && strcmp(a->ov_error, e.msg) != 0)
+        log_error("%s (retrying every %d s)", e.msg, OVERLAY_RETRY_MS / 1000);
+    else if (rc == 0 && a->ov_error[0] && overlay_retry_at(a->ov) < 0)
+        log_info("overlay: in line with the state again");
+    if (rc < 0 || overlay_retry_at(a->ov) < 0)
+        snprintf(a->ov_error, sizeof a->ov_error, "%s", rc < 0 ? e.msg : "");
+}
+
+/* At start, from the saved state (if any): the device and its entries are
+ * in place before the first API answer (a restart adopts them as they
+ * are); a fresh node makes them at its first state. */
+static int overlay_setup(agent_t *a, err_t *e)
+{
+    if (!overlay_on(&a->cfg->overlay))
+        return 0;
+    if (!(a->ov = overlay_new(&a->cfg->overlay, &a->cfg->node.net, e)))
+        return -1;
+    if (a->saved)
+        overlay_step(a, a->saved);
+    return 0;
+}
+
 static void apply_state(agent_t *a, const spec_state_t *state)
 {
+    network_apply(a, state); /* first: it decides whether containers may start */
+    overlay_step(a, state);  /* after the table that says what the overlay carries */
     if (a->router)
         router_set_domains(a->router, state->domains, state->n_domains);
     sv_set_state(a->sv, state);
@@ -289,6 +505,13 @@ static int timeout_ms(const agent_t *a)
         next = d;
     if (a->saved && a->saved_ms < next)
         next = a->saved_ms;
+    d = a->ov ? overlay_retry_at(a->ov) : -1;
+    if (d >= 0 && d < next)
+        next = d;
+    if (a->net_error[0] && a->net_retry_ms < next)
+        next = a->net_retry_ms;
+    if (a->np && a->net_check_ms < next)
+        next = a->net_check_ms;
     next -= now;
     return next < 0 ? 0 : next > STATUS_EVERY_MS ? STATUS_EVERY_MS : (int)next;
 }
@@ -316,6 +539,9 @@ static void loop(agent_t *a)
         if (a->quit)
             break;
         maybe_use_saved(a);
+        network_retry(a);
+        network_check(a);
+        overlay_step(a, NULL);
         sv_converge(a->sv);
         if (a->unsaved) {
             /* After converging: the file (and its fsync) never delays a change. */
@@ -454,6 +680,29 @@ int agent_stop_all(const agent_cfg_t *c, err_t *e)
     if (!failed && cgroup_locate(c->node.cgroup_root, c->node.cgroup_parent, UID_BASE + 1, &cg,
                                  NULL) == 0)
         cgroup_remove_parents(&cg);
+    /* No container of ours runs: their nft table goes (never while one
+     * still runs: it is that one's isolation). */
+    err_t ne;
+    err_clear(&ne);
+    if (!failed && c->node.net.on && netpolicy_delete(c->nft_table, &ne) < 0) {
+        log_error("stop-all: %s", ne.msg);
+        failed++;
+    }
+    /* The overlay device likewise (its routes, neighbours and entries go
+     * with it); the daemon's exit leaves it to the containers. */
+    err_clear(&ne);
+    if (!failed && overlay_on(&c->overlay) && overlay_remove(&c->overlay, &ne) < 0) {
+        log_error("stop-all: %s", ne.msg);
+        failed++;
+    }
+    /* Last the node's own route and gateway address, unless another node
+     * sharing this namespace still has containers (its /32s); ip_forward
+     * stays (docs/NETWORK.md). */
+    err_clear(&ne);
+    if (!failed && c->node.net.on && net_node_teardown(&c->node.net, &ne) < 0) {
+        log_error("stop-all: %s", ne.msg);
+        failed++;
+    }
     close(lock);
     if (failed)
         return err_set(e, ERR_INTERNAL, "%d of %d containers did not stop", failed, running);

@@ -16,6 +16,8 @@
 #include "../common/log.h"
 #include "../common/settings.h"
 #include "../runtime/container.h"
+#include "netpolicy.h"
+#include "overlay.h"
 
 #define AGENT_DEFAULT_NODE_PREFIX "/node"
 #define AGENT_DEFAULT_STOP_TIMEOUT_S 10
@@ -40,6 +42,11 @@ typedef struct {
     const char *router_https; /* reserved for HTTPS (SNI): not used yet */
     const char *router_uwsgi; /* host path of the router's uwsgi */
     const char *router_user;  /* the router's unprivileged user (router.h) */
+    const char *nft_table;    /* the node's `table inet <name>` (netpolicy.h) */
+    const char *uplink;       /* the interface to the world; "": none */
+    bool nat;                 /* masquerade the containers out of the uplink */
+    const char *nat_deny;     /* what nat never reaches (netpolicy_check_nat_deny) */
+    overlay_cfg_t overlay;    /* links across servers (overlay.h) */
 } agent_cfg_t;
 
 #define AGENT_ROUTER_DIR "router" /* <state_dir>/router: docs/ROUTER.md */
@@ -51,6 +58,9 @@ extern const setting_t agent_settings[];
 /* Load and check the file; -1 with a message naming the file and key. */
 int agent_cfg_load(agent_cfg_t *c, const char *path, err_t *e);
 void agent_cfg_free(agent_cfg_t *c);
+
+/* The nft table's settings (netpolicy.h) of a loaded config. */
+netpolicy_cfg_t agent_netpolicy_cfg(const agent_cfg_t *c);
 
 /* Take <state_dir>/imperium-node.lock (creating state_dir): one daemon (or
  * stop-all) per node.  Returns the fd to keep open, -1 if someone holds it. */

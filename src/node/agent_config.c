@@ -16,6 +16,8 @@
 #include "../common/fsutil.h"
 #include "../common/strutil.h"
 #include "../runtime/cgroup.h"
+#include "../runtime/net.h"
+#include "netpolicy.h"
 #include "router.h"
 
 static int bad(const agent_cfg_t *c, err_t *e, const char *key, const char *why)
@@ -71,6 +73,43 @@ static int check_address(const setting_t *s, const char *v, err_t *e)
     return 0;
 }
 
+static int check_cidr(const setting_t *s, const char *v, err_t *e)
+{
+    uint32_t addr;
+    int len;
+    return net_parse_cidr(v, &addr, &len, s->name, e);
+}
+
+static int check_ipv4(const setting_t *s, const char *v, err_t *e)
+{
+    uint32_t addr;
+    return net_parse_ip(v, &addr, s->name, e);
+}
+
+static int check_nft_table(const setting_t *s, const char *v, err_t *e)
+{
+    (void)s;
+    return netpolicy_check_table(v, e);
+}
+
+static int check_nat_deny(const setting_t *s, const char *v, err_t *e)
+{
+    (void)s;
+    return netpolicy_check_nat_deny(v, e);
+}
+
+static int check_uplink(const setting_t *s, const char *v, err_t *e)
+{
+    (void)s;
+    return netpolicy_check_ifname(v, e);
+}
+
+static int check_veth_prefix(const setting_t *s, const char *v, err_t *e)
+{
+    (void)s;
+    return net_check_prefix(v, e);
+}
+
 #define AT(field) SETTING_AT(agent_cfg_t, field)
 
 const setting_t agent_settings[] = {
@@ -124,6 +163,42 @@ const setting_t agent_settings[] = {
      .help = "host path of the router's uwsgi"},
     {"router_user", 0, SET_STRP, AT(router_user), .def = ROUTER_DEFAULT_USER,
      .check = check_user, .meta = "USER", .help = "the router's unprivileged user"},
+    {"network", 0, SET_BOOL, AT(node.net.on), .idef = 1, .meta = "BOOL",
+     .help = "give containers uwsgi0 on the container network (off: only lo)"},
+    {"container_network", 0, SET_STRP, AT(node.net.network_text), .def = NET_DEFAULT_NETWORK,
+     .check = check_cidr, .meta = "CIDR", .help = "the containers' addresses (their API ip)"},
+    {"gateway", 0, SET_STRP, AT(node.net.gateway_text), .def = NET_DEFAULT_GATEWAY,
+     .check = check_ipv4, .meta = "IP",
+     .help = "the node's address on the container network (on lo; containers' default route)"},
+    {"veth_prefix", 0, SET_STRP, AT(node.net.prefix), .def = NET_DEFAULT_PREFIX,
+     .check = check_veth_prefix, .meta = "NAME",
+     .help = "host end of a container's veth is <prefix><uid> (1-4 of [a-z])"},
+    {"nft_table", 0, SET_STRP, AT(nft_table), .def = NETPOLICY_DEFAULT_TABLE,
+     .check = check_nft_table, .meta = "NAME",
+     .help = "the node's own nftables table (table inet NAME; no other is touched)"},
+    {"uplink", 0, SET_STRP, AT(uplink), .def = "", .check = check_uplink, .meta = "IFNAME",
+     .help = "the interface to the world (default none: containers reach no world)"},
+    {"nat", 0, SET_BOOL, AT(nat), .idef = 1, .meta = "BOOL",
+     .help = "masquerade the containers out of the uplink (only with an uplink)"},
+    {"nat_deny", 0, SET_STRP, AT(nat_deny), .def = NETPOLICY_DEFAULT_NAT_DENY,
+     .check = check_nat_deny, .meta = "CIDRS",
+     .help = "with nat: IPv4 networks containers never reach (comma- or space-separated; "
+             "default the cloud metadata 169.254.0.0/16; empty: none)"},
+    {"overlay", 0, SET_STRP, AT(overlay.mode), .def = OVERLAY_DEFAULT_MODE,
+     .check = overlay_check_mode, .meta = "off|vxlan",
+     .help = "links across servers: vxlan (on a private underlay) or off"},
+    {"overlay_local", 0, SET_STRP, AT(overlay.local), .check = overlay_check_local,
+     .meta = "IP", .help = "the underlay address VXLAN is sent from (default: the server's)"},
+    {"overlay_dev", 0, SET_STRP, AT(overlay.dev), .def = OVERLAY_DEFAULT_DEV,
+     .check = overlay_check_dev, .meta = "IFNAME", .help = "the overlay's interface"},
+    {"vxlan_id", 0, SET_INT, AT(overlay.vni), .min = 1, .max = OVERLAY_VNI_MAX,
+     .idef = OVERLAY_DEFAULT_VNI, .meta = "N", .help = "the VXLAN id (the same on every node)"},
+    {"vxlan_port", 0, SET_INT, AT(overlay.port), .min = 1, .max = 65535,
+     .idef = OVERLAY_DEFAULT_PORT, .meta = "PORT",
+     .help = "the VXLAN UDP port (the same on every node)"},
+    {"overlay_mtu", 0, SET_INT, AT(overlay.mtu), .min = OVERLAY_MTU_MIN, .max = OVERLAY_MTU_MAX,
+     .idef = OVERLAY_DEFAULT_MTU, .meta = "N",
+     .help = "the overlay's MTU, and uwsgi0's with the overlay on: the underlay's minus 50"},
     {NULL},
 };
 
@@ -178,6 +253,22 @@ static int check_loaded(agent_cfg_t *c, err_t *e)
         return err_set(e, ERR_INPUT, "%s: shortcuts %s: %s", c->conf.path, shortcuts,
                        strerror(errno));
     c->stop_timeout_ms = c->stop_timeout_s * 1000;
+    err_t ne;
+    err_clear(&ne);
+    if (overlay_on(&c->overlay) && !c->node.net.on)
+        return bad(c, e, "overlay", "= vxlan needs network = on");
+    /* Through the overlay a container's packets carry 50 bytes more: its
+     * uwsgi0 must not send more than the overlay carries. */
+    if (overlay_on(&c->overlay))
+        c->node.net.mtu = c->overlay.mtu;
+    if (net_cfg_parse(&c->node.net, &ne) < 0)
+        return err_set(e, ERR_INPUT, "%s: %s", c->conf.path, ne.msg);
+    /* The table's rules match "<prefix>*": the node's own devices must not. */
+    if (c->node.net.on &&
+        (net_check_not_prefixed(c->uplink, c->node.net.prefix, "uplink", &ne) < 0 ||
+         (overlay_on(&c->overlay) &&
+          net_check_not_prefixed(c->overlay.dev, c->node.net.prefix, "overlay_dev", &ne) < 0)))
+        return err_set(e, ERR_INPUT, "%s: %s", c->conf.path, ne.msg);
     return 0;
 }
 
@@ -202,6 +293,19 @@ void agent_cfg_free(agent_cfg_t *c)
     }
     conf_free(&c->conf);
     memset(c, 0, sizeof *c);
+}
+
+netpolicy_cfg_t agent_netpolicy_cfg(const agent_cfg_t *c)
+{
+    return (netpolicy_cfg_t){.table = c->nft_table,
+                             .prefix = c->node.net.prefix,
+                             .uplink = c->uplink,
+                             .nat = c->nat,
+                             .nat_deny = c->nat_deny,
+                             .network = c->node.net.network,
+                             .prefixlen = c->node.net.prefixlen,
+                             .gateway = c->node.net.gateway,
+                             .overlay = &c->overlay};
 }
 
 int agent_lock(const agent_cfg_t *c, err_t *e)

@@ -3,6 +3,7 @@
  *
  *   imperium-node run --config FILE      (or: imperium-node -c FILE)
  *   imperium-node stop-all --config FILE
+ *   imperium-node net-table --config FILE --state FILE [--apply [--state FILE]...]
  *   imperium-node container start  --spec FILE --state-dir DIR --containers-dir DIR
  *                                  [--shortcuts FILE] [--uwsgi PATH]
  *                                  [--cgroup-root DIR] [--cgroup-parent NAME]
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../common/strutil.h"
 #include "../common/validate.h"
@@ -46,6 +48,10 @@ static void usage(FILE *f)
           "  stop-all --config FILE\n"
           "        stop every container of the node (maintenance); refused while the\n"
           "        daemon runs\n"
+          "  net-table --config FILE --state FILE [--apply [--state FILE]...]\n"
+          "        the node's nft table for a node state (e.g. <state_dir>/desired.json):\n"
+          "        printed, or applied in this network namespace (--apply: each state in\n"
+          "        turn, as the daemon would, with the time each took)\n"
           "\n"
           "The config file (key = value lines, docs/NODE.md; api_url, server_name,\n"
           "secret or secret_file, state_dir and containers_dir are required):\n",
@@ -242,6 +248,122 @@ static int daemon_commands(int argc, char **argv)
     return rc;
 }
 
+#define NET_TABLE_STATES_MAX 64
+
+static json_t *net_table_load(const char *path, spec_state_t **out)
+{
+    err_t e;
+    err_clear(&e);
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    *out = j ? spec_parse(j, &e) : NULL;
+    if (!*out)
+        fprintf(stderr, "imperium-node: net-table: %s: %s\n", path, j ? e.msg : je.text);
+    return j;
+}
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* net-table --apply: each state in turn, as the daemon would (one context,
+ * a change of elements only applied as their difference), each timed:
+ * render + apply, the bench's figure. */
+static int net_table_apply(const netpolicy_cfg_t *pc, char **paths, int n)
+{
+    err_t e;
+    err_clear(&e);
+    netpolicy_t *np = netpolicy_new(pc, &e);
+    if (!np) {
+        fprintf(stderr, "imperium-node: net-table: %s\n", e.msg);
+        return 1;
+    }
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        spec_state_t *s;
+        json_t *j = net_table_load(paths[i], &s);
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int applied = s ? netpolicy_apply(np, s, &e) : -1;
+        double ms = ms_since(&t0);
+        bool parsed = s != NULL;
+        spec_free(s);
+        json_decref(j);
+        if (applied < 0) {
+            if (parsed)
+                fprintf(stderr, "imperium-node: net-table: %s\n", e.msg);
+            rc = 1;
+        } else {
+            printf("%s table inet %s (%s) in %.3f ms\n", applied ? "applied" : "unchanged",
+                   pc->table, paths[i], ms);
+        }
+    }
+    netpolicy_free(np);
+    return rc;
+}
+
+static int net_table_print(const netpolicy_cfg_t *pc, const char *path)
+{
+    spec_state_t *s;
+    json_t *j = net_table_load(path, &s);
+    err_t e;
+    err_clear(&e);
+    char *text = s ? netpolicy_render(pc, s, &e) : NULL;
+    spec_free(s);
+    json_decref(j);
+    if (!text) {
+        if (e.msg[0])
+            fprintf(stderr, "imperium-node: net-table: %s\n", e.msg);
+        return 1;
+    }
+    fputs(text, stdout);
+    free(text);
+    return 0;
+}
+
+/* `net-table --config FILE --state FILE [--apply [--state FILE]...]`, or
+ * -1 when argv is another command: what the node makes of a state. */
+static int net_table_command(int argc, char **argv)
+{
+    if (strcmp(argv[1], "net-table") != 0)
+        return -1;
+    const char *conf = NULL;
+    char *paths[NET_TABLE_STATES_MAX];
+    int n = 0;
+    bool apply = false, bad = false;
+    for (int i = 2; i < argc && !bad; i++) {
+        if ((!strcmp(argv[i], "--config") || !strcmp(argv[i], "-c")) && i + 1 < argc)
+            conf = argv[++i];
+        else if (!strcmp(argv[i], "--state") && i + 1 < argc && n < NET_TABLE_STATES_MAX)
+            paths[n++] = argv[++i];
+        else if (!strcmp(argv[i], "--apply"))
+            apply = true;
+        else
+            bad = true;
+    }
+    if (bad || !conf || n == 0 || (!apply && n > 1)) {
+        fprintf(stderr, "imperium-node: net-table needs --config FILE --state FILE (--apply: "
+                        "up to %d --state)\n",
+                NET_TABLE_STATES_MAX);
+        usage(stderr);
+        return 2;
+    }
+    agent_cfg_t cfg;
+    err_t e;
+    err_clear(&e);
+    if (agent_cfg_load(&cfg, conf, &e) < 0) {
+        fprintf(stderr, "imperium-node: %s\n", e.msg);
+        return 1;
+    }
+    netpolicy_cfg_t pc = agent_netpolicy_cfg(&cfg);
+    int rc = apply ? net_table_apply(&pc, paths, n) : net_table_print(&pc, paths[0]);
+    agent_cfg_free(&cfg);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     args_t a;
@@ -251,6 +373,8 @@ int main(int argc, char **argv)
         return 0;
     }
     int rc = argc >= 2 ? daemon_commands(argc, argv) : -1;
+    if (rc < 0 && argc >= 2)
+        rc = net_table_command(argc, argv);
     if (rc >= 0)
         return rc;
     rc = parse(argc, argv, &a);

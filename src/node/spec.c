@@ -134,6 +134,11 @@ static const field_t legion_fields[] = {
     INT(spec_legion_t, quorum), STRS(spec_legion_t, nodes), END};
 static const shape_t legion_shape = {"legions[]", sizeof(spec_legion_t), legion_fields, NULL};
 
+static const field_t link_peer_fields[] = {
+    STR(spec_link_peer_t, ip), STR(spec_link_peer_t, server), INT(spec_link_peer_t, uid), END};
+static const shape_t link_peer_shape = {"link_peers[]", sizeof(spec_link_peer_t),
+                                        link_peer_fields, NULL};
+
 static const field_t state_fields[] = {
     STR(spec_state_t, version),
     OBJ(spec_state_t, server, server_shape),
@@ -141,6 +146,7 @@ static const field_t state_fields[] = {
     LIST(spec_state_t, domains, domain_shape),
     LIST(spec_state_t, portmappings, portmapping_shape),
     LIST(spec_state_t, legions, legion_shape),
+    LIST(spec_state_t, link_peers, link_peer_shape),
     END};
 static const shape_t state_shape = {"", sizeof(spec_state_t), state_fields, NULL};
 
@@ -454,6 +460,27 @@ static int parse_container(const json_t *j, spec_container_t *c, err_t *e)
     return 0;
 }
 
+/* Two containers with one ip: the second /32 would take the first's
+ * traffic (and its links).  The later one gets the error and loses the ip,
+ * so nothing of the network (table, links, routes) counts it. */
+static int refuse_duplicate_ip(spec_state_t *s, size_t i, err_t *e)
+{
+    spec_container_t *c = &s->containers[i];
+    for (size_t k = 0; c->ip && *c->ip && k < i; k++) {
+        const spec_container_t *o = &s->containers[k];
+        if (o->error || !o->ip || strcmp(o->ip, c->ip) != 0)
+            continue;
+        if (!(c->error = str_printf("spec: ip %s is container %lld's already: one address, "
+                                    "one container (this one does not start)",
+                                    c->ip, o->uid)))
+            return oom(e);
+        free(c->ip);
+        c->ip = NULL;
+        return 0;
+    }
+    return 0;
+}
+
 static int parse_containers(const json_t *list, spec_state_t *s, err_t *e)
 {
     size_t n = json_array_size(list);
@@ -469,6 +496,8 @@ static int parse_containers(const json_t *list, spec_state_t *s, err_t *e)
                 return err_set(e, ERR_INTERNAL, "%s", one.msg);
             if (!(c->error = strdup(one.msg)))
                 return oom(e);
+        } else if (refuse_duplicate_ip(s, i, e) < 0) {
+            return -1;
         }
     }
     return 0;
@@ -678,6 +707,9 @@ static int runtime_fill(const spec_container_t *c, const cli_spec_t *files,
         dup_opt(files->etc_resolv_conf, &s->etc_resolv_conf, e) < 0 ||
         runtime_rootfs(&c->rootfs, cfg, s, e) < 0 || runtime_keys(c, s, e) < 0)
         return -1;
+    /* uwsgi0's address: the API's ip, inside this node's container network. */
+    if (cfg->net.on && net_spec_fill(&cfg->net, c->ip, &s->net, e) < 0)
+        return -1;
     if (!s->home && !(s->home = str_printf("%s/%d", cfg->containers_dir, s->uid)))
         return oom(e);
     return 0;
@@ -710,7 +742,10 @@ int spec_runtime(const spec_container_t *c, const spec_server_t *server, const n
         .etc_hosts = (char *)nonempty(server ? server->etc_hosts : NULL),
         .etc_resolv_conf = (char *)nonempty(server ? server->etc_resolv_conf : NULL),
     };
-    return runtime(c, &files, cfg, out, e);
+    if (runtime(c, &files, cfg, out, e) < 0)
+        return -1;
+    out->net.localnet = out->net.on && server && net_is_loopback(server->address);
+    return 0;
 }
 
 int spec_cli_parse(const json_t *j, const node_cfg_t *cfg, container_spec_t *out, err_t *e)

@@ -13,7 +13,8 @@
  * wrongly typed element of domains[], portmappings[] or legions[], or field
  * of the server, is dropped (a log_warn once per message for the life of
  * the process) and the rest applies; server.all_containers is used whole or
- * not at all (then no home is retired).  A field this
+ * not at all (then no home is retired).  A container whose ip an earlier
+ * one holds keeps an error and no ip (a /32 each).  A field this
  * node does not know is logged once per name for the life of the process
  * (log_warn, on the daemon's stderr) and otherwise ignored: an API newer
  * than the node.  tests/unit/test_spec.c feeds this with exactly what
@@ -111,6 +112,14 @@ typedef struct {
     long long private_port;
 } spec_portmapping_t;
 
+/* link_peers[]: a container on ANOTHER server that a container of this one
+ * is linked with both ways (the overlay's remote ends, issue 15 stage D). */
+typedef struct {
+    char *ip;     /* its 10.x address */
+    char *server; /* its server's address */
+    long long uid;
+} spec_link_peer_t;
+
 typedef struct {
     char *name, *address, *key;
     long long quorum;
@@ -129,6 +138,8 @@ typedef struct {
     size_t n_portmappings;
     spec_legion_t *legions;
     size_t n_legions;
+    spec_link_peer_t *link_peers;
+    size_t n_link_peers;
     json_t *json; /* the object parsed (a reference): saved as is for the next daemon */
 } spec_state_t;
 

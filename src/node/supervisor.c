@@ -22,6 +22,8 @@
 #include "../runtime/home.h"
 #include "../runtime/state.h"
 
+/* A start refused by sv_hold_starts is tried again this often. */
+#define HOLD_RETRY_MS 1000
 /* After SIGKILL, how long before we say the init survives it. */
 #define KILL_WAIT_MS 5000
 /* Without pidfds (Linux < 5.3) a running init is checked this often. */
@@ -60,6 +62,7 @@ typedef struct {
 
     int backoff;        /* consecutive deaths and failed starts */
     bool failed;        /* WAITING after a failed start (not a death) */
+    bool held;          /* that failure was sv_hold_starts' refusal */
     long long wait_gen; /* the generation that failed or died */
     char last_error[512];
     char logged_error[512]; /* the last error logged, not to repeat it each retry */
@@ -80,6 +83,7 @@ struct supervisor {
     size_t n_existing;
     bool have_existing;
     long long purge_before; /* server.purge_deleted_before; 0: none */
+    char hold[512];         /* sv_hold_starts: why no container may start now */
     bool housekeeping_due;  /* retire deleted homes, purge: after a state, a stop */
 };
 
@@ -321,6 +325,13 @@ static void start(supervisor_t *sv, rec_t *r)
     if (container_find(&sv->o.node, r->uid, &pid) && adopt(sv, r, pid))
         return; /* running already (started by hand?): the next converge checks it */
     char msg[sizeof e.msg];
+    if (sv->hold[0]) {
+        start_failed(sv, r, sv->hold);
+        r->held = true;
+        r->deadline_ms = now_ms() + HOLD_RETRY_MS; /* not the backoff: it is not its fault */
+        return;
+    }
+    r->held = false;
     if (host_distro_refused(sv, r, msg, sizeof msg)) {
         start_failed(sv, r, msg);
         return;
@@ -620,6 +631,23 @@ void sv_set_state(supervisor_t *sv, const spec_state_t *state)
                   state->n_containers);
     sv->have_state = true;
     sv->changed = true; /* report after every state, e.g. when the API is back */
+}
+
+void sv_hold_starts(supervisor_t *sv, const char *why)
+{
+    bool was = sv->hold[0] != '\0';
+    snprintf(sv->hold, sizeof sv->hold, "%s", why ? why : "");
+    if (!was || sv->hold[0])
+        return;
+    /* Released: what waited for it starts now, its backoff forgotten. */
+    for (size_t i = 0; i < sv->n; i++) {
+        rec_t *r = sv->recs[i];
+        if (r->phase == PH_WAITING && r->held) {
+            r->deadline_ms = now_ms();
+            r->backoff = 0;
+            r->held = false;
+        }
+    }
 }
 
 /* ---- converge ----------------------------------------------------------------- */

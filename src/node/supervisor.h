@@ -48,6 +48,11 @@ void sv_reap(supervisor_t *sv);
 void sv_adopt_all(supervisor_t *sv);
 /* A node state from the API: its containers become the wanted set. */
 void sv_set_state(supervisor_t *sv, const spec_state_t *state);
+/* Refuse every start while why is set (a start fails with it as the
+ * container's error, retried each second); NULL or "" lets them start at
+ * once.  The node holds starts while its nft table is not in force
+ * (netpolicy.h): a container must never run without its isolation. */
+void sv_hold_starts(supervisor_t *sv, const char *why);
 /* Act on the wanted set, the deadlines and the backoffs. */
 void sv_converge(supervisor_t *sv);
 /* Milliseconds (monotonic clock) of the next deadline, or -1. */

@@ -6,8 +6,10 @@
  *           home layout; create the cgroups (memory, pids, cpu, io); format
  *           everything the child needs (runtime.h);
  *           clone with new mount/pid/uts/ipc/net namespaces;
- *   child:  waits until the parent has put it in the cgroups ("go"), then
- *           cgroup namespace, mounts + pivot_root, hostname, loopback,
+ *   parent: puts the child in the cgroups and (networking on) creates its
+ *           veth, the inside end uwsgi0 in the child's namespace (net.c);
+ *   child:  waits until the parent has done so ("go"), then
+ *           cgroup namespace, mounts + pivot_root, hostname, loopback, uwsgi0,
  *           drops to the uid with no capabilities, and execs imperium-init
  *           (init_main.c: the seccomp filter, then init.c), which starts the
  *           Emperor (emperor.c);
@@ -36,6 +38,7 @@
 #include "../common/validate.h"
 #include "cgroup.h"
 #include "home.h"
+#include "net.h"
 #include "runtime.h"
 
 #define SETUP_TIMEOUT_MS 10000
@@ -350,7 +353,8 @@ static void child_main(rt_plan_t *p)
     setsid();     /* leave the node's session: no terminal signals reach us */
 
     if (rt_enter_cgroup_ns(&e) < 0 || rt_mounts(p, &e) < 0 || rt_set_hostname(p, &e) < 0 ||
-        rt_loopback_up(&e) < 0 || rt_drop_privileges(p->uid, &e) < 0)
+        rt_loopback_up(&e) < 0 || rt_uwsgi0_up(p, &e) < 0 ||
+        rt_drop_privileges(p->uid, &e) < 0)
         rt_report(p, &e);
     else if (rt_exec_init(p, &e) < 0)
         rt_report(p, &e);
@@ -398,7 +402,14 @@ static void kill_child(pid_t pid)
         ;
 }
 
-/* Clone the child, put it in the cgroup, let it go, wait for its report. */
+/* In the window between the cgroup join and "go": the child's veth. */
+static int attach(const rt_plan_t *p, pid_t pid, err_t *e)
+{
+    return p->net.on ? net_attach(&p->net, p->uid, pid, e) : 0;
+}
+
+/* Clone the child, put it in the cgroup, give it its veth, let it go, wait
+ * for its report. */
 static int spawn(rt_plan_t *p, const cgroup_t *cg, pid_t *out, err_t *e)
 {
     int sv[2];
@@ -414,7 +425,7 @@ static int spawn(rt_plan_t *p, const cgroup_t *cg, pid_t *out, err_t *e)
     char msg[sizeof e->msg];
     if (pid < 0) {
         err_set(e, ERR_INTERNAL, "clone with new namespaces: %s", strerror(err));
-    } else if (cgroup_add(cg, pid, e) < 0) {
+    } else if (cgroup_add(cg, pid, e) < 0 || attach(p, pid, e) < 0) {
         kill_child(pid);
     } else if (send(sv[0], "g", 1, MSG_NOSIGNAL) != 1) {
         /* The child is gone already; it may have said why. */
@@ -487,10 +498,35 @@ static int step_plan(start_ctx_t *c, err_t *e)
     return 0;
 }
 
-/* Clone with new namespaces, cgroups, mounts, hostname, the drop to the
- * uid, imperium-init, the Emperor: spawn() reports the child's failing step
- * and kills a child that failed. */
-static int step_spawn(start_ctx_t *c, err_t *e) { return spawn(c->plan, &c->cg, &c->pid, e); }
+/* The network part of the plan: the spec's net_spec_t, checked by
+ * spec_runtime (net_spec_fill) against the node's container network. */
+static int step_net_plan(start_ctx_t *c, err_t *e)
+{
+    char host[NET_IFNAME_MAX];
+    c->plan->net = c->s->net;
+    if (c->s->net.on && net_host_name(c->s->net.prefix, c->s->uid, host, sizeof host, e) < 0)
+        return -1;
+    return 0;
+}
+
+/* The host end of the veth, now, rather than when the kernel gets round to
+ * the dead namespace: a failed start leaves no interface behind. */
+static void undo_net(start_ctx_t *c)
+{
+    if (c->plan && c->plan->net.on)
+        net_detach(c->plan->net.prefix, c->s->uid, NULL);
+}
+
+/* Clone with new namespaces, cgroups, the veth, mounts, hostname, uwsgi0,
+ * the drop to the uid, imperium-init, the Emperor: spawn() reports the
+ * child's failing step and kills a child that failed. */
+static int step_spawn(start_ctx_t *c, err_t *e)
+{
+    if (spawn(c->plan, &c->cg, &c->pid, e) == 0)
+        return 0;
+    undo_net(c); /* its own undo runs only when a later step fails */
+    return -1;
+}
 
 /* The init's start time: what adoption compares after a pid reuse. */
 static int step_confirm(start_ctx_t *c, err_t *e)
@@ -510,7 +546,8 @@ static const struct step {
     {"prepare the home", step_home, NULL},
     {"create the cgroups", step_cgroups, undo_cgroups},
     {"plan the container's setup", step_plan, NULL},
-    {"start the container", step_spawn, NULL},
+    {"plan the network", step_net_plan, NULL},
+    {"start the container", step_spawn, undo_net},
     {"confirm the init", step_confirm, NULL},
 };
 #define N_START_STEPS (sizeof start_steps / sizeof *start_steps)
@@ -582,6 +619,8 @@ int container_start(const node_cfg_t *cfg, const container_spec_t *s, pid_t *pid
         /* Unrecorded, it could never be adopted or stopped: undo it. */
         cgroup_t cg;
         kill_child(*pid);
+        if (s->net.on)
+            net_detach(s->net.prefix, s->uid, NULL);
         if (cgroup_from_dir(st.cgroup, &cg, NULL) == 0)
             cgroup_destroy(&cg, NULL);
         return -1;
@@ -631,6 +670,11 @@ int container_stop(const node_cfg_t *cfg, int uid, int timeout_ms, err_t *e)
         return -1;
     if (state_init_alive(&st))
         return err_set(e, ERR_INTERNAL, "container %d: init %d survives SIGKILL", uid, (int)st.pid);
+    /* The kernel deletes the veth with the namespace, but asynchronously:
+     * gone now, so a stopped container leaves nothing and a restart finds
+     * no stale name. */
+    if (cfg->net.on && net_detach(cfg->net.prefix, uid, e) < 0)
+        return -1;
     st.pid = 0;
     st.starttime = 0;
     st.since = (long long)time(NULL);

@@ -14,6 +14,7 @@
 #include <sys/types.h>
 
 #include "../common/err.h"
+#include "net.h"
 #include "state.h"
 
 /* The node's directories and tools.  Nothing is hard-wired: a test runs a
@@ -36,6 +37,7 @@ typedef struct {
     int pids_max;               /* per container (0: CG_DEFAULT_PIDS_MAX) */
     int cpu_weight;             /* 1-10000 (0: CG_DEFAULT_CPU_WEIGHT) */
     int io_weight;              /* 1-10000 (0: CG_DEFAULT_IO_WEIGHT) */
+    net_cfg_t net;              /* containers' uwsgi0 (net.h); zeroed: off, lo only */
 } node_cfg_t;
 
 #define NODE_DEFAULT_UWSGI "/usr/bin/uwsgi"
@@ -66,6 +68,7 @@ typedef struct {
     char *etc_resolv_conf;    /* etc/resolv.conf; NULL: empty */
     long long generation;     /* bumped by every change that needs a restart */
     long long ssh_generation; /* bumped by key changes (no restart) */
+    net_spec_t net;           /* uwsgi0 (net_spec_fill); net.on false: lo only */
 } container_spec_t;
 
 /* Free the members (the struct itself is the caller's). */
@@ -77,7 +80,8 @@ void container_spec_free(container_spec_t *s);
 int container_start(const node_cfg_t *cfg, const container_spec_t *spec, pid_t *pid, err_t *e);
 
 /* SIGTERM to init (which forwards it to the Emperor), SIGKILL for the whole
- * cgroup after timeout_ms, then the cgroup is removed.  The home stays.
+ * cgroup after timeout_ms, then the cgroup and (cfg->net.on) the host end
+ * of its veth are removed.  The home stays.
  * Stopping a stopped container is fine. */
 int container_stop(const node_cfg_t *cfg, int uid, int timeout_ms, err_t *e);
 

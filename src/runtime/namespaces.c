@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <linux/capability.h>
 #include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -71,6 +73,65 @@ int rt_loopback_up(err_t *e)
     close(fd);
     errno = err;
     return rc < 0 ? rt_fail(e, "loopback: bring lo up") : 0;
+}
+
+static void set_in(struct sockaddr *sa, uint32_t addr)
+{
+    struct sockaddr_in *in = (struct sockaddr_in *)sa;
+    in->sin_family = AF_INET;
+    in->sin_addr.s_addr = addr;
+}
+
+/* Address, netmask, MTU and up: the kernel then adds the on-link route of
+ * the whole container network, which proxy ARP on the host end answers. */
+static int uwsgi0_addr(int fd, const net_spec_t *n, err_t *e)
+{
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    memcpy(ifr.ifr_name, NET_INSIDE_NAME, sizeof NET_INSIDE_NAME);
+    set_in(&ifr.ifr_addr, n->ip);
+    if (ioctl(fd, SIOCSIFADDR, &ifr) < 0)
+        return rt_fail(e, "uwsgi0: set the address");
+    set_in(&ifr.ifr_netmask, htonl(n->prefixlen ? ~0u << (32 - n->prefixlen) : 0));
+    if (ioctl(fd, SIOCSIFNETMASK, &ifr) < 0)
+        return rt_fail(e, "uwsgi0: set the netmask");
+    if (n->mtu > 0) {
+        ifr.ifr_mtu = n->mtu;
+        if (ioctl(fd, SIOCSIFMTU, &ifr) < 0)
+            return rt_fail(e, "uwsgi0: set the MTU");
+    }
+    if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0)
+        return rt_fail(e, "uwsgi0: read the flags");
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0)
+        return rt_fail(e, "uwsgi0: bring it up");
+    return 0;
+}
+
+static int uwsgi0_default_route(int fd, const net_spec_t *n, err_t *e)
+{
+    struct rtentry rt;
+    memset(&rt, 0, sizeof rt);
+    set_in(&rt.rt_dst, 0);
+    set_in(&rt.rt_genmask, 0);
+    set_in(&rt.rt_gateway, n->gateway);
+    rt.rt_flags = RTF_UP | RTF_GATEWAY;
+    rt.rt_dev = (char *)NET_INSIDE_NAME;
+    if (ioctl(fd, SIOCADDRT, &rt) < 0)
+        return rt_fail(e, "uwsgi0: add the default route");
+    return 0;
+}
+
+int rt_uwsgi0_up(const rt_plan_t *p, err_t *e)
+{
+    if (!p->net.on)
+        return 0;
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return rt_fail(e, "uwsgi0: socket");
+    int rc = uwsgi0_addr(fd, &p->net, e) < 0 || uwsgi0_default_route(fd, &p->net, e) < 0 ? -1 : 0;
+    close(fd);
+    return rc;
 }
 
 static int drop_bounding_set(err_t *e)

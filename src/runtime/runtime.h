@@ -20,6 +20,7 @@
 #include <sys/types.h>
 
 #include "../common/err.h"
+#include "net.h"
 #include "state.h"
 
 #define RT_PATH STATE_PATH_MAX
@@ -67,6 +68,10 @@ typedef struct {
      * the Emperor's argv; its environment is the Emperor's envp. */
     char *init_argv[RT_MAX_ARGS + 8];
 
+    /* uwsgi0 (net.h): the parent made the veth before "go"; the child
+     * gives it its address, MTU and default route (net.on false: lo only). */
+    net_spec_t net;
+
     /* The child's end of a socketpair with the parent: the parent sends
      * "go" once the child is in its cgroup; the child (then imperium-init)
      * answers with one error line, or with EOF once the Emperor has exec'd
@@ -90,6 +95,9 @@ pid_t rt_clone(unsigned long long flags);
 int rt_enter_cgroup_ns(err_t *e);
 int rt_set_hostname(const rt_plan_t *p, err_t *e);
 int rt_loopback_up(err_t *e);
+/* uwsgi0: p->net.ip/prefixlen, MTU, up, default route via the gateway
+ * (raw ioctls, no allocation).  Nothing to do when p->net.on is false. */
+int rt_uwsgi0_up(const rt_plan_t *p, err_t *e);
 /* uid/gid, no supplementary groups, no capabilities of any kind,
  * no_new_privs. */
 int rt_drop_privileges(int uid, err_t *e);

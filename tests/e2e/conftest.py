@@ -191,30 +191,72 @@ def subreaper():
         yield
 
 
-@pytest.fixture
-def make_node(api):
-    """make_node() -> a Node with its daemon running; make_node(api2, start=False)."""
+@contextlib.contextmanager
+def cleaned_nodes():
+    """The list a node fixture appends its nodes to: at the end each is
+    cleaned up (a NetNode's namespace deleted), its base removed, and no
+    mount of theirs may be left on the host."""
     nodes = []
     before = mount_lines()
-
-    def make(on_api=None, start=True, host_ok=True):
-        n = nodeutil.Node(on_api or api, nodeutil.new_base("daemon-"), host_ok=host_ok)
-        nodes.append(n)
-        if start:
-            n.start()
-        return n
-
     try:
-        yield make
+        yield nodes
     finally:
         try:
             for n in nodes:
                 n.cleanup()
         finally:
             for n in nodes:
+                if hasattr(n, "close_ns"):
+                    n.close_ns()
                 shutil.rmtree(n.base, ignore_errors=True)
         leaked = nodeutil.leaked_mounts(before, nodeutil.BASE)
         assert not leaked, leaked
+
+
+@pytest.fixture
+def make_node(api):
+    """make_node() -> a Node with its daemon running; make_node(api2, start=False)."""
+    with cleaned_nodes() as nodes:
+        def make(on_api=None, start=True, host_ok=True):
+            n = nodeutil.Node(on_api or api, nodeutil.new_base("daemon-"), host_ok=host_ok)
+            nodes.append(n)
+            if start:
+                n.start()
+            return n
+
+        yield make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stale_netns_swept():
+    """Namespaces `imp-<pid>-<n>` of test runs that died go first."""
+    nodeutil.sweep_stale_netns()
+
+
+@pytest.fixture(scope="module")
+def world():
+    """The world namespace (nodeutil.World: bridge 203.0.113.1/24) that
+    NetNodes are plugged into; deleted at the module's end."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    with nodeutil.World() as w:
+        yield w
+
+
+@pytest.fixture
+def make_net_node(api, world):
+    """make_net_node(conf="", veth_prefix="imp", start=True) -> a NetNode
+    (its daemon in a namespace of its own, networking on); every one is
+    cleaned up and its namespace deleted at the test's end."""
+    with cleaned_nodes() as nodes:
+        def make(start=True, **kw):
+            n = nodeutil.NetNode(api, nodeutil.new_base("net-"), world, **kw)
+            nodes.append(n)
+            if start:
+                n.start()
+            return n
+
+        yield make
 
 
 @pytest.fixture(scope="module")

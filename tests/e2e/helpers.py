@@ -3,11 +3,14 @@ binaries are, free ports, unique names, polling, and the host's view of
 processes and mounts.  No pytest here, so the bench can import it (with
 tests/e2e on sys.path); fixtures live in conftest.py, the node in nodeutil.py."""
 
+import ctypes
 import itertools
+import json
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -102,3 +105,160 @@ def reap_orphans(name="imperium-init"):
                 os.waitpid(int(p), os.WNOHANG)
             except ChildProcessError:
                 pass
+
+
+# ---- network namespaces of a test run (issue 15; nodeutil.NetNode, the bench) -------
+
+NETNS_DIR = "/run/netns"
+NETNS_PREFIX = f"imp-{os.getpid()}-"
+_netns_numbers = iter(range(1, 1 << 30))
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def sweep_stale_netns():
+    """Delete the `imp-<pid>-<n>` namespaces of test runs that died (their
+    pid is gone): run once at session start."""
+    if os.geteuid() != 0 or not os.path.isdir(NETNS_DIR):
+        return
+    for name in os.listdir(NETNS_DIR):
+        parts = name.split("-")
+        if len(parts) != 3 or parts[0] != "imp" or not parts[1].isdigit():
+            continue
+        if not os.path.exists(f"/proc/{parts[1]}"):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+
+
+def in_netns(path, fn, *args, **kw):
+    """fn(*args, **kw) called by a short-lived thread inside the network
+    namespace at `path`: its result, or its exception raised here.  The
+    caller's namespace is untouched; sockets fn makes keep the namespace
+    they were made in (requests.get(...) talks to that namespace's lo)."""
+    out = {}
+
+    def work():
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        target = os.open(path, os.O_RDONLY)
+        try:
+            if _libc.setns(target, CLONE_NEWNET) != 0:
+                out["err"] = OSError(ctypes.get_errno(), f"setns {path}")
+                return
+            out["v"] = fn(*args, **kw)
+        except BaseException as e:  # raised again in the caller's thread
+            out["err"] = e
+        finally:
+            # Back home, or the thread must not live on (it dies here anyway).
+            assert _libc.setns(own, CLONE_NEWNET) == 0
+            os.close(own)
+            os.close(target)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    if "err" in out:
+        raise out["err"]
+    return out["v"]
+
+
+def socket_in_netns(path, *args):
+    """A socket made inside the network namespace at `path`."""
+    return in_netns(path, socket.socket, *args)
+
+
+class Netns:
+    """A network namespace of this test run, `imp-<pid>-<n>`, lo up;
+    close() (or the with block's end) deletes it, also after a failure."""
+
+    def __init__(self):
+        self.name = f"{NETNS_PREFIX}{next(_netns_numbers)}"
+        self.path = os.path.join(NETNS_DIR, self.name)
+        subprocess.run(["ip", "netns", "add", self.name], check=True, capture_output=True,
+                       timeout=30)
+        try:
+            self.ip("link", "set", "lo", "up")
+        except BaseException:
+            self.close()
+            raise
+
+    def nsenter(self):
+        """The command prefix that runs a program in this namespace (only the
+        network namespace changes, unlike `ip netns exec`)."""
+        return ["nsenter", f"--net={self.path}"]
+
+    def run(self, *cmd, check=False, timeout=30):
+        """cmd inside the namespace: the CompletedProcess (text)."""
+        p = subprocess.run([*self.nsenter(), *cmd], capture_output=True, text=True,
+                           timeout=timeout)
+        if check:
+            assert p.returncode == 0, (cmd, p.stdout, p.stderr)
+        return p
+
+    def ip(self, *args):
+        """`ip -n NAME ARGS`, which must succeed: its stdout."""
+        p = subprocess.run(["ip", "-n", self.name, *args], capture_output=True, text=True,
+                           timeout=30)
+        assert p.returncode == 0, (args, p.stderr)
+        return p.stdout
+
+    def ip_json(self, *args):
+        """`ip -j ARGS` in the namespace, parsed."""
+        out = self.ip("-j", *args).strip()
+        return json.loads(out) if out else []
+
+    def close(self):
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Relay:
+    """127.0.0.1:port inside a namespace relayed to 127.0.0.1:port here (the
+    API stays on the host's loopback).  close() stops listening."""
+
+    def __init__(self, ns, port):
+        self.port = port
+        self.ls = socket_in_netns(ns.path)
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", port))
+        self.ls.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @staticmethod
+    def _pump(a, b):
+        try:
+            while (d := a.recv(65536)):
+                b.sendall(d)
+        except OSError:
+            pass
+        finally:
+            for s, how in ((b, socket.SHUT_WR), (a, socket.SHUT_RD)):
+                try:
+                    s.shutdown(how)
+                except OSError:
+                    pass
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return  # closed
+            try:
+                u = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+                u.settimeout(None)
+            except OSError:
+                c.close()
+                continue
+            threading.Thread(target=self._pump, args=(c, u), daemon=True).start()
+            threading.Thread(target=self._pump, args=(u, c), daemon=True).start()
+
+    def close(self):
+        try:
+            self.ls.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.ls.close()

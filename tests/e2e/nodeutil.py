@@ -21,8 +21,9 @@ import time
 import pytest
 import requests
 
-from helpers import (BIN, ROOT, SANITIZER_MARKERS, free_port, mount_lines, proc_status,
-                     procs_of_uid, reap_orphans, stop_proc, unique, wait_for)
+from helpers import (BIN, ROOT, SANITIZER_MARKERS, Netns, Relay, free_port, mount_lines,  # noqa: F401
+                     proc_status, procs_of_uid, reap_orphans, socket_in_netns, stop_proc,
+                     sweep_stale_netns, unique, wait_for)
 
 NODE = os.path.join(BIN, "imperium-node")
 BASE = os.path.join(ROOT, "build", "e2e-node")
@@ -207,7 +208,12 @@ def subreaping(cgroup_roots, reap=True):
 # ---- a node: its directory, its server in the API, its daemon ---------------------
 
 class Node:
-    def __init__(self, api, base, host_ok=True):
+    """A node daemon in this (the host's) network namespace, so with
+    `network = off`: its containers have only lo (NetNode networks them)."""
+    # Prepended to every imperium-node command (NetNode: nsenter into its netns).
+    wrap = ()
+
+    def __init__(self, api, base, host_ok=True, server_fields=None):
         self.api = api
         self.base = base
         self.state = os.path.join(base, "state")
@@ -218,7 +224,7 @@ class Node:
         self.uids = []
         self.auth, _ = api.new_customer()
         # The customer owns the server, so it may change memory itself.
-        self.server = api.new_server(owner=self.auth[0])
+        self.server = api.new_server(owner=self.auth[0], **(server_fields or {}))
         with open(self.conf, "w") as f:
             f.write(f"# imperium-node for {self.server['name']}\n"
                     f"api_url = {api.base}\n"
@@ -229,7 +235,8 @@ class Node:
                     f"shortcuts = {ROOT}/etc/uwsgi/shortcuts.ini\n"
                     f"cgroup_parent = {CGROUP_PARENT}\n"
                     f"distro_host_ok = {'true' if host_ok else 'false'}\n"
-                    f"log_level = debug\n")
+                    f"log_level = debug\n"
+                    f"network = {'on' if self.wrap else 'off'}\n")
 
     # -- the daemon --
     def start(self):
@@ -238,8 +245,8 @@ class Node:
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
         offset = len(self.log())
         with open(self.logpath, "a") as log:
-            self.proc = subprocess.Popen([NODE, "run", "--config", self.conf], stdout=log,
-                                         stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen([*self.wrap, NODE, "run", "--config", self.conf],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env)
         wait_for(lambda: "node state received" in self.log()[offset:] or self.proc.poll(), 20,
                  "the daemon's first state")
         assert self.proc.poll() is None, self.log()
@@ -258,8 +265,8 @@ class Node:
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
         with open(self.logpath, "a") as log:
-            self.proc = subprocess.Popen([NODE, "run", "--config", self.conf], stdout=log,
-                                         stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen([*self.wrap, NODE, "run", "--config", self.conf],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def stop(self):
         """SIGTERM: the daemon exits cleanly, leaving the containers running."""
@@ -283,7 +290,8 @@ class Node:
             assert marker not in log, "sanitizer report in imperium-node log:\n" + log[-6000:]
 
     def run(self, *args):
-        p = subprocess.run([NODE, *args], capture_output=True, text=True, timeout=120)
+        p = subprocess.run([*self.wrap, NODE, *args], capture_output=True, text=True,
+                           timeout=120)
         for marker in SANITIZER_MARKERS:
             assert marker not in p.stderr, p.stderr
         return p
@@ -512,3 +520,141 @@ def router_node(api, prefix, conf="", after_cleanup=None, show_logs=False, no_le
         if no_leaked_mounts:
             leaked = [line for line in mount_lines() - before if base in line]
             assert not leaked, leaked
+
+
+# ---- network namespaces (issue 15, docs/NETWORK.md) --------------------------------
+#
+# A node with networking adds veths, routes, an address on lo and an nft
+# table to its network namespace: in tests each such node (NetNode) runs in
+# a namespace of its own (`imp-<pytest pid>-<n>`), whose uplink is a veth to
+# a "world" namespace on TEST-NET-3 (203.0.113.0/24).  Nothing is ever made
+# in the host's namespace and no 10.x packet can reach the host's routes: a
+# node namespace's default route leads to the world namespace only.
+
+NETTOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nettool.py")
+WORLD_NET = "203.0.113"  # TEST-NET-3: the world bridge is .1, node k is .(2+k)
+
+
+class World(Netns):
+    """The world: bridge br0 on 203.0.113.1/24; plug(ns) gives a node
+    namespace the uplink `world0` with 203.0.113.(2+k)/24 and its default
+    route via 203.0.113.1 (so a stray packet can only die here)."""
+
+    GATEWAY = f"{WORLD_NET}.1"
+
+    def __init__(self):
+        super().__init__()
+        self.plugged = 0
+        try:
+            self.ip("link", "add", "br0", "type", "bridge")
+            self.ip("addr", "add", f"{self.GATEWAY}/24", "dev", "br0")
+            self.ip("link", "set", "br0", "up")
+        except BaseException:
+            self.close()
+            raise
+
+    def plug(self, ns):
+        """Connect ns to the bridge; its address (203.0.113.(2+k))."""
+        k = self.plugged
+        self.plugged += 1
+        addr = f"{WORLD_NET}.{2 + k}"
+        port = f"w{k}"
+        # Made here, the peer moved straight into ns: never in the host's namespace.
+        self.ip("link", "add", port, "type", "veth", "peer", "name", "world0", "netns", ns.name)
+        self.ip("link", "set", port, "master", "br0", "up")
+        ns.ip("addr", "add", f"{addr}/24", "dev", "world0")
+        ns.ip("link", "set", "world0", "up")
+        ns.ip("route", "add", "default", "via", self.GATEWAY)
+        return addr
+
+
+class NetNode(Node):
+    """A node daemon with networking on, in a network namespace of its own
+    plugged into `world`; for tests of containers' networks.
+
+        n = NetNode(api, new_base("net-"), world, conf="extra = lines\\n")
+        n.start(); uid = launch(n, host_distro, ssh_keys)
+        n.address            its TEST-NET address (its server's address in the API)
+        n.ns                 its Netns: n.ns.run(...), n.ns.ip_json("route"), n.ns.path
+        n.ip_of(uid)         the container's ip (API)
+        n.in_container(uid, *cmd)   cmd in the container's network namespace
+        n.probe(uid_or_None, "tcp"|"udp", host, port)  True when it got its echo back
+        n.serve(uid, port)   a TCP+UDP echo on the container's ip:port (a Popen;
+                             kill it before stopping the container)
+        n.cleanup()          stop-all, then the namespace is deleted
+
+    The daemon runs under `nsenter --net=...` (only its network namespace
+    differs: mounts and cgroups are the host's, as for Node), `network = on`,
+    `nat = off`, veth_prefix `veth_prefix`; its api_url is the host API
+    through a Relay inside the namespace."""
+
+    def __init__(self, api, base, world, conf="", veth_prefix="imp", host_ok=True):
+        self.ns = Netns()
+        self.relay = None
+        try:
+            self.address = world.plug(self.ns)
+            self.wrap = tuple(self.ns.nsenter())
+            self.relay = Relay(self.ns, api.port)
+            super().__init__(api, base, host_ok=host_ok, server_fields={"address": self.address})
+            self.veth_prefix = veth_prefix
+            with open(self.conf, "a") as f:
+                f.write(f"veth_prefix = {veth_prefix}\n")
+                f.write("nat = off\n")
+                f.write(conf)
+        except BaseException:
+            self.close_ns()
+            raise
+
+    def ip_of(self, uid):
+        return self.container(uid)["ip"]
+
+    def netns_of(self, uid):
+        init = init_of(uid)
+        assert init, f"container {uid} does not run"
+        return f"/proc/{init}/ns/net"
+
+    def in_container(self, uid, *cmd, timeout=30):
+        """cmd in the container's network namespace (as root, with the host's
+        files): the CompletedProcess (text)."""
+        return subprocess.run(["nsenter", f"--net={self.netns_of(uid)}", *cmd],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def container_ip_json(self, uid, *args):
+        p = self.in_container(uid, "ip", "-j", *args)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout) if p.stdout.strip() else []
+
+    def probe(self, uid, proto, host, port, timeout=1.5):
+        """A TCP or UDP echo from the container uid (None: the node's
+        namespace) to host:port: True when the echo came back."""
+        cmd = ["python3", NETTOOL, proto, host, str(port), str(timeout)]
+        p = self.in_container(uid, *cmd) if uid else self.ns.run(*cmd)
+        return p.stdout.strip() == f"{proto} ok"
+
+    def serve(self, uid, port):
+        """nettool's echo on the container's ip:port, in its namespace."""
+        p = subprocess.Popen(["nsenter", f"--net={self.netns_of(uid)}", "python3", NETTOOL,
+                              "srv", self.ip_of(uid), str(port)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert p.stdout.readline().strip() == "listening"
+        return p
+
+    def links(self):
+        """The names of the node's `<veth_prefix>*` interfaces."""
+        return [l["ifname"] for l in self.ns.ip_json("link")
+                if l["ifname"].startswith(self.veth_prefix)]
+
+    def our_routes(self):
+        """The node's proto-73 routes (`ip route show proto 73`)."""
+        return self.ns.ip_json("route", "show", "proto", "73")
+
+    def close_ns(self):
+        if self.relay:
+            self.relay.close()
+        self.ns.close()
+
+    def cleanup(self):
+        try:
+            super().cleanup()
+        finally:
+            self.close_ns()

@@ -18,6 +18,8 @@ import pytest
 import requests
 
 from conftest import BIN, ROOT, free_port, unique
+from helpers import Netns, in_netns
+from nodeutil import init_of
 
 CLI = os.path.join(BIN, "imperium")
 SANITIZER_MARKERS = ("LeakSanitizer", "AddressSanitizer", "runtime error:")
@@ -646,8 +648,96 @@ def _pids_running(path):
     return pids
 
 
-def test_run_sh_demo():
+def _until(fn, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if fn():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"timed out: {what}")
+
+
+def _give_file(path, text, uid):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chown(path, uid, uid)
+
+
+HELLO = ('def application(e, sr):\n    sr("200 OK", [("Content-Type", "text/plain")])\n'
+         '    return [b"Hello from %s"]\n')
+
+
+def _run_sh_guide_network(ns, call, run_dir, key):
+    """The guide's network sections, as printed: kratos links 30001 and
+    30002 (isolated before, reachable once both linked, cut by an unlink),
+    zeus creates hydra on 127.0.0.2, maps 127.0.0.2:9000 to its port 8000,
+    and `curl http://127.0.0.2:9000/` answers."""
+    k, z = ("kratos", "deimos"), ("zeus", "olympus")
+    node, zeus = os.path.join(run_dir, "node"), os.path.join(run_dir, "node-zeus")
+    for uid in (30001, 30002):
+        for body in ({"distro": 1}, {"ssh_keys": [key]}):
+            r = call("post", f"/containers/{uid}", auth=k, json=body)
+            assert r.status_code == 200, r.text
+    ip2 = call("get", "/containers/30002", auth=k).json()["ip"]
+    home2 = os.path.join(node, "containers", "30002")
+    _until(lambda: os.path.isdir(os.path.join(home2, "vassals")), 30, "30002's home")
+    _give_file(os.path.join(home2, "myapp.py"), HELLO % "30002", 30002)
+    _give_file(os.path.join(home2, "vassals", "web.ini"),
+               f"[uwsgi]\nplugin = 0:python\nhttp-socket = {ip2}:8000\n"
+               "wsgi-file = $(HOME)/myapp.py\n", 30002)
+    _until(lambda: init_of(30001), 30, "container 30001")
+    init1 = init_of(30001)
+
+    def from_30001():
+        p = subprocess.run(["nsenter", f"--net=/proc/{init1}/ns/net", "curl", "-s", "-m", "2",
+                            f"http://{ip2}:8000/"], capture_output=True, text=True, timeout=10)
+        return p.stdout
+
+    # The vassal answers on its address (from the node's side) before any test
+    # of isolation means something.
+    _until(lambda: "Hello from 30002" in ns.run("curl", "-s", "-m", "2",
+                                                  f"http://{ip2}:8000/").stdout,
+           30, "30002's vassal")
+    assert from_30001() == ""  # not linked
+    assert call("post", "/containers/30001", auth=k, json={"link": 30002}).status_code == 200
+    time.sleep(1)
+    assert from_30001() == ""  # one side only
+    assert call("post", "/containers/30002", auth=k, json={"link": 30001}).status_code == 200
+    _until(lambda: from_30001() == "Hello from 30002", 10, "the link")
+    assert call("post", "/containers/30001", auth=k, json={"unlink": 30002}).status_code == 200
+    _until(lambda: from_30001() == "", 10, "the unlink")
+
+    # The owners' quickstart: hydra on zeusserver, a port mapping.
+    r = call("post", "/containers", auth=z,
+             data='{"server":"127.0.0.2", "name":"hydra", "memory":1000, "storage":20000}')
+    assert r.status_code == 201, r.text
+    hydra = 30003
+    assert hydra in call("get", "/me/", auth=z).json()["containers"]
+    for body in ({"distro": 1}, {"ssh_keys": [key]}):
+        assert call("post", f"/containers/{hydra}", auth=z, json=body).status_code == 200
+    ip = call("get", f"/containers/{hydra}", auth=z).json()["ip"]
+    r = call("post", "/portmappings/127.0.0.2", auth=z,
+             json={"container": hydra, "proto": "tcp", "public_port": 9000, "private_port": 8000})
+    assert r.status_code == 201, r.text
+    home = os.path.join(zeus, "containers", str(hydra))
+    _until(lambda: os.path.isdir(os.path.join(home, "vassals")), 30, "hydra's home")
+    _give_file(os.path.join(home, "hello.py"), HELLO % "hydra", hydra)
+    _give_file(os.path.join(home, "vassals", "hello.ini"),
+               f"[uwsgi]\nplugin = 0:python\nhttp-socket = {ip}:8000\n"
+               "wsgi-file = $(HOME)/hello.py\n", hydra)
+    _until(lambda: ns.run("curl", "-s", "-m", "2", "http://127.0.0.2:9000/").stdout
+           == "Hello from hydra", 30, "curl http://127.0.0.2:9000/")
+
+
+def test_run_sh_demo(ssh_keys):
+    """`make run` as a user runs it.  As root its nodes network their
+    containers in the namespace they run in: here one of the test's own
+    (never this machine's), where the test talks to it too."""
     script = os.path.join(ROOT, "scripts", "run.sh")
+    root = os.geteuid() == 0
+    ns = Netns() if root else None
+    call = ((lambda method, *a, **kw: in_netns(ns.path, getattr(requests, method), *a, **kw))
+            if root else (lambda method, *a, **kw: getattr(requests, method)(*a, **kw)))
     with tempfile.TemporaryDirectory(prefix="imperium-run-") as tmp:
         run_dir = os.path.join(tmp, "state")
         os.makedirs(run_dir)
@@ -658,10 +748,10 @@ def test_run_sh_demo():
                    IMPERIUM_BIN_DIR=BIN, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0")
         for k in ("IMPERIUM_API", "IMPERIUM_ADMIN_TOKEN", "IMPERIUM_ADMIN_TOKEN_FILE"):
             env.pop(k, None)
-        proc = subprocess.Popen([script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=env, cwd=tmp)
+        proc = subprocess.Popen([*(ns.nsenter() if root else ()), script],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp)
         try:
-            out = _read_until(proc, "Press Ctrl-C to stop.", 60)
+            out = _read_until(proc, "Press Ctrl-C to stop.", 90)
             assert "Press Ctrl-C to stop." in out, out
             assert f"http://kratos:deimos@127.0.0.1:{port}/api/me/" in out
             assert f"http://zeus:olympus@127.0.0.1:{port}/api/containers" in out
@@ -671,7 +761,7 @@ def test_run_sh_demo():
             # directory with its uid, which may not look into it.
             assert os.stat(run_dir).st_mode & 0o7777 == 0o700
             assert os.stat(os.path.join(run_dir, "imperium.db")).st_mode & 0o777 == 0o600
-            if os.geteuid() == 0:
+            if root:
                 peek = subprocess.run(["setpriv", "--reuid=30001", "--regid=30001",
                                        "--clear-groups", "cat",
                                        os.path.join(run_dir, "imperium-api.conf")],
@@ -682,35 +772,55 @@ def test_run_sh_demo():
             assert len(api_pids) == 1, api_pids
 
             base = f"http://127.0.0.1:{port}/api"
-            me = requests.get(base + "/me/", auth=("kratos", "deimos"), timeout=10)
+            me = call("get", base + "/me/", auth=("kratos", "deimos"), timeout=10)
             assert me.status_code == 200, me.text
             assert me.json()["company"] == "God of war S.r.l."
             assert me.json()["vat"] == "01234567890"
-            assert me.json()["containers"] == [30001] and me.json()["servers"] == []
-            c = requests.get(base + "/containers/30001", auth=("kratos", "deimos"), timeout=10)
+            assert me.json()["containers"] == [30001, 30002] and me.json()["servers"] == []
+            c = call("get", base + "/containers/30001", auth=("kratos", "deimos"), timeout=10)
             assert c.status_code == 200, c.text
             c = c.json()
             assert (c["name"], c["memory"], c["storage"], c["server"]) == \
                 ("changeme", 500, 1000, "fooserver")
             assert c["server_address"] == "127.0.0.1"
-            distros = requests.get(base + "/distros/", auth=("kratos", "deimos"), timeout=10)
+            # The guide shows each container's address as the API has it.
+            assert f"$ip1" not in out and f"30001 is {c['ip']} " in out, out
+            distros = call("get", base + "/distros/", auth=("kratos", "deimos"), timeout=10)
             names = [d["name"] for d in distros.json()]
             assert len(names) == 2 and names[0] == "Debian 12 bookworm (host)"
-            zeus = requests.get(base + "/me/", auth=("zeus", "olympus"), timeout=10).json()
+            zeus = call("get", base + "/me/", auth=("zeus", "olympus"), timeout=10).json()
             assert zeus["servers"] == ["127.0.0.2"]
-            hydra = requests.post(base + "/containers", auth=("zeus", "olympus"), timeout=10,
-                                  data='{"server":"127.0.0.2", "name":"hydra", '
-                                       '"memory":1000, "storage":20000}')
-            assert hydra.status_code == 201, hydra.text
+            if root:
+                _run_sh_guide_network(
+                    ns, lambda m, path, **kw: call(m, base + path, timeout=10, **kw),
+                    run_dir, ssh_keys[0])
+            else:
+                hydra = call("post", base + "/containers", auth=("zeus", "olympus"), timeout=10,
+                             data='{"server":"127.0.0.2", "name":"hydra", '
+                                  '"memory":1000, "storage":20000}')
+                assert hydra.status_code == 201, hydra.text
 
             proc.send_signal(signal.SIGINT)
-            rest = proc.communicate(timeout=30)[0].decode(errors="replace")
+            rest = proc.communicate(timeout=60)[0].decode(errors="replace")
             assert proc.returncode == 0, out + rest
             for pid in api_pids:
                 assert not os.path.exists(f"/proc/{pid}") or pid not in _pids_running(conf)
-            # The node daemon (started as root) is gone too.
-            assert not _pids_running(os.path.join(run_dir, "imperium-node.conf"))
-            logs = ["api.log"] + (["node.log"] if os.geteuid() == 0 else [])
+            # The node daemons (started as root) are gone too, with every
+            # container's interface and route.
+            for name in ("imperium-node.conf", "imperium-node-zeus.conf"):
+                assert not _pids_running(os.path.join(run_dir, name))
+            if root:
+                links = json.loads(ns.run("ip", "-j", "link", check=True).stdout)
+                assert [l["ifname"] for l in links] == ["lo"], links
+                # Nor the nodes' own: the last stop-all takes the unreachable
+                # route and the gateway on lo (no other node's /32 is left).
+                assert ns.run("ip", "route", "show", "proto", "73",
+                              check=True).stdout.strip() == ""
+                lo = json.loads(ns.run("ip", "-j", "addr", "show", "dev", "lo",
+                                       check=True).stdout)[0]
+                assert [a["local"] for a in lo["addr_info"] if a["family"] == "inet"] == \
+                    ["127.0.0.1"], lo
+            logs = ["api.log"] + (["node.log", "node-zeus.log"] if root else [])
             for name in logs:
                 with open(os.path.join(run_dir, name), errors="replace") as f:
                     log = f.read()
@@ -720,9 +830,16 @@ def test_run_sh_demo():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-            for name in ("imperium-api.conf", "imperium-node.conf"):
+            for name in ("imperium-api.conf", "imperium-node.conf", "imperium-node-zeus.conf"):
                 for pid in _pids_running(os.path.join(run_dir, name)):
                     os.kill(pid, signal.SIGKILL)
+            if root:
+                for c in ("imperium-node.conf", "imperium-node-zeus.conf"):
+                    path = os.path.join(run_dir, c)
+                    if os.path.exists(path):
+                        ns.run(os.path.join(BIN, "imperium-node"), "stop-all", "-c", path,
+                               timeout=120)
+                ns.close()
 
 
 def test_run_sh_fails_when_the_port_is_taken(tmp_path):

@@ -89,6 +89,30 @@ def test_mutual_links_only(api, ssh_keys):
     api.post(f"/containers/{b}", auth=auth, json={"link": a})
     links = {c["uid"]: c["links"] for c in node_get(api, server, secret).json()["containers"]}
     assert links == {a: [b], b: [a]}
+    assert node_get(api, server, secret).json()["link_peers"] == []  # both here
+
+
+def test_link_peers_are_the_mutual_links_on_other_servers(api, ssh_keys):
+    """Issue 15: a node learns the remote ends of its containers' mutual
+    links (ip, server address, uid), and only mutual ones."""
+    auth, _ = api.new_customer()
+    here, secret = make_server(api)
+    there, there_secret = make_server(api)
+    distro = api.new_distro()
+    a = api.new_container(auth[0], here["name"])
+    b = api.new_container(auth[0], there["name"])
+    c = api.new_container(auth[0], there["name"])
+    for uid in (a, b, c):
+        startable(api, auth, uid, distro, ssh_keys[0])
+    for x, y in ((a, b), (b, a), (a, c)):  # c never links back
+        assert api.post(f"/containers/{x}", auth=auth, json={"link": y}).status_code == 200
+    ip = {u: api.get(f"/containers/{u}", auth=auth).json()["ip"] for u in (a, b)}
+    st = node_get(api, here, secret).json()
+    assert st["link_peers"] == [{"ip": ip[b], "server": there["address"], "uid": b}]
+    st = node_get(api, there, there_secret).json()
+    assert st["link_peers"] == [{"ip": ip[a], "server": here["address"], "uid": a}]
+    assert api.post(f"/containers/{b}", auth=auth, json={"unlink": a}).status_code == 200
+    assert node_get(api, here, secret).json()["link_peers"] == []
 
 
 def test_long_poll_wakes_on_change(api, ssh_keys):

@@ -56,7 +56,12 @@ static void fill(db_t *db)
         "uuid, secret_uuid, created) VALUES (3, 1, 1, 'idle', 128, 512, 1, 'uuid-3', 's3', 0)",
         "INSERT INTO ssh_keys (container_id, pos, key) VALUES (1, 0, 'ssh-ed25519 AAAA one'), "
         "(1, 1, 'ssh-ed25519 AAAA two'), (2, 0, 'ssh-ed25519 AAAA three')",
-        "INSERT INTO links (container_id, to_id) VALUES (1, 2), (2, 1), (1, 3)",
+        /* 4 and 5 live on node2: 4 is linked both ways with 1, 5 one way. */
+        "INSERT INTO containers (id, customer_id, server_id, name, memory, storage, distro_id, "
+        "uuid, secret_uuid, created) VALUES (4, 1, 2, 'far', 128, 512, 1, 'uuid-4', 's4', 0), "
+        "(5, 1, 2, 'far2', 128, 512, 1, 'uuid-5', 's5', 0)",
+        "INSERT INTO links (container_id, to_id) VALUES (1, 2), (2, 1), (1, 3), (1, 4), (4, 1), "
+        "(5, 1)",
         "INSERT INTO tags (id, customer_id, name) VALUES (1, 1, 'prod')",
         "INSERT INTO container_tags (container_id, tag_id) VALUES (1, 1)",
         "INSERT INTO loopboxes (id, container_id, filename, mountpoint, ro) "
@@ -141,8 +146,9 @@ static void check_first(const spec_container_t *c)
     assert_string_equal(c->rootfs.path, "/srv/distros/bookworm");
     assert_int_equal(c->n_ssh_keys, 2);
     assert_string_equal(c->ssh_keys[1], "ssh-ed25519 AAAA two");
-    assert_int_equal(c->n_links, 1); /* 1 -> 3 is not agreed both ways */
+    assert_int_equal(c->n_links, 2); /* 1 -> 3 is not agreed both ways, nor 5 -> 1 */
     assert_int_equal(c->links[0], 30002);
+    assert_int_equal(c->links[1], 30004); /* on node2: also in link_peers */
     assert_int_equal(c->n_loopboxes, 1);
     assert_int_equal(c->loopboxes[0].id, 1);
     assert_string_equal(c->loopboxes[0].filename, "disk.img");
@@ -192,6 +198,11 @@ static void check_lists(const spec_state_t *s)
     assert_int_equal(p->container, 30001);
     assert_non_null(p->container_ip);
     assert_int_equal(p->private_port, 80);
+    /* The remote end of 1 <-> 4 (node2's address); not 5, one-sided. */
+    assert_int_equal(s->n_link_peers, 1);
+    assert_int_equal(s->link_peers[0].uid, 30004);
+    assert_string_equal(s->link_peers[0].ip, "10.0.0.6");
+    assert_string_equal(s->link_peers[0].server, "10.0.0.2");
     assert_int_equal(s->n_legions, 1);
     const spec_legion_t *l = &s->legions[0];
     assert_string_equal(l->name, "leg");
@@ -379,6 +390,60 @@ static void test_cli_spec(void **state)
     json_decref(j);
 }
 
+/* Two containers with one ip: the later one is refused (its status says
+ * why) and loses the ip, so its /32 cannot take the first's traffic. */
+static void test_duplicate_ip_is_refused(void **state)
+{
+    json_t *j = filled_state(state);
+    json_t *list = json_object_get(j, "containers");
+    const char *ip = json_string_value(json_object_get(json_array_get(list, 0), "ip"));
+    assert_non_null(ip);
+    json_object_set_new(json_array_get(list, 1), "ip", json_string(ip));
+    spec_state_t *s = parse_ok(j);
+    assert_int_equal(s->n_containers, 2);
+    assert_null(s->containers[0].error);
+    assert_string_equal(s->containers[0].ip, ip);
+    assert_non_null(s->containers[1].error);
+    char want[128];
+    snprintf(want, sizeof want, "spec: ip %s is container 30001's already", ip);
+    if (!strstr(s->containers[1].error, want))
+        fail_msg("'%s' does not say '%s'", s->containers[1].error, want);
+    assert_null(s->containers[1].ip);
+    node_cfg_t cfg = {.containers_dir = "/srv/homes"};
+    container_spec_t r;
+    err_t e = {0};
+    assert_int_equal(spec_runtime(&s->containers[1], &s->server, &cfg, &r, &e), -1);
+    assert_non_null(strstr(e.msg, want));
+    spec_free(s);
+    json_decref(j);
+}
+
+/* route_localnet on the host end only for a server on 127.x (make run). */
+static void test_localnet_only_for_a_loopback_server(void **state)
+{
+    json_t *j = filled_state(state);
+    spec_state_t *s = parse_ok(j);
+    node_cfg_t cfg = {.containers_dir = "/srv/homes"};
+    cfg.net = (net_cfg_t){.on = true, .network_text = "10.0.0.0/8", .gateway_text = "10.0.0.1",
+                          .prefix = "imp"};
+    err_t e = {0};
+    assert_int_equal(net_cfg_parse(&cfg.net, &e), 0);
+    const char *addrs[] = {"203.0.113.7", "127.0.0.2", NULL};
+    const bool want[] = {false, true, false};
+    for (size_t i = 0; i < 3; i++) {
+        free(s->server.address);
+        s->server.address = addrs[i] ? strdup(addrs[i]) : NULL;
+        container_spec_t r;
+        if (spec_runtime(&s->containers[0], &s->server, &cfg, &r, &e) < 0)
+            fail_msg("spec_runtime: %s", e.msg);
+        assert_true(r.net.on);
+        assert_int_equal(r.net.localnet, want[i]);
+        container_spec_free(&r);
+    }
+    spec_free(s);
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -387,6 +452,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wrong_type_is_a_clear_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_fields_are_counted_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_bad_domain_is_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_duplicate_ip_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_localnet_only_for_a_loopback_server, setup,
+                                        teardown),
         cmocka_unit_test(test_cli_spec),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
