@@ -161,7 +161,7 @@ static bool container_addr(const netpolicy_cfg_t *c, const char *ip, uint32_t *o
 {
     struct in_addr a;
     if (!ip || inet_pton(AF_INET, ip, &a) != 1 ||
-        !net_host_in(a.s_addr, c->network, c->prefixlen) || a.s_addr == c->gateway)
+        !net_is_container_ip(a.s_addr, c->network, c->prefixlen, c->gateway))
         return false;
     *out = a.s_addr;
     return true;

@@ -82,7 +82,10 @@ static bool host_in(uint32_t ip, uint32_t network, int len)
     return (ip & m) == network && (ip & ~m) != 0 && (ip & ~m) != ~m;
 }
 
-bool net_host_in(uint32_t ip, uint32_t network, int len) { return host_in(ip, network, len); }
+bool net_is_container_ip(uint32_t ip, uint32_t network, int len, uint32_t gateway)
+{
+    return host_in(ip, network, len) && ip != gateway;
+}
 
 int net_cfg_parse(net_cfg_t *c, err_t *e)
 {
@@ -106,7 +109,7 @@ int net_spec_fill(const net_cfg_t *c, const char *ip, net_spec_t *out, err_t *e)
         return err_set(e, ERR_INPUT, "the container has no ip (the node networks its containers)");
     if (net_parse_ip(ip, &out->ip, "the container's ip", e) < 0)
         return -1;
-    if (!host_in(out->ip, c->network, c->prefixlen) || out->ip == c->gateway)
+    if (!net_is_container_ip(out->ip, c->network, c->prefixlen, c->gateway))
         return err_set(e, ERR_INPUT,
                        "the container's ip %s is not a container address of this node's "
                        "container_network %s (gateway %s)",

@@ -70,9 +70,11 @@ int net_parse_cidr(const char *s, uint32_t *addr, int *len, const char *what, er
 /* 1-4 of [a-z]: no digits, so <prefix><uid> names one container only
  * (prefix `imp` must not read node `imp1`'s imp130001 as uid 130001). */
 int net_check_prefix(const char *s, err_t *e);
-/* ip (network order) is a host address of network/len: inside it, not
- * its network or broadcast address (netpolicy.c checks the state's ips). */
-bool net_host_in(uint32_t ip, uint32_t network, int len);
+/* The one rule for a container's address (network order): a host address
+ * of network/len (not its network or broadcast address), not the gateway.
+ * net_spec_fill refuses a container by it; netpolicy.c leaves such an ip
+ * out of the table. */
+bool net_is_container_ip(uint32_t ip, uint32_t network, int len, uint32_t gateway);
 /* An interface of the node's own (`what`: "uplink", "overlay_dev") whose
  * name starts with the prefix would match the table's "<prefix>*" rules as
  * if it were a container's: refused naming both. */
