@@ -7,13 +7,15 @@ PKGS    := libmicrohttpd jansson sqlite3 libsodium openssl libcurl libcares libs
 # Container networking (docs/NETWORK.md): only imperium-node and the unit
 # tests link them (NET_LIBS); their headers are in CFLAGS like the others.
 NET_PKGS := libnftables libmnl
+# Alarm delivery over XMPP (docs/ALARMS.md): imperium-node and the unit tests only.
+NODE_PKGS := libstrophe
 
 # The Debian package that ships each pkg-config module (scripts/packages.txt
 # lists them all): named in the error when a module is missing.
 PKG_DEBS := libmicrohttpd=libmicrohttpd-dev jansson=libjansson-dev sqlite3=libsqlite3-dev \
             libsodium=libsodium-dev openssl=libssl-dev libcurl=libcurl4-openssl-dev \
             libcares=libc-ares-dev libseccomp=libseccomp-dev cmocka=libcmocka-dev \
-            libnftables=libnftables-dev libmnl=libmnl-dev
+            libnftables=libnftables-dev libmnl=libmnl-dev libstrophe=libstrophe-dev
 
 # Goals that need no library: they install the packages (deps) or call
 # `$(MAKE) all ...` after installing them, and that sub-make checks.
@@ -21,7 +23,7 @@ NO_PKG_GOALS := deps clean check run bench
 # `make` alone builds everything (the library rules come before `all:`).
 .DEFAULT_GOAL := all
 ifneq ($(filter-out $(NO_PKG_GOALS),$(or $(MAKECMDGOALS),all)),)
-NEEDED_PKGS := $(PKGS) $(NET_PKGS) $(if $(filter unit check,$(MAKECMDGOALS)),cmocka)
+NEEDED_PKGS := $(PKGS) $(NET_PKGS) $(NODE_PKGS) $(if $(filter unit check,$(MAKECMDGOALS)),cmocka)
 ifeq ($(shell command -v pkg-config 2>/dev/null),)
 $(error pkg-config is not installed: apt-get install pkg-config (or run `make deps` as root))
 endif
@@ -37,9 +39,10 @@ endif
 endif
 
 # Read once: pkg-config is not run again for every object.
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) $(NET_PKGS) 2>/dev/null)
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) $(NET_PKGS) $(NODE_PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 NET_LIBS   := $(shell pkg-config --libs $(NET_PKGS) 2>/dev/null)
+NODE_LIBS  := $(shell pkg-config --libs $(NODE_PKGS) 2>/dev/null)
 
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -D_GNU_SOURCE \
@@ -134,11 +137,11 @@ $(B)/imperium: $(call obj,$(B),$(CLI_SRC)) $(call COMMON_LIB,$(B))
 
 $(B)/imperium-node: $(call obj,$(B),$(NODE_SRC)) $(call RUNTIME_LIB,$(B))
 	@echo "  LD      $@"
-	@$(CC) $(CFLAGS) -o $@ $^ $(NET_LIBS) $(LDLIBS)
+	@$(CC) $(CFLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS)
 
 $(BA)/imperium-node: $(call obj,$(BA),$(NODE_SRC)) $(call RUNTIME_LIB,$(BA))
 	@echo "  LD-SAN  $@"
-	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(NET_LIBS) $(LDLIBS)
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS)
 
 # imperium-init runs inside the container, whose distro need not have the
 # node's libraries: it is linked statically, taking from the (non-sanitized)
@@ -172,10 +175,11 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BA)/tests/%,$(UNIT_SRC))
 $(UNIT_BINS): $(BA)/tests/%: $(BA)/obj/tests/unit/%.o $(UNIT_LIBS)
 	@mkdir -p $(dir $@)
 	@echo "  LD-SAN  $@"
-	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(NET_LIBS) $(LDLIBS) -lcmocka
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS) -lcmocka
 
+# Each suite under a time limit: a test that hangs fails instead of holding CI.
 unit: $(UNIT_BINS)
-	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; timeout 300 $$t; done
 
 # No circle of files inside a folder of src/, and no folder using a layer it
 # may not (the rules are LAYERS in the script): read from the objects'

@@ -12,8 +12,10 @@ cgroups, directories) even on failure or Ctrl-C.
 
 Sections: api (read throughput, write latency), auth (a write during a
 wrong-password flood), converge, start, vassal, router, netpolicy (the nft
-table), network (link live, throughput between linked containers).  Needs
-root for everything but `api` and `auth`."""
+table), network (link live, throughput between linked containers), sampling
+(the node agent's CPU and RSS with 200 containers, metrics sampled every 60 s
+and every 5 s, against no sampling).  Needs root for everything but `api` and
+`auth`."""
 
 import argparse
 import base64
@@ -43,7 +45,8 @@ from helpers import free_port, proc_status, reap_orphans, stop_proc  # noqa: E40
 WRK_LUA = os.path.join(ROOT, "bench", "wrk.lua")
 SHORTCUTS = os.path.join(ROOT, "etc", "uwsgi", "shortcuts.ini")
 NETTOOL = os.path.join(ROOT, "tests", "e2e", "nettool.py")  # TCP echo and prober
-SECTIONS = ("api", "auth", "converge", "start", "vassal", "router", "netpolicy", "network")
+SECTIONS = ("api", "auth", "converge", "start", "vassal", "router", "netpolicy", "network",
+            "sampling")
 NO_ROOT = ("api", "auth")  # sections that start no container
 MARKER = ".imperium-bench"
 EMPEROR_READY = b"*** starting uWSGI Emperor ***"
@@ -158,6 +161,28 @@ def cpu_ns(pid):
 
 def rss_kib(pid):
     return int(proc_status(pid)["VmRSS"].split()[0])
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s_stat(pid):
+    """utime + stime of every thread of pid so far (/proc/<pid>/stat), seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
+
+
+def prometheus(port):
+    """{'name{labels}': value} of an imperium-node's metrics_listen."""
+    r = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    r.raise_for_status()
+    out = {}
+    for line in r.text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
 
 
 # ---- wrk ------------------------------------------------------------------------
@@ -329,6 +354,15 @@ class Node:
 
     def log(self):
         return read_bytes(self.logpath).decode(errors="replace")
+
+    def configure(self, extra):
+        """The node's config as written at creation, plus `extra` lines
+        (for the daemon's next start)."""
+        if not hasattr(self, "conf_base"):
+            with open(self.conf) as f:
+                self.conf_base = f.read()
+        with open(self.conf, "w") as f:
+            f.write(self.conf_base + extra)
 
     def start(self):
         offset = len(read_bytes(self.logpath))
@@ -519,7 +553,9 @@ class Bench:
 
     def api(self):
         if not self._api:
-            self._api = Api(self)
+            # No raise limit: the write figures (2) raise one container's
+            # alarms as fast as 16 clients can, to time the write path.
+            self._api = Api(self, extra=["--alarm-raises", "0"])
             self.host_distro = self._api.admin("POST", "/distros",
                                                {"name": "host (bench)", "path": "/"})["id"]
         return self._api
@@ -1055,6 +1091,84 @@ class Bench:
                          base["p50_us"] / 1000, "ms", "direct p50", digits=2)
         self.results.add("router", "p99 through the router", ours["p99_us"] / 1000,
                          base["p99_us"] / 1000, "ms", "direct p99", digits=2)
+
+    # ---- 7: the metrics sampler's cost --------------------------------------------
+    def sampling_run(self, node, uids, interval, window, port):
+        """The daemon with metrics_interval = interval over the 200 running
+        containers: its CPU (utime+stime, % of one core) over `window` s,
+        its RSS at the end, the sampling rounds inside the window and the
+        time the daemon itself counted in them.  With sampling, the window
+        starts half an interval after the first round (which only records
+        where the counters stand): whole rounds, each posting its batch,
+        fall inside it, none on its edges."""
+        node.configure(f"metrics_interval = {interval}\nmetrics_listen = 127.0.0.1:{port}\n")
+        node.start()
+        pending = set(uids)
+        deadline = time.monotonic() + 300
+        while pending:  # the first run starts them; later runs adopt them
+            pending = {u for u in pending if not node.emperor_ready(u)}
+            if time.monotonic() > deadline:
+                raise BenchError(f"{len(pending)} containers still not running after 300 s")
+            time.sleep(0.05)
+        wait_for(lambda: prometheus(port)['imperium_node_containers{state="running"}']
+                 == len(uids), 60, f"{len(uids)} running containers on the node's /metrics", 0.2)
+        if interval:
+            wait_for(lambda: prometheus(port)["imperium_node_sample_rounds_total"] >= 1,
+                     interval + 30, "the first sampling round", 0.1)
+            time.sleep(interval / 2)
+        else:
+            time.sleep(5)  # the start's reports settled
+        pid = node.proc.pid
+        m0, c0, t0 = prometheus(port), cpu_s_stat(pid), time.monotonic()
+        time.sleep(window)
+        m1, c1, t1 = prometheus(port), cpu_s_stat(pid), time.monotonic()
+        rss = rss_kib(pid)
+        node.stop()
+        rounds = m1["imperium_node_sample_rounds_total"] - m0["imperium_node_sample_rounds_total"]
+        took = m1["imperium_node_sample_seconds_total"] - m0["imperium_node_sample_seconds_total"]
+        out = {"cpu": (c1 - c0) / (t1 - t0) * 100, "cpu_s": c1 - c0, "rss": rss,
+               "rounds": int(rounds), "round_ms": took / rounds * 1000 if rounds else 0.0,
+               "window": t1 - t0}
+        say(f"    metrics_interval = {interval or '0 (off)'}: {out['cpu']:.3f}% CPU "
+            f"({out['cpu_s']:.2f} s over {out['window']:.0f} s), {rss:,} KiB RSS, "
+            f"{out['rounds']} sampling rounds in the window"
+            + (f", {out['round_ms']:.1f} ms each (the daemon's own count)" if rounds else ""))
+        return out
+
+    def bench_sampling(self):
+        n = 50 if self.quick else 200
+        # Windows (s): no sampling, every 60 s (3 whole rounds; QUICK 1), every 5 s (12; QUICK 4).
+        windows = {0: 10, 60: 60, 5: 20} if self.quick else {0: 60, 60: 180, 5: 60}
+        say(f"== 7. The metrics sampler's cost: the node agent with {n} running containers, "
+            f"sampling off ({windows[0]} s), every 60 s ({windows[60]} s) and every 5 s "
+            f"({windows[5]} s); CPU = utime+stime of /proc/<pid>/stat over the window")
+        api = self.api()
+        node = Node(self, api, "sampling")
+        uids = [node.new_container(self.host_distro, memory=32) for _ in range(n)]
+        body = {"ssh_keys": [self.ssh_key()]}
+        for uid in uids:
+            api.call("POST", f"/containers/{uid}", node.auth, body)
+        port = free_port()
+        off = self.sampling_run(node, uids, 0, windows[0], port)
+        every60 = self.sampling_run(node, uids, 60, windows[60], port)
+        every5 = self.sampling_run(node, uids, 5, windows[5], port)
+        if every5["rounds"]:
+            per_round = (every5["cpu_s"] - off["cpu"] / 100 * every5["window"]) / every5["rounds"]
+            say(f"    one round over {n} containers costs about {per_round * 1000:.1f} ms of CPU "
+                f"(5 s run minus the idle rate): {per_round / 60 * 100:.3f}% of a core at 60 s")
+        sec = "sampling"
+        self.results.add(sec, f"agent CPU, {n} containers, sampling every 60 s", every60["cpu"],
+                         off["cpu"], "%CPU", "same node, no sampling", "< 1 %",
+                         every60["cpu"] < 1, digits=3)
+        self.results.add(sec, f"agent CPU, {n} containers, sampling every 5 s", every5["cpu"],
+                         off["cpu"], "%CPU", "same node, no sampling", digits=3)
+        self.results.add(sec, f"agent RSS, {n} containers, sampling every 60 s",
+                         every60["rss"] / 1024, off["rss"] / 1024, "MiB",
+                         "same node, no sampling")
+        self.results.add(sec, f"agent RSS, {n} containers, sampling every 5 s",
+                         every5["rss"] / 1024, off["rss"] / 1024, "MiB", "same node, no sampling")
+        say("    stopping the sampling node's containers")
+        node.teardown()
 
 
 # ---- baselines and helpers --------------------------------------------------------

@@ -20,6 +20,8 @@
 #                     not even look into a root-only directory
 #   IMPERIUM_BIN_DIR  where imperium-api, imperium and imperium-node are
 #                     (default <repo>/build)
+#   IMPERIUM_NODE_METRICS_PORT  fooserver's node's own Prometheus /metrics on
+#                     127.0.0.1 (default 9101)
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -83,6 +85,7 @@ zeus_dir=$run_dir/node-zeus
 node_pids=
 node_started=
 router_port=${IMPERIUM_ROUTER_PORT:-8000}
+metrics_port=${IMPERIUM_NODE_METRICS_PORT:-9101}
 ssh_port=${IMPERIUM_SSH_PORT:-2222}
 sshd_dir=$run_dir/sshd
 sshd_pid=
@@ -190,11 +193,14 @@ start_sshd() {
     chmod 0644 "$sshd_dir/etc-upper/imperium/ssh.conf"
     ssh-keygen -q -t ed25519 -N '' -f "$sshd_dir/host_key" </dev/null ||
         fail "cannot make sshd's host key"
-    unshare -m --propagation private sh -c "set -e
+    # slave + rbind: each home is an image the node mounts on its containers
+    # directory (a shared mount, docs/NODE.md "Disk quota") when the
+    # container starts, after this namespace is made: it must appear here.
+    unshare -m --propagation slave sh -c "set -e
         mount -t overlay overlay -o lowerdir=/etc,upperdir=$sshd_dir/etc-upper,workdir=$sshd_dir/etc-work /etc
         mount -t tmpfs -o mode=0755 tmpfs /run
         mkdir -m 0755 /run/sshd /run/imperium /run/imperium/containers
-        mount --bind $node_dir/containers /run/imperium/containers
+        mount --rbind $node_dir/containers /run/imperium/containers
         cp -p $sshd_dir/bin/imperium-enter /run/imperium/imperium-enter
         LD_LIBRARY_PATH=$sshd_dir/lib exec /usr/sbin/sshd -D -e -f $root/etc/ssh/sshd_config \
             -h $sshd_dir/host_key -p $ssh_port -o ListenAddress=$host -o PidFile=none" \
@@ -251,7 +257,7 @@ imp admin news add "Welcome to Imperium: this is the make run demo." --public >/
 imp admin domain add mynewdomain.org --customer kratos >/dev/null ||
     fail "cannot map mynewdomain.org to kratos"
 
-# A node's config: write_node_conf FILE SERVER SECRET DIR ROUTER PREFIX TABLE CGROUP.
+# A node's config: write_node_conf FILE SERVER SECRET DIR ROUTER PREFIX TABLE CGROUP METRICS.
 # The first distro above is this machine's own root, read-only
 # (distro_host_ok): the demo's only way to have a distro at once.
 write_node_conf() {
@@ -273,6 +279,10 @@ router_http = $5
 veth_prefix = $6
 nft_table = $7
 nat = off
+# A sample of every container every 5 s (60 by default), so the metrics
+# calls show numbers within seconds; the node's own health on METRICS.
+metrics_interval = 5
+metrics_listen = $9
 log_level = info
 NODECONF
     ) || fail "cannot write $1"
@@ -299,9 +309,9 @@ start_node() {
 node_note=
 if [ "$(id -u)" = 0 ]; then
     write_node_conf "$node_conf" fooserver "$node_secret" "$node_dir" "$host:$router_port" \
-        imp imperium imperium-run
+        imp imperium imperium-run "$host:$metrics_port"
     write_node_conf "$zeus_conf" zeusserver "$zeus_secret" "$zeus_dir" "127.0.0.2:$router_port" \
-        imz imperium_zeus imperium-run-zeus
+        imz imperium_zeus imperium-run-zeus ""
     node_started=1
     start_node "$node_conf" "$node_log"
     start_node "$zeus_conf" "$zeus_log"
@@ -387,6 +397,16 @@ its server's public ports to them (zeusserver is 127.0.0.2 here):
   chown $hydra:$hydra $zeus_dir/containers/$hydra/hello.py $zeus_dir/containers/$hydra/vassals/hello.ini
   curl http://127.0.0.2:9000/
   curl $z/api/me/
+
+Disk quota, metrics and alarms (docs/OPERATING.md, "Monitoring"), once $uid runs:
+  ssh -p $ssh_port $uid@$host quota -s      (its home's usage and limit: storage MB)
+  curl $k17/api/metrics/container.cpu/$uid   (a sample every 5 s: [[unix, CPU ns], ...])
+  curl $k17/api/metrics/container.mem/$uid
+  key=\$(curl -s $k17/api/alarm_key/$uid | sed -n 's/.*"alarm_key": *"\([^"]*\)".*/\1/p')
+  curl -X POST -d 'a test alarm' "$base/api/alarms/raise/$uid?key=\$key"
+  curl $k17/api/alarms/                      (stored; with jid, pushover_*, pushbullet_token
+                                             or slack_webhook set on $uid, delivered there too)
+  curl http://$host:$metrics_port/metrics       (the node's own health, Prometheus text)
 
 The supplier's side, with the admin CLI:
   export IMPERIUM_API=$base

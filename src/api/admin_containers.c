@@ -137,9 +137,10 @@ static void h_admin_container_modify(req_t *r)
     }
     long long mem = field_has(r, "memory") ? field_int(r, "memory") : db_get_int(cur, 0, 0);
     long long sto = field_has(r, "storage") ? field_int(r, "storage") : db_get_int(cur, 0, 1);
-    long long sid = db_get_int(cur, 0, 2);
+    long long sid = db_get_int(cur, 0, 2), had = db_get_int(cur, 0, 1);
     db_res_free(cur);
     bool failed =
+        storage_check_usage(r->db, &e, id, had, sto) < 0 ||
         server_check_capacity(r->db, &e, sid, id, mem, sto) < 0 ||
         db_exec(r->db, &e, "UPDATE containers SET memory = $1, storage = $2 WHERE id = $3",
                 DB_ARGS(DB_INT(mem), DB_INT(sto), DB_INT(id))) < 0 ||

@@ -10,6 +10,7 @@
 #include "auth.h"
 #include "routes.h"
 #include "rows.h"
+#include "throttle.h"
 
 #include <ctype.h>
 #include <limits.h>
@@ -101,6 +102,20 @@ bool alarm_range_parse(const char *s, alarm_range_t *out)
     return true;
 }
 
+int alarm_raise_admit(throttle_t *t, long long container_id, double now)
+{
+    if (!t)
+        return 0;
+    char key[32];
+    snprintf(key, sizeof key, "%lld", container_id);
+    int wait = throttle_wait(t, key, now);
+    /* Checked, then counted: raises running at once may each take the
+     * last token (the bucket stops at 0), a few past the limit at most. */
+    if (wait == 0)
+        throttle_fail(t, key, now);
+    return wait;
+}
+
 /* ---- storage ---- */
 
 static int alarm_check(err_t *e, int level, const char *color, char out_color[8],
@@ -140,32 +155,65 @@ static int alarm_make_room(db_t *db, err_t *e, long long container_id)
                : 0;
 }
 
-int alarm_store(db_t *db, err_t *e, long long container_id, int level, const char *color,
-                const char *cls, const char *vassal, long long line, const char *filename,
-                const char *func, long long unix_time, const char *msg)
+/* Whether container `container_id` has an alarm with this node ref:
+ * 1 yes, 0 no, -1 on failure. */
+static int node_ref_known(db_t *db, err_t *e, long long container_id, const char *ref)
 {
-    const char *const texts[5] = {cls, vassal, filename, func, msg};
+    long long n = db_scalar_int(db, e, 0,
+                                "SELECT COUNT(*) FROM alarms WHERE container_id = $1 "
+                                "AND node_ref = $2",
+                                DB_ARGS(DB_INT(container_id), DB_TEXT(ref)));
+    return n < 0 ? -1 : n > 0;
+}
+
+int alarm_store_in(db_t *db, err_t *e, long long container_id, const alarm_t *a)
+{
+    const char *const texts[5] = {a->cls, a->vassal, a->filename, a->func, a->msg};
     char c[8];
-    if (alarm_check(e, level, color, c, texts) < 0)
+    if (alarm_check(e, a->level, a->color, c, texts) < 0)
         return -1;
-    /* Trimming and inserting together: concurrent raises never leave more
-     * than max_alarms, and a failed insert deletes nothing. */
-    if (db_begin(db, e) < 0)
-        return -1;
+    /* A resent node alarm is looked for before making room: a duplicate
+     * must not push an older alarm out of the ring. */
+    int known = a->node_ref ? node_ref_known(db, e, container_id, a->node_ref) : 0;
+    if (known != 0)
+        return known < 0 ? -1 : 0;
+    /* Trimming and inserting in one transaction: concurrent raises never
+     * leave more than max_alarms, and a failed insert deletes nothing. */
     if (alarm_make_room(db, e, container_id) < 0 ||
         db_exec(db, e,
                 "INSERT INTO alarms (container_id, level, color, class, vassal, line, "
-                "filename, func, unix, msg) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                DB_ARGS(DB_INT(container_id), DB_INT(level), DB_TEXT(c),
-                        DB_TEXT(cls ? cls : ""), DB_TEXT(vassal ? vassal : ""),
-                        line < 0 ? DB_NULL : DB_INT(line), DB_TEXT(filename ? filename : ""),
-                        DB_TEXT(func ? func : ""), DB_INT(unix_time),
-                        DB_TEXT(msg ? msg : ""))) < 0 ||
-        db_commit(db, e) < 0) {
+                "filename, func, unix, msg, node_ref) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                DB_ARGS(DB_INT(container_id), DB_INT(a->level), DB_TEXT(c),
+                        DB_TEXT(a->cls ? a->cls : ""), DB_TEXT(a->vassal ? a->vassal : ""),
+                        a->line < 0 ? DB_NULL : DB_INT(a->line),
+                        DB_TEXT(a->filename ? a->filename : ""),
+                        DB_TEXT(a->func ? a->func : ""), DB_INT(a->unix_time),
+                        DB_TEXT(a->msg ? a->msg : ""), DB_TEXT(a->node_ref))) < 0)
+        return -1;
+    /* One raised with the API goes down to the node: its server's
+     * alarm_seq (in the node state) moves to the new id, the container's
+     * newest (ids only grow). */
+    if (!a->node_ref &&
+        db_exec(db, e,
+                "UPDATE servers SET alarm_seq = (SELECT MAX(id) FROM alarms "
+                "WHERE container_id = $1) "
+                "WHERE id = (SELECT server_id FROM containers WHERE id = $1)",
+                DB_ARGS(DB_INT(container_id))) < 0)
+        return -1;
+    return 1;
+}
+
+int alarm_store(db_t *db, err_t *e, long long container_id, const alarm_t *a)
+{
+    if (db_begin(db, e) < 0)
+        return -1;
+    int rc = alarm_store_in(db, e, container_id, a);
+    if (rc < 0 || db_commit(db, e) < 0) {
         db_rollback(db);
         return -1;
     }
-    return 0;
+    return rc;
 }
 
 /* ---- reading ---- */
@@ -471,10 +519,15 @@ static void h_alarm_raise(req_t *r)
     if (!alarm_text_valid(r->body, r->body_len))
         return reply_bad_request(r, "the alarm message (the body) must be UTF-8 text "
                                     "without NUL bytes");
+    int wait = alarm_raise_admit(r->api ? r->api->alarm_raises : NULL, id, throttle_now());
+    if (wait > 0)
+        return reply_429(r, wait, "too many alarms raised for this container");
     err_t e = {0};
     /* server.c keeps the body NUL-terminated, so it is a C string here. */
-    if (alarm_store(r->db, &e, id, (int)p.level, p.color, p.cls, p.vassal, p.line,
-                    p.filename, p.func, p.unix_time, r->body) < 0)
+    alarm_t a = {.level = (int)p.level, .color = p.color, .cls = p.cls, .vassal = p.vassal,
+                 .filename = p.filename, .func = p.func, .msg = r->body, .line = p.line,
+                 .unix_time = p.unix_time};
+    if (alarm_store(r->db, &e, id, &a) < 0)
         return reply_err(r, &e);
     reply(r, 201, json_pack("{s:s}", "message", "Created"));
 }
@@ -501,8 +554,10 @@ const route_t alarm_routes[] = {
     {"GET", "alarms", h_alarms_list, AUTH_CUSTOMER, CACHE_NONE, WAKE_NONE},
     {"GET", "alarms/*", h_alarm_get, AUTH_CUSTOMER, CACHE_NONE, WAKE_NONE},
     {"DELETE", "alarms/*", h_alarm_delete, AUTH_CUSTOMER, CACHE_NONE, WAKE_NODES},
-    {"POST", "alarms/raise/*", h_alarm_raise, AUTH_ALARM, CACHE_NONE, WAKE_NONE},
-    {"POST", "alarms/trigger/*", h_alarm_raise, AUTH_ALARM, CACHE_NONE, WAKE_NONE},
+    /* WAKE_NODES: the alarm goes down to the container's node (its state's
+     * server.alarm_seq moves), which delivers it (docs/NODE-CHANNEL.md). */
+    {"POST", "alarms/raise/*", h_alarm_raise, AUTH_ALARM, CACHE_NONE, WAKE_NODES},
+    {"POST", "alarms/trigger/*", h_alarm_raise, AUTH_ALARM, CACHE_NONE, WAKE_NODES},
     {"GET", "alarm_key/*", h_alarm_key, AUTH_CUSTOMER, CACHE_NONE, WAKE_NONE},
     /* The public view regenerated the key on any method; POST is what a
      * client that knows GET should not change things sends. */

@@ -17,16 +17,34 @@ enum {
 #define ALARM_TEXT_MAX 255 /* class, vassal, filename, func */
 #define ALARM_DEFAULT_COLOR "#ffffff"
 
+/* One alarm to store.  `color` NULL or "" stores the default color,
+ * otherwise it must be "#rrggbb"; NULL texts store ""; `line` < 0 stores no
+ * line.  `node_ref` is the node's id of an alarm it raised (unique per
+ * container: storing a known one again is skipped), NULL for the others. */
+typedef struct {
+    int level;
+    const char *color, *cls, *vassal, *filename, *func, *msg;
+    long long line, unix_time;
+    const char *node_ref;
+} alarm_t;
+
 /* Store one alarm of container `container_id`, deleting its oldest alarms
- * so that it keeps at most `max_alarms` (one transaction of its own: do not
- * call it inside another).  `color` NULL or "" stores the default color,
- * otherwise it must be "#rrggbb"; NULL texts store ""; `line` < 0 stores
- * no line.  Texts must be valid UTF-8 (ERR_INPUT otherwise); a missing
- * container is ERR_NOTFOUND.  Level 0 is for the platform's own alarms:
- * callers on the customers' side refuse it before calling. */
-int alarm_store(db_t *db, err_t *e, long long container_id, int level, const char *color,
-                const char *cls, const char *vassal, long long line, const char *filename,
-                const char *func, long long unix_time, const char *msg);
+ * so that it keeps at most `max_alarms`, in the caller's transaction (the
+ * one insert path of alarms).  1 stored, 0 skipped (its node_ref is
+ * known), -1 on failure.  Texts must be valid UTF-8 (ERR_INPUT otherwise);
+ * a missing container is ERR_NOTFOUND.  Level 0 is for the platform's own
+ * alarms: callers on the customers' side refuse it before calling. */
+int alarm_store_in(db_t *db, err_t *e, long long container_id, const alarm_t *a);
+/* alarm_store_in in a transaction of its own (do not call it inside another). */
+int alarm_store(db_t *db, err_t *e, long long container_id, const alarm_t *a);
+
+/* The limit on raising (api->alarm_raises, setting alarm_raises): a token
+ * bucket per container, in a table of ALARM_RAISE_KEYS, so that one
+ * container's loop cannot keep rewriting its ring and waking its node.
+ * 0 when container `container_id` may raise one now (and it is counted),
+ * else the whole seconds until it may.  A NULL `t` never limits. */
+#define ALARM_RAISE_KEYS 16384
+int alarm_raise_admit(throttle_t *t, long long container_id, double now);
 
 /* ?range= of GET /alarms/: "N" = the N newest; "A-B" with A < B =
  * positions A..B-1 of the newest-first list; A > B = positions B..A-1

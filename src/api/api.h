@@ -5,13 +5,13 @@
 
 #include "../common/db.h"
 #include "../common/err.h"
+#include "../common/validate.h" /* API_MAX_BODY: the node keeps to it too */
 
 #include <jansson.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 
-#define API_MAX_BODY (64 * 1024)
 #define API_MAX_SEGS 8
 
 typedef struct auth_cache auth_cache_t;
@@ -20,6 +20,7 @@ typedef struct changes changes_t;
 typedef struct workers workers_t;
 typedef struct throttle throttle_t;
 typedef struct gate gate_t;
+typedef struct api_stats api_stats_t;
 
 /* A fixed pool of database connections shared by the HTTP worker threads. */
 typedef struct {
@@ -46,6 +47,7 @@ typedef struct {
     int auth_user_failures;    /* failed checks of one username, a burst... */
     int auth_address_failures; /* ...and of one client address... */
     int auth_failure_window;   /* ...refilled over this many seconds */
+    int alarm_raises;      /* alarms raised per container in a burst, and per minute; 0 = off */
     int response_cache_mb; /* resp_cache.c's bodies; 0 = off */
     char dns_resolver[80]; /* POST /domains/ check: "IP[:PORT]"; "" = /etc/resolv.conf */
     int dns_timeout_ms;    /* the whole DNS check of one domain */
@@ -59,10 +61,12 @@ typedef struct api {
     /* auth.c's limits on password checks (throttle.h). */
     throttle_t *fail_users, *fail_addrs;
     gate_t *argon2;
+    throttle_t *alarm_raises; /* alarms.c: raises per container (cfg.alarm_raises) */
     char dummy_hash[128]; /* checked for unknown users: the same work */
     resp_cache_t *responses; /* repeated GETs, until the next write */
     changes_t *changes; /* wakes the nodes' long polls */
     workers_t *workers;
+    api_stats_t *stats; /* GET <admin_prefix>/metrics (stats.h); NULL: not counted */
 } api_t;
 
 #endif

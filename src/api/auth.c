@@ -198,7 +198,7 @@ static void client_addr(req_t *r, char out[INET6_ADDRSTRLEN])
                   INET6_ADDRSTRLEN);
 }
 
-static void reply_429(req_t *r, int seconds, const char *why)
+void reply_429(req_t *r, int seconds, const char *why)
 {
     char reason[160];
     snprintf(reason, sizeof reason, "%s: retry in %d second%s", why, seconds,

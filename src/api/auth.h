@@ -24,6 +24,8 @@ bool auth_throttled(req_t *r);
 int auth_limits_init(api_t *api, err_t *e);
 void auth_limits_free(api_t *api);
 int auth_node(req_t *r);
+/* Answer 429 "<why>: retry in N seconds" with Retry-After: N. */
+void reply_429(req_t *r, int seconds, const char *why);
 /* A fresh node secret (hex) and the hash stored for it. */
 int node_secret_new(char secret[65], char hash[65]);
 auth_cache_t *auth_cache_new(int ttl);

@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 int sizes_check(err_t *e, bool has_memory, long long memory, bool has_storage,
                 long long storage)
@@ -45,6 +46,32 @@ int server_check_capacity(db_t *db, err_t *e, long long server_id, long long exc
         rc = err_set(e, ERR_CONFLICT, "not enough storage");
     db_res_free(res);
     return rc;
+}
+
+int storage_check_usage(db_t *db, err_t *e, long long id, long long current,
+                        long long storage)
+{
+    if (storage >= current)
+        return 0;
+    /* -2: no sample (values are never negative, -1 is a failure).  The
+     * newest by the node's clock, the larger of one second's (the safe
+     * side); a sample dated past the intake's bound (a day ahead: stored
+     * before it existed) would stay the newest until its date, so it is
+     * passed over. */
+    long long used = db_scalar_int(db, e, -2,
+                                   "SELECT value FROM container_metrics WHERE container_id = $1 "
+                                   "AND metric = 'quota' AND unix <= $2 "
+                                   "ORDER BY unix DESC, value DESC LIMIT 1",
+                                   DB_ARGS(DB_INT(id), DB_INT(time(NULL) + REPORT_AHEAD_MAX_S)));
+    if (used == -1)
+        return -1;
+    const long long mb = 1024 * 1024;
+    if (used == -2 || used <= storage * mb)
+        return 0;
+    /* Rounded up: "uses 10 MB" must never read as fitting in 10 MB.  Not
+     * as (used + mb - 1) / mb: a stored value near LLONG_MAX overflows. */
+    return err_set(e, ERR_CONFLICT, "storage %lld MB is below what the container uses (%lld MB)",
+                   storage, used / mb + (used % mb != 0));
 }
 
 #define RESTART "UPDATE containers SET generation = generation + 1 WHERE "

@@ -24,6 +24,18 @@ int sizes_check(err_t *e, bool has_memory, long long memory, bool has_storage,
 int server_check_capacity(db_t *db, err_t *e, long long server_id, long long exclude_id,
                           long long memory, long long storage);
 
+/* How far ahead of the API's clock a node's sample or alarm may be dated
+ * (the nodes' reports refuse later ones): a node's clock a little off is
+ * taken, a date years ahead would stay the newest sample until then. */
+#define REPORT_AHEAD_MAX_S 86400
+
+/* Lowering container `id`'s storage from `current` to `storage` MB below
+ * what its node last reported it uses (the newest `quota` sample, bytes):
+ * ERR_CONFLICT "storage N MB is below what the container uses (U MB)".
+ * The node never shrinks a home.  No sample yet, or no lowering: allowed. */
+int storage_check_usage(db_t *db, err_t *e, long long id, long long current,
+                        long long storage);
+
 /* What changed, and so which containers a node must act on. */
 typedef enum {
     TOUCH_RESTART,         /* container `id`: restart it */

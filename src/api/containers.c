@@ -338,6 +338,43 @@ static const field_spec update_spec[] = {
     {NULL, 0}, /* `reboot` takes any value: reboot_asked() */
 };
 
+/* The alarm settings go into the node's requests (a header, a form, XMPP
+ * stanzas): no control character anywhere, the service keys in their
+ * alphabet, a bounded list of destinations, alarm_freq at most a week.
+ * "" clears a field.  400 and -1 on the first bad one. */
+static int alarm_fields_check(req_t *r)
+{
+    static const char *const tokens[] = {"pushover_user", "pushover_token", "pushover_sound",
+                                         "pushbullet_token"};
+    for (size_t i = 0; i < sizeof string_fields / sizeof string_fields[0]; i++) {
+        const char *v = field_str(r, string_fields[i]);
+        bool alarm = strcmp(string_fields[i], "name") != 0 && strcmp(string_fields[i], "note") != 0;
+        if (alarm && v && str_has_control(v)) {
+            reply_bad_request(r, "'%s' must not contain control characters", string_fields[i]);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < sizeof tokens / sizeof tokens[0]; i++) {
+        const char *v = field_str(r, tokens[i]);
+        if (v && *v && !alarm_token_valid(v)) {
+            reply_bad_request(r, "'%s' is 1 to %d of letters, digits, '.', '_' and '-'",
+                              tokens[i], ALARM_TOKEN_MAX);
+            return -1;
+        }
+    }
+    char why[256];
+    const char *dests = field_str(r, "jid_destinations");
+    if (dests && !jid_destinations_valid(dests, why, sizeof why)) {
+        reply_bad_request(r, "%s", why);
+        return -1;
+    }
+    if (field_has(r, "alarm_freq") && field_int(r, "alarm_freq") > ALARM_FREQ_MAX) {
+        reply_bad_request(r, "'alarm_freq' is at most %d seconds (a week)", ALARM_FREQ_MAX);
+        return -1;
+    }
+    return 0;
+}
+
 /* Checks that need no database: answer 400 and return -1 on the first. */
 static int update_check_values(req_t *r)
 {
@@ -358,6 +395,8 @@ static int update_check_values(req_t *r)
             return -1;
         }
     }
+    if (alarm_fields_check(r) < 0)
+        return -1;
     if (field_has(r, "quota_threshold") &&
         (field_int(r, "quota_threshold") < 0 || field_int(r, "quota_threshold") > 100)) {
         reply_bad_request(r, "'quota_threshold' is a percentage from 0 to 100 (a disk "
@@ -431,7 +470,7 @@ static int update_numbers(req_t *r, update_t *u, err_t *e)
     if (field_has(r, "alarm_freq")) {
         long long f = field_int(r, "alarm_freq");
         if (db_exec(r->db, e, "UPDATE containers SET alarm_freq = $1 WHERE id = $2",
-                    DB_ARGS(DB_INT(f < 60 ? 60 : f), DB_INT(u->id))) < 0)
+                    DB_ARGS(DB_INT(f < ALARM_FREQ_MIN ? ALARM_FREQ_MIN : f), DB_INT(u->id))) < 0)
             return -1;
     }
     if (field_has(r, "nofollow")) {
@@ -467,8 +506,10 @@ static int update_resources(req_t *r, update_t *u, err_t *e)
         return -1;
     long long mem = field_has(r, "memory") ? field_int(r, "memory") : db_get_int(cur, 0, 0);
     long long sto = field_has(r, "storage") ? field_int(r, "storage") : db_get_int(cur, 0, 1);
+    long long had = db_get_int(cur, 0, 1);
     db_res_free(cur);
-    if (server_check_capacity(r->db, e, u->server_id, u->id, mem, sto) < 0)
+    if (storage_check_usage(r->db, e, u->id, had, sto) < 0 ||
+        server_check_capacity(r->db, e, u->server_id, u->id, mem, sto) < 0)
         return -1;
     if (db_exec(r->db, e, "UPDATE containers SET memory = $1, storage = $2 WHERE id = $3",
                 DB_ARGS(DB_INT(mem), DB_INT(sto), DB_INT(u->id))) < 0)

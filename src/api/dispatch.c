@@ -13,10 +13,12 @@
 #include "db_pool.h"
 #include "resp_cache.h"
 #include "routes.h"
+#include "stats.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Split the path after `prefix` into segments, dropping empty ones so that
  * trailing slashes (and doubled slashes) do not matter. */
@@ -89,6 +91,7 @@ static void run_route(req_t *r, const route_t *rt)
     case AUTH_NODE:
         if (auth_node(r) < 0)
             goto out;
+        api_stats_node_seen(r->api->stats, r->node_server_id, (long long)time(NULL));
         break;
     case AUTH_ADMIN:
         if (auth_admin(r) < 0)
@@ -122,6 +125,7 @@ static void dispatch_route(req_t *r, const route_t *const *tables)
         reply_error(r, known ? 405 : 404, NULL);
         return;
     }
+    r->matched = rt;
     /* Before the response cache: a cached answer to the right password
      * must not tell a throttled guesser that it is right (auth.c). */
     if ((rt->auth == AUTH_CUSTOMER || rt->auth == AUTH_OPTIONAL || rt->auth == AUTH_ALARM) &&
@@ -167,13 +171,15 @@ static void route_request(req_t *r)
     const struct {
         const char *prefix;
         const route_t *const *tables;
+        stats_api_t kind;
     } apis[] = {
-        {api->cfg.admin_prefix, admin_tables},
-        {api->cfg.node_prefix, node_tables},
-        {api->cfg.prefix, customer_tables},
+        {api->cfg.admin_prefix, admin_tables, STATS_API_ADMIN},
+        {api->cfg.node_prefix, node_tables, STATS_API_NODE},
+        {api->cfg.prefix, customer_tables, STATS_API_CUSTOMER},
     };
     for (size_t i = 0; i < sizeof apis / sizeof apis[0]; i++) {
         if (split_path(r, r->path, apis[i].prefix) == 0) {
+            r->api_kind = apis[i].kind;
             dispatch_route(r, apis[i].tables);
             return;
         }
@@ -184,8 +190,26 @@ static void route_request(req_t *r)
     reply_error(r, 404, NULL);
 }
 
+/* A handler's text answer (reply_text): the Prometheus metrics. */
+static enum MHD_Result send_text(struct MHD_Connection *c, req_t *r)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(r->text), r->text, MHD_RESPMEM_MUST_FREE);
+    if (!resp)
+        return MHD_NO;
+    r->text = NULL; /* the response owns it now */
+    MHD_add_response_header(resp, "Content-Type", r->content_type);
+    for (int i = 0; i < r->nheaders; i++)
+        MHD_add_response_header(resp, r->headers[i].name, r->headers[i].value);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
 static enum MHD_Result send_json(struct MHD_Connection *c, req_t *r)
 {
+    if (r->text)
+        return send_text(c, r);
     bool curl = client_is_curl(r);
     char *text = r->out ? json_dumps(r->out, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     if (!text) {
@@ -245,14 +269,16 @@ static enum MHD_Result send_cached(struct MHD_Connection *c, req_t *r)
     return ret;
 }
 
+/* Log the answered request and count it for GET <admin_prefix>/metrics. */
 static void log_request(req_t *r, conn_ctx_t *ctx)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    double ms = (double)(now.tv_sec - ctx->start.tv_sec) * 1e3 +
-                (double)(now.tv_nsec - ctx->start.tv_nsec) / 1e6;
-    log_info("%s %s %d %.2fms %s", r->method, r->path, r->status, ms,
+    long long usec = (long long)(now.tv_sec - ctx->start.tv_sec) * 1000000 +
+                     (now.tv_nsec - ctx->start.tv_nsec) / 1000;
+    log_info("%s %s %d %.2fms %s", r->method, r->path, r->status, (double)usec / 1e3,
              r->authed ? r->me.username : "-");
+    api_stats_request(r->api->stats, (stats_api_t)r->api_kind, r->matched, r->status, usec);
 }
 
 /* Send what the request holds (unless a long poll suspended it), log it. */

@@ -3,13 +3,17 @@
 #include "../common/log.h"
 #include "../common/settings.h"
 #include "../common/strutil.h"
+#include "alarms.h"
 #include "auth.h"
 #include "changes.h"
 #include "db_pool.h"
 #include "dns_check.h"
 #include "server.h"
 #include "resp_cache.h"
+#include "routes.h"
 #include "schema.h"
+#include "stats.h"
+#include "throttle.h"
 #include "workers.h"
 
 #include <errno.h>
@@ -103,6 +107,12 @@ static const setting_t api_settings[] = {
     {"auth_failure_window", 0, SET_INT, AT(cfg.auth_failure_window), .min = 1, .max = 86400,
      .idef = 300, .meta = "SECONDS",
      .help = "seconds in which a throttled username or address gets its allowance back"},
+    /* 120: a burst fills a whole default ring (max_alarms 100) at once, as
+     * the public platform (no limit) let a client do. */
+    {"alarm_raises", 0, SET_INT, AT(cfg.alarm_raises), .min = 0, .max = 1000000, .idef = 120,
+     .meta = "N",
+     .help = "alarms raised for one container allowed at once, and per minute after that "
+             "(0: no limit)"},
     {"migrate_only", 0, SET_BOOL, AT(migrate_only), .flags = SET_CMDLINE,
      .help = "apply schema migrations and exit"},
     {"help", 'h', SET_BOOL, AT(help), .flags = SET_CMDLINE, .help = "this text"},
@@ -262,12 +272,16 @@ int main(int argc, char **argv)
         (!(api.auth = auth_cache_new(api.cfg.auth_cache_ttl)) &&
          err_set(&e, ERR_INTERNAL, "the auth cache: out of memory") < 0) ||
         auth_limits_init(&api, &e) < 0 ||
+        (!(api.alarm_raises = throttle_new(ALARM_RAISE_KEYS, api.cfg.alarm_raises, 60)) &&
+         err_set(&e, ERR_INTERNAL, "the alarm raise limit: out of memory") < 0) ||
         (!(api.responses = resp_cache_new(api.cfg.auth_cache_ttl,
                                           (size_t)api.cfg.response_cache_mb << 20)) &&
          err_set(&e, ERR_INTERNAL, "the response cache: out of memory") < 0) ||
         (!(api.changes = changes_new(api.pool.conns[0])) &&
          err_set(&e, ERR_INTERNAL, "the changes feed: out of memory") < 0) ||
         changes_start(api.changes, &e) < 0 ||
+        (!(api.stats = api_stats_new(customer_tables, admin_tables, node_tables)) &&
+         err_set(&e, ERR_INTERNAL, "the request counters: out of memory") < 0) ||
         !(api.workers = workers_start(api.cfg.workers, &e))) {
         log_error("%s", e.msg[0] ? e.msg : "start-up failed");
         goto out;
@@ -293,7 +307,9 @@ out:
     changes_free(api.changes);
     auth_cache_free(api.auth);
     auth_limits_free(&api);
+    throttle_free(api.alarm_raises);
     resp_cache_free(api.responses);
+    api_stats_free(api.stats);
     db_pool_close(&api.pool);
     sodium_memzero(api.admin_token, sizeof api.admin_token);
     dns_check_cleanup();

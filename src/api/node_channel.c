@@ -13,12 +13,20 @@
  *        milliseconds and simply asks again after an outage.
  *   POST <node_prefix>/status  {"containers": [{"uid", "state", "since",
  *        "restarts", "last_error", "generation"}]}
- *        What the node runs; shown to customers as the container's "status". */
+ *        What the node runs; shown to customers as the container's "status".
+ *   POST <node_prefix>/metrics  {"containers": [...], "domains": [...]}
+ *   POST <node_prefix>/alarms   {"alarms": [{"ref", "uid", "unix", "class", "msg"}]}
+ *   GET  <node_prefix>/alarms?after=ID
+ *        The node's samples and system alarms, and the alarms raised with
+ *        the API that it delivers (docs/NODE-CHANNEL.md; issue 16). */
 #include "../common/clock.h"
 #include "../common/log.h"
 #include "../common/strutil.h"
 #include "../common/validate.h"
+#include "alarms.h"
 #include "changes.h"
+#include "container_model.h"
+#include "metrics.h"
 #include "node_channel.h"
 #include "fields.h"
 #include "legions.h"
@@ -205,8 +213,12 @@ json_t *node_state_json(db_t *db, err_t *e, long long server_id)
 {
     db_res_t *srv = db_query(db, e,
                              "SELECT name, address, etc_hosts, etc_resolv_conf, "
-                             "portmap_generation, purge_deleted_before FROM servers "
-                             "WHERE id = $1",
+                             /* alarm_seq: the newest id of the alarms raised with
+                              * the API for this server's containers (alarm_store_in
+                              * keeps it), so that raising one wakes the node, which
+                              * then asks GET alarms?after= and delivers it. */
+                             "portmap_generation, purge_deleted_before, alarm_seq "
+                             "FROM servers WHERE id = $1",
                              DB_ARGS(DB_INT(server_id)));
     if (!srv)
         return NULL;
@@ -224,11 +236,12 @@ json_t *node_state_json(db_t *db, err_t *e, long long server_id)
     if (peers)
         /* purge_deleted_before: the node removes the homes of containers
          * deleted before this unix time (imperium admin server purge-deleted). */
-        out = json_pack("{s:{s:s,s:s,s:s,s:s,s:I,s:I},s:o,s:o,s:o,s:o}", "server", "name",
-                        db_get(srv, 0, 0), "address", db_get(srv, 0, 1), "etc_hosts",
+        out = json_pack("{s:{s:s,s:s,s:s,s:s,s:I,s:I,s:I},s:o,s:o,s:o,s:o}", "server",
+                        "name", db_get(srv, 0, 0), "address", db_get(srv, 0, 1), "etc_hosts",
                         db_get(srv, 0, 2), "etc_resolv_conf", db_get(srv, 0, 3),
                         "portmap_generation", (json_int_t)db_get_int(srv, 0, 4),
-                        "purge_deleted_before", (json_int_t)db_get_int(srv, 0, 5), "containers",
+                        "purge_deleted_before", (json_int_t)db_get_int(srv, 0, 5),
+                        "alarm_seq", (json_int_t)db_get_int(srv, 0, 6), "containers",
                         containers, "domains", domains, "portmappings", ports, "legions",
                         legions);
     else {
@@ -302,6 +315,26 @@ static void h_node_state(req_t *r)
     reply(r, 200, state);
 }
 
+/* Container `uid` of this node's server: its id (and its customer in
+ * *customer), 0 when it is not one, -1 on failure. */
+static long long node_container(req_t *r, err_t *e, long long uid, long long *customer)
+{
+    long long id = container_id_of_uid(uid);
+    if (id < 0)
+        return 0;
+    db_res_t *res = db_query(r->db, e,
+                             "SELECT customer_id FROM containers WHERE id = $1 AND "
+                             "server_id = $2",
+                             DB_ARGS(DB_INT(id), DB_INT(r->node_server_id)));
+    if (!res)
+        return -1;
+    long long out = res->nrows == 1 ? id : 0;
+    if (out && customer)
+        *customer = db_get_int(res, 0, 0);
+    db_res_free(res);
+    return out;
+}
+
 static const char *const states[] = {"running", "starting", "stopped", "failed", NULL};
 
 static int status_one(req_t *r, json_t *c, err_t *e)
@@ -319,12 +352,9 @@ static int status_one(req_t *r, json_t *c, err_t *e)
                        "each container needs an integer uid, a state among running, starting, "
                        "stopped, failed, and optional integer since/restarts/generation and "
                        "string last_error");
-    long long id = container_id_of_uid(json_integer_value(uid));
-    long long mine = db_scalar_int(r->db, e, 0,
-                                   "SELECT id FROM containers WHERE id = $1 AND server_id = $2",
-                                   DB_ARGS(DB_INT(id), DB_INT(r->node_server_id)));
-    if (mine <= 0)
-        return mine < 0 ? -1 : 0; /* deleted meanwhile or not this node's: ignore */
+    long long id = node_container(r, e, json_integer_value(uid), NULL);
+    if (id <= 0)
+        return id < 0 ? -1 : 0; /* deleted meanwhile or not this node's: ignore */
     return db_exec(r->db, e,
                    "INSERT INTO container_status (container_id, state, since, restarts, "
                    "last_error, generation) VALUES ($1, $2, $3, $4, $5, $6) "
@@ -372,8 +402,275 @@ static void h_node_status(req_t *r)
     reply_ok(r);
 }
 
+/* ---- the node's reports: metrics and system alarms (issue 16) ----
+ *
+ * A body is checked as it is stored, in one transaction: the first
+ * malformed part answers 400 naming it (e.g. "containers[2].m.cpu must be
+ * a non-negative integer") and rolls everything back.  What is well formed
+ * but not storable (a uid of another server, an unknown metric, a domain
+ * that is not of the container's customer) is skipped and counted: the
+ * node cannot do better by sending it again. */
+
+typedef struct {
+    long long stored, skipped;
+} tally_t;
+
+/* The largest metric value taken: 2^53, exact as a JSON number everywhere
+ * (a quota in bytes up to 8 PiB), and far from overflowing the sums and
+ * roundings made of it. */
+#define METRIC_VALUE_MAX (1LL << 53)
+
+/* Whether unix time `t` is too far ahead of the API's clock. */
+static bool too_far_ahead(long long t)
+{
+    return t > (long long)time(NULL) + REPORT_AHEAD_MAX_S;
+}
+
+/* `list`[i] as an object with an integer uid, a positive integer unix at
+ * most a day ahead, and an object `m` of integers 0 to METRIC_VALUE_MAX;
+ * ERR_INPUT naming the part. */
+static int sample_entry_check(err_t *e, const char *list, size_t i, json_t *o)
+{
+    if (!json_is_object(o))
+        return err_set(e, ERR_INPUT, "%s[%zu] must be an object", list, i);
+    json_t *uid = json_object_get(o, "uid"), *at = json_object_get(o, "unix");
+    json_t *m = json_object_get(o, "m");
+    if (!json_is_integer(uid))
+        return err_set(e, ERR_INPUT, "%s[%zu].uid must be an integer", list, i);
+    if (!json_is_integer(at) || json_integer_value(at) <= 0)
+        return err_set(e, ERR_INPUT, "%s[%zu].unix must be a positive integer (unix seconds)",
+                       list, i);
+    if (too_far_ahead(json_integer_value(at)))
+        return err_set(e, ERR_INPUT,
+                       "%s[%zu].unix is more than %d seconds ahead of the API's clock", list, i,
+                       REPORT_AHEAD_MAX_S);
+    if (!json_is_object(m))
+        return err_set(e, ERR_INPUT, "%s[%zu].m must be an object of metrics", list, i);
+    const char *k;
+    json_t *v;
+    json_object_foreach(m, k, v)
+    {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+            json_integer_value(v) > METRIC_VALUE_MAX)
+            return err_set(e, ERR_INPUT,
+                           "%s[%zu].m.%s must be a non-negative integer of at most 2^53", list,
+                           i, k);
+    }
+    return 0;
+}
+
+/* The id of domain `name` when it is customer `customer`'s, else 0. */
+static long long customer_domain(req_t *r, err_t *e, const char *name, long long customer)
+{
+    return db_scalar_int(r->db, e, 0, "SELECT id FROM domains WHERE name = $1 AND "
+                                      "customer_id = $2",
+                         DB_ARGS(DB_TEXT(name), DB_INT(customer)));
+}
+
+/* Store one entry of containers[] (domain_name NULL) or domains[]. */
+static int sample_entry_store(req_t *r, err_t *e, json_t *o, const char *domain_name,
+                              tally_t *t)
+{
+    json_t *m = json_object_get(o, "m");
+    long long customer = 0, domain = 0;
+    long long cid = node_container(r, e, json_integer_value(json_object_get(o, "uid")),
+                                   &customer);
+    if (cid > 0 && domain_name)
+        domain = customer_domain(r, e, domain_name, customer);
+    if (cid < 0 || domain < 0)
+        return -1;
+    if (cid == 0 || (domain_name && domain == 0)) {
+        t->skipped += (long long)json_object_size(m);
+        return 0;
+    }
+    long long at = json_integer_value(json_object_get(o, "unix"));
+    const char *k;
+    json_t *v;
+    json_object_foreach(m, k, v)
+    {
+        bool known = domain_name ? metric_domain_known(k) : metric_container_known(k);
+        if (!known) {
+            t->skipped++;
+            continue;
+        }
+        long long value = json_integer_value(v);
+        if ((domain_name ? metrics_store_domain(r->db, e, domain, cid, k, at, value)
+                         : metrics_store_container(r->db, e, cid, k, at, value)) < 0)
+            return -1;
+        t->stored++;
+    }
+    return 0;
+}
+
+/* Every entry of body list `list` (absent: none). */
+static int sample_list_store(req_t *r, err_t *e, const char *list, tally_t *t)
+{
+    json_t *entries = json_object_get(r->json, list);
+    if (!entries)
+        return 0;
+    if (!json_is_array(entries))
+        return err_set(e, ERR_INPUT, "'%s' must be a list", list);
+    bool domains = strcmp(list, "domains") == 0;
+    size_t i;
+    json_t *o;
+    json_array_foreach(entries, i, o)
+    {
+        if (sample_entry_check(e, list, i, o) < 0)
+            return -1;
+        json_t *name = json_object_get(o, "name");
+        if (domains && !json_is_string(name))
+            return err_set(e, ERR_INPUT, "domains[%zu].name must be a string", i);
+        if (sample_entry_store(r, e, o, domains ? json_string_value(name) : NULL, t) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Answer {"stored": N, "skipped": M} after running `fn` in one transaction. */
+static void store_report(req_t *r, int (*fn)(req_t *, err_t *, tally_t *))
+{
+    if (req_parse_object(r) < 0)
+        return;
+    err_t e = {0};
+    tally_t t = {0};
+    if (db_begin(r->db, &e) < 0)
+        return reply_internal(r, &e);
+    if (fn(r, &e, &t) < 0 || db_commit(r->db, &e) < 0) {
+        db_rollback(r->db);
+        return reply_err(r, &e);
+    }
+    reply(r, 200, json_pack("{s:I,s:I}", "stored", (json_int_t)t.stored, "skipped",
+                            (json_int_t)t.skipped));
+}
+
+static int metrics_store_body(req_t *r, err_t *e, tally_t *t)
+{
+    return sample_list_store(r, e, "containers", t) < 0 ||
+                   sample_list_store(r, e, "domains", t) < 0
+               ? -1
+               : 0;
+}
+
+static void h_node_metrics(req_t *r) { store_report(r, metrics_store_body); }
+
+/* A text member of alarms[i]: a string of valid UTF-8, at most `max`
+ * bytes (0: no bound but the body's), required or not. */
+static int alarm_text(err_t *e, json_t *o, size_t i, const char *name, size_t max,
+                      bool required, const char **out)
+{
+    json_t *v = json_object_get(o, name);
+    *out = json_string_value(v);
+    if (!v && !required)
+        return 0;
+    if (!*out || (max && strlen(*out) > max) || (required && !**out) ||
+        !alarm_text_valid(*out, strlen(*out)))
+        return max ? err_set(e, ERR_INPUT, "alarms[%zu].%s must be %sUTF-8 text of at most "
+                                           "%zu bytes", i, name, required ? "non-empty " : "",
+                             max)
+                   : err_set(e, ERR_INPUT, "alarms[%zu].%s must be %sUTF-8 text", i, name,
+                             required ? "non-empty " : "");
+    return 0;
+}
+
+static int alarm_entry_store(req_t *r, err_t *e, size_t i, json_t *o, tally_t *t)
+{
+    if (!json_is_object(o))
+        return err_set(e, ERR_INPUT, "alarms[%zu] must be an object", i);
+    json_t *uid = json_object_get(o, "uid"), *at = json_object_get(o, "unix");
+    alarm_t a = {.level = ALARM_LEVEL_SYSTEM, .line = -1};
+    if (alarm_text(e, o, i, "ref", ALARM_TEXT_MAX, true, &a.node_ref) < 0 ||
+        alarm_text(e, o, i, "class", ALARM_TEXT_MAX, false, &a.cls) < 0 ||
+        alarm_text(e, o, i, "msg", 0, true, &a.msg) < 0)
+        return -1;
+    if (!json_is_integer(uid))
+        return err_set(e, ERR_INPUT, "alarms[%zu].uid must be an integer", i);
+    if (!json_is_integer(at) || json_integer_value(at) < 0)
+        return err_set(e, ERR_INPUT, "alarms[%zu].unix must be an integer of at least 0", i);
+    if (too_far_ahead(json_integer_value(at)))
+        return err_set(e, ERR_INPUT,
+                       "alarms[%zu].unix is more than %d seconds ahead of the API's clock", i,
+                       REPORT_AHEAD_MAX_S);
+    a.unix_time = json_integer_value(at);
+    long long cid = node_container(r, e, json_integer_value(uid), NULL);
+    if (cid <= 0) {
+        t->skipped += cid == 0;
+        return cid < 0 ? -1 : 0;
+    }
+    int rc = alarm_store_in(r->db, e, cid, &a);
+    if (rc < 0 && e->kind == ERR_NOTFOUND) {
+        /* Deleted since node_container looked (nothing was written): the
+         * node cannot do better by sending it again, and the rest of the
+         * batch must not be refused with it. */
+        *e = (err_t){0};
+        t->skipped++;
+        return 0;
+    }
+    if (rc < 0)
+        return -1;
+    t->stored += rc;
+    t->skipped += rc == 0;
+    return 0;
+}
+
+static int alarms_store_body(req_t *r, err_t *e, tally_t *t)
+{
+    json_t *list = json_object_get(r->json, "alarms");
+    if (!json_is_array(list))
+        return err_set(e, ERR_INPUT, "'alarms' (a list) is required");
+    size_t i;
+    json_t *o;
+    json_array_foreach(list, i, o)
+    {
+        if (alarm_entry_store(r, e, i, o, t) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void h_node_alarms_post(req_t *r) { store_report(r, alarms_store_body); }
+
+/* ---- GET <node_prefix>/alarms?after=ID: the alarms the node delivers ---- */
+
+#define NODE_ALARMS_MAX 100
+
+static json_t *node_alarm_json(db_res_t *res, int i)
+{
+    return json_pack("{s:I,s:I,s:I,s:s,s:s,s:s,s:I,s:s}", "id",
+                     (json_int_t)db_get_int(res, i, 0), "uid",
+                     (json_int_t)container_uid(db_get_int(res, i, 1)), "level",
+                     (json_int_t)db_get_int(res, i, 2), "class", db_get(res, i, 3), "vassal",
+                     db_get(res, i, 4), "msg", db_get(res, i, 5), "unix",
+                     (json_int_t)db_get_int(res, i, 6), "color", db_get(res, i, 7));
+}
+
+static void h_node_alarms_get(req_t *r)
+{
+    const char *s = req_arg(r, "after");
+    long long after = 0;
+    if (s && (!str_to_ll(s, &after) || after < 0))
+        return reply_bad_request(r, "'after' must be an alarm id (an integer, 0 or more)");
+    err_t e = {0};
+    long long seq = db_scalar_int(r->db, &e, 0, "SELECT alarm_seq FROM servers WHERE id = $1",
+                                  DB_ARGS(DB_INT(r->node_server_id)));
+    json_t *list = seq < 0 ? NULL
+                           : rows_json(r->db, &e, node_alarm_json,
+                                       "SELECT a.id, a.container_id, a.level, a.class, "
+                                       "a.vassal, a.msg, a.unix, a.color FROM alarms a "
+                                       "JOIN containers c ON c.id = a.container_id "
+                                       "WHERE c.server_id = $1 AND a.node_ref IS NULL AND "
+                                       "a.id > $2 ORDER BY a.id LIMIT $3",
+                                       DB_ARGS(DB_INT(r->node_server_id), DB_INT(after),
+                                               DB_INT(NODE_ALARMS_MAX)));
+    if (!list)
+        return reply_internal(r, &e);
+    reply(r, 200, json_pack("{s:o,s:I}", "alarms", list, "alarm_seq", (json_int_t)seq));
+}
+
 const route_t node_routes[] = {
     {"GET", "state", h_node_state, AUTH_NODE, CACHE_NONE, WAKE_NONE},
     {"POST", "status", h_node_status, AUTH_NODE, CACHE_NONE, WAKE_NONE},
+    {"POST", "metrics", h_node_metrics, AUTH_NODE, CACHE_NONE, WAKE_NONE},
+    {"POST", "alarms", h_node_alarms_post, AUTH_NODE, CACHE_NONE, WAKE_NONE},
+    {"GET", "alarms", h_node_alarms_get, AUTH_NODE, CACHE_NONE, WAKE_NONE},
     {NULL, NULL, NULL, 0, 0, 0},
 };

@@ -13,9 +13,24 @@
 
 void reply(req_t *r, int status, json_t *body)
 {
+    free(r->text); /* the last reply*() wins */
+    r->text = NULL;
     json_decref(r->out);
     r->status = status;
     r->out = body;
+}
+
+void reply_text(req_t *r, int status, char *text, const char *content_type)
+{
+    free(r->text);
+    r->text = NULL;
+    if (!text)
+        return reply_internal(r, NULL);
+    json_decref(r->out);
+    r->out = NULL;
+    r->status = status;
+    r->text = text;
+    r->content_type = content_type;
 }
 
 void reply_ok(req_t *r) { reply(r, 200, json_pack("{s:s}", "message", "Ok")); }
@@ -168,4 +183,5 @@ void req_free(req_t *r)
     json_decref(r->out);
     json_decref(r->json);
     free(r->segbuf);
+    free(r->text);
 }

@@ -53,9 +53,16 @@ typedef struct req {
     const struct route *route;
     bool on_worker;    /* may block: a worker thread runs it */
     bool needs_worker; /* an HTTP thread met work that may block (auth.c) */
+    /* Set by dispatch for the API's own metrics (stats.h): which API the
+     * prefix named (stats_api_t) and the route matched, if any. */
+    int api_kind;
+    const struct route *matched;
     /* The response. */
     int status;
     json_t *out;
+    /* A text answer instead of JSON (reply_text): sent as is. */
+    char *text;
+    const char *content_type;
     /* Headers the handler added (reply_header), sent with its answer. */
     struct {
         char name[32];
@@ -67,6 +74,9 @@ typedef struct req {
 
 /* Answer helpers: every handler ends with exactly one of these. */
 void reply(req_t *r, int status, json_t *body); /* steals body */
+/* A text answer of `content_type` (a string that outlives the request):
+ * steals `text` (malloc'ed); NULL text is a logged 500. */
+void reply_text(req_t *r, int status, char *text, const char *content_type);
 void reply_ok(req_t *r);                        /* 200 {"message": "Ok"} */
 void reply_error(req_t *r, int status, const char *reason);
 void reply_bad_request(req_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -13,7 +13,7 @@ const route_t *const node_tables[] = {node_routes, NULL};
 
 const route_t *const admin_tables[] = {
     admin_customer_routes, admin_server_routes, admin_container_routes, admin_other_routes,
-    NULL,
+    admin_metrics_routes, NULL,
 };
 
 static bool pattern_matches(const char *pattern, char *const *segs, int nsegs)

@@ -27,8 +27,8 @@ enum route_cache {
 /* Whether a successful answer (2xx, not a suspended long poll) wakes the
  * nodes' long polls (changes.c) after the handler ran: every write that may
  * change what some node must run.  The dispatcher does it; handlers need do
- * nothing.  Reads never wake; neither do the nodes' own reports nor a raised
- * alarm, which change nothing a node follows. */
+ * nothing.  Reads never wake; neither do the nodes' own reports.  A raised
+ * alarm does: the node delivers it (server.alarm_seq of its state). */
 enum route_wake {
     WAKE_NONE,
     WAKE_NODES,
@@ -69,6 +69,7 @@ extern const route_t admin_customer_routes[];
 extern const route_t admin_server_routes[];
 extern const route_t admin_container_routes[];
 extern const route_t admin_other_routes[];
+extern const route_t admin_metrics_routes[];
 extern const route_t node_routes[];
 
 #endif

@@ -194,6 +194,19 @@ static const migration_t migrations[] = {
     "  generation INTEGER NOT NULL DEFAULT 0);", NULL},
     /* 2: ids only ever grow; why a container stopped; the purge of deleted homes. */
     {NULL, ids_only_grow},
+    /* 3: alarms the nodes raise (issue 16) carry the node's own id for them,
+     * so a batch resent after a lost answer stores nothing twice.  NULL for
+     * the alarms raised with the API (the ones sent down to the nodes). */
+    {"ALTER TABLE alarms ADD COLUMN node_ref TEXT;"
+     "CREATE UNIQUE INDEX alarms_node_ref ON alarms(container_id, node_ref);", NULL},
+    /* 4: the newest id of the alarms raised with the API for a server's
+     * containers (the node state's alarm_seq), kept by alarm_store_in:
+     * every node's state is rebuilt on each raise, and a column is read
+     * at once where a MAX over the server's alarms was not. */
+    {"ALTER TABLE servers ADD COLUMN alarm_seq INTEGER NOT NULL DEFAULT 0;"
+     "UPDATE servers SET alarm_seq = (SELECT COALESCE(MAX(a.id), 0) FROM alarms a "
+     "JOIN containers c ON c.id = a.container_id WHERE c.server_id = servers.id "
+     "AND a.node_ref IS NULL);", NULL},
 };
 
 /* Every table with an `id INTEGER PRIMARY KEY`.  Ids travel to the nodes

@@ -85,7 +85,8 @@ static int write_all(int fd, const char *p, size_t len)
     return 0;
 }
 
-int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, err_t *e)
+static int write_replace(const char *path, const void *data, size_t len, mode_t mode, bool sync,
+                         err_t *e)
 {
     char tmp[PATH_MAX];
     if (tmp_path(tmp, sizeof tmp, path, e) < 0)
@@ -93,7 +94,7 @@ int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0)
         return err_set(e, ERR_INTERNAL, "write %s: %s", tmp, strerror(errno));
-    bool ok = write_all(fd, data, len) == 0 && fsync(fd) == 0;
+    bool ok = write_all(fd, data, len) == 0 && (!sync || fsync(fd) == 0);
     int err = errno;
     if (close(fd) < 0 && ok) {
         ok = false;
@@ -107,5 +108,48 @@ int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
         unlink(tmp);
         return err_set(e, ERR_INTERNAL, "write %s: %s", path, strerror(err));
     }
+    return 0;
+}
+
+int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, err_t *e)
+{
+    return write_replace(path, data, len, mode, true, e);
+}
+
+int fs_write_replace(const char *path, const void *data, size_t len, mode_t mode, err_t *e)
+{
+    return write_replace(path, data, len, mode, false, e);
+}
+
+ssize_t fs_read_small(const char *path, char *buf, size_t size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, size - 1);
+    int err = errno;
+    close(fd);
+    if (n < 0) {
+        errno = err;
+        return -1;
+    }
+    buf[n] = '\0';
+    return n;
+}
+
+int fs_beside_self(const char *name, char *out, size_t size, err_t *e)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n < 0)
+        return err_set(e, ERR_INTERNAL, "find %s: /proc/self/exe: %s", name, strerror(errno));
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash)
+        return err_set(e, ERR_INTERNAL, "find %s: odd path %s", name, exe);
+    *slash = '\0';
+    int len = snprintf(out, size, "%s/%s", exe, name);
+    if (len < 0 || (size_t)len >= size)
+        return err_set(e, ERR_INTERNAL, "find %s: the path beside %s is too long", name, exe);
     return 0;
 }

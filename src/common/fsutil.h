@@ -20,5 +20,19 @@ int fs_mkdirs(const char *path, mode_t mode, err_t *e);
  * it, so a reader (or the next daemon after a crash) sees either the old
  * file or the whole new one. */
 int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, err_t *e);
+/* The same without the fsync: for a file written often whose loss in a
+ * crash costs little (after one, it may hold the old or no content). */
+int fs_write_replace(const char *path, const void *data, size_t len, mode_t mode, err_t *e);
+
+/* One read(2) of a small file (a /proc, /sys or cgroup file, which answers
+ * whole in one read) into buf, NUL-terminated: its length, -1 (errno) when
+ * it cannot be opened or read.  Reads at most size - 1 bytes. */
+ssize_t fs_read_small(const char *path, char *buf, size_t size);
+
+/* The path of `name` in the directory of the running executable
+ * (/proc/self/exe): the daemons find the helpers installed beside them
+ * (imperium-init, imperium-wall) this way.  -1 with a message naming
+ * `name` when it does not fit in size or /proc cannot tell. */
+int fs_beside_self(const char *name, char *out, size_t size, err_t *e);
 
 #endif

@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <sodium.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +107,19 @@ void buf_free(buf_t *b)
     free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
+}
+
+void *array_room(void *v, size_t n, size_t *cap, size_t size)
+{
+    if (n < *cap)
+        return v;
+    size_t grown = *cap ? *cap * 2 : 16;
+    if (grown < *cap || grown > SIZE_MAX / size)
+        return NULL;
+    void *p = realloc(v, grown * size);
+    if (p)
+        *cap = grown;
+    return p;
 }
 
 void uuid_v4(char out[37])

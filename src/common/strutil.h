@@ -28,6 +28,11 @@ int buf_appends(buf_t *b, const char *s);
 int buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_free(buf_t *b);
 
+/* Room for element n of array v (elements of `size` bytes, *cap of them
+ * allocated): v when it has it, else v grown (doubling, from 16) and *cap
+ * updated; NULL when out of memory or too large (v and *cap unchanged). */
+void *array_room(void *v, size_t n, size_t *cap, size_t size);
+
 /* Write a random RFC 4122 version 4 UUID (36 chars + NUL) into out. */
 void uuid_v4(char out[37]);
 

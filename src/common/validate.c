@@ -407,3 +407,70 @@ bool custom_distro_path_valid(const char *path, char *reason, size_t rlen)
     }
     return true;
 }
+
+bool alarm_token_valid(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++) {
+        unsigned char ch = (unsigned char)s[n];
+        if (n >= ALARM_TOKEN_MAX ||
+            !(isascii(ch) && (isalnum(ch) || ch == '.' || ch == '_' || ch == '-')))
+            return false;
+    }
+    return n > 0;
+}
+
+bool str_has_control(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return true;
+    return false;
+}
+
+/* One jid of jid_destinations, len bytes at j: [local@]domain[/resource]. */
+static bool jid_looks_valid(const char *j, size_t len)
+{
+    if (len == 0 || len > 256)
+        return false;
+    size_t slash = 0;
+    while (slash < len && j[slash] != '/')
+        slash++;
+    if (slash < len && slash + 1 == len)
+        return false; /* an empty resource */
+    const char *at = memchr(j, '@', slash);
+    const char *dom = at ? at + 1 : j;
+    size_t dlen = slash - (size_t)(dom - j);
+    if ((at && at == j) || dlen == 0 || memchr(dom, '@', dlen))
+        return false;
+    for (size_t i = 0; i < dlen; i++) {
+        unsigned char ch = (unsigned char)dom[i];
+        if (!(isalnum(ch) || ch == '.' || ch == '-' || ch >= 0x80))
+            return false;
+    }
+    return dom[0] != '.' && dom[0] != '-';
+}
+
+bool jid_destinations_valid(const char *list, char *reason, size_t rlen)
+{
+    if (str_has_control(list))
+        return snprintf(reason, rlen, "'jid_destinations' must not contain control characters"),
+               false;
+    size_t count = 0;
+    for (const char *p = list;;) {
+        p += strspn(p, ", ");
+        if (!*p)
+            return true;
+        size_t len = strcspn(p, ", ");
+        if (++count > JID_DESTINATIONS_MAX)
+            return snprintf(reason, rlen, "'jid_destinations' holds at most %d jids",
+                            JID_DESTINATIONS_MAX),
+                   false;
+        if (!jid_looks_valid(p, len))
+            return snprintf(reason, rlen,
+                            "'jid_destinations': %.*s is not a jid (user@domain[/resource])",
+                            (int)(len > 64 ? 64 : len), p),
+                   false;
+        p += len;
+    }
+}

@@ -10,6 +10,13 @@
 
 #define UID_BASE 30000
 
+/* The largest request body the API reads (server.c answers a larger one 413
+ * and the node's outbox drops a 4xx body): the node keeps each report it
+ * posts (metrics, alarms) to REPORT_MAX_BODY bytes, a margin below it. */
+#define API_MAX_BODY (64 * 1024)
+#define REPORT_MAX_BODY 60000
+_Static_assert(REPORT_MAX_BODY < API_MAX_BODY, "the node's reports must fit the API's bodies");
+
 /* uid = 30000 + internal id. */
 long long container_uid(long long id);
 /* The internal id of a uid path segment ("30009"), or -1 if it is not one. */
@@ -58,5 +65,23 @@ bool portmap_private_port_valid(long long port, char *reason, size_t rlen);
 /* A custom distro `path`: a directory name in the storage container's
  * distros/, 1 to 255 of [A-Za-z0-9._-], not "." or "..". */
 bool custom_distro_path_valid(const char *path, char *reason, size_t rlen);
+
+/* A container's alarm_freq bounds, seconds (docs/ALARMS.md): the API stores
+ * a smaller value as the minimum and refuses a larger one; the node clamps
+ * what a state says to them (an older API's value). */
+#define ALARM_FREQ_MIN 60
+#define ALARM_FREQ_MAX 604800
+/* An alarm service key (pushover_user, pushover_token, pushover_sound,
+ * pushbullet_token): 1 to 128 of [A-Za-z0-9._-].  The node puts them in
+ * request headers and forms: nothing else may reach them. */
+#define ALARM_TOKEN_MAX 128
+bool alarm_token_valid(const char *s);
+/* jid_destinations: comma (and/or blank) separated jids, at most
+ * JID_DESTINATIONS_MAX of them, each [local@]domain[/resource] with no
+ * control character or blank, at most 256 bytes.  "" (none) is valid. */
+#define JID_DESTINATIONS_MAX 10
+bool jid_destinations_valid(const char *list, char *reason, size_t rlen);
+/* Does s hold a control character (< 0x20 or 0x7f)? */
+bool str_has_control(const char *s);
 
 #endif

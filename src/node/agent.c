@@ -41,9 +41,13 @@
 #include "../common/validate.h"
 #include "../runtime/cgroup.h"
 #include "../runtime/net.h"
+#include "../runtime/quota.h"
 #include "channel.h"
 #include "netpolicy.h"
+#include "alarms.h"
+#include "nodestats.h"
 #include "router.h"
+#include "sampler.h"
 #include "subgate.h"
 #include "supervisor.h"
 
@@ -85,6 +89,9 @@ typedef struct {
     long long net_check_ms; /* the next netpolicy_check */
     char net_check_error[512]; /* why the last check failed; "" when it worked */
     overlay_t *ov;         /* links across servers; NULL with overlay = off */
+    alarms_t *alarms;      /* system alarms and their delivery (alarms.h) */
+    sampler_t *sampler;    /* the containers' metrics; NULL with metrics_interval = 0 */
+    nodestats_server_t *prom; /* the Prometheus /metrics; NULL without metrics_listen */
     char ov_error[512];    /* the overlay's last failure, "" when in line */
 } agent_t;
 
@@ -200,13 +207,117 @@ static int network_setup(const agent_cfg_t *c, err_t *e)
     return removed < 0 ? -1 : 0;
 }
 
+/* The metrics (sampler.h): the router's stats socket when there is one. */
+static int sampler_setup(agent_t *a, err_t *e)
+{
+    const agent_cfg_t *c = a->cfg;
+    if (c->metrics_interval <= 0)
+        return 0;
+    char *stats = c->router_http ? str_printf("%s/%s/run/fastrouter-stats.sock",
+                                              c->node.state_dir, AGENT_ROUTER_DIR)
+                                 : NULL;
+    sampler_opts_t so = {.node = &c->node,
+                         .router_stats = stats,
+                         .interval_s = c->metrics_interval};
+    a->sampler = !c->router_http || stats ? sampler_new(&so, e) : NULL;
+    free(stats);
+    if (!a->sampler)
+        return e->msg[0] ? -1 : err_set(e, ERR_INTERNAL, "out of memory");
+    log_info("metrics: every %d s to %s%s/metrics", c->metrics_interval, c->api_url,
+             c->node_prefix);
+    return 0;
+}
+
+/* A round of metrics is due: its bodies into the outbox. */
+static void sample(agent_t *a)
+{
+    int uids[4096];
+    size_t n = sv_running(a->sv, uids, sizeof uids / sizeof uids[0]);
+    if (n > sizeof uids / sizeof uids[0]) {
+        log_warn("metrics: %zu containers run, only the first %zu are sampled", n,
+                 sizeof uids / sizeof uids[0]);
+        n = sizeof uids / sizeof uids[0];
+    }
+    char **bodies = sampler_sample(a->sampler, uids, n);
+    for (size_t i = 0; bodies && bodies[i]; i++)
+        channel_post(a->ch, "metrics", bodies[i]); /* takes it */
+    free(bodies);
+}
+
+/* sv_opts_t.on_alarm: an OOM kill or a crash loop. */
+static void on_alarm(void *ctx, long long uid, const char *cls, const char *msg)
+{
+    agent_t *a = ctx;
+    alarms_raise(a->alarms, uid, cls, msg);
+}
+
+static alarms_t *alarms_new_for(const agent_cfg_t *c, err_t *e)
+{
+    alarms_opts_t o = {.api_url = c->api_url,
+                       .node_prefix = c->node_prefix,
+                       .server_name = c->server_name,
+                       .secret = c->secret,
+                       .state_dir = c->node.state_dir,
+                       .containers_dir = c->node.containers_dir,
+                       .quota = c->node.quota,
+                       .quota_check_interval = c->quota_check_interval,
+                       .deliver = {.pushover_url = c->pushover_url,
+                                   .pushbullet_url = c->pushbullet_url,
+                                   .slack_hosts = c->slack_hosts,
+                                   .insecure_http = c->alarm_insecure_http,
+                                   .xmpp_server = c->xmpp_server,
+                                   .xmpp_insecure = c->xmpp_insecure,
+                                   .container_network = c->node.net.network_text,
+                                   .nat_deny = c->nat_deny,
+                                   .wall = c->wall,
+                                   .state_dir = c->node.state_dir}};
+    return alarms_new(&o, NULL, e);
+}
+
+/* Homes a container that no longer runs left mounted (a crash, or a busy
+ * unmount at its stop) are unmounted; running ones keep theirs (adoption:
+ * host mounts outlive the daemon).  Failures are logged, not fatal. */
+static void release_stale_homes(const agent_cfg_t *c)
+{
+    err_t e;
+    err_clear(&e);
+    size_t n;
+    int *uids = list_uids(c->node.state_dir, &n, &e);
+    if (!uids) {
+        log_error("homes: %s", e.msg);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        err_clear(&e);
+        if (container_is_running(&c->node, uids[i]))
+            continue;
+        int rc = quota_release(c->node.quota, c->node.containers_dir, uids[i], &e);
+        if (rc < 0)
+            log_warn("container %d: %s", uids[i], e.msg);
+        else if (rc > 0)
+            log_info("container %d: its home, left mounted by a run that ended unseen, "
+                     "unmounted",
+                     uids[i]);
+    }
+    free(uids);
+}
+
 static int setup(agent_t *a, err_t *e)
 {
     const agent_cfg_t *c = a->cfg;
     if (setup_fds(a, e) < 0 || (a->lock_fd = agent_lock(c, e)) < 0)
         return -1;
-    if (fs_mkdirs(c->node.containers_dir, 0755, e) < 0 || network_setup(c, e) < 0)
+    /* After the signal mask (its thread inherits it: SIGCHLD stays ours)
+     * and before any container: a taken port stops the start, not later. */
+    if (c->metrics_listen) {
+        if (!(a->prom = nodestats_serve(c->metrics_listen, e)))
+            return -1;
+        log_info("the node's own metrics: http://%s/metrics", c->metrics_listen);
+    }
+    if (fs_mkdirs(c->node.containers_dir, 0755, e) < 0 || network_setup(c, e) < 0 ||
+        quota_setup(c->node.quota, c->node.containers_dir, c->node.state_dir, e) < 0)
         return -1;
+    release_stale_homes(c);
     node_cfg_t node = c->node;
     if (c->router_http) {
         char *dir = str_printf("%s/%s", c->node.state_dir, AGENT_ROUTER_DIR);
@@ -223,7 +334,8 @@ static int setup(agent_t *a, err_t *e)
         subgate_opts_t go = {.listen_path = listen,
                              .router_path = router_subscription_server(a->router),
                              .router_uid = router_uid(a->router),
-                             .containers_dir = c->node.containers_dir};
+                             .containers_dir = c->node.containers_dir,
+                             .max_subscriptions = c->max_subscriptions};
         a->gate = listen ? subgate_start(&go, e) : NULL;
         free(listen);
         if (!a->gate)
@@ -231,10 +343,15 @@ static int setup(agent_t *a, err_t *e)
         if (router_fd(a->router) >= 0 && add_fd(a, router_fd(a->router), EV_ROUTER, e) < 0)
             return -1;
     }
+    /* Before the supervisor: adopting may find OOM kills to raise. */
+    if (!(a->alarms = alarms_new_for(c, e)))
+        return -1;
     sv_opts_t so = {.node = node,
                     .distro_host_ok = c->distro_host_ok,
                     .stop_timeout_ms = c->stop_timeout_ms,
-                    .restart_grace_ms = c->restart_grace_ms};
+                    .restart_grace_ms = c->restart_grace_ms,
+                    .on_alarm = on_alarm,
+                    .alarm_ctx = a};
     if (!(a->sv = sv_new(&so, e)) || add_fd(a, sv_fd(a->sv), EV_INITS, e) < 0)
         return -1;
     sv_adopt_all(a->sv);
@@ -244,20 +361,37 @@ static int setup(agent_t *a, err_t *e)
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return err_set(e, ERR_INTERNAL, "libcurl failed to initialise");
     a->curl_ready = true;
+    /* What the API had not taken when the last daemon stopped goes first. */
+    char *outbox = str_printf("%s/%s", c->node.state_dir, CHANNEL_OUTBOX_FILE);
     channel_opts_t co = {.api_url = c->api_url,
                          .node_prefix = c->node_prefix,
                          .user = c->server_name,
                          .secret = c->secret,
                          .wait_s = CHANNEL_WAIT_S,
-                         .notify_fd = a->event_fd};
-    if (!(a->ch = channel_new(&co, e)) || channel_start(a->ch, e) < 0)
+                         .notify_fd = a->event_fd,
+                         .outbox_max = c->outbox_max,
+                         .outbox_max_bytes = (size_t)c->outbox_max_bytes,
+                         .outbox_file = outbox};
+    a->ch = outbox ? channel_new(&co, e) : NULL;
+    free(outbox);
+    if (!a->ch || channel_start(a->ch, e) < 0)
+        return e->msg[0] ? -1 : err_set(e, ERR_INTERNAL, "out of memory");
+    if (alarms_start(a->alarms, a->ch, e) < 0)
         return -1;
-    return 0;
+    return sampler_setup(a, e);
 }
 
 static void teardown(agent_t *a)
 {
-    channel_free(a->ch); /* stops and joins the thread first */
+    /* The outbox to disk first (system alarms the API has not taken): the
+     * joins of alarms_free may wait on a delivery in flight, and a SIGKILL
+     * meanwhile must not lose it.  Nothing posts to the channel after this:
+     * alarms_free only joins its threads (fetch, delivery), posting nothing. */
+    channel_free(a->ch); /* stops and joins the thread first, saves the outbox */
+    a->ch = NULL;
+    alarms_free(a->alarms); /* before curl_global_cleanup: it uses libcurl */
+    a->alarms = NULL;
+    sampler_free(a->sampler);
     spec_free(a->saved);
     spec_free(a->unsaved);
     netpolicy_free(a->np); /* the table stays: the containers keep their isolation */
@@ -266,6 +400,7 @@ static void teardown(agent_t *a)
         curl_global_cleanup();
     sv_free(a->sv);
     subgate_stop(a->gate);
+    nodestats_serve_stop(a->prom);
     router_free(a->router); /* it keeps running: the next daemon adopts it */
     if (a->ep_fd >= 0)
         close(a->ep_fd);
@@ -454,6 +589,7 @@ static void apply_state(agent_t *a, const spec_state_t *state)
     if (a->router)
         router_set_domains(a->router, state->domains, state->n_domains);
     sv_set_state(a->sv, state);
+    alarms_set_state(a->alarms, state);
 }
 
 /* No state from the API in time: follow the saved one meanwhile. */
@@ -512,6 +648,12 @@ static int timeout_ms(const agent_t *a)
         next = a->net_retry_ms;
     if (a->np && a->net_check_ms < next)
         next = a->net_check_ms;
+    d = sampler_next_deadline(a->sampler);
+    if (d >= 0 && d < next)
+        next = d;
+    d = alarms_next_deadline(a->alarms);
+    if (d >= 0 && d < next)
+        next = d;
     next -= now;
     return next < 0 ? 0 : next > STATUS_EVERY_MS ? STATUS_EVERY_MS : (int)next;
 }
@@ -542,6 +684,7 @@ static void loop(agent_t *a)
         network_retry(a);
         network_check(a);
         overlay_step(a, NULL);
+        alarms_tick(a->alarms);
         sv_converge(a->sv);
         if (a->unsaved) {
             /* After converging: the file (and its fsync) never delays a change. */
@@ -556,6 +699,8 @@ static void loop(agent_t *a)
                 log_error("router: %s", e.msg);
         }
         long long now = now_ms();
+        if (a->sampler && now >= sampler_next_deadline(a->sampler))
+            sample(a);
         if (sv_take_changed(a->sv) || now >= a->next_report_ms)
             report(a, now);
     }
@@ -570,6 +715,11 @@ int agent_run(const agent_cfg_t *c)
     int rc = 0;
     if (setup(&a, &e) < 0) {
         log_error("imperium-node: %s", e.msg);
+        /* A start that failed after binding the containers directory on
+         * itself leaves no bind behind (kept while a home is mounted below
+         * it); never another daemon's: only with the lock held. */
+        if (a.lock_fd >= 0)
+            quota_teardown(c->node.containers_dir, c->node.state_dir, NULL);
         rc = 1;
     } else {
         log_info("imperium-node: server %s following %s%s (state %s, homes %s, uwsgi %s%s)",
@@ -700,6 +850,14 @@ int agent_stop_all(const agent_cfg_t *c, err_t *e)
      * stays (docs/NETWORK.md). */
     err_clear(&ne);
     if (!failed && c->node.net.on && net_node_teardown(&c->node.net, &ne) < 0) {
+        log_error("stop-all: %s", ne.msg);
+        failed++;
+    }
+    /* The homes' images are unmounted (also any a busy stop left), then
+     * the containers directory's own bind, if the daemon made one. */
+    release_stale_homes(c);
+    err_clear(&ne);
+    if (!failed && quota_teardown(c->node.containers_dir, c->node.state_dir, &ne) < 0) {
         log_error("stop-all: %s", ne.msg);
         failed++;
     }

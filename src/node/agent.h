@@ -22,6 +22,7 @@
 #define AGENT_DEFAULT_NODE_PREFIX "/node"
 #define AGENT_DEFAULT_STOP_TIMEOUT_S 10
 #define AGENT_DEFAULT_RESTART_GRACE_MS 300
+#define AGENT_DEFAULT_METRICS_INTERVAL_S 60
 #define AGENT_LOCK_FILE "imperium-node.lock"
 
 typedef struct {
@@ -47,6 +48,20 @@ typedef struct {
     bool nat;                 /* masquerade the containers out of the uplink */
     const char *nat_deny;     /* what nat never reaches (netpolicy_check_nat_deny) */
     overlay_cfg_t overlay;    /* links across servers (overlay.h) */
+    const char *metrics_listen; /* IPV4:PORT of the Prometheus /metrics (nodestats.h); NULL: off */
+    int metrics_interval;     /* seconds between metric samples; 0: none (sampler.h) */
+    int outbox_max;           /* bodies the channel keeps for the API (channel.h) */
+    int outbox_max_bytes;     /* and their bytes */
+    int max_subscriptions;    /* router addresses per container (subgate.h) */
+    /* Alarms and their delivery (alarms.h, deliver.h, docs/ALARMS.md). */
+    int quota_check_interval;   /* seconds between quota threshold checks */
+    const char *pushover_url, *pushbullet_url;
+    const char *slack_hosts;    /* hosts a slack_webhook may name */
+    bool alarm_insecure_http;   /* http:// delivery URLs (tests) */
+    const char *xmpp_server;    /* host:port instead of the jid's domain; "": none */
+    bool xmpp_insecure;         /* no TLS to the XMPP server (tests) */
+    const char *wall;           /* imperium-wall; NULL: beside imperium-node */
+    const char *quota;        /* loop, project or off: node.quota once loaded (quota.h) */
 } agent_cfg_t;
 
 #define AGENT_ROUTER_DIR "router" /* <state_dir>/router: docs/ROUTER.md */

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +18,13 @@
 #include "../common/strutil.h"
 #include "../runtime/cgroup.h"
 #include "../runtime/net.h"
+#include "../runtime/quota.h"
+#include "alarms.h"
+#include "channel.h"
 #include "netpolicy.h"
+#include "nodestats.h"
 #include "router.h"
+#include "subgate.h"
 
 static int bad(const agent_cfg_t *c, err_t *e, const char *key, const char *why)
 {
@@ -73,6 +79,12 @@ static int check_address(const setting_t *s, const char *v, err_t *e)
     return 0;
 }
 
+/* IPV4:PORT, or empty: no Prometheus server. */
+static int check_metrics_listen(const setting_t *s, const char *v, err_t *e)
+{
+    return *v ? nodestats_check_listen(s->name, v, e) : 0;
+}
+
 static int check_cidr(const setting_t *s, const char *v, err_t *e)
 {
     uint32_t addr;
@@ -108,6 +120,13 @@ static int check_veth_prefix(const setting_t *s, const char *v, err_t *e)
 {
     (void)s;
     return net_check_prefix(v, e);
+}
+
+static int check_quota(const setting_t *s, const char *v, err_t *e)
+{
+    if (quota_kind_parse(v) < 0)
+        return err_set(e, ERR_INPUT, "%s must be loop, project or off", s->name);
+    return 0;
 }
 
 #define AT(field) SETTING_AT(agent_cfg_t, field)
@@ -163,6 +182,10 @@ const setting_t agent_settings[] = {
      .help = "host path of the router's uwsgi"},
     {"router_user", 0, SET_STRP, AT(router_user), .def = ROUTER_DEFAULT_USER,
      .check = check_user, .meta = "USER", .help = "the router's unprivileged user"},
+    {"max_subscriptions", 0, SET_INT, AT(max_subscriptions), .min = 1, .max = 100000,
+     .idef = SUBGATE_DEFAULT_MAX, .meta = "N",
+     .help = "distinct socket addresses a container may subscribe to the router at once; "
+             "beyond it a subscription is refused (logged in its logs/router.log)"},
     {"network", 0, SET_BOOL, AT(node.net.on), .idef = 1, .meta = "BOOL",
      .help = "give containers uwsgi0 on the container network (off: only lo)"},
     {"container_network", 0, SET_STRP, AT(node.net.network_text), .def = NET_DEFAULT_NETWORK,
@@ -199,6 +222,54 @@ const setting_t agent_settings[] = {
     {"overlay_mtu", 0, SET_INT, AT(overlay.mtu), .min = OVERLAY_MTU_MIN, .max = OVERLAY_MTU_MAX,
      .idef = OVERLAY_DEFAULT_MTU, .meta = "N",
      .help = "the overlay's MTU, and uwsgi0's with the overlay on: the underlay's minus 50"},
+    {"metrics_interval", 0, SET_INT, AT(metrics_interval), .min = 0, .max = 86400,
+     .idef = AGENT_DEFAULT_METRICS_INTERVAL_S, .meta = "SECONDS",
+     .help = "seconds between samples of the containers' metrics sent to the API "
+             "(docs/METRICS.md); 0: no sampling"},
+    {"outbox_max", 0, SET_INT, AT(outbox_max), .min = 1, .max = 1000000,
+     .idef = CHANNEL_OUTBOX_MAX, .meta = "N",
+     .help = "metric and alarm batches kept for the API while it is away (the oldest "
+             "metrics dropped first)"},
+    {"outbox_max_bytes", 0, SET_INT, AT(outbox_max_bytes), .min = 1024 * 1024, .max = INT_MAX,
+     .idef = CHANNEL_OUTBOX_MAX_BYTES, .meta = "BYTES",
+     .help = "bytes of metric and alarm batches kept for the API while it is away (the oldest "
+             "metrics dropped first)"},
+    {"metrics_listen", 0, SET_STRP, AT(metrics_listen), .def = "",
+     .check = check_metrics_listen, .meta = "IPV4:PORT",
+     .help = "the node's own Prometheus metrics at http://IPV4:PORT/metrics (docs/OPERATING.md, "
+             "Monitoring); empty: none"},
+    {"emperor_log_maxsize", 0, SET_INT, AT(node.emperor_log_maxsize), .min = 1024,
+     .max = INT_MAX, .idef = NODE_DEFAULT_EMPEROR_LOG_MAXSIZE, .meta = "BYTES",
+     .help = "a container's logs/emperor.log is renamed emperor.log.1 (replacing it) past "
+             "this size"},
+    {"quota_check_interval", 0, SET_INT, AT(quota_check_interval), .min = 0, .max = 86400,
+     .idef = ALARMS_DEFAULT_QUOTA_CHECK_S, .meta = "SECONDS",
+     .help = "seconds between checks of the homes against quota_threshold (docs/ALARMS.md); "
+             "0: none"},
+    {"pushover_url", 0, SET_STRP, AT(pushover_url), .def = ALARMS_DEFAULT_PUSHOVER_URL,
+     .check = check_url, .meta = "URL", .help = "where Pushover alarms are POSTed"},
+    {"pushbullet_url", 0, SET_STRP, AT(pushbullet_url), .def = ALARMS_DEFAULT_PUSHBULLET_URL,
+     .check = check_url, .meta = "URL", .help = "where Pushbullet alarms are POSTed"},
+    {"slack_hosts", 0, SET_STRP, AT(slack_hosts), .def = ALARMS_DEFAULT_SLACK_HOSTS,
+     .meta = "HOSTS",
+     .help = "comma-separated hosts a container's slack_webhook may name (others are refused: "
+             "the node would POST anywhere)"},
+    {"alarm_insecure_http", 0, SET_BOOL, AT(alarm_insecure_http), .meta = "BOOL",
+     .help = "allow http:// alarm URLs (tests only; default https only)"},
+    {"xmpp_server", 0, SET_STRP, AT(xmpp_server), .def = "", .check = check_address,
+     .meta = "HOST:PORT",
+     .help = "the XMPP server every alarm delivery connects to (default: the jid's own, "
+             "public addresses on port 5222/5223 only)"},
+    {"xmpp_insecure", 0, SET_BOOL, AT(xmpp_insecure), .meta = "BOOL",
+     .help = "XMPP without TLS (tests only; default TLS is mandatory)"},
+    {"wall", 0, SET_PATH, AT(wall), .meta = "PATH",
+     .help = "imperium-wall, which writes alarms to the containers' shells (default beside "
+             "imperium-node)"},
+    {"quota", 0, SET_STRP, AT(quota), .def = "loop", .check = check_quota,
+     .meta = "loop|project|off",
+     .help = "the homes' disk quota of `storage` MB: loop (an ext4 image per home, "
+             "loop-mounted), project (the filesystem's project quotas, where the kernel keeps "
+             "them) or off (docs/NODE.md, Disk quota)"},
     {NULL},
 };
 
@@ -248,11 +319,14 @@ static int check_loaded(agent_cfg_t *c, err_t *e)
         c->router_http = NULL;
     if (c->router_https && !*c->router_https)
         c->router_https = NULL;
+    if (c->metrics_listen && !*c->metrics_listen)
+        c->metrics_listen = NULL;
     const char *shortcuts = c->node.shortcuts;
     if (shortcuts && access(shortcuts, R_OK) < 0)
         return err_set(e, ERR_INPUT, "%s: shortcuts %s: %s", c->conf.path, shortcuts,
                        strerror(errno));
     c->stop_timeout_ms = c->stop_timeout_s * 1000;
+    c->node.quota = (quota_kind_t)quota_kind_parse(c->quota ? c->quota : "loop");
     err_t ne;
     err_clear(&ne);
     if (overlay_on(&c->overlay) && !c->node.net.on)

@@ -62,6 +62,7 @@ static const field_t server_fields[] = {
     STR(spec_server_t, name),         STR(spec_server_t, address),
     STR(spec_server_t, etc_hosts),    STR(spec_server_t, etc_resolv_conf),
     INT(spec_server_t, portmap_generation), INT(spec_server_t, purge_deleted_before),
+    INT(spec_server_t, alarm_seq),
     LIST(spec_server_t, all_containers, known_shape), END};
 static const shape_t server_shape = {"server", sizeof(spec_server_t), server_fields, NULL};
 
@@ -698,6 +699,7 @@ static int runtime_fill(const spec_container_t *c, const cli_spec_t *files,
         return err_set(e, ERR_INPUT, "%s", c->error);
     s->uid = (int)c->uid;
     s->memory_mb = c->memory;
+    s->storage_mb = c->storage;
     s->generation = c->generation;
     s->ssh_generation = c->ssh_generation;
     if (dup_opt(c->hostname, &s->hostname, e) < 0 || dup_opt(files->home, &s->home, e) < 0 ||

@@ -41,6 +41,10 @@ typedef struct {
     char *etc_hosts, *etc_resolv_conf; /* "" or absent: the runtime's defaults */
     long long portmap_generation;
     long long purge_deleted_before; /* unix time; 0: purge nothing */
+    /* The newest id of the alarms raised with the API for this server's
+     * containers (0: none): it moves when one is raised; the node then
+     * asks GET alarms?after=<last delivered> (docs/NODE-CHANNEL.md). */
+    long long alarm_seq;
     spec_known_t *all_containers;
     size_t n_all_containers;
     bool has_all_containers; /* false: an older API; no home is retired */

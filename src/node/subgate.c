@@ -33,13 +33,31 @@ struct refusal {
     long long at_ms;
 };
 
+/* A subscription a container holds in the router (a node of its table). */
+struct held {
+    char *key, *address;
+    long long seen_ms; /* its last announcement */
+};
+
+/* One container's subscriptions. */
+struct holder {
+    uid_t uid;
+    struct held *h;
+    size_t n, cap;
+};
+
 struct subgate {
     char *router_path, *containers_dir;
     uid_t router_uid;
+    size_t max_subs;
     int fd, out_fd, stop_fd;
     pthread_t thread;
     bool running;
-    struct refusal seen[REFUSAL_SLOTS]; /* only the gate's thread touches it */
+    /* Only the gate's thread touches these. */
+    struct refusal seen[REFUSAL_SLOTS];
+    struct holder *holders;
+    size_t n_holders, cap_holders;
+    long long swept_ms; /* the last sweep of forgotten subscriptions */
 };
 
 static uint32_t hash(const char *s)
@@ -107,6 +125,128 @@ static void refused(subgate_t *g, uid_t uid, const subscription_t *s, const char
     tell_container(g, uid, line);
 }
 
+/* ---- the bound on subscriptions per container ------------------------------ */
+
+static void held_free(struct held *h)
+{
+    free(h->key);
+    free(h->address);
+}
+
+/* Drop what `o` has not announced for SUBGATE_FORGET_MS. */
+static void holder_expire(struct holder *o, long long now)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < o->n; i++) {
+        if (now - o->h[i].seen_ms > SUBGATE_FORGET_MS)
+            held_free(&o->h[i]);
+        else
+            o->h[kept++] = o->h[i];
+    }
+    o->n = kept;
+}
+
+/* Once per SUBGATE_FORGET_MS: expire everyone's, free the empty holders
+ * (containers that went away), so the table stays the size of what is
+ * held now. */
+static void sweep(subgate_t *g, long long now)
+{
+    if (now - g->swept_ms < SUBGATE_FORGET_MS)
+        return;
+    g->swept_ms = now;
+    size_t kept = 0;
+    for (size_t i = 0; i < g->n_holders; i++) {
+        struct holder *o = &g->holders[i];
+        holder_expire(o, now);
+        if (o->n)
+            g->holders[kept++] = *o;
+        else
+            free(o->h);
+    }
+    g->n_holders = kept;
+}
+
+/* The holder of `uid`, added if new; NULL: out of memory. */
+static struct holder *holder_of(subgate_t *g, uid_t uid)
+{
+    for (size_t i = 0; i < g->n_holders; i++)
+        if (g->holders[i].uid == uid)
+            return &g->holders[i];
+    struct holder *grown = array_room(g->holders, g->n_holders, &g->cap_holders, sizeof *grown);
+    if (!grown)
+        return NULL;
+    g->holders = grown;
+    struct holder *o = &g->holders[g->n_holders++];
+    *o = (struct holder){.uid = uid};
+    return o;
+}
+
+static struct held *held_find(struct holder *o, const subscription_t *s)
+{
+    for (size_t i = 0; i < o->n; i++)
+        if (!strcmp(o->h[i].key, s->key) && !strcmp(o->h[i].address, s->address))
+            return &o->h[i];
+    return NULL;
+}
+
+/* A subscription allowed by subscription_check: true when it may go on
+ * (known, or new within the bound: now counted), false with `why`. */
+static bool admit(subgate_t *g, uid_t uid, const subscription_t *s, char *why, size_t len)
+{
+    long long now = now_ms();
+    sweep(g, now);
+    struct holder *o = holder_of(g, uid);
+    if (!o) {
+        snprintf(why, len, "the node is out of memory");
+        return false;
+    }
+    holder_expire(o, now);
+    struct held *h = held_find(o, s);
+    if (s->unsubscribe) {
+        if (h) {
+            held_free(h);
+            *h = o->h[--o->n];
+        }
+        return true;
+    }
+    if (h) {
+        h->seen_ms = now;
+        return true;
+    }
+    if (o->n >= g->max_subs) {
+        snprintf(why, len,
+                 "the container already holds %zu subscriptions (domain and socket pairs), the "
+                 "node's max_subscriptions; unsubscribe one (stop a vassal) first",
+                 o->n);
+        return false;
+    }
+    struct held *grown = array_room(o->h, o->n, &o->cap, sizeof *grown);
+    if (!grown) {
+        snprintf(why, len, "the node is out of memory");
+        return false;
+    }
+    o->h = grown;
+    h = &o->h[o->n];
+    *h = (struct held){.seen_ms = now};
+    if (!(h->key = strdup(s->key)) || !(h->address = strdup(s->address))) {
+        held_free(h);
+        snprintf(why, len, "the node is out of memory");
+        return false;
+    }
+    o->n++;
+    return true;
+}
+
+static void holders_free(subgate_t *g)
+{
+    for (size_t i = 0; i < g->n_holders; i++) {
+        for (size_t j = 0; j < g->holders[i].n; j++)
+            held_free(&g->holders[i].h[j]);
+        free(g->holders[i].h);
+    }
+    free(g->holders);
+}
+
 /* The router's socket is in a directory the router writes (sticky, so
  * protected_symlinks keeps the gate from following a link it leaves).  The
  * gate sends as root, so it also makes sure the name is a socket of the
@@ -167,7 +307,8 @@ static void handle(subgate_t *g)
         refused(g, cred->uid, &s, "packet too large");
         return;
     }
-    if (subscription_check(pkt, (size_t)n, cred->uid, &s, why, sizeof why) < 0) {
+    if (subscription_check(pkt, (size_t)n, cred->uid, &s, why, sizeof why) < 0 ||
+        !admit(g, cred->uid, &s, why, sizeof why)) {
         refused(g, cred->uid, &s, why);
         return;
     }
@@ -225,6 +366,7 @@ subgate_t *subgate_start(const subgate_opts_t *o, err_t *e)
     }
     g->fd = g->out_fd = g->stop_fd = -1;
     g->router_uid = o->router_uid;
+    g->max_subs = o->max_subscriptions > 0 ? (size_t)o->max_subscriptions : SUBGATE_DEFAULT_MAX;
     if (!(g->router_path = str_printf("%s", o->router_path)) ||
         !(g->containers_dir = str_printf("%s", o->containers_dir))) {
         err_set(e, ERR_INTERNAL, "out of memory");
@@ -268,6 +410,7 @@ void subgate_stop(subgate_t *g)
         close(g->out_fd);
     if (g->stop_fd >= 0)
         close(g->stop_fd);
+    holders_free(g);
     free(g->router_path);
     free(g->containers_dir);
     free(g);

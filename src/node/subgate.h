@@ -9,6 +9,14 @@
  * user, in its sticky run/ directory) when subscription_check() allows it, and otherwise drops it,
  * saying why in the node's log and in the container's logs/router.log.
  *
+ * It also bounds what a container makes the router hold: at most
+ * max_subscriptions (domain, socket) subscriptions per container at once
+ * (each is a node in the router's table, which every metrics round reads).
+ * One is counted from its first announcement until its unsubscription, or
+ * until it has not been announced for SUBGATE_FORGET_MS (its vassal died
+ * without unsubscribing: the router drops it on the next request for its
+ * domain).  A new one beyond the bound is refused like any other.
+ *
  * It runs in a thread of its own so a busy daemon (starting containers)
  * never delays a subscription or, more importantly, an unsubscription. */
 #ifndef IMP_NODE_SUBGATE_H
@@ -25,7 +33,11 @@ typedef struct {
     const char *router_path;    /* the router's subscription server */
     uid_t router_uid;           /* its owner: the gate sends only to a socket of theirs */
     const char *containers_dir; /* homes: <containers_dir>/<uid>/logs/router.log */
+    int max_subscriptions;      /* per container (0: SUBGATE_DEFAULT_MAX) */
 } subgate_opts_t;
+
+#define SUBGATE_DEFAULT_MAX 64
+#define SUBGATE_FORGET_MS (5 * 60 * 1000)
 
 /* Bind the socket and start the thread. */
 subgate_t *subgate_start(const subgate_opts_t *o, err_t *e);

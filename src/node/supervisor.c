@@ -16,11 +16,15 @@
 #include <unistd.h>
 
 #include "../common/clock.h"
+#include "../common/fsutil.h"
 #include "../common/log.h"
 #include "../common/strutil.h"
 #include "../common/validate.h"
+#include "../runtime/cgroup.h"
 #include "../runtime/home.h"
 #include "../runtime/state.h"
+#include "alarm_burst.h"
+#include "nodestats.h"
 
 /* A start refused by sv_hold_starts is tried again this often. */
 #define HOLD_RETRY_MS 1000
@@ -28,6 +32,14 @@
 #define KILL_WAIT_MS 5000
 /* Without pidfds (Linux < 5.3) a running init is checked this often. */
 #define POLL_ALIVE_MS 1000
+/* Consecutive deaths or failed starts that make a crash loop (1+2+4+8 s of
+ * backoff between them): one "crashloop" alarm, re-armed by a good run. */
+#define CRASHLOOP_AFTER 5
+/* The epoll tag of a container's OOM watch (the pidfd's is the bare uid). */
+#define OOM_TAG (1ULL << 40)
+/* <state_dir>/<uid>/OOM_SEEN_FILE: the cgroup's oom_kill count already
+ * alarmed, so kills while no daemon ran are reported after adoption. */
+#define OOM_SEEN_FILE "oom_seen"
 
 typedef enum {
     PH_STOPPED,  /* nothing runs */
@@ -66,6 +78,14 @@ typedef struct {
     long long wait_gen; /* the generation that failed or died */
     char last_error[512];
     char logged_error[512]; /* the last error logged, not to repeat it each retry */
+    bool crash_alarmed;     /* the crash loop was alarmed: not again until it ran */
+
+    int oomfd;          /* cgroup_oom_watch of the running container; -1: none */
+    int oom_version;    /* its cgroup's version and memory directory */
+    char *oom_dir;
+    long long oom_seen; /* the oom_kill count already seen (alarmed, or in oom_burst) */
+    alarm_burst_t oom_burst; /* kills not alarmed yet: one alarm per alarm_freq */
+    long long alarm_freq_ms; /* the container's alarm_freq: the OOM alarms' window */
 } rec_t;
 
 struct supervisor {
@@ -124,6 +144,9 @@ static rec_t *get(supervisor_t *sv, int uid)
         return NULL;
     r->uid = uid;
     r->pidfd = -1;
+    r->oomfd = -1;
+    alarm_burst_init(&r->oom_burst);
+    r->alarm_freq_ms = alarm_freq_ms(0);
     sv->recs[sv->n++] = r;
     return r;
 }
@@ -132,6 +155,9 @@ static void rec_free(rec_t *r)
 {
     if (r->pidfd >= 0)
         close(r->pidfd);
+    if (r->oomfd >= 0)
+        close(r->oomfd);
+    free(r->oom_dir);
     container_spec_free(&r->spec);
     free(r);
 }
@@ -223,6 +249,162 @@ static void describe(int status, char *out, size_t len)
         snprintf(out, len, "ended (status 0x%x)", (unsigned)status);
 }
 
+/* ---- system alarms: OOM kills, crash loops ------------------------------------------ */
+
+/* alarms_raise (agent.c's on_alarm) counts it in NS_ALARMS_RAISED. */
+static void raise_alarm(supervisor_t *sv, int uid, const char *cls, const char *msg)
+{
+    if (sv->o.on_alarm)
+        sv->o.on_alarm(sv->o.alarm_ctx, uid, cls, msg);
+    else
+        log_warn("container %d: alarm %s (no alarm handler): %s", uid, cls, msg);
+}
+
+/* A start failed or an init died (r->backoff just grew). */
+static void crashloop_check(supervisor_t *sv, rec_t *r)
+{
+    if (r->backoff < CRASHLOOP_AFTER) {
+        r->crash_alarmed = false; /* it ran long enough, or something changed */
+        return;
+    }
+    if (r->crash_alarmed)
+        return;
+    r->crash_alarmed = true;
+    char msg[700];
+    snprintf(msg, sizeof msg, "container %d failed %d times in a row and keeps being retried: %s",
+             r->uid, r->backoff, r->last_error[0] ? r->last_error : "(no error recorded)");
+    raise_alarm(sv, r->uid, "crashloop", msg);
+}
+
+static void oom_save(const supervisor_t *sv, const rec_t *r)
+{
+    char path[STATE_PATH_MAX], val[32];
+    err_t e;
+    err_clear(&e);
+    int n = snprintf(val, sizeof val, "%lld\n", r->oom_seen);
+    if (state_path(sv->o.node.state_dir, r->uid, OOM_SEEN_FILE, path, sizeof path, &e) < 0 ||
+        fs_write_replace(path, val, (size_t)n, 0600, &e) < 0)
+        log_error("container %d: record the OOM kills seen: %s", r->uid, e.msg);
+}
+
+/* What an earlier daemon saw of this cgroup's kills; -1 when unknown. */
+static long long oom_load(const supervisor_t *sv, const rec_t *r)
+{
+    char path[STATE_PATH_MAX], buf[32];
+    if (state_path(sv->o.node.state_dir, r->uid, OOM_SEEN_FILE, path, sizeof path, NULL) < 0)
+        return -1;
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -1;
+    long long v = -1;
+    if (fgets(buf, sizeof buf, f) && !str_to_ll(str_trim(buf), &v))
+        v = -1;
+    fclose(f);
+    return v;
+}
+
+static long long oom_kills(const rec_t *r)
+{
+    cgroup_t cg; /* only the memory directory and the version are used */
+    memset(&cg, 0, sizeof cg);
+    cg.version = r->oom_version;
+    snprintf(cg.dir, sizeof cg.dir, "%s", r->oom_dir);
+    return cgroup_oom_kills(&cg);
+}
+
+/* The kills of r->oom_burst, when its window is open: one alarm (stored by
+ * the API), one log line, one write of oom_seen (not synced: a count lost in
+ * a crash is only alarmed again).  A container looping into its limit is
+ * killed tens of times a second: each kill would otherwise cost all that. */
+static void oom_report(supervisor_t *sv, rec_t *r, long long now)
+{
+    time_t since;
+    long long n = alarm_burst_take(&r->oom_burst, now, r->alarm_freq_ms, &since);
+    if (!n)
+        return;
+    oom_save(sv, r);
+    char msg[300], limit[64] = "its memory limit", hms[16] = "?";
+    struct tm tm;
+    if (r->have_spec)
+        snprintf(limit, sizeof limit, "its memory limit of %lld MB", r->spec.memory_mb);
+    if (gmtime_r(&since, &tm))
+        strftime(hms, sizeof hms, "%H:%M:%S", &tm);
+    if (n == 1)
+        snprintf(msg, sizeof msg, "OOM: a process of container %d was killed because the "
+                 "container reached %s", r->uid, limit);
+    else
+        snprintf(msg, sizeof msg, "OOM: %lld OOM kills since %s UTC: processes of container %d "
+                 "were killed because the container reached %s", n, hms, r->uid, limit);
+    log_warn("container %d: %s", r->uid, msg);
+    raise_alarm(sv, r->uid, "oom", msg);
+}
+
+/* The watch woke (or the init ended): count new kills, alarm when due. */
+static void oom_check(supervisor_t *sv, rec_t *r)
+{
+    if (r->oomfd < 0)
+        return;
+    cgroup_oom_drain(r->oomfd);
+    long long kills = oom_kills(r);
+    if (kills < 0 || kills <= r->oom_seen)
+        return; /* the cgroup went (its removal wakes the watch too), or no new kill */
+    long long n = kills - r->oom_seen;
+    r->oom_seen = kills;
+    nodestats_add(NS_OOM_KILLS, (unsigned long long)n);
+    alarm_burst_add(&r->oom_burst, n, time(NULL));
+    oom_report(sv, r, now_ms());
+}
+
+/* Watch the OOM kills of a container that runs; fresh: its cgroup was just
+ * made (nothing seen), else adopted (what the last daemon saw). */
+static void oom_watch(supervisor_t *sv, rec_t *r, bool fresh)
+{
+    err_t e;
+    err_clear(&e);
+    cgroup_t cg;
+    if (cgroup_locate(sv->o.node.cgroup_root, sv->o.node.cgroup_parent, r->uid, &cg, &e) < 0) {
+        log_warn("container %d: OOM kills are not watched: %s", r->uid, e.msg);
+        return;
+    }
+    free(r->oom_dir);
+    if (!(r->oom_dir = strdup(cg.dir))) {
+        log_error("container %d: out of memory: OOM kills are not watched", r->uid);
+        return;
+    }
+    r->oom_version = cg.version;
+    int fd = cgroup_oom_watch(&cg, &e);
+    if (fd < 0) {
+        log_warn("container %d: OOM kills are not watched: %s", r->uid, e.msg);
+        return;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = OOM_TAG | (unsigned)r->uid};
+    if (epoll_ctl(sv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        log_warn("container %d: OOM kills are not watched: epoll_ctl: %s", r->uid,
+                 strerror(errno));
+        close(fd);
+        return;
+    }
+    r->oomfd = fd;
+    long long now = cgroup_oom_kills(&cg);
+    long long seen = fresh ? 0 : oom_load(sv, r);
+    if (seen > now && now >= 0)
+        seen = now; /* a newer cgroup than the one recorded */
+    r->oom_seen = seen >= 0 ? seen : now < 0 ? 0 : now; /* unknown: no past is alarmed */
+    if (fresh || seen < 0)
+        oom_save(sv, r);
+    oom_check(sv, r); /* kills while no daemon ran */
+}
+
+static void oom_unwatch(supervisor_t *sv, rec_t *r)
+{
+    if (r->oomfd < 0)
+        return;
+    oom_check(sv, r); /* a kill may have ended the init itself */
+    epoll_ctl(sv->epfd, EPOLL_CTL_DEL, r->oomfd, NULL);
+    close(r->oomfd);
+    r->oomfd = -1;
+}
+
 /* ---- start, stop, keys ---------------------------------------------------------- */
 
 /* Log an error at most once while it repeats, at error level. */
@@ -248,6 +430,8 @@ static void start_failed(supervisor_t *sv, rec_t *r, const char *msg)
     snprintf(r->last_error, sizeof r->last_error, "%s", msg);
     log_once(r, "start", msg, delay);
     sv->changed = true;
+    if (msg != sv->hold) /* held starts are not the container's fault */
+        crashloop_check(sv, r);
 }
 
 /* Take over an init that runs already (started by an earlier daemon). */
@@ -273,6 +457,7 @@ static bool adopt(supervisor_t *sv, rec_t *r, pid_t pid)
     long long age = (long long)time(NULL) - st.since;
     r->started_ms = now_ms() - (age > 0 ? age * 1000 : 0);
     r->needs_cleanup = false;
+    oom_watch(sv, r, false);
     log_info("container %d: adopted (init pid %d, generation %lld, running for %lld s)", r->uid,
              (int)pid, st.generation, age > 0 ? age : 0);
     sv->changed = true;
@@ -345,9 +530,13 @@ static void start(supervisor_t *sv, rec_t *r)
         return;
     }
     if (container_start(&sv->o.node, &r->spec, &pid, &e) < 0) {
+        nodestats_add(NS_START_FAILURES, 1);
         start_failed(sv, r, e.msg);
         return;
     }
+    nodestats_add(NS_STARTS, 1); /* every start; NS_RESTARTS counts those after a death */
+    if (after_death)
+        nodestats_add(NS_RESTARTS, 1);
     r->phase = PH_RUNNING;
     r->pid = pid;
     r->child = true;
@@ -358,6 +547,7 @@ static void start(supervisor_t *sv, rec_t *r)
     r->needs_cleanup = false;
     r->last_error[0] = r->logged_error[0] = '\0';
     watch(sv, r);
+    oom_watch(sv, r, true);
     sv->changed = true;
     if (after_death) {
         state_t st;
@@ -422,6 +612,7 @@ static void init_ended(supervisor_t *sv, rec_t *r, int status, bool reaped)
             status = st;
     }
     unwatch(sv, r);
+    oom_unwatch(sv, r);
     pid_t pid = r->pid;
     r->pid = 0;
     r->child = false;
@@ -451,6 +642,7 @@ static void init_ended(supervisor_t *sv, rec_t *r, int status, bool reaped)
     snprintf(r->last_error, sizeof r->last_error, "init %s; restarting", how);
     log_warn("container %d: init %d %s after %lld s; restarting it in %lld s", r->uid,
              (int)pid, how, ran / 1000, delay / 1000);
+    crashloop_check(sv, r);
 }
 
 static void write_keys(supervisor_t *sv, rec_t *r)
@@ -486,9 +678,12 @@ void sv_events(supervisor_t *sv)
     while ((n = epoll_wait(sv->epfd, evs, 32, 0)) < 0 && errno == EINTR)
         ;
     for (int i = 0; i < n; i++) {
-        rec_t *r = find(sv, (int)evs[i].data.u64);
+        uint64_t tag = evs[i].data.u64;
+        rec_t *r = find(sv, (int)(tag & ~OOM_TAG));
         /* An event may be stale: the init it was about already handled. */
-        if (r && r->pidfd >= 0 && pidfd_ended(r->pidfd))
+        if (r && (tag & OOM_TAG))
+            oom_check(sv, r);
+        else if (r && r->pidfd >= 0 && pidfd_ended(r->pidfd))
             init_ended(sv, r, -1, false);
     }
 }
@@ -574,6 +769,7 @@ static void want(supervisor_t *sv, const spec_container_t *c, const spec_state_t
         return;
     }
     r->wanted = true;
+    r->alarm_freq_ms = alarm_freq_ms(c->alarms.freq);
     const char *uuid = nonempty(c->uuid);
     snprintf(r->uuid, sizeof r->uuid, "%s", uuid && strlen(uuid) < sizeof r->uuid ? uuid : "");
     check_custom_distro(r, c, state);
@@ -787,8 +983,10 @@ static void housekeeping(supervisor_t *sv)
 
 void sv_converge(supervisor_t *sv)
 {
-    for (size_t i = 0; i < sv->n; i++)
+    for (size_t i = 0; i < sv->n; i++) {
+        oom_report(sv, sv->recs[i], now_ms()); /* kills held in a window that ended */
         converge_one(sv, sv->recs[i], now_ms());
+    }
     if (sv->housekeeping_due)
         housekeeping(sv);
 }
@@ -805,10 +1003,25 @@ long long sv_next_deadline(const supervisor_t *sv)
             long long p = now_ms() + POLL_ALIVE_MS;
             d = d < 0 || p < d ? p : d;
         }
+        long long o = alarm_burst_deadline(&r->oom_burst, r->alarm_freq_ms);
+        if (o >= 0)
+            d = d < 0 || o < d ? o : d;
         if (d >= 0 && (next < 0 || d < next))
             next = d;
     }
     return next;
+}
+
+size_t sv_running(const supervisor_t *sv, int *uids, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sv->n; i++)
+        if (sv->recs[i]->phase == PH_RUNNING) {
+            if (n < max)
+                uids[n] = sv->recs[i]->uid;
+            n++;
+        }
+    return n;
 }
 
 /* ---- adoption at start-up ---------------------------------------------------------- */
@@ -891,13 +1104,22 @@ char *sv_status_report(const supervisor_t *sv)
     json_t *list = json_array();
     if (!list)
         return NULL;
+    unsigned long long running = 0, starting = 0, failed = 0;
     for (size_t i = 0; i < sv->n; i++) {
         json_t *o = report_one(sv, sv->recs[i]);
         if (!o || json_array_append_new(list, o) < 0) {
             json_decref(list);
             return NULL;
         }
+        const char *state = json_string_value(json_object_get(o, "state"));
+        running += state && !strcmp(state, "running");
+        starting += state && !strcmp(state, "starting");
+        failed += state && !strcmp(state, "failed");
     }
+    /* The Prometheus gauges say what the API is told, as of this report. */
+    nodestats_set(NS_CONTAINERS_RUNNING, running);
+    nodestats_set(NS_CONTAINERS_STARTING, starting);
+    nodestats_set(NS_CONTAINERS_FAILED, failed);
     json_t *body = json_pack("{s:o}", "containers", list);
     char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);

@@ -14,7 +14,12 @@
  *   not wanted, running           -> SIGTERM, SIGKILL after stop_timeout;
  *                                    the home stays
  *   init died on its own          -> start again after the backoff (reset
- *                                    once it ran 60 s), logged */
+ *                                    once it ran 60 s), logged
+ *
+ * System alarms (o.on_alarm): an OOM kill in a running container (its
+ * cgroup's watch fd sits in the same epoll as the pidfds; the count already
+ * alarmed is kept in <state_dir>/<uid>/oom_seen), and a crash loop (5 failed
+ * starts or deaths in a row, once until it runs again). */
 #ifndef IMP_NODE_SUPERVISOR_H
 #define IMP_NODE_SUPERVISOR_H
 
@@ -32,6 +37,10 @@ typedef struct {
     bool distro_host_ok;
     int stop_timeout_ms;
     int restart_grace_ms;
+    /* A system alarm of a container (an OOM kill, a crash loop): agent.c
+     * passes it to alarms_raise (alarms.h).  NULL: none. */
+    void (*on_alarm)(void *ctx, long long uid, const char *cls, const char *msg);
+    void *alarm_ctx;
 } sv_opts_t;
 
 supervisor_t *sv_new(const sv_opts_t *o, err_t *e);
@@ -58,10 +67,15 @@ void sv_converge(supervisor_t *sv);
 /* Milliseconds (monotonic clock) of the next deadline, or -1. */
 long long sv_next_deadline(const supervisor_t *sv);
 
+/* The uids of the running containers (at most max into uids); returns
+ * how many run. */
+size_t sv_running(const supervisor_t *sv, int *uids, size_t max);
+
 /* True once since the last call if something changed (worth a report). */
 bool sv_take_changed(supervisor_t *sv);
 /* {"containers": [{"uid", "state", "since", "restarts", "last_error",
- *  "generation"}]} for POST /node/status; NULL when out of memory. */
+ *  "generation"}]} for POST /node/status; NULL when out of memory.  Also
+ * sets the containers-by-state gauges (nodestats.h) to what it reports. */
 char *sv_status_report(const supervisor_t *sv);
 
 #endif

@@ -8,12 +8,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "../common/clock.h"
+#include "../common/fsutil.h"
 #include "../common/log.h"
 
 #define CG_POLL_MS 20
@@ -80,7 +83,17 @@ static bool v2_has(const char *dir, const char *name)
     return found;
 }
 
-static const char *const v1_names[CG_N_CTL] = {"pids", "cpu", "blkio"};
+static const char *const v1_names[CG_N_CTL] = {"pids", "cpu", "blkio", "cpuacct"};
+
+/* Is <root>/cpuacct the mount of <root>/cpu (mounted together)? */
+static bool v1_cpuacct_with_cpu(const char *root)
+{
+    char a[STATE_PATH_MAX], b[STATE_PATH_MAX];
+    struct stat sa, sb;
+    snprintf(a, sizeof a, "%s/cpu", root);
+    snprintf(b, sizeof b, "%s/cpuacct", root);
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev;
+}
 
 /* v1: <root>/<ctrl>/<parent>/<uid> for every controller mounted on its own
  * (a missing one stays "": cgroup_create decides whether that is fatal). */
@@ -94,6 +107,8 @@ static void v1_dirs(const char *root, const char *tail, cgroup_t *cg)
         if (n < 0 || (size_t)n >= sizeof mnt || fs_type(mnt, &type) < 0 ||
             type != CGROUP_SUPER_MAGIC)
             continue;
+        if (i == CG_CPUACCT && v1_cpuacct_with_cpu(root))
+            continue; /* the same directory as cpu's: made once */
         n = snprintf(cg->ctl[i], sizeof cg->ctl[i], "%s/%s", mnt, tail);
         if (n < 0 || (size_t)n >= sizeof cg->ctl[i])
             cg->ctl[i][0] = '\0';
@@ -443,4 +458,118 @@ int cgroup_file(const cgroup_t *cg, int usage, char *out, size_t len, err_t *e)
     if (n < 0 || (size_t)n >= len)
         return err_set(e, ERR_INTERNAL, "cgroup path too long: %s", cg->dir);
     return 0;
+}
+
+/* ---- what the node samples and watches ------------------------------------ */
+
+/* dir/file into buf (NUL-terminated); its length, -1 when unreadable. */
+static ssize_t cg_read(const char *dir, const char *file, char *buf, size_t size)
+{
+    char path[STATE_PATH_MAX];
+    if (!dir[0] || cg_path(dir, file, path, sizeof path) < 0)
+        return -1;
+    return fs_read_small(path, buf, size);
+}
+
+static long long cg_read_ll(const char *dir, const char *file)
+{
+    char buf[64];
+    if (cg_read(dir, file, buf, sizeof buf) <= 0)
+        return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(buf, &end, 10);
+    return errno || end == buf || v < 0 ? -1 : v;
+}
+
+long long cgroup_stat_value(const char *text, const char *key)
+{
+    size_t klen = strlen(key);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        if (strncmp(p, key, klen) != 0 || p[klen] != ' ')
+            continue;
+        char *end;
+        errno = 0;
+        long long v = strtoll(p + klen + 1, &end, 10);
+        return errno || end == p + klen + 1 || v < 0 ? -1 : v;
+    }
+    return -1;
+}
+
+void cgroup_usage(const cgroup_t *cg, cgroup_usage_t *u)
+{
+    /* memory.stat is ~1.5 kB on v1 (every total_*), a little more on v2. */
+    char stat[8192];
+    bool v2 = cg->version == 2;
+    u->cpu_ns = -1;
+    if (v2) {
+        long long usec = cg_read(cg->dir, "cpu.stat", stat, sizeof stat) > 0
+                             ? cgroup_stat_value(stat, "usage_usec")
+                             : -1;
+        u->cpu_ns = usec >= 0 ? usec * 1000 : -1;
+    } else {
+        const char *acct = cg->ctl[CG_CPUACCT][0] ? cg->ctl[CG_CPUACCT] : cg->ctl[CG_CPU];
+        u->cpu_ns = cg_read_ll(acct, "cpuacct.usage");
+    }
+    u->mem = cg_read_ll(cg->dir, v2 ? "memory.current" : "memory.usage_in_bytes");
+    bool have = cg_read(cg->dir, "memory.stat", stat, sizeof stat) > 0;
+    u->mem_rss = have ? cgroup_stat_value(stat, v2 ? "anon" : "total_rss") : -1;
+    u->mem_cache = have ? cgroup_stat_value(stat, v2 ? "file" : "total_cache") : -1;
+}
+
+int cgroup_oom_watch(const cgroup_t *cg, err_t *e)
+{
+    char path[STATE_PATH_MAX];
+    if (cg->version == 2) {
+        if (cg_path(cg->dir, "memory.events", path, sizeof path) < 0)
+            return err_set(e, ERR_INTERNAL, "cgroup path too long: %s", cg->dir);
+        int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (fd < 0)
+            return err_set(e, ERR_INTERNAL, "inotify_init1: %s", strerror(errno));
+        if (inotify_add_watch(fd, path, IN_MODIFY) < 0) {
+            err_set(e, ERR_INTERNAL, "watch %s: %s", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        return fd;
+    }
+    /* v1: "<eventfd> <fd of memory.oom_control>" into cgroup.event_control;
+     * the kernel keeps the eventfd, not the control file's fd. */
+    if (cg_path(cg->dir, "memory.oom_control", path, sizeof path) < 0)
+        return err_set(e, ERR_INTERNAL, "cgroup path too long: %s", cg->dir);
+    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (efd < 0)
+        return err_set(e, ERR_INTERNAL, "eventfd: %s", strerror(errno));
+    int ofd = open(path, O_RDONLY | O_CLOEXEC);
+    if (ofd < 0) {
+        err_set(e, ERR_INTERNAL, "open %s: %s", path, strerror(errno));
+        close(efd);
+        return -1;
+    }
+    char reg[32];
+    snprintf(reg, sizeof reg, "%d %d", efd, ofd);
+    int rc = cg_write(cg->dir, "cgroup.event_control", reg, e);
+    close(ofd);
+    if (rc < 0) {
+        close(efd);
+        return -1;
+    }
+    return efd;
+}
+
+void cgroup_oom_drain(int fd)
+{
+    /* An eventfd reads 8 bytes, inotify whole events: one buffer fits both. */
+    char buf[4096] __attribute__((aligned(8)));
+    while (read(fd, buf, sizeof buf) > 0)
+        ;
+}
+
+long long cgroup_oom_kills(const cgroup_t *cg)
+{
+    char text[1024];
+    if (cg_read(cg->dir, cg->version == 2 ? "memory.events" : "memory.oom_control", text,
+                sizeof text) <= 0)
+        return -1;
+    return cgroup_stat_value(text, "oom_kill");
 }

@@ -20,8 +20,10 @@
 #include "../common/err.h"
 #include "state.h"
 
-/* The v1 controllers besides memory, in the order of cgroup_t.ctl. */
-enum { CG_PIDS, CG_CPU, CG_BLKIO, CG_N_CTL };
+/* The v1 controllers besides memory, in the order of cgroup_t.ctl.
+ * cpuacct (the CPU time the node samples) is optional and "" when it is
+ * mounted together with cpu (cpu,cpuacct): its files are then in cpu's. */
+enum { CG_PIDS, CG_CPU, CG_BLKIO, CG_CPUACCT, CG_N_CTL };
 
 typedef struct {
     int version;              /* 1 or 2 */
@@ -68,5 +70,34 @@ void cgroup_remove_parents(const cgroup_t *cg);
 /* Host paths of the files shown inside as /run/cgroup/memory.limit_in_bytes
  * and /run/cgroup/memory.usage_in_bytes. */
 int cgroup_file(const cgroup_t *cg, int usage, char *out, size_t len, err_t *e);
+
+/* ---- what the node samples and watches (issue 16, docs/METRICS.md) ---- */
+
+/* A container's usage now; -1 in a field that cannot be read (a v1
+ * container started before cpuacct was joined has no CPU time). */
+typedef struct {
+    long long cpu_ns;    /* CPU time since the cgroup was made: v1 cpuacct.usage,
+                            v2 cpu.stat usage_usec x 1000 */
+    long long mem;       /* v1 memory.usage_in_bytes, v2 memory.current */
+    long long mem_rss;   /* memory.stat: v1 total_rss, v2 anon */
+    long long mem_cache; /* memory.stat: v1 total_cache, v2 file */
+} cgroup_usage_t;
+
+/* A few small reads; never fails (what is missing is -1). */
+void cgroup_usage(const cgroup_t *cg, cgroup_usage_t *u);
+/* The number after `key` in "key value" lines (memory.stat, cpu.stat,
+ * memory.events, memory.oom_control); -1 when absent. */
+long long cgroup_stat_value(const char *text, const char *key);
+
+/* An fd that polls readable when the memory cgroup had an OOM event (v1:
+ * an eventfd registered on memory.oom_control; v2: inotify on
+ * memory.events); the cgroup's removal wakes it too, so the caller compares
+ * cgroup_oom_kills with what it saw.  -1 with e set. */
+int cgroup_oom_watch(const cgroup_t *cg, err_t *e);
+/* Consume what woke the fd (it stays registered). */
+void cgroup_oom_drain(int fd);
+/* The cgroup's oom_kill counter (processes the kernel killed); -1 when the
+ * cgroup is gone or the kernel has no such counter. */
+long long cgroup_oom_kills(const cgroup_t *cg);
 
 #endif

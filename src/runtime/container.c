@@ -2,8 +2,9 @@
  *
  * Start, in order (start_steps[] below; each step names itself in the error
  * it returns):
- *   parent: check the spec and the distro; open imperium-init; create the
- *           home layout; create the cgroups (memory, pids, cpu, io); format
+ *   parent: check the spec and the distro; open imperium-init; mount the
+ *           home's image (the disk quota, quota.c); create the home
+ *           layout; create the cgroups (memory, pids, cpu, io); format
  *           everything the child needs (runtime.h);
  *           clone with new mount/pid/uts/ipc/net namespaces;
  *   parent: puts the child in the cgroups and (networking on) creates its
@@ -34,6 +35,7 @@
 #include <unistd.h>
 
 #include "../common/clock.h"
+#include "../common/fsutil.h"
 #include "../common/strutil.h"
 #include "../common/validate.h"
 #include "cgroup.h"
@@ -58,6 +60,8 @@ void node_cfg_defaults(node_cfg_t *cfg)
         cfg->cpu_weight = CG_DEFAULT_CPU_WEIGHT;
     if (!cfg->io_weight)
         cfg->io_weight = CG_DEFAULT_IO_WEIGHT;
+    if (!cfg->emperor_log_maxsize)
+        cfg->emperor_log_maxsize = NODE_DEFAULT_EMPEROR_LOG_MAXSIZE;
 }
 
 /* ---- the spec ------------------------------------------------------------ */
@@ -241,6 +245,13 @@ static int plan_build(const node_cfg_t *cfg, const container_spec_t *s, const cg
         return -1;
     snprintf(p->home_inside, sizeof p->home_inside, "/containers/%d", s->uid);
     snprintf(p->log_inside, sizeof p->log_inside, "%s/logs/emperor.log", p->home_inside);
+    /* The limit `quota -s` shows: storage, unless the node keeps none. */
+    long long limit = cfg->quota != QUOTA_OFF ? s->storage_mb : 0;
+    if ((p->quota_cmd_len = quota_script(p->quota_cmd, sizeof p->quota_cmd, p->home_inside,
+                                         limit)) < 0)
+        return err_set(e, ERR_INTERNAL, "the quota command does not fit its buffer");
+    p->log_maxsize = cfg->emperor_log_maxsize > 0 ? cfg->emperor_log_maxsize
+                                                  : NODE_DEFAULT_EMPEROR_LOG_MAXSIZE;
     if (cfg->shortcuts) {
         if (read_small_file(cfg->shortcuts, shortcuts, &p->shortcuts_len, e) < 0)
             return -1;
@@ -258,16 +269,8 @@ static int open_init(const node_cfg_t *cfg, err_t *e)
     if (cfg->init) {
         if (copy(path, sizeof path, cfg->init, "init path", e) < 0)
             return -1;
-    } else {
-        ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
-        if (n < 0)
-            return err_set(e, ERR_INTERNAL, "find the container init: /proc/self/exe: %s",
-                           strerror(errno));
-        path[n] = '\0';
-        char *slash = strrchr(path, '/');
-        if (!slash || (size_t)(slash - path) + sizeof "/" NODE_INIT_NAME > sizeof path)
-            return err_set(e, ERR_INTERNAL, "find the container init: odd path %s", path);
-        memcpy(slash + 1, NODE_INIT_NAME, sizeof NODE_INIT_NAME);
+    } else if (fs_beside_self(NODE_INIT_NAME, path, sizeof path, e) < 0) {
+        return -1;
     }
     int fd = open(path, O_PATH | O_CLOEXEC);
     struct stat sb;
@@ -471,6 +474,36 @@ static int step_open_init(start_ctx_t *c, err_t *e)
     return (c->init_fd = open_init(c->cfg, e)) < 0 ? -1 : 0;
 }
 
+/* The disk quota applies to homes in their place, <containers_dir>/<uid>
+ * (the debug CLI may name another: it has none). */
+static bool quota_applies(const start_ctx_t *c)
+{
+    char want[RT_PATH];
+    return c->cfg->containers_dir &&
+           snprintf(want, sizeof want, "%s/%d", c->cfg->containers_dir, c->s->uid) <
+               (int)sizeof want &&
+           strcmp(want, c->s->home) == 0;
+}
+
+/* After the supervisor claimed the home (home_claim) and before the
+ * layout is written: the home's image is created, converted from a plain
+ * home, grown, and mounted (quota.h). */
+static int step_quota(start_ctx_t *c, err_t *e)
+{
+    if (!quota_applies(c))
+        return 0;
+    /* The daemon made it at its start; the debug CLI may come first. */
+    if (fs_mkdirs(c->cfg->containers_dir, 0755, e) < 0)
+        return -1;
+    return quota_prepare(c->cfg->quota, c->cfg->containers_dir, c->s->uid, c->s->storage_mb, e);
+}
+
+static void undo_quota(start_ctx_t *c)
+{
+    if (quota_applies(c))
+        quota_release(c->cfg->quota, c->cfg->containers_dir, c->s->uid, NULL);
+}
+
 static int step_home(start_ctx_t *c, err_t *e) { return home_prepare(c->s, e); }
 
 /* memory, pids, cpu and io, before the child exists: it enters them
@@ -543,6 +576,7 @@ static const struct step {
 } start_steps[] = {
     {"check the spec", step_check, NULL},
     {"open the container init", step_open_init, NULL},
+    {"mount the home", step_quota, undo_quota},
     {"prepare the home", step_home, NULL},
     {"create the cgroups", step_cgroups, undo_cgroups},
     {"plan the container's setup", step_plan, NULL},
@@ -679,7 +713,13 @@ int container_stop(const node_cfg_t *cfg, int uid, int timeout_ms, err_t *e)
     st.starttime = 0;
     st.since = (long long)time(NULL);
     st.last_error[0] = '\0';
-    return state_save(cfg->state_dir, &st, e);
+    if (state_save(cfg->state_dir, &st, e) < 0)
+        return -1;
+    /* Recorded as stopped first: a home a host process keeps busy fails
+     * here (said, retried at the next stop or start), nothing else. */
+    if (cfg->containers_dir && quota_release(cfg->quota, cfg->containers_dir, uid, e) < 0)
+        return -1;
+    return 0;
 }
 
 bool container_find(const node_cfg_t *cfg, int uid, pid_t *pid)

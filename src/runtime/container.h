@@ -15,6 +15,7 @@
 
 #include "../common/err.h"
 #include "net.h"
+#include "quota.h"
 #include "state.h"
 
 /* The node's directories and tools.  Nothing is hard-wired: a test runs a
@@ -38,6 +39,9 @@ typedef struct {
     int cpu_weight;             /* 1-10000 (0: CG_DEFAULT_CPU_WEIGHT) */
     int io_weight;              /* 1-10000 (0: CG_DEFAULT_IO_WEIGHT) */
     net_cfg_t net;              /* containers' uwsgi0 (net.h); zeroed: off, lo only */
+    int emperor_log_maxsize;    /* bytes: logs/emperor.log rotates to emperor.log.1 past it
+                                   (0: NODE_DEFAULT_EMPEROR_LOG_MAXSIZE) */
+    quota_kind_t quota;         /* the homes' disk quota (quota.h); zeroed: loop */
 } node_cfg_t;
 
 #define NODE_DEFAULT_UWSGI "/usr/bin/uwsgi"
@@ -47,6 +51,7 @@ typedef struct {
 #define NODE_PIDS_MAX_MAX 4194304        /* the kernel's own pid_max limit */
 #define NODE_DEFAULTS_TEXT "pids_max 1024, cpu_weight 100, io_weight 100"
 #define NODE_STOP_TIMEOUT_MS 10000
+#define NODE_DEFAULT_EMPEROR_LOG_MAXSIZE 104857600 /* 100 MB, PLATFORM.md */
 
 /* Fill the optional fields with the defaults above. */
 void node_cfg_defaults(node_cfg_t *cfg);
@@ -58,6 +63,7 @@ typedef struct {
     int uid; /* 30000 + id: also the gid */
     char *hostname;
     long long memory_mb;
+    long long storage_mb; /* the home's quota in MB (quota.h); 0: no limit */
     char *rootfs; /* host path of the distro; "/" is the host distro */
     char *home;   /* host path of the home */
     char **ssh_keys;
@@ -81,7 +87,8 @@ int container_start(const node_cfg_t *cfg, const container_spec_t *spec, pid_t *
 
 /* SIGTERM to init (which forwards it to the Emperor), SIGKILL for the whole
  * cgroup after timeout_ms, then the cgroup and (cfg->net.on) the host end
- * of its veth are removed.  The home stays.
+ * of its veth are removed, and the home's image (quota.h) unmounted.  The
+ * home stays.
  * Stopping a stopped container is fine. */
 int container_stop(const node_cfg_t *cfg, int uid, int timeout_ms, err_t *e);
 

@@ -8,6 +8,7 @@
  *         --emperor-wrapper /run/imperium/vassal --emperor-graceful-shutdown
  *         --emperor-freq 1
  *         --logto /containers/<uid>/logs/emperor.log --log-maxsize 104857600
+ *         --log-backupname /containers/<uid>/logs/emperor.log.1
  *         --die-on-term
  *
  * The wrapper (written by mounts.c) exports IMPERIUM_VASSAL, the vassal's
@@ -25,7 +26,11 @@
  * expands a custom option (declare-option2) only if it was declared before
  * the line that uses it (checked with 2.0.21: declared after, `domain =`
  * is silently ignored).  log-maxsize needs a
- * master (it would imply one anyway); die-on-term makes SIGTERM a shutdown
+ * master (it would imply one anyway); without log-backupname uWSGI renames
+ * the full log to emperor.log.<unix time> at every rotation and never
+ * deletes one (checked with 2.0.21), so the home would fill with old logs:
+ * with it there is one backup, replaced each time (node setting
+ * emperor_log_maxsize, default 100 MB, PLATFORM.md).  die-on-term makes SIGTERM a shutdown
  * instead of uWSGI's default brutal reload.  The Emperor already runs as
  * the container's uid, so there is no --uid/--gid. */
 #include "runtime.h"
@@ -39,7 +44,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define LOG_MAXSIZE "104857600" /* 100 MB, PLATFORM.md */
+#include "quota.h"
 
 /* Copy a formatted string into the plan's string area. */
 static char *plan_str(rt_plan_t *p, err_t *e, const char *fmt, ...)
@@ -79,7 +84,9 @@ static int init_plan(rt_plan_t *p, err_t *e)
 
 int rt_emperor_plan(rt_plan_t *p, const char *uwsgi, bool shortcuts, err_t *e)
 {
-    const char *fixed_env[] = {"PATH=/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin",
+    /* QUOTA_CMD_DIR first: its `quota` stands in for quota(1) (quota.h). */
+    const char *fixed_env[] = {"PATH=" QUOTA_CMD_DIR
+                               ":/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin",
                                "LANG=C.UTF-8", "SHELL=/bin/sh"};
     int a = 0, v = 0;
     char **argv = p->argv, **envp = p->envp;
@@ -101,7 +108,9 @@ int rt_emperor_plan(rt_plan_t *p, const char *uwsgi, bool shortcuts, err_t *e)
         !(argv[a++] = plan_str(p, e, "--logto")) ||
         !(argv[a++] = plan_str(p, e, "%s", p->log_inside)) ||
         !(argv[a++] = plan_str(p, e, "--log-maxsize")) ||
-        !(argv[a++] = plan_str(p, e, "%s", LOG_MAXSIZE)) ||
+        !(argv[a++] = plan_str(p, e, "%d", p->log_maxsize)) ||
+        !(argv[a++] = plan_str(p, e, "--log-backupname")) ||
+        !(argv[a++] = plan_str(p, e, "%s.1", p->log_inside)) ||
         !(argv[a++] = plan_str(p, e, "--die-on-term")))
         return -1;
     argv[a] = NULL;

@@ -16,6 +16,7 @@
 #include "../common/fsutil.h"
 #include "../common/strutil.h"
 #include "../common/validate.h"
+#include "quota.h"
 
 /* strict: the node mounts it or writes into it as root, so it must be a
  * real directory; otherwise a symlink the customer made is their choice. */
@@ -283,18 +284,41 @@ static int owner_write(int owners, int uid, const char *uuid, err_t *e)
     return write_file_at(owners, HOME_OWNERS_DIR, name, text, 0600, 0, e);
 }
 
-/* Move <cd>/<uid> to .deleted/<uid>-<now> (".<n>" added if taken). */
+/* The home's disk image (quota.h), if any, follows its tree: to
+ * .deleted/<name>.ext4, purged with it. */
+static int retire_image(int cd, int del, const char *dir, int uid, const char *name, err_t *e)
+{
+    int images = openat(cd, QUOTA_IMAGES_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (images < 0)
+        return errno == ENOENT ? 0 : err_set(e, ERR_INTERNAL, "%s/%s: %s", dir,
+                                             QUOTA_IMAGES_DIR, strerror(errno));
+    char img[32], to[80];
+    snprintf(img, sizeof img, "%d.ext4", uid);
+    snprintf(to, sizeof to, "%s.ext4", name);
+    int rc = renameat2(images, img, del, to, RENAME_NOREPLACE);
+    int err = errno;
+    close(images);
+    if (rc < 0 && err != ENOENT)
+        return err_set(e, ERR_INTERNAL, "move the home image %s/%s/%s to %s/: %s", dir,
+                       QUOTA_IMAGES_DIR, img, HOME_DELETED_DIR, strerror(err));
+    return 0;
+}
+
+/* Move <cd>/<uid> to .deleted/<uid>-<now> (".<n>" added if taken), its
+ * image unmounted first and moved beside it. */
 static int retire_at(int cd, const char *dir, int uid, err_t *e)
 {
     char home[16];
     snprintf(home, sizeof home, "%d", uid);
+    if (quota_release(QUOTA_LOOP, dir, uid, e) < 0)
+        return -1;
     int del = root_only_dir(cd, dir, HOME_DELETED_DIR, e);
     if (del < 0)
         return -1;
     long long now = (long long)time(NULL);
     int rc = -1;
+    char to[64];
     for (int n = 0; n < 100 && rc < 0; n++) {
-        char to[64];
         if (n)
             snprintf(to, sizeof to, "%d-%lld.%d", uid, now, n);
         else
@@ -304,11 +328,13 @@ static int retire_at(int cd, const char *dir, int uid, err_t *e)
             break;
     }
     int err = errno;
+    if (rc == 0)
+        rc = retire_image(cd, del, dir, uid, to, e);
+    else
+        err_set(e, ERR_INTERNAL, "move home %s/%d to %s/: %s", dir, uid, HOME_DELETED_DIR,
+                strerror(err));
     close(del);
-    if (rc < 0)
-        return err_set(e, ERR_INTERNAL, "move home %s/%d to %s/: %s", dir, uid, HOME_DELETED_DIR,
-                       strerror(err));
-    return 0;
+    return rc < 0 ? -1 : 0;
 }
 
 int home_retire(const char *containers_dir, int uid, err_t *e)

@@ -13,6 +13,7 @@
 #include "runtime.h"
 
 #include "../common/beneath.h"
+#include "quota.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -451,6 +452,8 @@ static int mount_run_platform(const rt_plan_t *p, err_t *e)
         make_file(RT_VASSAL_WRAPPER, wrapper, (size_t)wn, 0555, e) < 0 ||
         (p->shortcuts &&
          make_file(RT_SHORTCUTS_INI, p->shortcuts, p->shortcuts_len, 0444, e) < 0) ||
+        make_dir(QUOTA_CMD_DIR, 0755, e) < 0 ||
+        make_file(QUOTA_CMD_DIR "/quota", p->quota_cmd, (size_t)p->quota_cmd_len, 0555, e) < 0 ||
         make_dir(RT_PLUGINS_DIR, 0755, e) < 0 ||
         /* `plugin = 0:python` loads python_plugin.so; Debian ships the
          * Python 3 plugin as python3_plugin.so.  uWSGI follows the link to

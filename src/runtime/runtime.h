@@ -55,8 +55,11 @@ typedef struct {
     /* Inside. */
     char home_inside[64];  /* /containers/<uid> */
     char log_inside[128];  /* <home_inside>/logs/emperor.log */
+    int log_maxsize;       /* bytes past which uWSGI renames it to <log_inside>.1 */
     const char *shortcuts; /* the shortcuts file's text (NULL: none) */
     size_t shortcuts_len;
+    char quota_cmd[2048];  /* QUOTA_CMD_DIR/quota (quota_script) */
+    int quota_cmd_len;
 
     /* The Emperor (emperor.c). */
     char *argv[RT_MAX_ARGS];

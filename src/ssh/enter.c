@@ -53,6 +53,7 @@
 #include "../common/config.h"
 #include "../common/validate.h"
 #include "../runtime/cgroup.h"
+#include "../runtime/quota.h"
 #include "../runtime/seccomp.h"
 #include "../runtime/state.h"
 
@@ -134,7 +135,9 @@ static char **build_env(int uid, const char *shell)
     env[n++] = user;
     env[n++] = logname;
     env[n++] = shellv;
-    env[n++] = "PATH=/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin";
+    /* QUOTA_CMD_DIR first: its `quota` stands in for quota(1) (quota.h). */
+    env[n++] = "PATH=" QUOTA_CMD_DIR
+               ":/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin";
     bool have_lang = false;
     for (const char *const *k = KEEP_ENV; *k; k++) {
         const char *v = getenv(*k);
@@ -251,7 +254,8 @@ static void detach_by_fd(int root, int mnt)
  * the user up (sftp-server, whoami, bash's prompt) need it.  The session
  * gets a mount namespace of its own (a copy of the container's: every
  * mount of the container is made at its start) where /etc/passwd and
- * /etc/group are the distro's plus the uid's line, read-only.  Best effort:
+ * /etc/group are the distro's plus the uid's line, and /etc/profile the
+ * distro's plus the quota command's PATH, read-only.  Best effort:
  * a distro without these files (or with symlinks there) keeps its own view.
  * Every path is resolved inside the container's root with no symlink
  * followed (a custom distro is the customer's to change while we run). */
@@ -267,9 +271,14 @@ static void session_users(int uid, const char *shell)
     snprintf(pw, sizeof pw, "%d:x:%d:%d:container %d:/containers/%d:%s\n", uid, uid, uid, uid,
              uid, shell);
     snprintf(gr, sizeof gr, "%d:x:%d:\n", uid, uid);
-    const char *names[2][2] = {{"/etc/passwd", "passwd"}, {"/etc/group", "group"}};
-    const char *lines[2] = {pw, gr};
-    for (int i = 0; i < 2; i++) {
+    /* A login shell's /etc/profile sets PATH anew: the copy puts the
+     * quota command's directory back in front. */
+    const char *names[3][2] = {
+        {"/etc/passwd", "passwd"}, {"/etc/group", "group"}, {"/etc/profile", "profile"}};
+    const char *lines[3] = {pw, gr,
+                            "case \":$PATH:\" in *:" QUOTA_CMD_DIR ":*) ;; *) PATH=" QUOTA_CMD_DIR
+                            ":$PATH; export PATH ;; esac # imperium: quota (docs/NODE.md)\n"};
+    for (int i = 0; i < 3; i++) {
         int fd = openat(mnt, names[i][1], O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                         0644);
         if (fd < 0 || write_db(root, names[i][0], uid, lines[i], fd) != 0)
@@ -279,7 +288,7 @@ static void session_users(int uid, const char *shell)
     if (mount_setattr(mnt, "", AT_EMPTY_PATH, &ro, sizeof ro) < 0)
         die("imperium-enter: read-only session tmpfs: %s", strerror(errno));
     bool attached = false;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         /* The target through an O_PATH fd: a symlink is neither followed
          * nor mounted over. */
         int fd = beneath_open(root, names[i][0], O_PATH | O_NOFOLLOW, 0, BENEATH_IN_ROOT);

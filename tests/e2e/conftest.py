@@ -227,6 +227,22 @@ def make_node(api):
         yield make
 
 
+@pytest.fixture
+def node_sshd(make_node):
+    """(node, sshd): a started node and the test sshd in front of it
+    (sshutil.Sshd); the host's /etc must be unchanged at the end."""
+    import sshutil
+    before = sshutil.etc_fingerprint()
+    node = make_node()
+    sshd = sshutil.Sshd(node)
+    try:
+        sshd.start()
+        yield node, sshd
+    finally:
+        sshd.stop()
+        assert sshutil.etc_fingerprint() == before, "the host's /etc changed"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def stale_netns_swept():
     """Namespaces `imp-<pid>-<n>` of test runs that died go first."""

@@ -5,10 +5,12 @@ it overlays).  The keypairs fixture is in conftest.py."""
 
 import hashlib
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
+import time
 
 from helpers import BIN, ROOT, free_port, proc_status, wait_for
 
@@ -96,7 +98,9 @@ class Sshd:
                   f"LD_LIBRARY_PATH={d}/lib exec {SSHD} -D -e -f {ROOT}/etc/ssh/sshd_config "
                   f"-h {hostkey} -p {self.port} -o ListenAddress=127.0.0.1 -o PidFile=none")
         self.log = open(os.path.join(d, "sshd.log"), "w")
-        self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+        # slave: the homes the node mounts later (quota = loop: each is an
+        # image on the shared containers directory) appear here too.
+        self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "slave", "sh", "-c",
                                       script], stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
@@ -141,3 +145,33 @@ class Sshd:
 def ok(p):
     assert p.returncode == 0, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
     return p.stdout
+
+
+def read_until(proc, text, timeout):
+    """Read proc's stdout until text appears; returns what was read."""
+    buf = b""
+    deadline = time.monotonic() + timeout
+    fd = proc.stdout.fileno()
+    while text.encode() not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"timed out waiting for {text!r}; got {buf!r}")
+        r, _, _ = select.select([fd], [], [], left)
+        if r:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise AssertionError(f"EOF waiting for {text!r}; got {buf!r}")
+            buf += chunk
+    return buf.decode(errors="replace")
+
+
+def open_shell(sshd, key, uid):
+    """An interactive ssh session (a tty) into container uid, ready for
+    input; closed with the sshd fixture."""
+    c = subprocess.Popen(sshd.ssh_args(key, uid, "-tt"), stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    sshd.clients.append(c)
+    c.stdin.write(b"stty -echo; echo READY-$((6*7))\n")
+    c.stdin.flush()
+    read_until(c, "READY-42", 15)
+    return c

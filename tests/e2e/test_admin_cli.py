@@ -729,6 +729,35 @@ def _run_sh_guide_network(ns, call, run_dir, key):
            == "Hello from hydra", 30, "curl http://127.0.0.2:9000/")
 
 
+def _run_sh_guide_monitoring(call, node_call, out):
+    """The guide's quota, metrics and alarm section (issue 16), as printed:
+    30001 runs (the network section started it).  The nodes sample every
+    5 s (metrics_interval = 5 in make run), so the metrics call answers
+    samples within 15 s; a test alarm raised with the container's alarm key
+    shows in /alarms/; fooserver's node serves its own /metrics."""
+    k = ("kratos", "deimos")
+    for line in ("quota -s", "/api/metrics/container.cpu/30001", "/api/alarm_key/30001",
+                 "/api/alarms/raise/30001?key=$key", "127.0.0.1:9101/metrics"):
+        assert line in out, (line, out)
+    # Needs stage C's sampler and stage B's POST <node_prefix>/metrics (issue 16).
+    samples = []
+
+    def sampled():
+        r = call("get", "/metrics/container.cpu/30001", auth=k)
+        assert r.status_code == 200, r.text
+        samples[:] = r.json()
+        return samples
+    _until(sampled, 15, "a container.cpu sample of 30001 within 15 s")
+    assert all(len(s) == 2 and s[1] >= 0 for s in samples), samples
+    key = call("get", "/alarm_key/30001", auth=k).json()["alarm_key"]
+    r = call("post", f"/alarms/raise/30001?key={key}", data="a test alarm from the guide")
+    assert r.status_code == 201, r.text
+    alarms = call("get", "/alarms/?container=30001", auth=k).json()
+    assert "a test alarm from the guide" in [a["msg"] for a in alarms], alarms
+    m = node_call("get", "http://127.0.0.1:9101/metrics")
+    assert m.status_code == 200 and "imperium_node_container_starts_total" in m.text, m.text
+
+
 def test_run_sh_demo(ssh_keys):
     """`make run` as a user runs it.  As root its nodes network their
     containers in the namespace they run in: here one of the test's own
@@ -794,6 +823,9 @@ def test_run_sh_demo(ssh_keys):
                 _run_sh_guide_network(
                     ns, lambda m, path, **kw: call(m, base + path, timeout=10, **kw),
                     run_dir, ssh_keys[0])
+                _run_sh_guide_monitoring(
+                    lambda m, path, **kw: call(m, base + path, timeout=10, **kw),
+                    lambda m, url: call(m, url, timeout=10), out)
             else:
                 hydra = call("post", base + "/containers", auth=("zeus", "olympus"), timeout=10,
                              data='{"server":"127.0.0.2", "name":"hydra", '

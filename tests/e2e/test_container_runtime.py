@@ -245,6 +245,7 @@ def test_container_runs_the_emperor_isolated(node):
     assert argv[argv.index("--emperor") + 1] == f"{home_in}/vassals"
     assert argv[argv.index("--logto") + 1] == f"{home_in}/logs/emperor.log"
     assert argv[argv.index("--log-maxsize") + 1] == "104857600"
+    assert argv[argv.index("--log-backupname") + 1] == f"{home_in}/logs/emperor.log.1"
     # Both files come before each vassal: plugins load, and custom options
     # (declare-option2) exist, by the time the vassal's own lines are read.
     includes = [argv[i + 1] for i, a in enumerate(argv) if a == "--vassals-include-before"]

@@ -51,9 +51,19 @@ def test_string_fields_and_restart_rules(api, kratos):
     assert c["pushover_sound"] == "bike" and c["pushbullet_token"] == "pb"
     assert c["alarm_freq"] == 120 and c["quota_threshold"] == 75
     assert c["nofollow"] is True and c["custom_distros_storage"] is True
-    # alarm_freq below 60 becomes 60
+    # alarm_freq below 60 becomes 60; a week is the most
     assert api.post(f"/containers/{uid}", auth=auth,
                     json={"alarm_freq": 5}).json()["alarm_freq"] == 60
+    assert api.post(f"/containers/{uid}", auth=auth,
+                    json={"alarm_freq": 604800}).json()["alarm_freq"] == 604800
+    # Service keys as the services make them; "" clears one.
+    keys = {"pushover_user": "uQiRzpo4DXghDmr9QzzfQu27cmVRsG",
+            "pushover_token": "azGDORePK8gMaC0QOYAMyEEuzJnyUi", "pushover_sound": "cosmic",
+            "pushbullet_token": "o.Zx3-abc_DEF.9", "jid_destinations": "a@b.c, d@e.f/phone"}
+    c = api.post(f"/containers/{uid}", auth=auth, json=keys).json()
+    assert {k: c[k] for k in keys} == keys
+    c = api.post(f"/containers/{uid}", auth=auth, json={"pushbullet_token": ""}).json()
+    assert c["pushbullet_token"] == ""
 
 
 def test_ssh_keys_rekey_without_restart(api, kratos, ssh_keys):
@@ -77,6 +87,18 @@ def test_ssh_keys_rekey_without_restart(api, kratos, ssh_keys):
     ({"quota_threshold": -1}, "quota_threshold"),
     ({"quota_threshold": "90%"}, "quota_threshold"),
     ({"alarm_freq": 1.5}, "alarm_freq"),
+    ({"alarm_freq": 604801}, "alarm_freq"),
+    ({"alarm_freq": 2**62}, "alarm_freq"),
+    # Alarm settings go into the node's requests: no header injection.
+    ({"pushbullet_token": "tok\r\nX-Injected: 1"}, "pushbullet_token"),
+    ({"pushover_user": "a b"}, "pushover_user"),
+    ({"pushover_token": "x" * 129}, "pushover_token"),
+    ({"pushover_sound": "bike;"}, "pushover_sound"),
+    ({"jid": "a@b.c\n"}, "jid"),
+    ({"jid_secret": "x\x01"}, "jid_secret"),
+    ({"slack_webhook": "https://hooks.slack.com/x\r\nHost: evil"}, "slack_webhook"),
+    ({"jid_destinations": ",".join(["a@b.c"] * 11)}, "jid_destinations"),
+    ({"jid_destinations": "a@b.c <x/>"}, "jid_destinations"),
     ({"nofollow": "yes"}, "nofollow"),
     ({"distro": "2a"}, "distro"),
     ({"distro": 999999}, "distro"),

@@ -1,6 +1,6 @@
 """/metrics/: one UTC day (or a ?from=&to= range) of samples, in the public
-platform's shapes, with an Expires header.  Nodes have no HTTP way to report yet,
-so samples go straight into the API's SQLite file."""
+platform's shapes, with an Expires header.  Samples go straight into the API's
+SQLite file here (test_node_reports.py posts them as a node does)."""
 
 import calendar
 import email.utils

@@ -134,14 +134,18 @@ def test_removing_keys_or_deleting_stops_and_keeps_the_home(make_node, host_dist
     # "stopped" (the last process can be gone a moment before that).
     node.wait_status(uid, state="stopped")
     assert not any(os.path.exists(d) for d in cgroup_dirs(uid))
-    assert os.path.exists(os.path.join(home, "probe.json"))
-    assert os.path.exists(os.path.join(home, "vassals", "probe.ini"))
+    # The home stays: in its disk image, unmounted while the container is
+    # stopped (docs/NODE.md "Disk quota").
+    assert not os.path.ismount(home)
+    assert os.path.isfile(os.path.join(node.containers, ".images", f"{uid}.ext4"))
 
     # Keys again: it starts again, with the same home.
     t = node.post(uid, {"ssh_keys": [ssh_keys[1]]})
     wait_for(lambda: running(uid), 1.0, "the container back within 1 s")
     assert time.monotonic() - t <= 1.05
     node.wait_status(uid, state="running")
+    assert os.path.exists(os.path.join(home, "probe.json"))
+    assert os.path.exists(os.path.join(home, "vassals", "probe.ini"))
 
     # Deleted by the supplier: stopped, the home kept on disk but moved out
     # of reach (<containers>/.deleted/<uid>-<time>, test_security_node.py).
@@ -150,9 +154,13 @@ def test_removing_keys_or_deleting_stops_and_keeps_the_home(make_node, host_dist
     # The home moves once the stop (cgroups included) is over.
     wait_for(lambda: not os.path.exists(home), 5, "the home moved away")
     assert not any(os.path.exists(d) for d in cgroup_dirs(uid))
+    # Its disk image goes beside it (docs/NODE.md "Disk quota"), files in it.
     deleted = os.path.join(node.containers, ".deleted")
-    (entry,) = os.listdir(deleted)
-    assert os.path.exists(os.path.join(deleted, entry, "probe.json"))
+    entry, image = sorted(os.listdir(deleted))
+    assert image == entry + ".ext4"
+    ls = subprocess.run(["debugfs", "-R", "ls /", os.path.join(deleted, image)],
+                        capture_output=True, text=True, timeout=30)
+    assert "probe.json" in ls.stdout, ls
     assert "no longer wanted here" in node.log()
 
 

@@ -299,6 +299,42 @@ def test_a_subscription_may_name_only_its_own_sockets(rnode, host_distro, ssh_ke
         assert r.status_code != 200, r.text
 
 
+def test_subscriptions_past_max_subscriptions_are_refused(api, host_distro, ssh_keys):
+    """A container holds at most max_subscriptions (domain, socket) pairs in
+    the router: with 3, a vassal announcing 5 sockets gets 3 through, the
+    rest refused round after round and its logs/router.log says why; once
+    the vassal is gone (its unsubscriptions) the places are free again."""
+    with router_node(api, "subcap-", conf="max_subscriptions = 3\n", show_logs=True) as n:
+        dom = unique("cap") + ".org"
+        add_domain(n.api, n.auth, dom)
+        uid = launch(n, host_distro, ssh_keys)
+        sub = "subscribe2 = server=/run/subscribe/http,key={d},addr=/containers/{u}/run/{s}," \
+              "sign=SHA1:$(HOME)/etc/uwsgi.key\n"
+
+        def vassal(name, sockets):
+            n.vassal(uid, name, "[uwsgi]\nplugin = 0:python\nwsgi-file = $(HOME)/p.py\n"
+                     "socket = $(HOME)/run/mine.socket\nsubscribe-freq = 1\n"
+                     + "".join(sub.format(d=dom, u=uid, s=s) for s in sockets),
+                     files=[("p.py", PY_APP.replace("NAME", "'A'"))])
+
+        five = [f"s{i}.socket" for i in range(5)]
+        vassal("many.ini", five)
+        router_log = os.path.join(n.home(uid), "logs", "router.log")
+        why = "refused: the container already holds 3 subscriptions (domain and socket " \
+              "pairs), the node's max_subscriptions"
+        wait_for(lambda: os.path.exists(router_log) and why in open(router_log).read(), 30,
+                 "the container told of the refusal")
+        wait_for(lambda: len(n.subscriptions().get(dom, [])) == 3, 10, "three subscriptions")
+        time.sleep(3)  # three more rounds of five announcements each
+        held = n.subscriptions()[dom]
+        assert len(held) == 3 and set(held) <= {f"/containers/{uid}/run/{s}" for s in five}
+        os.unlink(os.path.join(n.home(uid), "vassals", "many.ini"))
+        wait_for(lambda: dom not in n.subscriptions(), 30, "the vassal's unsubscriptions")
+        vassal("other.ini", ["t0.socket", "t1.socket", "t2.socket"])
+        wait_for(lambda: len(n.subscriptions().get(dom, [])) == 3, 30,
+                 "three new subscriptions in the freed places")
+
+
 def test_deleting_the_domain_stops_new_subscriptions(rnode, host_distro, ssh_keys):
     dom = unique("del") + ".org"
     add_domain(rnode.api, rnode.auth, dom)

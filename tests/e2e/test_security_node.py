@@ -23,6 +23,23 @@ from sshutil import SSH_BIN
 pytestmark = [*NEEDS_CONTAINERS, pytest.mark.usefixtures("subreaper")]
 
 
+@pytest.fixture
+def make_node(make_node):
+    """Nodes with `quota = off`: these tests rearrange a stopped container's
+    home on the host as its customer could, which with the default quota
+    (an image, unmounted while stopped) is possible only from inside; the
+    same checks (home.c) guard both, and test_quota.py covers the images'
+    retirement and purge."""
+    def make(*args, start=True, **kwargs):
+        n = make_node(*args, start=False, **kwargs)
+        with open(n.conf, "a") as f:
+            f.write("quota = off\n")
+        if start:
+            n.start()
+        return n
+    return make
+
+
 def host_dir(path, mode=0o750):
     """A root-owned directory standing for a host path a customer would
     like the node to act on."""

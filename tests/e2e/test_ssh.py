@@ -14,7 +14,6 @@ installation does.
 Runs as root; needs openssh-server and openssh-client (ssh, scp, sftp)."""
 
 import os
-import select
 import subprocess
 import time
 
@@ -23,26 +22,13 @@ import pytest
 from conftest import BIN, unique
 from helpers import procs_of_uid, wait_for
 from nodeutil import NEEDS_CONTAINERS, init_of, running
-from sshutil import SSH_OPTS, SSHD, Sshd, etc_fingerprint, ok
+from sshutil import SSH_OPTS, SSHD, ok, open_shell, read_until
 
 WALL = os.path.join(BIN, "imperium-wall")
 
 pytestmark = [*NEEDS_CONTAINERS,
               pytest.mark.skipif(not os.path.exists(SSHD), reason="needs openssh-server"),
               pytest.mark.usefixtures("subreaper")]
-
-
-@pytest.fixture
-def node_sshd(make_node):
-    before = etc_fingerprint()
-    node = make_node()
-    sshd = Sshd(node)
-    try:
-        sshd.start()
-        yield node, sshd
-    finally:
-        sshd.stop()
-        assert etc_fingerprint() == before, "the host's /etc changed"
 
 
 def up(node, distro, key):
@@ -253,24 +239,6 @@ def test_two_containers_cannot_see_or_signal_each_other(node_sshd, host_distro,
     c.wait()
 
 
-def read_until(proc, text, timeout):
-    """Read proc's stdout until text appears; returns what was read."""
-    buf = b""
-    deadline = time.monotonic() + timeout
-    fd = proc.stdout.fileno()
-    while text.encode() not in buf:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"timed out waiting for {text!r}; got {buf!r}")
-        r, _, _ = select.select([fd], [], [], left)
-        if r:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                raise AssertionError(f"EOF waiting for {text!r}; got {buf!r}")
-            buf += chunk
-    return buf.decode(errors="replace")
-
-
 def wall(node, uid, msg):
     p = subprocess.run([WALL, "--state-dir", node.state, str(uid), msg], capture_output=True,
                        text=True, timeout=30)
@@ -287,13 +255,7 @@ def test_alarms_are_written_to_open_shells(node_sshd, host_distro, keypairs):
     assert p.returncode == 0 and p.stdout.strip() == "0", p
     shells = []
     for key, uid in ((ka, a), (ka, a), (kb, b)):
-        c = subprocess.Popen(sshd.ssh_args(key, uid, "-tt"), stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        sshd.clients.append(c)
-        c.stdin.write(b"stty -echo; echo READY-$((6*7))\n")
-        c.stdin.flush()
-        read_until(c, "READY-42", 15)
-        shells.append(c)
+        shells.append(open_shell(sshd, key, uid))
     p = wall(node, a, "memory limit reached\nby vassal x\x1b[31m")
     assert p.returncode == 0 and p.stdout.strip() == "2", (p.stdout, p.stderr)
     for c in shells[:2]:

@@ -16,22 +16,8 @@
 #include "../../src/common/clock.h"
 #include "../../src/common/fsutil.h"
 
-static char base[64];
-
-static int make_base(void **state)
-{
-    (void)state;
-    snprintf(base, sizeof base, "/tmp/imp-fsutil-XXXXXX");
-    return mkdtemp(base) ? 0 : -1;
-}
-
-static int remove_base(void **state)
-{
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
-    return system(cmd) == 0 ? 0 : -1;
-}
+#define TMPDIR_FIXTURE_NAME "fsutil"
+#include "tmpdir_fixture.h"
 
 static mode_t mode_of(const char *path)
 {
@@ -97,6 +83,23 @@ static void test_write_atomic(void **state)
     assert_non_null(strstr(e.msg, "missing"));
 }
 
+static void test_read_small(void **state)
+{
+    (void)state;
+    char path[128], buf[8];
+    snprintf(path, sizeof path, "%s/f", base);
+    err_t e = {0};
+    assert_int_equal(fs_write_atomic(path, "12345\n", 6, 0600, &e), 0);
+    assert_int_equal(fs_read_small(path, buf, sizeof buf), 6);
+    assert_string_equal(buf, "12345\n");
+    /* Longer than the buffer: cut, still terminated. */
+    assert_int_equal(fs_write_atomic(path, "0123456789", 10, 0600, &e), 0);
+    assert_int_equal(fs_read_small(path, buf, sizeof buf), 7);
+    assert_string_equal(buf, "0123456");
+    snprintf(path, sizeof path, "%s/missing", base);
+    assert_int_equal(fs_read_small(path, buf, sizeof buf), -1);
+}
+
 static void test_backoff(void **state)
 {
     (void)state;
@@ -115,6 +118,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_mkdirs, make_base, remove_base),
         cmocka_unit_test_setup_teardown(test_write_atomic, make_base, remove_base),
+        cmocka_unit_test_setup_teardown(test_read_small, make_base, remove_base),
         cmocka_unit_test(test_backoff),
     };
     return cmocka_run_group_tests_name("fsutil", tests, NULL, NULL);

@@ -63,14 +63,35 @@ static void test_method_not_allowed_vs_not_found(void **state)
 }
 
 /* The wake the nodes' long polls get after a successful write: every write of
- * a customer or the supplier (it may change what a node runs), except the
- * raising of an alarm (AUTH_ALARM), which changes nothing a node follows;
- * never a read, never the nodes' own channel. */
+ * a customer or the supplier (it may change what a node runs), raising an
+ * alarm (AUTH_ALARM) included since issue 16 (the node delivers it: its
+ * state's server.alarm_seq moves); never a read, never the nodes' own
+ * channel. */
 static enum route_wake expected_wake(const route_t *rt)
 {
-    if (strcmp(rt->method, "GET") == 0 || rt->auth == AUTH_ALARM || rt->auth == AUTH_NODE)
+    if (strcmp(rt->method, "GET") == 0 || rt->auth == AUTH_NODE)
         return WAKE_NONE;
     return WAKE_NODES;
+}
+
+/* Raising an alarm wakes the nodes (pinned by name: the rule above would
+ * also pass with no AUTH_ALARM route at all). */
+static void test_raising_an_alarm_wakes_the_nodes(void **state)
+{
+    (void)state;
+    static const char *const paths[] = {"alarms/raise/30001", "alarms/trigger/30001"};
+    for (int i = 0; i < 2; i++) {
+        char buf[64], *segs[API_MAX_SEGS];
+        int n = 0;
+        strcpy(buf, paths[i]);
+        for (char *s = strtok(buf, "/"); s; s = strtok(NULL, "/"))
+            segs[n++] = s;
+        bool known;
+        const route_t *rt = route_find(customer_tables, "POST", segs, n, &known);
+        assert_non_null(rt);
+        assert_int_equal(rt->auth, AUTH_ALARM);
+        assert_int_equal(rt->wake, WAKE_NODES);
+    }
 }
 
 static void check_wakes(const route_t *const *list, int *writes)
@@ -103,6 +124,7 @@ int main(void)
         cmocka_unit_test(test_match),
         cmocka_unit_test(test_method_not_allowed_vs_not_found),
         cmocka_unit_test(test_writes_declare_their_wake),
+        cmocka_unit_test(test_raising_an_alarm_wakes_the_nodes),
     };
     return cmocka_run_group_tests_name("routes", tests, NULL, NULL);
 }

@@ -164,12 +164,33 @@ static void test_every_id_table_grows_only(void **state)
     db_schema_rollback(f->db);
 }
 
+/* Version 4 gives each server the alarm_seq its alarms already had: the
+ * newest alarm raised with the API for its containers (a node's own alarm,
+ * node_ref set, is not one), 0 for a server without any. */
+static int setup_v3(void **state) { return db_fixture_setup_version(state, 3); }
+
+static void test_alarm_seq_from_the_alarms(void **state)
+{
+    fixture_t *f = *state;
+    err_t e = {0};
+    fill_v1(f->db);
+    exec_ok(f->db, "INSERT INTO servers (name, address, memory, storage) "
+                   "VALUES ('t', '10.0.0.2', 100, 100)");
+    exec_ok(f->db, "INSERT INTO alarms (id, container_id, level, unix, msg, node_ref) VALUES "
+                   "(4, 1, 1, 0, 'api', NULL), (7, 2, 1, 0, 'api', NULL), "
+                   "(9, 3, 0, 0, 'node', 'boot-1')");
+    assert_int_equal(schema_migrate(f->db, &e), 0);
+    assert_int_equal(scalar(f->db, "SELECT alarm_seq FROM servers WHERE id = 1"), 7);
+    assert_int_equal(scalar(f->db, "SELECT alarm_seq FROM servers WHERE id = 2"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_rows_survive_the_migration, setup_v1, teardown),
         cmocka_unit_test_setup_teardown(test_ids_never_reused, setup_v1, teardown),
         cmocka_unit_test_setup_teardown(test_every_id_table_grows_only, setup_v1, teardown),
+        cmocka_unit_test_setup_teardown(test_alarm_seq_from_the_alarms, setup_v3, teardown),
     };
     return cmocka_run_group_tests_name("schema", tests, NULL, NULL);
 }

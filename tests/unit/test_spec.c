@@ -66,7 +66,12 @@ static void fill(db_t *db)
         "INSERT INTO container_tags (container_id, tag_id) VALUES (1, 1)",
         "INSERT INTO loopboxes (id, container_id, filename, mountpoint, ro) "
         "VALUES (1, 1, 'disk.img', 'mnt/disk', 1)",
-        "INSERT INTO alarms (id, container_id, level, unix, msg) VALUES (1, 1, 1, 0, 'hi')",
+        "INSERT INTO alarms (id, container_id, level, unix, msg) VALUES (1, 1, 1, 0, 'hi'), "
+        "(2, 2, 1, 0, 'ho')",
+        "INSERT INTO alarms (id, container_id, level, unix, msg, node_ref) "
+        "VALUES (3, 1, 0, 0, 'oom', 'boot-1')",
+        /* What alarm_store_in keeps for 1 and 2 (raised with the API). */
+        "UPDATE servers SET alarm_seq = 2 WHERE id = 1",
         "INSERT INTO portmappings (id, server_id, container_id, proto, public_port, "
         "private_port) VALUES (1, 1, 1, 'tcp', 8080, 80)",
         "INSERT INTO legions (id, name, address, key, quorum) "
@@ -116,6 +121,7 @@ static void check_server(const spec_state_t *s)
     assert_string_equal(s->server.etc_resolv_conf, "RESOLV");
     assert_int_equal(s->server.portmap_generation, 3);
     assert_int_equal(s->server.purge_deleted_before, 1234);
+    assert_int_equal(s->server.alarm_seq, 2); /* 1 and 2 raised with the API; 3 a node's */
     assert_true(s->server.has_all_containers);
     assert_int_equal(s->server.n_all_containers, 3);
     assert_int_equal(s->server.all_containers[2].uid, 30003);

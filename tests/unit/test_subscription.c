@@ -9,46 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../../src/node/subscription.h"
-
-typedef struct {
-    unsigned char b[SUBSCRIPTION_MAX];
-    size_t len;
-} pkt_t;
-
-static void item(pkt_t *p, const char *k, const char *v)
-{
-    size_t kl = strlen(k), vl = strlen(v);
-    p->b[p->len++] = (unsigned char)(kl & 0xff);
-    p->b[p->len++] = (unsigned char)(kl >> 8);
-    memcpy(p->b + p->len, k, kl);
-    p->len += kl;
-    p->b[p->len++] = (unsigned char)(vl & 0xff);
-    p->b[p->len++] = (unsigned char)(vl >> 8);
-    memcpy(p->b + p->len, v, vl);
-    p->len += vl;
-}
-
-/* A subscription (cmd 0) or unsubscription (cmd 1) of key -> address. */
-static pkt_t packet(int cmd, const char *key, const char *addr)
-{
-    pkt_t p;
-    memset(&p, 0, sizeof p);
-    p.b[0] = 224;
-    p.b[3] = (unsigned char)cmd;
-    p.len = 4;
-    if (key)
-        item(&p, "key", key);
-    if (addr)
-        item(&p, "address", addr);
-    item(&p, "modifier1", "0");
-    item(&p, "modifier2", "0");
-    item(&p, "unix", "1700000000");
-    item(&p, "sign", "\x01\x02signature-bytes");
-    p.b[1] = (unsigned char)((p.len - 4) & 0xff);
-    p.b[2] = (unsigned char)((p.len - 4) >> 8);
-    return p;
-}
+#include "subscription_packet.h"
 
 static int check(const pkt_t *p, unsigned uid, char *why)
 {

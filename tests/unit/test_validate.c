@@ -189,9 +189,54 @@ static void test_domain_names(void **state)
     assert_non_null(strstr(why, "63"));
 }
 
+/* The alarm service keys go into a request header or form on the node:
+ * only their alphabet; jid_destinations a short list of jids. */
+static void test_alarm_fields(void **state)
+{
+    (void)state;
+    assert_true(alarm_token_valid("azGvN1Xmy8rKQWCx2hqJ3ptEb5cT7d")); /* a Pushover key */
+    assert_true(alarm_token_valid("o.AbC-12_x"));                     /* a Pushbullet token */
+    assert_true(alarm_token_valid("bike"));
+    assert_false(alarm_token_valid(""));
+    assert_false(alarm_token_valid("tok\r\nX-Injected: 1"));
+    assert_false(alarm_token_valid("a b"));
+    assert_false(alarm_token_valid("a:b"));
+    assert_false(alarm_token_valid("caf\xc3\xa9"));
+    char t[ALARM_TOKEN_MAX + 2];
+    memset(t, 'a', ALARM_TOKEN_MAX);
+    t[ALARM_TOKEN_MAX] = '\0';
+    assert_true(alarm_token_valid(t));
+    strcpy(t + ALARM_TOKEN_MAX, "a");
+    assert_false(alarm_token_valid(t));
+
+    assert_true(str_has_control("a\nb"));
+    assert_true(str_has_control("a\x7f"));
+    assert_false(str_has_control("caf\xc3\xa9 ok"));
+
+    char why[256];
+    assert_true(jid_destinations_valid("", why, sizeof why));
+    assert_true(jid_destinations_valid("a@b.c", why, sizeof why));
+    assert_true(jid_destinations_valid("a@b.c, d@e.f/phone,g.h", why, sizeof why));
+    assert_false(jid_destinations_valid("a@b.c\r\n<x/>", why, sizeof why));
+    assert_non_null(strstr(why, "control"));
+    const char *bad[] = {"@b.c", "a@", "a@b@c", "a@b.c/", "a@<b>", "a@.b"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_false(jid_destinations_valid(bad[i], why, sizeof why));
+        assert_non_null(strstr(why, "jid_destinations"));
+    }
+    char list[256] = "";
+    for (int i = 0; i < JID_DESTINATIONS_MAX; i++)
+        strcat(list, "a@b.c,");
+    assert_true(jid_destinations_valid(list, why, sizeof why));
+    strcat(list, "x@y.z");
+    assert_false(jid_destinations_valid(list, why, sizeof why));
+    assert_non_null(strstr(why, "at most"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_alarm_fields),
         cmocka_unit_test(test_uid_and_ip),   cmocka_unit_test(test_uid_parsing),
         cmocka_unit_test(test_hostname),     cmocka_unit_test(test_ssh_keys),
         cmocka_unit_test(test_domain_names),

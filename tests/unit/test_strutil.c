@@ -1,0 +1,41 @@
+/* Unit tests for src/common/strutil.c's array_room: the growth every
+ * node table (alarms.c, sampler.c) uses. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+
+#include "../../src/common/strutil.h"
+
+static void test_array_room(void **state)
+{
+    (void)state;
+    int *v = NULL;
+    size_t n = 0, cap = 0;
+    for (int i = 0; i < 1000; i++) {
+        int *room = array_room(v, n, &cap, sizeof *room);
+        assert_non_null(room);
+        v = room;
+        v[n++] = i; /* ASan: the room is really there */
+        assert_true(n <= cap);
+    }
+    assert_int_equal(cap, 1024); /* 16 doubled */
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(v[i], i);
+    assert_ptr_equal(array_room(v, 10, &cap, sizeof *v), v); /* room already: no move */
+    /* Too large to allocate: NULL, the array and its count untouched. */
+    size_t big = SIZE_MAX / 2 + 1;
+    assert_null(array_room(v, big, &big, sizeof *v));
+    assert_int_equal(big, SIZE_MAX / 2 + 1);
+    assert_int_equal(v[999], 999);
+    free(v);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_array_room)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
