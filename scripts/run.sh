@@ -408,6 +408,15 @@ Disk quota, metrics and alarms (docs/OPERATING.md, "Monitoring"), once $uid runs
                                              or slack_webhook set on $uid, delivered there too)
   curl http://$host:$metrics_port/metrics       (the node's own health, Prometheus text)
 
+Loopboxes (docs/NODE.md "Loopboxes"), the seed's zeus example, once $uid runs: a 100 MB
+ext4 image made in its home, mounted on ~/zeus inside that container only:
+  ssh -p $ssh_port $uid@$host 'dd if=/dev/zero of=zeus001 bs=512 count=200000 && mkfs.ext4 -q zeus001 && mkdir zeus'
+  curl -X POST -d '{"container":$uid,"filename":"zeus001","mountpoint":"zeus"}' $k17/api/loopboxes
+  tail $node_dir/containers/$uid/logs/emperor.log     (... loopbox 1: zeus001 mounted on zeus (read-write))
+  ssh -p $ssh_port $uid@$host 'df -h zeus; echo hi > zeus/hello'
+  curl $k17/api/loopboxes
+  curl -X DELETE $k17/api/loopboxes/1      (unmounted; the image and its files stay)
+
 The supplier's side, with the admin CLI:
   export IMPERIUM_API=$base
   export IMPERIUM_ADMIN_TOKEN_FILE=$token

@@ -43,6 +43,7 @@
 #include "../runtime/net.h"
 #include "../runtime/quota.h"
 #include "channel.h"
+#include "loopboxes.h"
 #include "netpolicy.h"
 #include "alarms.h"
 #include "nodestats.h"
@@ -91,6 +92,7 @@ typedef struct {
     overlay_t *ov;         /* links across servers; NULL with overlay = off */
     alarms_t *alarms;      /* system alarms and their delivery (alarms.h) */
     sampler_t *sampler;    /* the containers' metrics; NULL with metrics_interval = 0 */
+    loopboxes_t *lb;       /* the loopboxes' thread (loopboxes.h) */
     nodestats_server_t *prom; /* the Prometheus /metrics; NULL without metrics_listen */
     char ov_error[512];    /* the overlay's last failure, "" when in line */
 } agent_t;
@@ -355,6 +357,13 @@ static int setup(agent_t *a, err_t *e)
     if (!(a->sv = sv_new(&so, e)) || add_fd(a, sv_fd(a->sv), EV_INITS, e) < 0)
         return -1;
     sv_adopt_all(a->sv);
+    /* After adoption: its first pass finds the running inits and adopts
+     * their recorded mounts once a state says which loopboxes are wanted. */
+    loopboxes_opts_t lo = {.node = &c->node,
+                           .remount_delay_s = c->loopbox_remount_delay,
+                           .max_devices = c->loopbox_max};
+    if (!(a->lb = loopboxes_new(&lo, e)))
+        return -1;
     load_saved_state(a);
     if (network_policy(a, e) < 0 || overlay_setup(a, e) < 0)
         return -1;
@@ -398,6 +407,7 @@ static void teardown(agent_t *a)
     overlay_free(a->ov);   /* the device stays: their links across servers too */
     if (a->curl_ready)
         curl_global_cleanup();
+    loopboxes_free(a->lb); /* the mounts stay: the next daemon adopts them */
     sv_free(a->sv);
     subgate_stop(a->gate);
     nodestats_serve_stop(a->prom);
@@ -590,6 +600,7 @@ static void apply_state(agent_t *a, const spec_state_t *state)
         router_set_domains(a->router, state->domains, state->n_domains);
     sv_set_state(a->sv, state);
     alarms_set_state(a->alarms, state);
+    loopboxes_set_state(a->lb, state);
 }
 
 /* No state from the API in time: follow the saved one meanwhile. */
@@ -701,7 +712,11 @@ static void loop(agent_t *a)
         long long now = now_ms();
         if (a->sampler && now >= sampler_next_deadline(a->sampler))
             sample(a);
-        if (sv_take_changed(a->sv) || now >= a->next_report_ms)
+        /* A container started or stopped: its loopboxes are looked at now. */
+        bool changed = sv_take_changed(a->sv);
+        if (changed)
+            loopboxes_poke(a->lb);
+        if (changed || now >= a->next_report_ms)
             report(a, now);
     }
 }

@@ -62,6 +62,9 @@ typedef struct {
     bool xmpp_insecure;         /* no TLS to the XMPP server (tests) */
     const char *wall;           /* imperium-wall; NULL: beside imperium-node */
     const char *quota;        /* loop, project or off: node.quota once loaded (quota.h) */
+    int loopbox_remount_delay; /* seconds an image must stay unchanged before it is mounted
+                                  (again) after a change (loopboxes.h) */
+    int loopbox_max;           /* loopboxes on loop devices per container (loopboxes.h) */
 } agent_cfg_t;
 
 #define AGENT_ROUTER_DIR "router" /* <state_dir>/router: docs/ROUTER.md */

@@ -21,6 +21,7 @@
 #include "../runtime/quota.h"
 #include "alarms.h"
 #include "channel.h"
+#include "loopboxes.h"
 #include "netpolicy.h"
 #include "nodestats.h"
 #include "router.h"
@@ -242,6 +243,14 @@ const setting_t agent_settings[] = {
      .max = INT_MAX, .idef = NODE_DEFAULT_EMPEROR_LOG_MAXSIZE, .meta = "BYTES",
      .help = "a container's logs/emperor.log is renamed emperor.log.1 (replacing it) past "
              "this size"},
+    {"loopbox_remount_delay", 0, SET_INT, AT(loopbox_remount_delay), .min = 1, .max = 3600,
+     .idef = LOOPBOXES_DEFAULT_REMOUNT_DELAY_S, .meta = "SECONDS",
+     .help = "after a loopbox's image changed (resized, replaced, appeared), seconds it must stay "
+             "unchanged before it is mounted (again) (docs/NODE.md, Loopboxes)"},
+    {"loopbox_max", 0, SET_INT, AT(loopbox_max), .min = 1, .max = 256,
+     .idef = LOOPBOXES_DEFAULT_MAX, .meta = "N",
+     .help = "loopboxes of one container mounted at a time (on loop devices); one more waits, "
+             "said once in its logs/emperor.log (docs/NODE.md, Loopboxes)"},
     {"quota_check_interval", 0, SET_INT, AT(quota_check_interval), .min = 0, .max = 86400,
      .idef = ALARMS_DEFAULT_QUOTA_CHECK_S, .meta = "SECONDS",
      .help = "seconds between checks of the homes against quota_threshold (docs/ALARMS.md); "

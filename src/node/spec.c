@@ -655,20 +655,33 @@ static int dup_opt(const char *s, char **out, err_t *e)
     return (*out = strdup(s)) ? 0 : oom(e);
 }
 
-/* The distro: a path, "host" (the node's own root), or the channel's object;
- * a custom distro lives in its holder's home: distros/<path>. */
+/* A custom distro lives in its holder's home, distros/<path>: the runtime
+ * mounts that home for the start (container.h, rootfs_holder); rootfs is
+ * the nominal host path, for messages.  Whose the holder is, the
+ * supervisor checks (check_custom_distro). */
+static int runtime_custom(const spec_rootfs_t *r, const node_cfg_t *cfg, container_spec_t *s,
+                          err_t *e)
+{
+    char why[256] = "";
+    if (r->holder_uid <= UID_BASE || r->holder_uid > INT_MAX || !r->path ||
+        !custom_distro_path_valid(r->path, why, sizeof why))
+        return err_set(e, ERR_INPUT, "spec: rootfs: bad custom distro %s", why);
+    s->rootfs_holder = (int)r->holder_uid;
+    if (!(s->rootfs_custom = strdup(r->path)) ||
+        !(s->rootfs = str_printf("%s/%lld/distros/%s", cfg->containers_dir, r->holder_uid,
+                                 r->path)))
+        return oom(e);
+    return 0;
+}
+
+/* The distro: a path, "host" (the node's own root), or the channel's object
+ * (a custom one: runtime_custom). */
 static int runtime_rootfs(const spec_rootfs_t *r, const node_cfg_t *cfg, container_spec_t *s,
                           err_t *e)
 {
     const char *path = r->path;
-    if (r->kind && strcmp(r->kind, "custom") == 0) {
-        char why[256] = "";
-        if (r->holder_uid <= UID_BASE || !path ||
-            !custom_distro_path_valid(path, why, sizeof why))
-            return err_set(e, ERR_INPUT, "spec: rootfs: bad custom distro %s", why);
-        s->rootfs = str_printf("%s/%lld/distros/%s", cfg->containers_dir, r->holder_uid, path);
-        return s->rootfs ? 0 : oom(e);
-    }
+    if (r->kind && strcmp(r->kind, "custom") == 0)
+        return runtime_custom(r, cfg, s, e);
     if (r->kind && strcmp(r->kind, "host") == 0)
         path = "/";
     if (!path || !*path)
@@ -709,6 +722,7 @@ static int runtime_fill(const spec_container_t *c, const cli_spec_t *files,
         dup_opt(files->etc_resolv_conf, &s->etc_resolv_conf, e) < 0 ||
         runtime_rootfs(&c->rootfs, cfg, s, e) < 0 || runtime_keys(c, s, e) < 0)
         return -1;
+    s->nofollow = c->nofollow;
     /* uwsgi0's address: the API's ip, inside this node's container network. */
     if (cfg->net.on && net_spec_fill(&cfg->net, c->ip, &s->net, e) < 0)
         return -1;

@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -13,7 +12,6 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,6 +19,7 @@
 #include "../common/clock.h"
 #include "../common/log.h"
 #include "../common/strutil.h"
+#include "../runtime/home.h"
 #include "subscription.h"
 
 #define REFUSAL_SLOTS 64
@@ -80,39 +79,16 @@ static bool worth_reporting(subgate_t *g, uid_t uid, const char *why)
     return true;
 }
 
-/* Append a line to the container's logs/router.log.  The home belongs to
- * the customer: resolve without symlinks, never follow or block on what
- * they put there, append only to a plain file of their own. */
+/* Append a line to the container's logs/router.log (home_append_log: the
+ * home belongs to the customer, nothing they put there is followed). */
 static void tell_container(const subgate_t *g, uid_t uid, const char *line)
 {
     char home[4200];
     if (snprintf(home, sizeof home, "%s/%u", g->containers_dir, (unsigned)uid) >= (int)sizeof home)
         return;
-    int hfd = open(home, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (hfd < 0)
-        return;
-    struct open_how how;
-    memset(&how, 0, sizeof how);
-    how.flags = O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
-    how.mode = 0644;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-    int fd = (int)syscall(SYS_openat2, hfd, "logs/router.log", &how, sizeof how);
-    close(hfd);
-    if (fd < 0)
-        return;
-    struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
-        (st.st_uid == uid || st.st_uid == 0) && st.st_size < ROUTER_LOG_MAX) {
-        if (st.st_uid == 0 && fchown(fd, uid, uid) < 0)
-            log_debug("subscription gate: chown logs/router.log of %u: %s", (unsigned)uid,
-                      strerror(errno));
-        char stamp[32];
-        time_t t = time(NULL);
-        struct tm tm;
-        strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", gmtime_r(&t, &tm));
-        dprintf(fd, "%s UTC imperium router: %s\n", stamp, line);
-    }
-    close(fd);
+    if (home_append_log(home, (int)uid, "logs/router.log", "router", line, ROUTER_LOG_MAX) < 0)
+        log_debug("subscription gate: logs/router.log of %u: %s", (unsigned)uid,
+                  strerror(errno));
 }
 
 static void refused(subgate_t *g, uid_t uid, const subscription_t *s, const char *why)

@@ -466,7 +466,9 @@ static bool adopt(supervisor_t *sv, rec_t *r, pid_t pid)
 
 static bool host_distro_refused(const supervisor_t *sv, const rec_t *r, char *msg, size_t len)
 {
-    if (sv->o.distro_host_ok || !r->spec.rootfs)
+    /* A custom distro is a customer's tree, never resolved here (following
+     * its symlinks): the runtime boots it only as a real directory. */
+    if (sv->o.distro_host_ok || !r->spec.rootfs || r->spec.rootfs_holder > 0)
         return false;
     char *real = realpath(r->spec.rootfs, NULL);
     bool host = real && strcmp(real, "/") == 0;

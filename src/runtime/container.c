@@ -2,7 +2,9 @@
  *
  * Start, in order (start_steps[] below; each step names itself in the error
  * it returns):
- *   parent: check the spec and the distro; open imperium-init; mount the
+ *   parent: check the spec and the distro (a custom distro: its holder's
+ *           home image mounted on a staging directory, detached again
+ *           once the child ran or failed); open imperium-init; mount the
  *           home's image (the disk quota, quota.c); create the home
  *           layout; create the cgroups (memory, pids, cpu, io); format
  *           everything the child needs (runtime.h);
@@ -28,12 +30,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/beneath.h"
 #include "../common/clock.h"
 #include "../common/fsutil.h"
 #include "../common/strutil.h"
@@ -78,6 +82,7 @@ void container_spec_free(container_spec_t *s)
     free(s->rsa_pubkey);
     free(s->etc_hosts);
     free(s->etc_resolv_conf);
+    free(s->rootfs_custom);
     memset(s, 0, sizeof *s);
 }
 
@@ -124,6 +129,13 @@ static int check_spec(const container_spec_t *s, err_t *e)
         return err_set(e, ERR_INPUT, "the home must be an absolute path");
     if (!s->rootfs || s->rootfs[0] != '/')
         return err_set(e, ERR_INPUT, "the distro directory must be an absolute path");
+    char why[128];
+    if (s->rootfs_holder > 0) /* looked at in the holder's home (step_custom_distro) */
+        return s->rootfs_holder > UID_BASE && s->rootfs_custom &&
+                       custom_distro_path_valid(s->rootfs_custom, why, sizeof why)
+                   ? 0
+                   : err_set(e, ERR_INPUT, "custom distro of container %d: bad path",
+                             s->rootfs_holder);
     struct stat sb;
     if (stat(s->rootfs, &sb) < 0)
         return errno == ENOENT
@@ -222,14 +234,16 @@ static int prepare_sockets_dir(const node_cfg_t *cfg, int uid, char *out, size_t
     return 0;
 }
 
-static int plan_build(const node_cfg_t *cfg, const container_spec_t *s, const cgroup_t *cg,
-                      rt_plan_t *p, char **shortcuts, err_t *e)
+/* rootfs: the tree to boot (s->rootfs, or a custom distro's staged one). */
+static int plan_build(const node_cfg_t *cfg, const container_spec_t *s, const char *rootfs,
+                      const cgroup_t *cg, rt_plan_t *p, char **shortcuts, err_t *e)
 {
     p->uid = s->uid;
     p->sync_fd = -1;
     p->init_fd = -1;
+    p->nofollow = s->nofollow;
     if (copy(p->hostname, sizeof p->hostname, s->hostname, "hostname", e) < 0 ||
-        copy(p->rootfs, sizeof p->rootfs, s->rootfs, "distro path", e) < 0 ||
+        copy(p->rootfs, sizeof p->rootfs, rootfs, "distro path", e) < 0 ||
         copy(p->home, sizeof p->home, s->home, "home path", e) < 0 ||
         state_path(cfg->state_dir, s->uid, "rootfs", p->staging, sizeof p->staging, e) < 0 ||
         cgroup_file(cg, 0, p->cg_limit, sizeof p->cg_limit, e) < 0 ||
@@ -465,9 +479,172 @@ typedef struct {
     char *shortcuts;     /* the shortcuts file's text, for the plan */
     pid_t pid;           /* the container's init, once cloned */
     unsigned long long starttime;
+    char rootfs[RT_PATH]; /* a custom distro's tree to boot ("": s->rootfs) */
+    char staging[RT_PATH]; /* the staging mount point, its holder's home on it ("": none) */
 } start_ctx_t;
 
 static int step_check(start_ctx_t *c, err_t *e) { return check_spec(c->s, e); }
+
+/* ---- a custom distro: its holder's home, mounted for the start only -------
+ *
+ * The tree is distros/<path> in the home of another container (the
+ * holder), whose home is an ext4 image (quota.h) that is mounted on the
+ * host only while the holder runs.  For the start, the image is mounted on
+ * <state_dir>/<uid>/distro (root-only, the node's), reusing the holder's
+ * loop device when it has one (one superblock); the child clones the
+ * tree as its root (mounts.c, no symlink followed) and, once it ran or
+ * failed, the staging mount is detached (unstage_custom_distro): nothing
+ * stays mounted on the host, the container keeps its clone, and the
+ * holder may run or not.  A home without an image (quota = off) is used
+ * in place. */
+
+#define DISTRO_STAGING "distro"
+#define STALE_UNMOUNTS_MAX 8
+
+/* umount2 <state>/<uid>/distro until nothing is mounted there: a node that
+ * died during a start leaves its staging mount (the path is the node's,
+ * root-only: no customer can redirect it). */
+static int clear_staging(const char *path, err_t *e)
+{
+    for (int i = 0; i < STALE_UNMOUNTS_MAX; i++)
+        if (umount2(path, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
+            return errno == EINVAL || errno == ENOENT
+                       ? 0
+                       : err_set(e, ERR_INTERNAL, "detach %s: %s", path, strerror(errno));
+    return err_set(e, ERR_INTERNAL, "%s: still mounted after %d detaches", path,
+                   STALE_UNMOUNTS_MAX);
+}
+
+/* The directory dir (at path) bound on itself, that bind private: the
+ * holder's home mounted on it then never propagates to the host's peer
+ * namespaces (sshd's, where customers' sessions start).  Private once
+ * attached: a mount attached under a shared one is made shared by the
+ * kernel.  The bind alone reaches the peers (an empty root-only
+ * directory), and goes from them when clear_staging detaches it. */
+static int private_mountpoint(int dir, const char *path, err_t *e)
+{
+    int bind = open_tree(dir, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+    if (bind < 0)
+        return err_set(e, ERR_INTERNAL, "bind %s: %s", path, strerror(errno));
+    struct mount_attr attr = {.propagation = MS_PRIVATE};
+    int rc = 0;
+    if (move_mount(bind, "", dir, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0 ||
+        mount_setattr(bind, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) {
+        rc = err_set(e, ERR_INTERNAL, "make %s a private mount point: %s", path,
+                     strerror(errno));
+        clear_staging(path, NULL);
+    }
+    close(bind);
+    return rc;
+}
+
+/* The node's directory <state>/<uid>/distro (root, 0700), a private mount
+ * point of its own (nothing else mounted there); an O_PATH descriptor of
+ * it. */
+static int staging_dir(start_ctx_t *c, char *path, size_t len, err_t *e)
+{
+    char dir[RT_PATH];
+    if (state_path(c->cfg->state_dir, c->s->uid, NULL, dir, sizeof dir, e) < 0 ||
+        state_path(c->cfg->state_dir, c->s->uid, DISTRO_STAGING, path, len, e) < 0 ||
+        clear_staging(path, e) < 0)
+        return -1;
+    int top = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (top < 0)
+        return err_set(e, ERR_INTERNAL, "open %s: %s", dir, strerror(errno));
+    int fd = root_dir_at(top, DISTRO_STAGING, 0, 0700, path, e);
+    close(top);
+    if (fd < 0)
+        return -1;
+    int rc = private_mountpoint(fd, path, e);
+    close(fd);
+    if (rc < 0)
+        return -1;
+    /* Opened now: the bind on top, where the holder's home goes. */
+    if ((fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+        return err_set(e, ERR_INTERNAL, "open %s: %s", path, strerror(errno));
+    return fd;
+}
+
+/* distros/<path> below base (the staged or in-place home): a directory,
+ * reached without a symbolic link (the child resolves it the same way). */
+static int find_distro_tree(const container_spec_t *s, const char *base, err_t *e)
+{
+    const char *p = s->rootfs_custom;
+    int home = open(base, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (home < 0)
+        return err_set(e, ERR_INPUT, "custom distro %s: container %d has no home on this node",
+                       p, s->rootfs_holder);
+    char rel[300];
+    snprintf(rel, sizeof rel, "distros/%s", p);
+    int fd = beneath_open(home, rel, O_PATH | O_DIRECTORY, 0, 0);
+    int err = errno;
+    close(home);
+    if (fd >= 0) {
+        close(fd);
+        return 0;
+    }
+    if (err == ENOENT)
+        return err_set(e, ERR_INPUT,
+                       "custom distro %s: directory distros/%s missing in the home of "
+                       "container %d",
+                       p, p, s->rootfs_holder);
+    if (err == ELOOP)
+        return err_set(e, ERR_INPUT,
+                       "custom distro %s: distros/%s in the home of container %d is (or goes "
+                       "through) a symbolic link, not a directory",
+                       p, p, s->rootfs_holder);
+    if (err == ENOTDIR)
+        return err_set(e, ERR_INPUT,
+                       "custom distro %s: distros/%s in the home of container %d is not a "
+                       "directory",
+                       p, p, s->rootfs_holder);
+    return err_set(e, ERR_INPUT, "custom distro %s: distros/%s in the home of container %d: %s",
+                   p, p, s->rootfs_holder, strerror(err));
+}
+
+/* e's message behind "custom distro <path> ... of container <holder>: ". */
+static int custom_context(err_t *e, const container_spec_t *s, const char *doing)
+{
+    char was[sizeof e->msg];
+    snprintf(was, sizeof was, "%s", e->msg);
+    return err_set(e, e->kind != ERR_NONE ? e->kind : ERR_INTERNAL,
+                   "%s custom distro %s of container %d: %s", doing, s->rootfs_custom,
+                   s->rootfs_holder, was);
+}
+
+static void unstage_custom_distro(start_ctx_t *c)
+{
+    if (c->staging[0])
+        clear_staging(c->staging, NULL);
+    c->staging[0] = '\0';
+}
+
+static int step_custom_distro(start_ctx_t *c, err_t *e)
+{
+    const container_spec_t *s = c->s;
+    if (s->rootfs_holder <= 0)
+        return 0;
+    if (!c->cfg->containers_dir)
+        return err_set(e, ERR_INPUT, "custom distro %s: the containers directory is not set",
+                       s->rootfs_custom);
+    char path[RT_PATH], base[RT_PATH];
+    int dir = staging_dir(c, path, sizeof path, e);
+    if (dir < 0)
+        return -1;
+    snprintf(c->staging, sizeof c->staging, "%s", path); /* its bind: detached at the end */
+    int mounted = quota_mount_home_at(c->cfg->containers_dir, s->rootfs_holder, dir, e);
+    close(dir);
+    if (mounted < 0)
+        return custom_context(e, s, "mounting");
+    int n = mounted ? snprintf(base, sizeof base, "%s", path)
+                    : snprintf(base, sizeof base, "%s/%d", c->cfg->containers_dir,
+                               s->rootfs_holder);
+    if (n < 0 || (size_t)n >= sizeof base ||
+        snprintf(c->rootfs, sizeof c->rootfs, "%s/distros/%s", base, s->rootfs_custom) >=
+            (int)sizeof c->rootfs)
+        return err_set(e, ERR_INPUT, "custom distro %s: path too long", s->rootfs_custom);
+    return find_distro_tree(s, base, e);
+}
 
 static int step_open_init(start_ctx_t *c, err_t *e)
 {
@@ -525,7 +702,8 @@ static int step_plan(start_ctx_t *c, err_t *e)
 {
     if (!(c->plan = calloc(1, sizeof *c->plan)))
         return err_set(e, ERR_INTERNAL, "out of memory");
-    if (plan_build(c->cfg, c->s, &c->cg, c->plan, &c->shortcuts, e) < 0)
+    if (plan_build(c->cfg, c->s, c->rootfs[0] ? c->rootfs : c->s->rootfs, &c->cg, c->plan,
+                   &c->shortcuts, e) < 0)
         return -1;
     c->plan->init_fd = c->init_fd;
     return 0;
@@ -558,7 +736,8 @@ static int step_spawn(start_ctx_t *c, err_t *e)
     if (spawn(c->plan, &c->cg, &c->pid, e) == 0)
         return 0;
     undo_net(c); /* its own undo runs only when a later step fails */
-    return -1;
+    /* What the child could not do with a customer's tree, said as such. */
+    return c->s->rootfs_holder > 0 ? custom_context(e, c->s, "booting") : -1;
 }
 
 /* The init's start time: what adoption compares after a pid reuse. */
@@ -575,6 +754,7 @@ static const struct step {
     void (*undo)(start_ctx_t *c); /* NULL: nothing to undo */
 } start_steps[] = {
     {"check the spec", step_check, NULL},
+    {"mount the custom distro", step_custom_distro, NULL},
     {"open the container init", step_open_init, NULL},
     {"mount the home", step_quota, undo_quota},
     {"prepare the home", step_home, NULL},
@@ -607,6 +787,8 @@ static int start(const node_cfg_t *cfg, const container_spec_t *s, state_t *st, 
 {
     start_ctx_t c = {.cfg = cfg, .s = s, .init_fd = -1};
     int rc = run_steps(&c, e);
+    /* The child holds its clone of the tree (or failed): the staging goes. */
+    unstage_custom_distro(&c);
     /* Needed only until the child has exec'd imperium-init. */
     if (c.init_fd >= 0)
         close(c.init_fd);

@@ -75,6 +75,16 @@ typedef struct {
     long long generation;     /* bumped by every change that needs a restart */
     long long ssh_generation; /* bumped by key changes (no restart) */
     net_spec_t net;           /* uwsgi0 (net_spec_fill); net.on false: lo only */
+    bool nofollow;            /* the Emperor runs with --emperor-nofollow */
+    /* A custom distro (issue 17): rootfs_holder > 0 is the container whose
+     * home holds it, at distros/<rootfs_custom> (custom_distro_path_valid);
+     * container_start mounts that home's image for this start only
+     * (quota_mount_home_at on <state_dir>/<uid>/distro, detached once the
+     * container runs or failed) and boots from the tree there.  rootfs is
+     * then the nominal host path <containers_dir>/<holder>/distros/<path>,
+     * for messages. */
+    int rootfs_holder;
+    char *rootfs_custom;
 } container_spec_t;
 
 /* Free the members (the struct itself is the caller's). */

@@ -5,11 +5,12 @@
  *   uwsgi --master --emperor /containers/<uid>/vassals
  *         --vassals-include-before /run/imperium/platform.ini
  *         [--vassals-include-before /run/imperium/shortcuts.ini]
+ *         --vassals-include /run/imperium/after.ini
  *         --emperor-wrapper /run/imperium/vassal --emperor-graceful-shutdown
  *         --emperor-freq 1
  *         --logto /containers/<uid>/logs/emperor.log --log-maxsize 104857600
  *         --log-backupname /containers/<uid>/logs/emperor.log.1
- *         --die-on-term
+ *         --die-on-term [--emperor-nofollow]
  *
  * The wrapper (written by mounts.c) exports IMPERIUM_VASSAL, the vassal's
  * file name, which the `domain` shortcut puts in the socket name: stable
@@ -32,7 +33,12 @@
  * with it there is one backup, replaced each time (node setting
  * emperor_log_maxsize, default 100 MB, PLATFORM.md).  die-on-term makes SIGTERM a shutdown
  * instead of uWSGI's default brutal reload.  The Emperor already runs as
- * the container's uid, so there is no --uid/--gid. */
+ * the container's uid, so there is no --uid/--gid.
+ *
+ * --emperor-nofollow (the container's `nofollow`, API.md): the Emperor
+ * takes a vassal's mtime from a symbolic link in vassals/ itself (lstat)
+ * rather than from the file it points to, so touching the target no longer
+ * reloads the vassal (touching the link, `touch -h`, does). */
 #include "runtime.h"
 
 #include <errno.h>
@@ -101,6 +107,10 @@ int rt_emperor_plan(rt_plan_t *p, const char *uwsgi, bool shortcuts, err_t *e)
     if (shortcuts && (!(argv[a++] = plan_str(p, e, "--vassals-include-before")) ||
                       !(argv[a++] = plan_str(p, e, "%s", RT_SHORTCUTS_INI))))
         return -1;
+    /* After the vassal: the waits it asked for (mounts.c, platform_after). */
+    if (!(argv[a++] = plan_str(p, e, "--vassals-include")) ||
+        !(argv[a++] = plan_str(p, e, "%s", RT_PLATFORM_AFTER_INI)))
+        return -1;
     if (!(argv[a++] = plan_str(p, e, "--emperor-wrapper")) ||
         !(argv[a++] = plan_str(p, e, "%s", RT_VASSAL_WRAPPER)) ||
         !(argv[a++] = plan_str(p, e, "--emperor-graceful-shutdown")) ||
@@ -112,6 +122,8 @@ int rt_emperor_plan(rt_plan_t *p, const char *uwsgi, bool shortcuts, err_t *e)
         !(argv[a++] = plan_str(p, e, "--log-backupname")) ||
         !(argv[a++] = plan_str(p, e, "%s.1", p->log_inside)) ||
         !(argv[a++] = plan_str(p, e, "--die-on-term")))
+        return -1;
+    if (p->nofollow && !(argv[a++] = plan_str(p, e, "--emperor-nofollow")))
         return -1;
     argv[a] = NULL;
     if (!(envp[v++] = plan_str(p, e, "HOME=%s", p->home_inside)) ||

@@ -520,3 +520,73 @@ int home_purge(const char *containers_dir, long long before, err_t *e)
                        containers_dir, HOME_DELETED_DIR, failed, first);
     return removed;
 }
+
+/* <rel> beneath hfd for appending, never following a symlink; created
+ * (O_EXCL: *created says it is ours) when missing.  O_NONBLOCK: a fifo the
+ * customer put there never blocks the node. */
+static int open_log(int hfd, const char *rel, bool *created)
+{
+    const int flags = O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY;
+    for (int tries = 0; tries < 2; tries++) { /* deleted, or made, between the two */
+        int fd = beneath_open(hfd, rel, flags, 0, 0);
+        if (fd >= 0 || errno != ENOENT)
+            return fd;
+        fd = beneath_open(hfd, rel, flags | O_CREAT | O_EXCL, 0644, 0);
+        if (fd >= 0) {
+            *created = true;
+            return fd;
+        }
+        if (errno != EEXIST)
+            return -1;
+    }
+    return -1;
+}
+
+int home_append_log(const char *home, int uid, const char *rel, const char *who,
+                    const char *line, long long max_bytes)
+{
+    int hfd = open(home, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (hfd < 0)
+        return -1;
+    bool created = false;
+    int fd = open_log(hfd, rel, &created);
+    int err = errno;
+    close(hfd);
+    if (fd < 0) {
+        errno = err;
+        return -1;
+    }
+    struct stat st;
+    int rc = -1;
+    /* Created just now: the customer's.  Never an existing file of
+     * someone else's (root's included: a hard link to one is refused by
+     * its link count, a file root owns is not given away). */
+    if (created && fchown(fd, (uid_t)uid, (gid_t)uid) < 0)
+        goto out;
+    if (fstat(fd, &st) < 0)
+        goto out;
+    if (!S_ISREG(st.st_mode) || st.st_nlink != 1 || st.st_uid != (uid_t)uid ||
+        (max_bytes > 0 && st.st_size >= max_bytes)) {
+        errno = S_ISREG(st.st_mode) && st.st_nlink == 1 && st.st_uid == (uid_t)uid ? EFBIG
+                                                                                   : EPERM;
+        goto out;
+    }
+    char stamp[32], buf[2048];
+    time_t t = time(NULL);
+    struct tm tm;
+    strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", gmtime_r(&t, &tm));
+    int n = snprintf(buf, sizeof buf, "%s UTC imperium %s: %s\n", stamp, who, line);
+    if (n < 0)
+        goto out;
+    if ((size_t)n >= sizeof buf) { /* cut, still one line */
+        n = (int)sizeof buf - 1;
+        buf[n - 1] = '\n';
+    }
+    /* One write with O_APPEND: lines of concurrent writers never interleave. */
+    rc = write(fd, buf, (size_t)n) == n ? 0 : -1;
+out:
+    err = errno;
+    close(fd);
+    errno = err;
+    return rc;
+}

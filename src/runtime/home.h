@@ -46,4 +46,15 @@ int home_retire(const char *containers_dir, int uid, err_t *e);
  * unlinkat/openat(O_NOFOLLOW) only; the number removed or -1. */
 int home_purge(const char *containers_dir, long long before, err_t *e);
 
+/* Append "<YYYY-mm-dd HH:MM:SS> UTC imperium <who>: <line>\n" to
+ * <home>/<rel> (rel: "logs/emperor.log", "logs/router.log"), a file the
+ * customer owns: resolved beneath home without following any symlink,
+ * opened O_APPEND|O_NONBLOCK|O_NOCTTY (when missing: created 0644 with
+ * O_EXCL and given to uid), written only when it is a regular file with one
+ * link owned by uid (never one of root's: it is not given away) and smaller
+ * than max_bytes (0: no cap).  Best
+ * effort for log lines: 0, or -1 with errno set. */
+int home_append_log(const char *home, int uid, const char *rel, const char *who,
+                    const char *line, long long max_bytes);
+
 #endif

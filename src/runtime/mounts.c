@@ -8,7 +8,10 @@
  * 4. Mount on top, resolving every target with RESOLVE_NO_SYMLINKS: a
  *    distro may be the customer's own (custom distros), and a symlink in it
  *    must not redirect a mount.
- * 5. Make / read-only, nosuid, nodev.
+ * 5. Make the home's mount shared (a peer group of its own: nothing here
+ *    is shared with the host), so that an ssh session's namespace, a
+ *    slave of it (imperium-enter), sees the mounts made under the home
+ *    later (loopboxes); make / read-only, nosuid, nodev.
  * The table of what ends where is in docs/NODE.md. */
 #include "runtime.h"
 
@@ -426,8 +429,33 @@ static int mount_run_platform(const rt_plan_t *p, err_t *e)
                                        "plugins-dir = " RT_PLUGINS_DIR "\n"
                                        "hook-emperor-stop = callint:uwsgi_subscribe_all 1\n"
                                        "hook-emperor-stop = callint:sleep " RT_DRAIN_SECONDS "\n";
+    /* Included after each vassal's file.  uWSGI 2.0.21 runs wait-for-
+     * mountpoint/dir/file/fs only when it starts as root (uwsgi_as_root),
+     * and vassals start as the container's uid: the seed's `wait-for-
+     * mountpoint = $(HOME)/zeus` (waiting for a loopbox) would be ignored.
+     * The same waits as hooks, which run as any uid, before the sockets
+     * are bound (asap): uwsgi_wait_for_mountpoint through callret, the
+     * others through their own hooks; wait-for-fs-timeout still bounds
+     * them (then the Emperor starts the vassal again). */
+    static const char platform_after[] =
+        "[uwsgi]\n"
+        "; written by imperium-node at container start\n"
+        "if-opt = wait-for-mountpoint\n"
+        "hook-asap = callret:uwsgi_wait_for_mountpoint %(wait-for-mountpoint)\n"
+        "endif =\n"
+        "if-opt = wait-for-dir\n"
+        "hook-asap = wait_for_dir:%(wait-for-dir)\n"
+        "endif =\n"
+        "if-opt = wait-for-file\n"
+        "hook-asap = wait_for_file:%(wait-for-file)\n"
+        "endif =\n"
+        "if-opt = wait-for-fs\n"
+        "hook-asap = wait_for_fs:%(wait-for-fs)\n"
+        "endif =\n";
     /* The Emperor's --emperor-wrapper: it runs each vassal with
-     * IMPERIUM_VASSAL set to the vassal file's name, so the `domain`
+     * IMPERIUM_VASSAL set to the vassal file's name (its last argument
+     * that is neither an option nor one of our includes: after.ini comes
+     * after it), so the `domain`
      * shortcut names the vassal's socket after it.  The name must outlive
      * a graceful reload (uWSGI re-execs itself and keeps the listening
      * socket only if the configured name is the same), which the
@@ -436,7 +464,8 @@ static int mount_run_platform(const rt_plan_t *p, err_t *e)
     int wn = snprintf(wrapper, sizeof wrapper,
                       "#!/bin/sh\n"
                       "# written by imperium-node: run a vassal with IMPERIUM_VASSAL set\n"
-                      "for a in \"$@\"; do v=$a; done\n"
+                      "for a in \"$@\"; do case $a in " RT_PLATFORM_DIR "/*|-*) ;; "
+                      "*) v=$a ;; esac; done\n"
                       "v=${v##*/}\n"
                       "IMPERIUM_VASSAL=$(printf '%%s' \"$v\" | tr -c 'A-Za-z0-9._-' '_')\n"
                       "export IMPERIUM_VASSAL\n"
@@ -449,6 +478,7 @@ static int mount_run_platform(const rt_plan_t *p, err_t *e)
         mount_fresh("tmpfs", "mode=0755,size=1m", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
                     RT_PLATFORM_DIR, e) < 0 ||
         make_file(RT_PLATFORM_INI, platform_ini, sizeof platform_ini - 1, 0444, e) < 0 ||
+        make_file(RT_PLATFORM_AFTER_INI, platform_after, sizeof platform_after - 1, 0444, e) < 0 ||
         make_file(RT_VASSAL_WRAPPER, wrapper, (size_t)wn, 0555, e) < 0 ||
         (p->shortcuts &&
          make_file(RT_SHORTCUTS_INI, p->shortcuts, p->shortcuts_len, 0444, e) < 0) ||
@@ -524,6 +554,23 @@ static int mount_etc(struct sources *s, err_t *e)
     return 0;
 }
 
+/* Last, so the mounts made during setup (run/) stay private; those made
+ * under the home later propagate to the sessions' slave copies. */
+static int share_home(const rt_plan_t *p, err_t *e)
+{
+    struct mount_attr a;
+    memset(&a, 0, sizeof a);
+    a.propagation = MS_SHARED;
+    int fd = inside(p->home_inside, O_DIRECTORY);
+    if (fd < 0)
+        return fail_at(e, "mountpoint", p->home_inside);
+    int rc = mount_setattr(fd, "", AT_EMPTY_PATH, &a, sizeof a);
+    int err = errno;
+    close(fd);
+    errno = err;
+    return rc < 0 ? fail_at(e, "make shared", p->home_inside) : 0;
+}
+
 static int build(const rt_plan_t *p, struct sources *s, err_t *e)
 {
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
@@ -537,7 +584,7 @@ static int build(const rt_plan_t *p, struct sources *s, err_t *e)
         mount_fresh("proc", NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, "/proc",
                     e) < 0 ||
         mount_dev(s, e) < 0 || mount_run(p, s, e) < 0 || mount_home(p, s, e) < 0 ||
-        mount_etc(s, e) < 0)
+        mount_etc(s, e) < 0 || share_home(p, e) < 0)
         return -1;
     return set_attrs("/", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, e);
 }

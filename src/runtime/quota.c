@@ -15,7 +15,6 @@
 #include <ftw.h>
 #include <limits.h>
 #include <linux/fs.h>
-#include <linux/loop.h>
 #include <linux/quota.h>
 #include <spawn.h>
 #include <stdbool.h>
@@ -32,7 +31,9 @@
 #include <unistd.h>
 
 #include "../common/beneath.h"
+#include "../common/clock.h"
 #include "home.h"
+#include "loopdev.h"
 
 #define LOOP_MAJOR_NR 7
 #define LOOP_NAME_FMT "imperium-home:%d"
@@ -190,40 +191,17 @@ static int loop_minor_at(int dir, const char *name)
     return (int)sx.stx_dev_minor;
 }
 
-/* The loop device's name ("loop7") from sysfs: minors and names need not
- * match when partitions are on. */
-static int loop_name(int minor, char *dev, size_t size)
-{
-    char link[64], target[256];
-    snprintf(link, sizeof link, "/sys/dev/block/%d:%d", LOOP_MAJOR_NR, minor);
-    ssize_t n = readlink(link, target, sizeof target - 1);
-    if (n < 0)
-        return -1;
-    target[n] = '\0';
-    const char *base = strrchr(target, '/');
-    base = base ? base + 1 : target;
-    if (snprintf(dev, size, "%s", base) >= (int)size)
-        return -1;
-    return 0;
-}
-
 /* Is the mount on the home ours: a loop device named after this uid? */
 static bool home_is_ours(const where_t *w)
 {
     int minor = loop_minor_at(w->cd, w->name);
     char name[64], path[80];
-    if (minor < 0 || loop_name(minor, name, sizeof name) < 0)
+    if (minor < 0 || loopdev_name(minor, name, sizeof name) < 0)
         return false;
     snprintf(path, sizeof path, "/dev/%s", name);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    struct loop_info64 info;
-    bool ours = ioctl(fd, LOOP_GET_STATUS64, &info) == 0;
-    close(fd);
-    char want[LO_NAME_SIZE];
+    char label[64], want[64];
     snprintf(want, sizeof want, LOOP_NAME_FMT, w->uid);
-    return ours && strncmp((const char *)info.lo_file_name, want, LO_NAME_SIZE) == 0;
+    return loopdev_label(path, label, sizeof label) == 0 && strcmp(label, want) == 0;
 }
 
 int quota_loop_device(const char *containers_dir, int uid, char *dev, size_t size)
@@ -232,63 +210,20 @@ int quota_loop_device(const char *containers_dir, int uid, char *dev, size_t siz
     if (snprintf(home, sizeof home, "%s/%d", containers_dir, uid) >= (int)sizeof home)
         return -1;
     int minor = loop_minor_at(AT_FDCWD, home);
-    return minor < 0 ? -1 : loop_name(minor, dev, size);
+    return minor < 0 ? -1 : loopdev_name(minor, dev, size);
 }
 
-/* A free loop device configured on the image: its descriptor (the device
- * frees itself once this is closed and no mount holds it), *dev its path. */
-static int attach_loop(int img, int uid, char *dev, size_t len, err_t *e)
-{
-    int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
-    if (ctl < 0)
-        return err_set(e, ERR_INTERNAL, "open /dev/loop-control: %s", strerror(errno));
-    struct loop_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.fd = (unsigned)img;
-    cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO;
-    snprintf((char *)cfg.info.lo_file_name, LO_NAME_SIZE, LOOP_NAME_FMT, uid);
-    int err = 0;
-    for (int tries = 0; tries < 16; tries++) {
-        int n = ioctl(ctl, LOOP_CTL_GET_FREE);
-        if (n < 0) {
-            err = errno;
-            break;
-        }
-        snprintf(dev, len, "/dev/loop%d", n);
-        int fd = open(dev, O_RDWR | O_CLOEXEC);
-        if (fd < 0) {
-            err = errno;
-            break;
-        }
-        int rc = ioctl(fd, LOOP_CONFIGURE, &cfg);
-        if (rc < 0 && errno == EINVAL && (cfg.info.lo_flags & LO_FLAGS_DIRECT_IO)) {
-            /* Direct I/O refused by the image's filesystem: buffered then. */
-            cfg.info.lo_flags &= ~(unsigned)LO_FLAGS_DIRECT_IO;
-            rc = ioctl(fd, LOOP_CONFIGURE, &cfg);
-        }
-        if (rc == 0) {
-            close(ctl);
-            return fd;
-        }
-        err = errno;
-        close(fd);
-        if (err != EBUSY) /* EBUSY: another process took it; ask again */
-            break;
-    }
-    close(ctl);
-    return err_set(e, ERR_INTERNAL, "attach a loop device to the home image of %d: %s", uid,
-                   strerror(err ? err : EBUSY));
-}
-
-/* Mount dev on the home (by descriptor: the mountpoint itself, never a
- * path a customer could redirect), nosuid,nodev,noatime. */
-static int mount_dev(const where_t *w, const char *dev, err_t *e)
+/* Mount dev on target (by descriptor: the mountpoint itself, never a path
+ * a customer could redirect), nosuid,nodev,noatime; `where` names the
+ * target in errors. */
+static int mount_dev(const where_t *w, const char *dev, int target, const char *where,
+                     err_t *e)
 {
     int fs = fsopen("ext4", FSOPEN_CLOEXEC);
     if (fs < 0)
         return err_set(e, ERR_INTERNAL, "mount the home of %d: fsopen: %s", w->uid,
                        strerror(errno));
-    int mnt = -1, home = -1, rc = -1;
+    int mnt = -1, rc = -1;
     if (fsconfig(fs, FSCONFIG_SET_STRING, "source", dev, 0) < 0 ||
         fsconfig(fs, FSCONFIG_SET_STRING, "errors", "remount-ro", 0) < 0 ||
         fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0 ||
@@ -298,20 +233,29 @@ static int mount_dev(const where_t *w, const char *dev, err_t *e)
                 strerror(errno));
         goto out;
     }
-    home = openat(w->cd, w->name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (home < 0 ||
-        move_mount(mnt, "", home, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0) {
-        err_set(e, ERR_INTERNAL, "mount the home image on %s/%s: %s", w->dir, w->name,
-                strerror(errno));
+    if (move_mount(mnt, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0) {
+        err_set(e, ERR_INTERNAL, "mount the home image on %s: %s", where, strerror(errno));
         goto out;
     }
     rc = 0;
 out:
-    if (home >= 0)
-        close(home);
     if (mnt >= 0)
         close(mnt);
     close(fs);
+    return rc;
+}
+
+/* Mount the home image on the home itself. */
+static int mount_dev_home(const where_t *w, const char *dev, err_t *e)
+{
+    char where[4200];
+    snprintf(where, sizeof where, "%s/%s", w->dir, w->name);
+    int home = openat(w->cd, w->name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (home < 0)
+        return err_set(e, ERR_INTERNAL, "mount the home image on %s: %s", where,
+                       strerror(errno));
+    int rc = mount_dev(w, dev, home, where, e);
+    close(home);
     return rc;
 }
 
@@ -330,53 +274,90 @@ static int fix_root(const where_t *w, err_t *e)
     return 0;
 }
 
-/* The loop device already backed by the image, if any: a mount of it can
- * outlive the home's (a container booted from a custom distro in this
- * home keeps a clone of it).  Mounting that device again shares its
- * superblock; a second device on the same file would be two filesystems
- * writing one image. */
-static int find_attached(const where_t *w, char *dev, size_t len)
+/* The loop device of the image, in dev: the one already backing it if any
+ * (a mount of it can outlive the home's: a container booted from a custom
+ * distro in this home keeps a clone of it, and a second device on the same
+ * file would be two filesystems writing one image; mounting the same
+ * device again shares its superblock), else a new one whose descriptor is
+ * *loop (close it once mounted: autoclear).  1 when there is no image. */
+static int image_device(const where_t *w, char *dev, size_t len, int *loop, err_t *e)
 {
-    char real[PATH_MAX], path[300], back[PATH_MAX + 16];
-    if (!realpath(w->image, real))
-        return -1;
-    DIR *d = opendir("/sys/block");
-    if (!d)
-        return -1;
-    int rc = -1;
-    struct dirent *de;
-    while (rc < 0 && (de = readdir(d))) {
-        if (strncmp(de->d_name, "loop", 4) != 0)
-            continue;
-        snprintf(path, sizeof path, "/sys/block/%s/loop/backing_file", de->d_name);
-        FILE *f = fopen(path, "re");
-        if (!f)
-            continue;
-        bool same = fgets(back, sizeof back, f) && (back[strcspn(back, "\n")] = '\0', 1) &&
-                    strcmp(back, real) == 0;
-        fclose(f);
-        if (same && snprintf(dev, len, "/dev/%s", de->d_name) < (int)len)
-            rc = 0;
+    *loop = -1;
+    int img = w->images < 0 ? -1
+                            : openat(w->images, w->image_name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (img < 0 && (w->images < 0 || errno == ENOENT))
+        return 1;
+    struct stat sb;
+    if (img < 0 || fstat(img, &sb) < 0) {
+        int err = errno;
+        if (img >= 0)
+            close(img);
+        return err_set(e, ERR_INTERNAL, "open %s: %s", w->image, strerror(err));
     }
-    closedir(d);
+    int rc = 0;
+    if (loopdev_find(sb.st_dev, sb.st_ino, dev, len) < 0) {
+        char label[64];
+        snprintf(label, sizeof label, LOOP_NAME_FMT, w->uid);
+        *loop = loopdev_attach(img, label, false, dev, len, e);
+        rc = *loop < 0 ? -1 : 0;
+    }
+    close(img);
     return rc;
+}
+
+/* Is a loop device backing the image now? */
+static bool image_attached(const where_t *w)
+{
+    struct stat sb;
+    char dev[64];
+    return fstatat(w->images, w->image_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+           loopdev_find(sb.st_dev, sb.st_ino, dev, sizeof dev) == 0;
 }
 
 static int mount_image(const where_t *w, err_t *e)
 {
     char dev[64];
-    if (find_attached(w, dev, sizeof dev) == 0)
-        return mount_dev(w, dev, e) < 0 ? -1 : fix_root(w, e);
-    int img = openat(w->images, w->image_name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-    if (img < 0)
-        return err_set(e, ERR_INTERNAL, "open %s: %s", w->image, strerror(errno));
-    int loop = attach_loop(img, w->uid, dev, sizeof dev, e);
-    close(img);
-    if (loop < 0)
+    int loop;
+    int rc = image_device(w, dev, sizeof dev, &loop, e);
+    if (rc == 1)
+        return err_set(e, ERR_INTERNAL, "open %s: %s", w->image, strerror(ENOENT));
+    if (rc < 0)
         return -1;
-    int rc = mount_dev(w, dev, e);
-    close(loop); /* autoclear: the mount holds the device now, or nothing does */
+    rc = mount_dev_home(w, dev, e);
+    if (loop >= 0)
+        close(loop); /* autoclear: the mount holds the device now, or nothing does */
     return rc < 0 ? -1 : fix_root(w, e);
+}
+
+int quota_mount_home_at(const char *containers_dir, int uid, int target, err_t *e)
+{
+    where_t w;
+    if (where_open(&w, containers_dir, uid, IMAGES_IF_ANY, e) < 0)
+        return -1;
+    char dev[64], where[64];
+    int loop;
+    int rc = image_device(&w, dev, sizeof dev, &loop, e);
+    if (rc == 0) {
+        snprintf(where, sizeof where, "a staging directory for %d", uid);
+        rc = mount_dev(&w, dev, target, where, e) < 0 ? -1 : 1;
+    } else if (rc == 1) {
+        rc = 0; /* a plain home */
+    }
+    if (loop >= 0)
+        close(loop);
+    where_close(&w);
+    return rc;
+}
+
+/* After a container stopped, the loop devices of its loopboxes (images in
+ * the home) free themselves once the kernel has torn its mount namespace
+ * down, which it does a moment later: until then the home is busy. */
+#define LOOPBOX_RELEASE_WAIT_MS 3000
+
+static bool loopboxes_releasing(const where_t *w)
+{
+    struct stat sb;
+    return fstatat(w->cd, w->name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && loopdev_backs_fs(sb.st_dev);
 }
 
 static int unmount_home(const where_t *w, err_t *e)
@@ -384,13 +365,21 @@ static int unmount_home(const where_t *w, err_t *e)
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", w->dir, w->name);
     /* No MNT_DETACH: a lazily detached image would stay busy unseen. */
-    if (umount2(path, UMOUNT_NOFOLLOW) < 0)
-        return err_set(e, errno == EBUSY ? ERR_CONFLICT : ERR_INTERNAL,
-                       "unmount the home %s: %s%s", path, strerror(errno),
-                       errno == EBUSY ? " (a process on the host uses it; retried at the "
-                                        "next stop or start)"
-                                      : "");
-    return 0;
+    long long until = now_ms() + LOOPBOX_RELEASE_WAIT_MS;
+    int err;
+    for (;;) {
+        if (umount2(path, UMOUNT_NOFOLLOW) == 0)
+            return 0;
+        err = errno;
+        if (err != EBUSY || now_ms() >= until || !loopboxes_releasing(w))
+            break;
+        sleep_ms(50);
+    }
+    return err_set(e, err == EBUSY ? ERR_CONFLICT : ERR_INTERNAL, "unmount the home %s: %s%s",
+                   path, strerror(err),
+                   err == EBUSY ? " (a process on the host uses it; retried at the next stop "
+                                  "or start)"
+                                : "");
 }
 
 /* ---- the image: create, convert, grow -------------------------------------- */
@@ -565,8 +554,7 @@ static int loop_prepare(const where_t *w, long long storage_mb, bool create, err
             return -1;
     } else if (create && sb.st_size < storage_mb * MB) {
         /* Never under a mount that lives on elsewhere: grown next time. */
-        char dev[64];
-        if (find_attached(w, dev, sizeof dev) < 0 && grow_image(w, storage_mb, e) < 0)
+        if (!image_attached(w) && grow_image(w, storage_mb, e) < 0)
             return -1;
     }
     /* An image larger than storage (a shrink the API let through) stays. */

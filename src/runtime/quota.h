@@ -35,6 +35,15 @@ const char *quota_kind_name(quota_kind_t k);
 int quota_prepare(quota_kind_t k, const char *containers_dir, int uid, long long storage_mb,
                   err_t *e);
 
+/* Mount the existing home image of uid (never created, grown or converted
+ * here) on the directory target (an O_PATH descriptor of a node-owned
+ * directory), with the home's own mount options, reusing the loop device
+ * that backs the image already if one does (one superblock, whoever
+ * mounted it first): for a container that boots a custom distro held in
+ * that home (container.c).  1: mounted; 0: the home has no image (a plain
+ * home, quota = off or project: use it in place); -1 with e set. */
+int quota_mount_home_at(const char *containers_dir, int uid, int target, err_t *e);
+
 /* After the container stopped: unmount the home (the loop device frees
  * itself).  1 when it was unmounted, 0 when nothing of ours was mounted
  * (whatever k is now: a home mounted under an earlier setting goes too). */

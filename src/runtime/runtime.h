@@ -24,13 +24,15 @@
 #include "state.h"
 
 #define RT_PATH STATE_PATH_MAX
-#define RT_MAX_ARGS 24
+#define RT_MAX_ARGS 32
 #define RT_MAX_ENV 16
 
 /* Where the platform's own read-only files live inside every container. */
 #define RT_PLATFORM_DIR "/run/imperium"
 #define RT_PLUGINS_DIR RT_PLATFORM_DIR "/plugins"
 #define RT_PLATFORM_INI RT_PLATFORM_DIR "/platform.ini"
+/* Included after each vassal's own file (mounts.c): what must see its options. */
+#define RT_PLATFORM_AFTER_INI RT_PLATFORM_DIR "/after.ini"
 /* Seconds a stopped vassal keeps serving after it unsubscribed (mounts.c). */
 #define RT_DRAIN_SECONDS "1"
 #define RT_SHORTCUTS_INI RT_PLATFORM_DIR "/shortcuts.ini"
@@ -60,6 +62,7 @@ typedef struct {
     size_t shortcuts_len;
     char quota_cmd[2048];  /* QUOTA_CMD_DIR/quota (quota_script) */
     int quota_cmd_len;
+    bool nofollow;         /* the Emperor runs with --emperor-nofollow */
 
     /* The Emperor (emperor.c). */
     char *argv[RT_MAX_ARGS];

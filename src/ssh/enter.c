@@ -258,10 +258,14 @@ static void detach_by_fd(int root, int mnt)
  * distro's plus the quota command's PATH, read-only.  Best effort:
  * a distro without these files (or with symlinks there) keeps its own view.
  * Every path is resolved inside the container's root with no symlink
- * followed (a custom distro is the customer's to change while we run). */
+ * followed (a custom distro is the customer's to change while we run).
+ * The copy is a slave: the container's home is a shared mount (mounts.c),
+ * so what is mounted or unmounted under it later (a loopbox) reaches the
+ * open session, and nothing goes the other way; every other mount of the
+ * container is private, so stays private here, the binds below included. */
 static void session_users(int uid, const char *shell)
 {
-    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
         die("imperium-enter: session mount namespace: %s", strerror(errno));
     int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (root < 0)

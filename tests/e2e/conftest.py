@@ -215,11 +215,15 @@ def cleaned_nodes():
 
 @pytest.fixture
 def make_node(api):
-    """make_node() -> a Node with its daemon running; make_node(api2, start=False)."""
+    """make_node() -> a Node with its daemon running; make_node(api2, start=False);
+    make_node(conf="key = value\n...") adds settings to its config first."""
     with cleaned_nodes() as nodes:
-        def make(on_api=None, start=True, host_ok=True):
+        def make(on_api=None, start=True, host_ok=True, conf=""):
             n = nodeutil.Node(on_api or api, nodeutil.new_base("daemon-"), host_ok=host_ok)
             nodes.append(n)
+            if conf:
+                with open(n.conf, "a") as f:
+                    f.write(conf)
             if start:
                 n.start()
             return n
@@ -232,15 +236,9 @@ def node_sshd(make_node):
     """(node, sshd): a started node and the test sshd in front of it
     (sshutil.Sshd); the host's /etc must be unchanged at the end."""
     import sshutil
-    before = sshutil.etc_fingerprint()
     node = make_node()
-    sshd = sshutil.Sshd(node)
-    try:
-        sshd.start()
+    with sshutil.sshd_in_front(node) as sshd:
         yield node, sshd
-    finally:
-        sshd.stop()
-        assert sshutil.etc_fingerprint() == before, "the host's /etc changed"
 
 
 @pytest.fixture(scope="session", autouse=True)

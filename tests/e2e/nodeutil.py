@@ -478,6 +478,28 @@ def add_domain(api, auth, name):
     api.admin("POST", "/domains", {"name": name, "customer": auth[0]}, expect=201)
 
 
+def new_box(node, **fields):
+    """A new container of node's customer on its server (name box-..., memory
+    256 MB unless fields say otherwise).  Other people's containers may run
+    on this machine under small uids (another API's ids): uids that already
+    have processes are skipped."""
+    fields.setdefault("memory", 256)
+    while True:
+        uid = node.api.new_container(node.auth[0], node.server["name"], name=unique("box"),
+                                     **fields)
+        if not procs_of_uid(uid):
+            break
+    node.uids.append(uid)
+    return uid
+
+
+def fresh_box(node, distro, key, **fields):
+    """new_box, launched with distro and ssh key `key`: running when it returns."""
+    uid = new_box(node, **fields)
+    node.launch(uid, distro, key)
+    return uid
+
+
 def launch(node, host_distro, ssh_keys, auth=None, i=0):
     """A container of node (or of auth, on node's server) running ssh_keys[i]'s Emperor."""
     uid = node.new_container() if auth is None else node.api.new_container(

@@ -3,6 +3,7 @@ etc/ssh/sshd_config, the NSS module and imperium-enter, listening on a free
 port of 127.0.0.1 in a mount namespace of its own (see test_ssh.py for what
 it overlays).  The keypairs fixture is in conftest.py."""
 
+import contextlib
 import hashlib
 import os
 import select
@@ -175,3 +176,17 @@ def open_shell(sshd, key, uid):
     c.stdin.flush()
     read_until(c, "READY-42", 15)
     return c
+
+
+@contextlib.contextmanager
+def sshd_in_front(node):
+    """A started test sshd (Sshd) in front of node; the host's /etc must be
+    unchanged at the end."""
+    before = etc_fingerprint()
+    sshd = Sshd(node)
+    try:
+        sshd.start()
+        yield sshd
+    finally:
+        sshd.stop()
+        assert etc_fingerprint() == before, "the host's /etc changed"

@@ -758,6 +758,50 @@ def _run_sh_guide_monitoring(call, node_call, out):
     assert m.status_code == 200 and "imperium_node_container_starts_total" in m.text, m.text
 
 
+ZEUS = "dd if=/dev/zero of=zeus001 bs=512 count=200000 && mkfs.ext4 -q zeus001 && mkdir zeus"
+ZEUS_BOX = '{"container":30001,"filename":"zeus001","mountpoint":"zeus"}'
+
+
+def _run_sh_guide_loopbox(call, run_dir, out):
+    """The guide's loopbox section (issue 17), as printed: the seed's zeus
+    example as 30001's uid in its home, POST /loopboxes, the mount in 30001's
+    mount namespace within a second and its line in logs/emperor.log; the
+    DELETE unmounts it and frees the loop device, the image stays."""
+    k = ("kratos", "deimos")
+    for line in (ZEUS, ZEUS_BOX, "/api/loopboxes", "logs/emperor.log"):
+        assert line in out, (line, out)
+    home = os.path.join(run_dir, "node", "containers", "30001")
+    p = subprocess.run(["setpriv", "--reuid=30001", "--regid=30001", "--clear-groups", "sh",
+                        "-c", ZEUS], cwd=home, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    r = call("post", "/loopboxes", auth=k, data=ZEUS_BOX)
+    assert r.status_code == 201, r.text
+    lid = r.json()["id"]
+    init = init_of(30001)
+
+    def mounted():
+        with open(f"/proc/{init}/mountinfo") as f:
+            return any(line.split()[4] == "/containers/30001/zeus" for line in f)
+    try:
+        _until(mounted, 1.5, "zeus mounted in 30001 within a second")
+    except BaseException:
+        with open(os.path.join(run_dir, "node.log"), errors="replace") as f:
+            print("".join(line for line in f if "loopbox" in line))
+        raise
+
+    def logged(text):
+        with open(os.path.join(home, "logs", "emperor.log"), errors="replace") as f:
+            return text in f.read()
+    _until(lambda: logged(f"loopbox {lid}: zeus001 mounted on zeus (read-write)"), 5,
+           "the mounted line in 30001's logs/emperor.log")
+    assert call("delete", f"/loopboxes/{lid}", auth=k).status_code == 200
+    _until(lambda: not mounted(), 3, "zeus unmounted")
+    image = os.path.join(home, "zeus001")
+    _until(lambda: not subprocess.run(["losetup", "-j", image], capture_output=True,
+                                      text=True).stdout.strip(), 5, "the loop device freed")
+    assert os.path.getsize(image) == 200000 * 512
+
+
 def test_run_sh_demo(ssh_keys):
     """`make run` as a user runs it.  As root its nodes network their
     containers in the namespace they run in: here one of the test's own
@@ -826,6 +870,8 @@ def test_run_sh_demo(ssh_keys):
                 _run_sh_guide_monitoring(
                     lambda m, path, **kw: call(m, base + path, timeout=10, **kw),
                     lambda m, url: call(m, url, timeout=10), out)
+                _run_sh_guide_loopbox(
+                    lambda m, path, **kw: call(m, base + path, timeout=10, **kw), run_dir, out)
             else:
                 hydra = call("post", base + "/containers", auth=("zeus", "olympus"), timeout=10,
                              data='{"server":"127.0.0.2", "name":"hydra", '

@@ -24,7 +24,7 @@ import pytest
 
 from helpers import free_port, stop_proc, unique, wait_for
 from nodeutil import NEEDS_CONTAINERS, MiB
-from sshutil import SSHD, Sshd, open_shell, read_until
+from sshutil import SSHD, open_shell, read_until, sshd_in_front
 
 PROSODY = "/usr/bin/prosody"
 PROSODYCTL = "/usr/bin/prosodyctl"
@@ -174,22 +174,15 @@ def receiver():
 
 @pytest.fixture
 def alarm_node(make_node, prosody, receiver):
-    node = make_node(start=False)
-    with open(node.conf, "a") as f:
-        f.write(f"pushover_url = {receiver.url}/1/messages.json\n"
-                f"pushbullet_url = {receiver.url}/v2/pushes\n"
-                f"slack_hosts = 127.0.0.1\n"
-                f"alarm_insecure_http = true\n"
-                f"xmpp_server = 127.0.0.1:{prosody.port}\n"
-                f"xmpp_insecure = true\n"
-                f"quota_check_interval = 1\n")
-    node.start()
-    sshd = Sshd(node)
-    try:
-        sshd.start()
+    node = make_node(conf=f"pushover_url = {receiver.url}/1/messages.json\n"
+                          f"pushbullet_url = {receiver.url}/v2/pushes\n"
+                          f"slack_hosts = 127.0.0.1\n"
+                          f"alarm_insecure_http = true\n"
+                          f"xmpp_server = 127.0.0.1:{prosody.port}\n"
+                          f"xmpp_insecure = true\n"
+                          f"quota_check_interval = 1\n")
+    with sshd_in_front(node) as sshd:
         yield node, sshd
-    finally:
-        sshd.stop()
 
 
 def with_every_channel(node, prosody, receiver, uid, tag, slack_path=None, **fields):

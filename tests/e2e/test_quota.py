@@ -12,9 +12,8 @@ import time
 
 import pytest
 
-from conftest import unique
-from helpers import procs_of_uid, wait_for
-from nodeutil import NEEDS_CONTAINERS, init_of, running
+from helpers import wait_for
+from nodeutil import NEEDS_CONTAINERS, fresh_box, init_of, running
 from sshutil import SSHD, Sshd, ok
 
 pytestmark = [*NEEDS_CONTAINERS,
@@ -22,24 +21,6 @@ pytestmark = [*NEEDS_CONTAINERS,
               pytest.mark.usefixtures("subreaper")]
 
 MiB = 1024 * 1024
-
-
-def new_box(node, storage):
-    """A container of node's customer with `storage` MB (uids that already
-    have processes, another API's, are skipped)."""
-    while True:
-        uid = node.api.new_container(node.auth[0], node.server["name"], name=unique("box"),
-                                     memory=256, storage=storage)
-        if not procs_of_uid(uid):
-            break
-    node.uids.append(uid)
-    return uid
-
-
-def up(node, distro, key, storage):
-    uid = new_box(node, storage)
-    node.launch(uid, distro, key)
-    return uid
 
 
 def image(node, uid):
@@ -91,8 +72,8 @@ def df_size_mb(text):
 def test_writing_past_storage_fails_inside_only(node_sshd, host_distro, keypairs):
     node, sshd = node_sshd
     key, pub = keypairs[0]
-    small = up(node, host_distro, pub, storage=24)
-    other = up(node, host_distro, pub, storage=200)
+    small = fresh_box(node, host_distro, pub, storage=24)
+    other = fresh_box(node, host_distro, pub, storage=200)
     home = node.home(small)
     # The home is the image, mounted nosuid,nodev on the host.
     assert os.path.ismount(home)
@@ -124,7 +105,7 @@ def test_writing_past_storage_fails_inside_only(node_sshd, host_distro, keypairs
 def test_raising_storage_grows_the_home_across_the_restart(node_sshd, host_distro, keypairs):
     node, sshd = node_sshd
     key, pub = keypairs[0]
-    uid = up(node, host_distro, pub, storage=32)
+    uid = fresh_box(node, host_distro, pub, storage=32)
     home = node.home(uid)
     ok(sshd.ssh(key, uid, "head -c 5000000 /dev/urandom > ~/keep && mkdir -p ~/d && "
                           "echo hi > ~/d/f"))
@@ -150,7 +131,7 @@ def test_a_plain_home_is_converted_on_first_start(make_node, host_distro, keypai
     set_conf(node, "quota", "off")
     node.start()
     _, pub = keypairs[0]
-    uid = up(node, host_distro, pub, storage=64)
+    uid = fresh_box(node, host_distro, pub, storage=64)
     home = node.home(uid)
     # quota = off: the home is a plain directory, as before issue 16.
     assert not os.path.ismount(home)
@@ -199,7 +180,7 @@ def test_a_plain_home_is_converted_on_first_start(make_node, host_distro, keypai
 def test_stop_frees_the_loop_device_and_a_restart_adopts(make_node, host_distro, keypairs):
     node = make_node()
     _, pub = keypairs[0]
-    uid = up(node, host_distro, pub, storage=48)
+    uid = fresh_box(node, host_distro, pub, storage=48)
     home, img = node.home(uid), image(node, uid)
     with open(os.path.join(home, "mine"), "w") as f:
         f.write("kept")
@@ -233,7 +214,7 @@ def test_a_home_left_mounted_by_a_crash_is_unmounted_at_node_start(make_node, ho
                                                                    keypairs):
     node = make_node()
     _, pub = keypairs[0]
-    uid = up(node, host_distro, pub, storage=48)
+    uid = fresh_box(node, host_distro, pub, storage=48)
     home, img = node.home(uid), image(node, uid)
     # The daemon dies, then the container's init: nothing unmounts the home.
     node.proc.send_signal(signal.SIGKILL)
@@ -253,7 +234,7 @@ def test_a_home_left_mounted_by_a_crash_is_unmounted_at_node_start(make_node, ho
 def test_deleting_the_container_retires_its_image(make_node, host_distro, keypairs):
     node = make_node()
     _, pub = keypairs[0]
-    uid = up(node, host_distro, pub, storage=40)
+    uid = fresh_box(node, host_distro, pub, storage=40)
     home, img = node.home(uid), image(node, uid)
     node.api.admin("DELETE", f"/containers/{uid}", expect=200)
     deleted = os.path.join(node.containers, ".deleted")
@@ -279,7 +260,7 @@ def test_quota_off_keeps_plain_homes(make_node, host_distro, keypairs):
     key, pub = keypairs[0]
     try:
         sshd.start()
-        uid = up(node, host_distro, pub, storage=24)
+        uid = fresh_box(node, host_distro, pub, storage=24)
         assert not os.path.ismount(node.home(uid))
         assert mounts_on(node.containers) == 0
         ok(sshd.ssh(key, uid, "dd if=/dev/zero of=$HOME/big bs=1M count=30"))
@@ -309,7 +290,7 @@ def test_an_image_still_mounted_elsewhere_is_never_attached_twice(make_node, hos
     mounts the same loop device again, never a second one on the image."""
     node = make_node()
     _, pub = keypairs[0]
-    uid = up(node, host_distro, pub, storage=48)
+    uid = fresh_box(node, host_distro, pub, storage=48)
     home, img = node.home(uid), image(node, uid)
     holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "60"])
     try:

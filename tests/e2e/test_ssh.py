@@ -19,9 +19,9 @@ import time
 
 import pytest
 
-from conftest import BIN, unique
+from conftest import BIN
 from helpers import procs_of_uid, wait_for
-from nodeutil import NEEDS_CONTAINERS, init_of, running
+from nodeutil import NEEDS_CONTAINERS, fresh_box, init_of, running
 from sshutil import SSH_OPTS, SSHD, ok, open_shell, read_until
 
 WALL = os.path.join(BIN, "imperium-wall")
@@ -29,19 +29,6 @@ WALL = os.path.join(BIN, "imperium-wall")
 pytestmark = [*NEEDS_CONTAINERS,
               pytest.mark.skipif(not os.path.exists(SSHD), reason="needs openssh-server"),
               pytest.mark.usefixtures("subreaper")]
-
-
-def up(node, distro, key):
-    # Other people's containers may run on this machine under small uids
-    # (another API's ids): skip uids that already have processes.
-    while True:
-        uid = node.api.new_container(node.auth[0], node.server["name"], name=unique("box"),
-                                     memory=256)
-        if not procs_of_uid(uid):
-            break
-    node.uids.append(uid)
-    node.launch(uid, distro, key)
-    return uid
 
 
 def container_pids(uid):
@@ -54,7 +41,7 @@ def container_pids(uid):
 def test_a_command_runs_inside_the_container(node_sshd, host_distro, keypairs):
     node, sshd = node_sshd
     key, pub = keypairs[0]
-    uid = up(node, host_distro, pub)
+    uid = fresh_box(node, host_distro, pub)
     with open(os.path.join(node.home(uid), "etc", "hostname")) as f:
         hostname = f.read().strip()
     out = ok(sshd.ssh(key, uid, "id -u; hostname; ls /proc")).split("\n")
@@ -105,7 +92,7 @@ def test_a_command_runs_inside_the_container(node_sshd, host_distro, keypairs):
 def test_files_go_to_the_home_and_usr_is_read_only(node_sshd, host_distro, keypairs):
     node, sshd = node_sshd
     key, pub = keypairs[0]
-    uid = up(node, host_distro, pub)
+    uid = fresh_box(node, host_distro, pub)
     p = sshd.ssh(key, uid, "echo made-over-ssh > ~/over-ssh.txt && touch /usr/imperium-ssh-probe")
     assert p.returncode != 0
     assert "Read-only file system" in p.stderr, p.stderr
@@ -120,7 +107,7 @@ def test_wrong_key_password_and_other_containers_key_are_refused(node_sshd, host
                                                                   keypairs):
     node, sshd = node_sshd
     (k0, p0), (k1, p1), (k2, _) = keypairs[:3]
-    a, b = up(node, host_distro, p0), up(node, host_distro, p1)
+    a, b = fresh_box(node, host_distro, p0), fresh_box(node, host_distro, p1)
     ok(sshd.ssh(k0, a, "true"))
     ok(sshd.ssh(k1, b, "true"))
     for key, uid in ((k2, a), (k1, a), (k0, b)):
@@ -143,7 +130,7 @@ def test_a_stopped_container_refuses_with_a_clear_message(node_sshd, host_distro
                                                           keypairs):
     node, sshd = node_sshd
     key, pub = keypairs[0]
-    uid = up(node, host_distro, pub)
+    uid = fresh_box(node, host_distro, pub)
     ok(sshd.ssh(key, uid, "true"))
     # Stop the daemon (containers keep running), then every container: the
     # keys file stays, so the key is accepted but nothing runs to enter.
@@ -160,7 +147,7 @@ def test_a_stopped_container_refuses_with_a_clear_message(node_sshd, host_distro
 def test_a_key_change_takes_effect_within_1_second(node_sshd, host_distro, keypairs):
     node, sshd = node_sshd
     (old, p_old), (new, p_new) = keypairs[:2]
-    uid = up(node, host_distro, p_old)
+    uid = fresh_box(node, host_distro, p_old)
     init = init_of(uid)
     ok(sshd.ssh(old, uid, "true"))
     assert sshd.ssh(new, uid, "true").returncode == 255
@@ -181,7 +168,7 @@ def test_a_key_change_takes_effect_within_1_second(node_sshd, host_distro, keypa
 def test_scp_and_sftp(node_sshd, host_distro, keypairs, tmp_path):
     node, sshd = node_sshd
     key, pub = keypairs[0]
-    uid = up(node, host_distro, pub)
+    uid = fresh_box(node, host_distro, pub)
     src = tmp_path / "payload.txt"
     src.write_text("copied with scp\n")
     common = [*SSH_OPTS, "-i", key, "-P", str(sshd.port)]
@@ -215,7 +202,7 @@ def test_two_containers_cannot_see_or_signal_each_other(node_sshd, host_distro,
                                                         keypairs):
     node, sshd = node_sshd
     (ka, pa), (kb, pb) = keypairs[:2]
-    a, b = up(node, host_distro, pa), up(node, host_distro, pb)
+    a, b = fresh_box(node, host_distro, pa), fresh_box(node, host_distro, pb)
     b_init, b_emperor = running(b)
     # A long session in b, so b has a shell too.
     c = subprocess.Popen(sshd.ssh_args(kb, b) + ["exec sleep 60"], stdin=subprocess.DEVNULL)
@@ -249,7 +236,7 @@ def wall(node, uid, msg):
 def test_alarms_are_written_to_open_shells(node_sshd, host_distro, keypairs):
     node, sshd = node_sshd
     (ka, pa), (kb, pb) = keypairs[:2]
-    a, b = up(node, host_distro, pa), up(node, host_distro, pb)
+    a, b = fresh_box(node, host_distro, pa), fresh_box(node, host_distro, pb)
     # No shell open: nothing written.
     p = wall(node, a, "nobody listens")
     assert p.returncode == 0 and p.stdout.strip() == "0", p

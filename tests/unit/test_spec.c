@@ -251,6 +251,9 @@ static void test_runtime_spec(void **state)
     assert_int_equal(r.uid, 30002);
     assert_int_equal(r.memory_mb, 256);
     assert_string_equal(r.rootfs, "/srv/homes/30001/distros/mine");
+    assert_int_equal(r.rootfs_holder, 30001); /* booted from the holder's home */
+    assert_string_equal(r.rootfs_custom, "mine");
+    assert_false(r.nofollow);
     assert_string_equal(r.home, "/srv/homes/30002");
     assert_string_equal(r.etc_hosts, "HOSTS");
     assert_string_equal(r.etc_resolv_conf, "RESOLV");
@@ -258,6 +261,42 @@ static void test_runtime_spec(void **state)
     assert_string_equal(r.rsa_pubkey, "PUB-1");
     assert_int_equal(r.n_ssh_keys, 1);
     container_spec_free(&r);
+    spec_free(s);
+    json_decref(j);
+}
+
+/* nofollow reaches the runtime; a plain distro has no holder. */
+static void test_runtime_nofollow_and_plain_distro(void **state)
+{
+    json_t *j = filled_state(state);
+    spec_state_t *s = parse_ok(j);
+    node_cfg_t cfg = {.containers_dir = "/srv/homes"};
+    container_spec_t r;
+    err_t e = {0};
+    assert_int_equal(spec_runtime(&s->containers[0], &s->server, &cfg, &r, &e), 0);
+    assert_true(r.nofollow);
+    assert_int_equal(r.rootfs_holder, 0);
+    assert_null(r.rootfs_custom);
+    assert_string_equal(r.rootfs, "/srv/distros/bookworm");
+    container_spec_free(&r);
+    spec_free(s);
+    json_decref(j);
+}
+
+/* A custom distro path that climbs out is refused with a clear error. */
+static void test_runtime_custom_distro_refusals(void **state)
+{
+    json_t *j = filled_state(state);
+    spec_state_t *s = parse_ok(j);
+    node_cfg_t cfg = {.containers_dir = "/srv/homes"};
+    container_spec_t r;
+    err_t e = {0};
+    spec_rootfs_t *rf = &s->containers[1].rootfs;
+    free(rf->path);
+    rf->path = strdup("../30002");
+    assert_int_equal(spec_runtime(&s->containers[1], &s->server, &cfg, &r, &e), -1);
+    if (!strstr(e.msg, "bad custom distro"))
+        fail_msg("'%s'", e.msg);
     spec_free(s);
     json_decref(j);
 }
@@ -455,6 +494,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_every_field_lands, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runtime_spec, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runtime_nofollow_and_plain_distro, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runtime_custom_distro_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_type_is_a_clear_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_fields_are_counted_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_bad_domain_is_dropped, setup, teardown),
