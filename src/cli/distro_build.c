@@ -353,22 +353,6 @@ static int create_dir(build_t *b, err_t *e)
 
 /* ---- removing a half-built DIR ---- */
 
-/* Undo octal escapes of /proc/self/mountinfo ("\040" is a space) in place. */
-static void mountinfo_unescape(char *s)
-{
-    char *o = s;
-    for (; *s; s++) {
-        if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-            s[3] >= '0' && s[3] <= '7') {
-            *o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
-            s += 3;
-        } else {
-            *o++ = *s;
-        }
-    }
-    *o = '\0';
-}
-
 /* Detach every mount below `dir` (not `dir` itself: the supplier may have
  * mounted a filesystem for the distro there), deepest first: debootstrap
  * mounts /proc, /sys ... in the target and a killed debootstrap leaves them. */
@@ -388,7 +372,7 @@ static int umount_below(const char *dir, err_t *e)
             mp = strtok_r(NULL, " ", &save);
         if (!mp)
             continue;
-        mountinfo_unescape(mp);
+        str_unescape_octal(mp);
         if (strncmp(mp, dir, dlen) != 0 || mp[dlen] != '/')
             continue;
         char **grown = realloc(list, (n + 1) * sizeof *list);

@@ -36,4 +36,8 @@ void *array_room(void *v, size_t n, size_t *cap, size_t size);
 /* Write a random RFC 4122 version 4 UUID (36 chars + NUL) into out. */
 void uuid_v4(char out[37]);
 
+/* Undo the octal escapes of /proc/<pid>/mountinfo and /proc/mounts ("\040"
+ * is a space, "\134" a backslash) in place; other bytes stay. */
+void str_unescape_octal(char *s);
+
 #endif

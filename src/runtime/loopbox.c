@@ -34,6 +34,7 @@
 
 #include "../common/beneath.h"
 #include "../common/clock.h"
+#include "../common/strutil.h"
 #include "../common/validate.h"
 #include "cgroup.h"
 #include "loopdev.h"
@@ -577,16 +578,8 @@ static int mountinfo_path(int mi, unsigned long long id, dev_t rdev, char *out, 
         if (sscanf(line, "%llu %*u %u:%u %*s %4095s", &mid, &maj, &min, mp) != 4 || mid != id ||
             (rdev && (maj != (unsigned)major(rdev) || min != (unsigned)minor(rdev))))
             continue;
-        size_t o = 0;
-        for (const char *s = mp; *s && o + 1 < len; o++) {
-            if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] && s[3]) {
-                out[o] = (char)(((s[1] - '0') << 6) | ((s[2] - '0') << 3) | (s[3] - '0'));
-                s += 4;
-            } else {
-                out[o] = *s++;
-            }
-        }
-        out[o] = '\0';
+        str_unescape_octal(mp);
+        snprintf(out, len, "%s", mp);
         rc = 0;
     }
     free(line);

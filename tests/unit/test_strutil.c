@@ -34,8 +34,22 @@ static void test_array_room(void **state)
     free(v);
 }
 
+/* mountinfo's escapes undone; a backslash not followed by three octal
+ * digits stays as it is. */
+static void test_unescape_octal(void **state)
+{
+    (void)state;
+    char a[] = "/containers/30001/my\\040box\\134x";
+    str_unescape_octal(a);
+    assert_string_equal(a, "/containers/30001/my box\\x");
+    char b[] = "a\\09b\\4\\";
+    str_unescape_octal(b);
+    assert_string_equal(b, "a\\09b\\4\\");
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_array_room)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_array_room),
+                                       cmocka_unit_test(test_unescape_octal)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
