@@ -66,8 +66,10 @@ CLI_SRC    := $(wildcard src/cli/*.c)
 RUNTIME_SRC := $(wildcard src/runtime/*.c)
 # imperium-init (the container's PID 1) is a program of its own.
 INIT_SRC   := $(wildcard src/init/*.c)
-# The node daemon and its debug CLI.
-NODE_SRC   := $(wildcard src/node/*.c)
+# The node daemon and its debug CLI; imperium-acme-hook (the challenge hook
+# uacme runs, docs/ROUTER.md "Automatic HTTPS") is a program of its own.
+ACME_HOOK_SRC := src/node/acme_hook_main.c
+NODE_SRC   := $(filter-out $(ACME_HOOK_SRC),$(wildcard src/node/*.c))
 # ssh into containers: imperium-enter (the login shell), imperium-wall and
 # the shells_broadcast() it runs; the NSS module is built on its own below.
 SSH_SRC    := src/ssh/shells.c
@@ -100,7 +102,7 @@ RUNTIME_LIB = $(call lib,$(1),runtime) $(call lib,$(1),common)
 
 .PHONY: all asan deps run check unit e2e clean bench circles
 
-BINS := imperium-api imperium $(if $(NODE_SRC),imperium-node imperium-init)
+BINS := imperium-api imperium $(if $(NODE_SRC),imperium-node imperium-init imperium-acme-hook)
 
 all: $(addprefix $(B)/,$(BINS))
 
@@ -140,6 +142,14 @@ $(B)/imperium-node: $(call obj,$(B),$(NODE_SRC)) $(call RUNTIME_LIB,$(B))
 	@$(CC) $(CFLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS)
 
 $(BA)/imperium-node: $(call obj,$(BA),$(NODE_SRC)) $(call RUNTIME_LIB,$(BA))
+	@echo "  LD-SAN  $@"
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS)
+
+$(B)/imperium-acme-hook: $(call obj,$(B),$(ACME_HOOK_SRC)) $(call lib,$(B),node) $(call RUNTIME_LIB,$(B))
+	@echo "  LD      $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS)
+
+$(BA)/imperium-acme-hook: $(call obj,$(BA),$(ACME_HOOK_SRC)) $(call lib,$(BA),node) $(call RUNTIME_LIB,$(BA))
 	@echo "  LD-SAN  $@"
 	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS)
 
@@ -212,6 +222,36 @@ bench:
 	$(MAKE) all
 	/usr/bin/python3 bench/bench.py --bin $(B) $(if $(ONLY),--only $(ONLY)) \
 	    $(if $(QUICK),--quick) $(if $(KEEP),--keep) $(if $(API_ARGS),--api-args "$(API_ARGS)")
+
+# The node's router (docs/ROUTER.md): uWSGI's http and corerouter plugins
+# from Debian's uwsgi-src, our patches (uwsgi/patches/, which only call into
+# uwsgi/imperium_router.c) applied, built by `uwsgi --build-plugin` into
+# $(B)/imperium_{http,corerouter}_plugin.so.  uWSGI loads them: never
+# sanitized; the ASan node finds a copy beside itself.
+UWSGI_PLUGINS_SRC := /usr/src/uwsgi/plugins
+ROUTER_PLUGIN_DEPS := uwsgi/imperium_router.c uwsgi/imperium_router.h $(wildcard uwsgi/patches/*.patch)
+
+all: $(B)/imperium_http_plugin.so
+
+asan: $(BA)/imperium_http_plugin.so
+
+$(B)/imperium_http_plugin.so $(B)/imperium_corerouter_plugin.so &: $(ROUTER_PLUGIN_DEPS)
+	@test -d $(UWSGI_PLUGINS_SRC)/http || { echo "uWSGI's plugin sources are missing: apt-get install uwsgi-src (scripts/packages.txt)"; exit 1; }
+	@echo "  UWSGI   $(B)/imperium_http_plugin.so $(B)/imperium_corerouter_plugin.so"
+	@rm -rf $(B)/uwsgi-src && mkdir -p $(B)/uwsgi-src/plugins
+	@cp -r $(UWSGI_PLUGINS_SRC)/http $(UWSGI_PLUGINS_SRC)/corerouter $(B)/uwsgi-src/plugins/
+	@for p in uwsgi/patches/*.patch; do patch -s -p1 -d $(B)/uwsgi-src < $$p || exit 1; done
+	@for d in http corerouter; do cp uwsgi/imperium_router.c uwsgi/imperium_router.h $(B)/uwsgi-src/plugins/$$d/; done
+	@uwsgi --dot-h > $(B)/uwsgi-src/uwsgi.h
+	@cd $(B)/uwsgi-src && for p in corerouter http; do \
+	    uwsgi --build-plugin "plugins/$$p imperium_$$p" > build-$$p.log 2>&1 || \
+	    { cat build-$$p.log; exit 1; }; \
+	    ! grep -A3 'imperium_router.*warning' build-$$p.log || exit 1; done
+	@cp $(B)/uwsgi-src/imperium_http_plugin.so $(B)/uwsgi-src/imperium_corerouter_plugin.so $(B)/
+
+$(BA)/imperium_http_plugin.so $(BA)/imperium_corerouter_plugin.so &: $(B)/imperium_http_plugin.so $(B)/imperium_corerouter_plugin.so
+	@mkdir -p $(BA)
+	@cp $^ $(BA)/
 
 # ssh into containers (docs/SSH.md): the NSS module and the login shell run
 # inside sshd (a non-sanitized program; the shell is setuid root once

@@ -11,7 +11,8 @@ cgroups, directories) even on failure or Ctrl-C.
     /usr/bin/python3 bench/bench.py --bin build [--only api,converge,...] [--quick]
 
 Sections: api (read throughput, write latency), auth (a write during a
-wrong-password flood), converge, start, vassal, router, netpolicy (the nft
+wrong-password flood), converge, start, vassal, router, https (the router's
+TLS against nginx with the same certificate), netpolicy (the nft
 table), network (link live, throughput between linked containers), sampling
 (the node agent's CPU and RSS with 200 containers, metrics sampled every 60 s
 and every 5 s, against no sampling).  Needs root for everything but `api` and
@@ -27,6 +28,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import ssl
 import statistics
 import subprocess
 import sys
@@ -45,8 +47,8 @@ from helpers import free_port, proc_status, reap_orphans, stop_proc  # noqa: E40
 WRK_LUA = os.path.join(ROOT, "bench", "wrk.lua")
 SHORTCUTS = os.path.join(ROOT, "etc", "uwsgi", "shortcuts.ini")
 NETTOOL = os.path.join(ROOT, "tests", "e2e", "nettool.py")  # TCP echo and prober
-SECTIONS = ("api", "auth", "converge", "start", "vassal", "router", "netpolicy", "network",
-            "sampling")
+SECTIONS = ("api", "auth", "converge", "start", "vassal", "router", "https", "netpolicy",
+            "network", "sampling")
 NO_ROOT = ("api", "auth")  # sections that start no container
 MARKER = ".imperium-bench"
 EMPEROR_READY = b"*** starting uWSGI Emperor ***"
@@ -187,7 +189,10 @@ def prometheus(port):
 
 # ---- wrk ------------------------------------------------------------------------
 
-def wrk(url, threads, conns, seconds, headers=(), method="GET", body=None, vary=False):
+def wrk(url, threads, conns, seconds, headers=(), method="GET", body=None, vary=False,
+        wrap=()):
+    """wrap: a command prefix wrk runs under (e.g. a mount namespace with its own
+    /etc/hosts, so an https URL's name is the TLS server name)."""
     env = dict(os.environ, BENCH_METHOD=method, BENCH_BODY=body or "",
                BENCH_CTYPE="application/json" if body and body.startswith("{") else "")
     lua = WRK_LUA
@@ -198,7 +203,7 @@ def wrk(url, threads, conns, seconds, headers=(), method="GET", body=None, vary=
             out.write('\nlocal n = 0\nrequest = function()\n  n = n + 1\n'
                       '  return wrk.format(nil, nil, nil, string.gsub(wrk.body, "#", n))\n'
                       'end\n')
-    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s",
+    cmd = [*wrap, "wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s",
            "-s", lua]
     for h in headers:
         cmd += ["-H", h]
@@ -1057,8 +1062,9 @@ class Bench:
 
     # ---- 6: router overhead -----------------------------------------------------
     def bench_router(self):
-        say("== 6. Router overhead: wrk -t2 -c64 through the node's router to a vassal "
-            "(2 processes) vs the same app on its own http-socket")
+        say("== 6. Router overhead: wrk -t2 -c64 through the node's router (one hop, our "
+            "patched http router) to a vassal (2 processes) vs the same app on its own "
+            "http-socket; keep-alive (wrk's default) and Connection: close")
         node = self.node()
         api = self.api()
         uid = self.running[1]
@@ -1070,27 +1076,126 @@ class Bench:
                     f"master = true\nprocesses = 2\ndomain = {d}\n", files=[("rt.py", APP)])
         wait_for(lambda: node.router_get(d) == 200, 30, f"200 on {d}", 0.05)
         url = f"http://127.0.0.1:{node.router_port}/"
+        close = ["Connection: close"]
         wrk(url, 2, 64, 1, [f"Host: {d}"])
+        # The router keeps client connections alive (--http-keepalive); the
+        # app's own http-socket closes each one whatever the client asks.
         ours = wrk(url, 2, 64, self.dur, [f"Host: {d}"])
-        wrk_line("through the router", ours, closes=True)
+        wrk_line("through the router, keep-alive", ours)
+        ours_c = wrk(url, 2, 64, self.dur, [f"Host: {d}", *close])
+        wrk_line("through the router, Connection: close", ours_c, closes=True)
         port, stop = plain_app(self, "rt-direct", processes=2)
         try:
             durl = f"http://127.0.0.1:{port}/"
             wrk(durl, 2, 64, 1)
             base = wrk(durl, 2, 64, self.dur)
-            wrk_line("direct http-socket", base, closes=True)
+            wrk_line("direct http-socket, keep-alive asked", base, closes=True)
+            base_c = wrk(durl, 2, 64, self.dur, close)
+            wrk_line("direct http-socket, Connection: close", base_c, closes=True)
         finally:
             stop()
         os.remove(os.path.join(node.home(uid), "vassals", "rt.ini"))
-        for d_ in (ours, base):
-            if d_["errors"] - d_["read_errors"]:
+        for d_ in (ours, ours_c, base, base_c):
+            if d_["errors"] - d_["read_errors"] or (d_ is ours and d_["read_errors"]):
                 raise BenchError(f"errors under load on the router test: {d_}")
-        self.results.add("router", "req/s through the router", ours["rps"], base["rps"],
-                         "req/s", "same app, direct http-socket", digits=0)
-        self.results.add("router", "p50 through the router", ours["p50_us"] / 1000,
-                         base["p50_us"] / 1000, "ms", "direct p50", digits=2)
-        self.results.add("router", "p99 through the router", ours["p99_us"] / 1000,
-                         base["p99_us"] / 1000, "ms", "direct p99", digits=2)
+        for label, o, b in (("keep-alive", ours, base), ("Connection: close", ours_c, base_c)):
+            self.results.add("router", f"req/s through the router ({label})", o["rps"], b["rps"],
+                             "req/s", "same app, direct http-socket", digits=0)
+            self.results.add("router", f"p50 through the router ({label})", o["p50_us"] / 1000,
+                             b["p50_us"] / 1000, "ms", "direct p50", digits=2)
+            self.results.add("router", f"p99 through the router ({label})", o["p99_us"] / 1000,
+                             b["p99_us"] / 1000, "ms", "direct p99", digits=2)
+
+    # ---- 6b: HTTPS against nginx ------------------------------------------------
+    def bench_https(self):
+        say("== 6b. HTTPS: new TLS connections/s (wrk -t2 -c64 -H 'Connection: close') and "
+            "keep-alive req/s, p50, p99 (wrk -t2 -c64) through the node's router on "
+            "router_https to an ssl-domain vassal (2 processes), vs nginx terminating TLS "
+            "with the same certificate and key, uwsgi_pass to the same vassal's socket")
+        say(f"    load average {os.getloadavg()[0]:.2f} at the start")
+        api = self.api()
+        node = Node(self, api, "https", router=True)
+        https_port = free_port()
+        node.configure(f"router_https = 127.0.0.1:{https_port}\n")
+        node.start()
+        uid = node.run_containers(1)[0]
+        d = f"tls.bench{os.getpid()}.org"
+        api.admin("POST", "/domains", {"name": d, "customer": node.auth[0]})
+        wait_for(lambda: os.path.exists(os.path.join(node.state, "router", "keys", d + ".pem")),
+                 10, "the router key")
+        home = node.home(uid)
+        seed_certificate(home, uid, d)  # the seed's openssl commands, as the customer
+        key, crt = os.path.join(home, "foobar.key"), os.path.join(home, "foobar.crt")
+        node.vassal(uid, "tls.ini", f"[uwsgi]\nplugin = 0:python\nwsgi-file = $(HOME)/tls.py\n"
+                    f"master = true\nprocesses = 2\n"
+                    f"ssl-domain = {d} $(HOME)/foobar.key $(HOME)/foobar.crt\n",
+                    files=[("tls.py", APP)])
+        try:
+            wait_for(lambda: https_status(https_port, d, crt)[0] == 200, 30,
+                     f"200 on https://{d} with its own certificate")
+        except BenchError:
+            raise BenchError(f"the router does not serve {d} over HTTPS; its container's "
+                             "logs/router.log:\n" + read_bytes(
+                                 os.path.join(home, "logs", "router.log")).decode()[-2000:])
+        # nginx in front of the very same vassal: its socket as the router sees it.
+        sock = os.path.join(node.state, "router", "homes", str(uid), "run",
+                            f"{d}_tls.ini.socket")
+        short = tempfile.mkdtemp(prefix="imperium-bench-")  # a unix path fits in 108 bytes
+        self.cleanup.push("remove the socket's link", lambda: shutil.rmtree(short))
+        os.symlink(sock, os.path.join(short, "vassal.socket"))
+        sock = os.path.join(short, "vassal.socket")
+        nginx = Nginx(self, "nginx-tls")
+        nginx.start(f"""ssl_certificate {crt};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache off;
+        ssl_session_tickets off;
+        location / {{
+            include /etc/nginx/uwsgi_params;
+            uwsgi_pass unix:{sock};
+        }}""", access_log=False)
+        wait_for(lambda: https_status(nginx.port, d, crt)[0] == 200, 10, "200 from nginx")
+        for who, port in (("router", https_port), ("nginx ", nginx.port)):
+            say(f"    {who}: {https_status(port, d, crt)[1]}")
+        # wrk sends the URL's name as SNI: it resolves it from an /etc/hosts of
+        # its own (a private mount namespace), the machine's stays untouched.
+        hosts = os.path.join(self.run_dir, "https-hosts")
+        with open(hosts, "w") as f:
+            f.write(f"127.0.0.1 localhost {d}\n")
+        wrap = ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', hosts]
+        sides = {"router": f"https://{d}:{https_port}/", "nginx": f"https://{d}:{nginx.port}/"}
+        kinds = {"new": ["Connection: close"], "keepalive": []}
+        rounds = 1 if self.quick else 3
+        runs = {(s_, k): [] for s_ in sides for k in kinds}
+        for url in sides.values():
+            wrk(url, 2, 64, 1, wrap=wrap)  # warm-up
+        for _ in range(rounds):
+            for k, headers in kinds.items():
+                for side, url in sides.items():
+                    r = wrk(url, 2, 64, self.dur, headers, wrap=wrap)
+                    wrk_line(f"{side:<6} {'new connections' if k == 'new' else 'keep-alive'}",
+                             r, closes=k == "new")
+                    if r["errors"] - (r["read_errors"] if k == "new" else 0):
+                        raise BenchError(f"errors under load on {url} ({k}): {r}")
+                    runs[(side, k)].append(r)
+        say(f"    load average {os.getloadavg()[0]:.2f} at the end")
+
+        def med(side, k, key, scale=1):
+            return statistics.median(r[key] for r in runs[(side, k)]) / scale
+        n = f" (median of {rounds})" if rounds > 1 else ""
+        sec = "https"
+        new, bnew = med("router", "new", "rps"), med("nginx", "new", "rps")
+        self.results.add(sec, f"new TLS connections/s{n}", new, bnew, "conn/s",
+                         "nginx, same cert", ">= 0.7x", new >= 0.7 * bnew, digits=0)
+        ka, bka = med("router", "keepalive", "rps"), med("nginx", "keepalive", "rps")
+        self.results.add(sec, f"keep-alive req/s{n}", ka, bka, "req/s", "nginx, same cert",
+                         ">= 0.7x", ka >= 0.7 * bka, digits=0)
+        self.results.add(sec, f"keep-alive p50{n}", med("router", "keepalive", "p50_us", 1000),
+                         med("nginx", "keepalive", "p50_us", 1000), "ms", "nginx p50", digits=2)
+        self.results.add(sec, f"keep-alive p99{n}", med("router", "keepalive", "p99_us", 1000),
+                         med("nginx", "keepalive", "p99_us", 1000), "ms", "nginx p99", digits=2)
+        nginx.stop()
+        node.teardown()
 
     # ---- 7: the metrics sampler's cost --------------------------------------------
     def sampling_run(self, node, uids, interval, window, port):
@@ -1174,8 +1279,8 @@ class Bench:
 # ---- baselines and helpers --------------------------------------------------------
 
 class Nginx:
-    def __init__(self, bench):
-        self.dir = os.path.join(bench.run_dir, "nginx")
+    def __init__(self, bench, name="nginx"):
+        self.dir = os.path.join(bench.run_dir, name)
         self.www = os.path.join(self.dir, "www")
         os.makedirs(self.www)
         os.makedirs(os.path.join(self.dir, "tmp"))
@@ -1192,18 +1297,21 @@ class Nginx:
     def url(self, name):
         return f"http://127.0.0.1:{self.port}/{name}"
 
-    def start(self):
+    def start(self, server=None, access_log=True):
+        """server: the server block's directives (default: the static files);
+        access_log False for a baseline whose counterpart logs no request."""
         d = self.dir
         conf = os.path.join(d, "nginx.conf")
+        server = server or f"root {self.www};\n        location / {{ }}"
         with open(conf, "w") as f:
-            f.write(f"""# nginx for the bench: the same JSON bodies as static files
+            f.write(f"""# nginx for the bench (bench/bench.py writes it)
 user root;
 worker_processes 2;
 pid {d}/nginx.pid;
 error_log {d}/error.log;
 events {{ worker_connections 1024; }}
 http {{
-    access_log {d}/access.log;
+    access_log {f"{d}/access.log" if access_log else "off"};
     client_body_temp_path {d}/tmp/body;
     proxy_temp_path {d}/tmp/proxy;
     fastcgi_temp_path {d}/tmp/fastcgi;
@@ -1212,9 +1320,8 @@ http {{
     default_type application/json;
     keepalive_requests 1000000;
     server {{
-        listen 127.0.0.1:{self.port};
-        root {self.www};
-        location / {{ }}
+        listen 127.0.0.1:{self.port}{" ssl" if "ssl_certificate" in server else ""};
+        {server}
     }}
 }}
 """)
@@ -1236,6 +1343,38 @@ http {{
         if self.proc:
             stop_proc(self.proc, signal.SIGQUIT)
             self.proc = None
+
+
+def seed_certificate(home, uid, name):
+    """The seed's self-signed certificate (foobar.key, foobar.crt in the
+    home), made as the customer makes it: its openssl commands, with -subj
+    for the prompts, run as the container's uid."""
+    for cmd in (["openssl", "genrsa", "-out", "foobar.key", "2048"],
+                ["openssl", "req", "-new", "-key", "foobar.key", "-out", "foobar.csr",
+                 "-subj", f"/CN={name}"],
+                ["openssl", "x509", "-req", "-days", "365", "-in", "foobar.csr", "-signkey",
+                 "foobar.key", "-out", "foobar.crt"]):
+        p = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                            *cmd], cwd=home, capture_output=True, text=True, timeout=60)
+        if p.returncode:
+            raise BenchError(f"{' '.join(cmd)}: {p.stderr}")
+
+
+def https_status(port, name, cafile, timeout=2):
+    """(status, 'TLS version, cipher') of GET / on 127.0.0.1:port over TLS with
+    SNI and Host `name`, the certificate verified against `cafile` (the name
+    itself is not checked: the seed's certificate has only a CN); (0, why)."""
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.check_hostname = False
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw, \
+                ctx.wrap_socket(raw, server_hostname=name) as s:
+            s.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n"
+                      .encode())
+            head = s.recv(64).split()
+            return int(head[1]), f"{s.version()}, {s.cipher()[0]}"
+    except (OSError, ValueError, IndexError) as e:
+        return 0, repr(e)
 
 
 def ssh_key(run_dir):

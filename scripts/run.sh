@@ -22,6 +22,12 @@
 #                     (default <repo>/build)
 #   IMPERIUM_NODE_METRICS_PORT  fooserver's node's own Prometheus /metrics on
 #                     127.0.0.1 (default 9101)
+#   IMPERIUM_ROUTER_HTTPS_PORT  the nodes' HTTPS router port (default 8443)
+#   IMPERIUM_ACME_DIRECTORY  an ACME server's directory URL (e.g. a pebble on
+#                     loopback) for the nodes' acme_directory: auto-ssl-domain
+#                     works, and the guide shows it (default: unset, off)
+#   IMPERIUM_ACME_CA_BUNDLE  the CA bundle that ACME server's TLS is signed by
+#                     (acme_ca_bundle; pebble's test CA)
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -85,6 +91,9 @@ zeus_dir=$run_dir/node-zeus
 node_pids=
 node_started=
 router_port=${IMPERIUM_ROUTER_PORT:-8000}
+https_port=${IMPERIUM_ROUTER_HTTPS_PORT:-8443}
+acme_directory=${IMPERIUM_ACME_DIRECTORY:-}
+acme_ca_bundle=${IMPERIUM_ACME_CA_BUNDLE:-}
 metrics_port=${IMPERIUM_NODE_METRICS_PORT:-9101}
 ssh_port=${IMPERIUM_SSH_PORT:-2222}
 sshd_dir=$run_dir/sshd
@@ -256,8 +265,12 @@ imp admin news add "Welcome to Imperium: this is the make run demo." --public >/
 # The supplier maps the quickstart's domain to kratos (no DNS check needed).
 imp admin domain add mynewdomain.org --customer kratos >/dev/null ||
     fail "cannot map mynewdomain.org to kratos"
+# And a second name, for the guide's client-certificate example.
+imp admin domain add private.mynewdomain.org --customer kratos >/dev/null ||
+    fail "cannot map private.mynewdomain.org to kratos"
 
-# A node's config: write_node_conf FILE SERVER SECRET DIR ROUTER PREFIX TABLE CGROUP METRICS.
+# A node's config: write_node_conf FILE SERVER SECRET DIR ROUTER PREFIX TABLE CGROUP METRICS
+# HTTPS (the router's HTTPS listener, docs/ROUTER.md).
 # The first distro above is this machine's own root, read-only
 # (distro_host_ok): the demo's only way to have a distro at once.
 write_node_conf() {
@@ -274,6 +287,7 @@ shortcuts = $root/etc/uwsgi/shortcuts.ini
 cgroup_parent = $8
 distro_host_ok = true
 router_http = $5
+router_https = ${10}
 # Two nodes share this machine's network namespace: each has its own veth
 # prefix and nft table (docs/NETWORK.md); no NAT to the world in the demo.
 veth_prefix = $6
@@ -285,6 +299,10 @@ metrics_interval = 5
 metrics_listen = $9
 log_level = info
 NODECONF
+        if [ -n "$acme_directory" ]; then
+            printf 'acme_directory = %s\n' "$acme_directory"
+            [ -z "$acme_ca_bundle" ] || printf 'acme_ca_bundle = %s\n' "$acme_ca_bundle"
+        fi >>"$1"
     ) || fail "cannot write $1"
 }
 # start_node CONF LOG: the daemon in the background, waited for until it has
@@ -309,14 +327,15 @@ start_node() {
 node_note=
 if [ "$(id -u)" = 0 ]; then
     write_node_conf "$node_conf" fooserver "$node_secret" "$node_dir" "$host:$router_port" \
-        imp imperium imperium-run "$host:$metrics_port"
+        imp imperium imperium-run "$host:$metrics_port" "$host:$https_port"
     write_node_conf "$zeus_conf" zeusserver "$zeus_secret" "$zeus_dir" "127.0.0.2:$router_port" \
-        imz imperium_zeus imperium-run-zeus ""
+        imz imperium_zeus imperium-run-zeus "" "127.0.0.2:$https_port"
     node_started=1
     start_node "$node_conf" "$node_log"
     start_node "$zeus_conf" "$zeus_log"
-    node_note="imperium-node runs fooserver's containers and its HTTP router on $host:$router_port (log: $node_log)
-and zeusserver's, with its router on 127.0.0.2:$router_port (log: $zeus_log)"
+    node_note="imperium-node runs fooserver's containers and its router on $host:$router_port (HTTP)
+and $host:$https_port (HTTPS) (log: $node_log), and zeusserver's, with its router on
+127.0.0.2:$router_port and 127.0.0.2:$https_port (log: $zeus_log)"
     start_sshd
 else
     node_note="imperium-node is NOT running: containers need root (run make run as root)"
@@ -334,6 +353,22 @@ ip_of() {
 ip1=$(ip_of "$uid") && [ -n "$ip1" ] || fail "no ip for container $uid"
 ip2=$(ip_of "$uid2") && [ -n "$ip2" ] || fail "no ip for container $uid2"
 hydra=$((uid2 + 1)) # the next container made, on a fresh database
+home=$node_dir/containers/$uid
+tls_app='def application(e, sr):\n    sr("200 OK", [("Content-Type", "text/plain")])\n    return [("HTTPS=" + e.get("HTTPS", "off") + " HTTPS_DN=" + e.get("HTTPS_DN", "-")).encode()]\n'
+if [ -n "$acme_directory" ]; then
+    acme_guide="Automatic HTTPS (docs/ROUTER.md \"Automatic HTTPS\"): the nodes ask $acme_directory
+for the certificate of a name a vassal gives to auto-ssl-domain, and renew it (a new
+context for mynewdomain.org: its ssl-domain vassal goes first):
+  rm $home/vassals/pythonapp.ini
+  printf '[uwsgi]\nplugin = 0:python\nwsgi-file = \$(HOME)/tls.py\nauto-ssl-domain = mynewdomain.org\n' > $home/vassals/auto.ini
+  chown $uid:$uid $home/vassals/auto.ini
+  tail $home/logs/router.log     (certificate for mynewdomain.org obtained from $acme_directory, ...)
+  curl --resolve mynewdomain.org:$https_port:$host --cacert <the ACME server's root> https://mynewdomain.org:$https_port/"
+else
+    acme_guide="Automatic HTTPS (auto-ssl-domain = name, docs/ROUTER.md \"Automatic HTTPS\") needs an ACME
+server: run make run with IMPERIUM_ACME_DIRECTORY=<its directory URL> (and
+IMPERIUM_ACME_CA_BUNDLE=<its TLS CA>, for a test server such as pebble) and this guide shows it."
+fi
 cat <<EOF
 
 imperium-api is running on $base (customer API $base/api, admin API $base/admin)
@@ -416,6 +451,34 @@ ext4 image made in its home, mounted on ~/zeus inside that container only:
   ssh -p $ssh_port $uid@$host 'df -h zeus; echo hi > zeus/hello'
   curl $k17/api/loopboxes
   curl -X DELETE $k17/api/loopboxes/1      (unmounted; the image and its files stay)
+
+HTTPS (docs/ROUTER.md "HTTPS: the customer's part"), once $uid runs: the seed's self-signed
+certificate made in its home, and an app that shows what the router tells it:
+  ssh -p $ssh_port $uid@$host 'openssl genrsa -out foobar.key 2048 && openssl req -new -key foobar.key -out foobar.csr -subj /CN=mynewdomain.org && openssl x509 -req -days 365 -in foobar.csr -signkey foobar.key -out foobar.crt'
+  printf '$tls_app' > $home/tls.py
+ssl-domain serves the name over HTTPS with that certificate, and over plain HTTP too (it
+replaces the first deploy's pythonapp.ini: never domain and ssl-domain for one name):
+  printf '[uwsgi]\nplugin = 0:python\nwsgi-file = \$(HOME)/tls.py\nssl-domain = mynewdomain.org \$(HOME)/foobar.key \$(HOME)/foobar.crt\n' > $home/vassals/pythonapp.ini
+  chown $uid:$uid $home/tls.py $home/vassals/pythonapp.ini
+  curl --resolve mynewdomain.org:$https_port:$host --cacert $home/foobar.crt https://mynewdomain.org:$https_port/     (HTTPS=on)
+  curl -H 'Host: mynewdomain.org' http://$host:$router_port/     (HTTPS=off)
+  tail $home/logs/router.log     (why a certificate was refused, if one was)
+The seed's redirect: plain HTTP answered with a 301 to https://, HTTPS served as before:
+  printf 'plugin = router_redirect\nroute-if-not = equal:\${HTTPS};on redirect-permanent:https://\${HTTP_HOST}\${REQUEST_URI}\n' >> $home/vassals/pythonapp.ini
+  curl -si -H 'Host: mynewdomain.org' http://$host:$router_port/hello     (301, Location: https://mynewdomain.org/hello)
+Client certificates: a CA (the seed's; its passphrase on the command line), a client
+certificate it signs, and a certificate for a second name the supplier mapped to kratos:
+  ssh -p $ssh_port $uid@$host 'openssl genrsa -des3 -passout pass:deimos -out ca.key 4096 && openssl req -new -x509 -days 365 -key ca.key -passin pass:deimos -out ca.crt -subj /CN=kratos-ca'
+  ssh -p $ssh_port $uid@$host 'openssl genrsa -out client.key 2048 && openssl req -new -key client.key -out client.csr -subj /CN=deimos && openssl x509 -req -days 365 -in client.csr -CA ca.crt -CAkey ca.key -passin pass:deimos -set_serial 01 -out client.crt'
+  ssh -p $ssh_port $uid@$host 'openssl req -new -key foobar.key -out private.csr -subj /CN=private.mynewdomain.org && openssl x509 -req -days 365 -in private.csr -signkey foobar.key -out private.crt'
+  printf '[uwsgi]\nplugin = 0:python\nwsgi-file = \$(HOME)/tls.py\nssl-ca-domain = private.mynewdomain.org \$(HOME)/foobar.key \$(HOME)/private.crt !\$(HOME)/ca.crt\n' > $home/vassals/private.ini
+  chown $uid:$uid $home/vassals/private.ini
+  curl --resolve private.mynewdomain.org:$https_port:$host --cacert $home/private.crt https://private.mynewdomain.org:$https_port/     (refused: no client certificate)
+  curl --resolve private.mynewdomain.org:$https_port:$host --cacert $home/private.crt --cert $home/client.crt --key $home/client.key https://private.mynewdomain.org:$https_port/     (HTTPS_DN=/CN=deimos)
+Without the '!' (... \$(HOME)/ca.crt) a client without a certificate gets in too, with no
+HTTPS_DN.  A request for another name than the one the connection was made for is refused:
+  curl -s -o /dev/null -w '%{http_code}\n' --resolve mynewdomain.org:$https_port:$host --cacert $home/foobar.crt -H 'Host: private.mynewdomain.org' https://mynewdomain.org:$https_port/     (421)
+$acme_guide
 
 The supplier's side, with the admin CLI:
   export IMPERIUM_API=$base

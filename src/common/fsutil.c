@@ -68,8 +68,9 @@ static int tmp_path(char *buf, size_t len, const char *path, err_t *e)
     return 0;
 }
 
-static int write_all(int fd, const char *p, size_t len)
+int fs_write_all(int fd, const void *data, size_t len)
 {
+    const char *p = data;
     while (len) {
         ssize_t w = write(fd, p, len);
         if (w < 0 && errno == EINTR)
@@ -94,7 +95,7 @@ static int write_replace(const char *path, const void *data, size_t len, mode_t 
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0)
         return err_set(e, ERR_INTERNAL, "write %s: %s", tmp, strerror(errno));
-    bool ok = write_all(fd, data, len) == 0 && (!sync || fsync(fd) == 0);
+    bool ok = fs_write_all(fd, data, len) == 0 && (!sync || fsync(fd) == 0);
     int err = errno;
     if (close(fd) < 0 && ok) {
         ok = false;

@@ -24,6 +24,9 @@ int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
  * crash costs little (after one, it may hold the old or no content). */
 int fs_write_replace(const char *path, const void *data, size_t len, mode_t mode, err_t *e);
 
+/* write(2) all `len` bytes to fd (EINTR retried); 0, or -1 with errno. */
+int fs_write_all(int fd, const void *data, size_t len);
+
 /* One read(2) of a small file (a /proc, /sys or cgroup file, which answers
  * whole in one read) into buf, NUL-terminated: its length, -1 (errno) when
  * it cannot be opened or read.  Reads at most size - 1 bytes. */

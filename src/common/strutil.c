@@ -148,3 +148,12 @@ void str_unescape_octal(char *s)
     }
     *o = '\0';
 }
+
+int str_why(char *why, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, len, fmt, ap);
+    va_end(ap);
+    return -1;
+}

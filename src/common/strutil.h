@@ -13,6 +13,9 @@ bool str_starts_with(const char *s, const char *prefix);
 size_t str_chars(const char *s);
 /* Parse a whole string as a base-10 long long; false on junk or overflow. */
 bool str_to_ll(const char *s, long long *out);
+/* snprintf into why (a caller's buffer for a refusal's reason); always
+ * returns -1, so a check can `return str_why(why, len, "...")`. */
+int str_why(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* snprintf into a fresh heap string; NULL on allocation failure. */
 char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

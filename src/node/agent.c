@@ -42,6 +42,7 @@
 #include "../runtime/cgroup.h"
 #include "../runtime/net.h"
 #include "../runtime/quota.h"
+#include "acme.h"
 #include "channel.h"
 #include "loopboxes.h"
 #include "netpolicy.h"
@@ -79,6 +80,7 @@ typedef struct {
     channel_t *ch;
     router_t *router; /* the HTTP router, NULL without router_http */
     subgate_t *gate;  /* its subscription gate (a thread), likewise */
+    acme_t *acme;     /* auto-ssl-domain certificates (a thread), likewise */
     long long next_report_ms;
     bool have_state;    /* a state came from the API */
     spec_state_t *saved;   /* the state saved by the last run, until used or superseded */
@@ -209,15 +211,34 @@ static int network_setup(const agent_cfg_t *c, err_t *e)
     return removed < 0 ? -1 : 0;
 }
 
+/* Automatic HTTPS (acme.h): its thread, before the gate that feeds it.
+ * Without acme_directory there is none, and the gate refuses
+ * auto-ssl-domain subscriptions saying so. */
+static int acme_setup(agent_t *a, const char *router_dir, err_t *e)
+{
+    const agent_cfg_t *c = a->cfg;
+    if (!c->acme_directory)
+        return 0;
+    acme_opts_t o = {.router_dir = router_dir,
+                     .containers_dir = c->node.containers_dir,
+                     .directory = c->acme_directory,
+                     .ca_bundle = c->acme_ca_bundle,
+                     .email = c->acme_email,
+                     .renew_days = c->acme_renew_days,
+                     .retry_s = c->acme_retry,
+                     .router_gid = router_gid(a->router)};
+    return (a->acme = acme_start(&o, e)) ? 0 : -1;
+}
+
 /* The metrics (sampler.h): the router's stats socket when there is one. */
 static int sampler_setup(agent_t *a, err_t *e)
 {
     const agent_cfg_t *c = a->cfg;
     if (c->metrics_interval <= 0)
         return 0;
-    char *stats = c->router_http ? str_printf("%s/%s/run/fastrouter-stats.sock",
-                                              c->node.state_dir, AGENT_ROUTER_DIR)
-                                 : NULL;
+    char *dir = c->router_http ? str_printf("%s/%s", c->node.state_dir, AGENT_ROUTER_DIR) : NULL;
+    char *stats = dir ? router_stats_path(dir) : NULL;
+    free(dir);
     sampler_opts_t so = {.node = &c->node,
                          .router_stats = stats,
                          .interval_s = c->metrics_interval};
@@ -323,9 +344,13 @@ static int setup(agent_t *a, err_t *e)
     node_cfg_t node = c->node;
     if (c->router_http) {
         char *dir = str_printf("%s/%s", c->node.state_dir, AGENT_ROUTER_DIR);
-        router_opts_t ro = {.uwsgi = c->router_uwsgi, .http = c->router_http, .dir = dir,
-                            .user = c->router_user};
+        router_opts_t ro = {.uwsgi = c->router_uwsgi, .http = c->router_http,
+                            .https = c->router_https, .dir = dir, .user = c->router_user};
         a->router = dir ? router_new(&ro, e) : NULL;
+        if (a->router && acme_setup(a, dir, e) < 0) {
+            free(dir);
+            return -1;
+        }
         free(dir);
         if (!a->router)
             return e->msg[0] ? -1 : err_set(e, ERR_INTERNAL, "out of memory");
@@ -337,7 +362,15 @@ static int setup(agent_t *a, err_t *e)
                              .router_path = router_subscription_server(a->router),
                              .router_uid = router_uid(a->router),
                              .containers_dir = c->node.containers_dir,
-                             .max_subscriptions = c->max_subscriptions};
+                             .max_subscriptions = c->max_subscriptions,
+                             /* No HTTPS address: sni_* packets are refused
+                              * and nothing is copied. */
+                             .router_homes = c->router_https && *c->router_https
+                                                 ? router_sockets_dir(a->router)
+                                                 : NULL,
+                             .router_gid = router_gid(a->router),
+                             .acme_want = a->acme ? acme_want_cb : NULL,
+                             .acme_arg = a->acme};
         a->gate = listen ? subgate_start(&go, e) : NULL;
         free(listen);
         if (!a->gate)
@@ -410,6 +443,7 @@ static void teardown(agent_t *a)
     loopboxes_free(a->lb); /* the mounts stay: the next daemon adopts them */
     sv_free(a->sv);
     subgate_stop(a->gate);
+    acme_stop(a->acme); /* after the gate, which calls it */
     nodestats_serve_stop(a->prom);
     router_free(a->router); /* it keeps running: the next daemon adopts it */
     if (a->ep_fd >= 0)
@@ -598,6 +632,7 @@ static void apply_state(agent_t *a, const spec_state_t *state)
     overlay_step(a, state);  /* after the table that says what the overlay carries */
     if (a->router)
         router_set_domains(a->router, state->domains, state->n_domains);
+    acme_set_state(a->acme, state);
     sv_set_state(a->sv, state);
     alarms_set_state(a->alarms, state);
     loopboxes_set_state(a->lb, state);

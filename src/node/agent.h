@@ -40,7 +40,7 @@ typedef struct {
     int stop_timeout_ms;   /* graceful stop of a container no longer wanted */
     int restart_grace_ms;  /* SIGTERM before SIGKILL when restarting */
     const char *router_http;  /* the HTTP router's address; NULL: no router */
-    const char *router_https; /* reserved for HTTPS (SNI): not used yet */
+    const char *router_https; /* the router's HTTPS address (SNI); NULL: none */
     const char *router_uwsgi; /* host path of the router's uwsgi */
     const char *router_user;  /* the router's unprivileged user (router.h) */
     const char *nft_table;    /* the node's `table inet <name>` (netpolicy.h) */
@@ -53,6 +53,12 @@ typedef struct {
     int outbox_max;           /* bodies the channel keeps for the API (channel.h) */
     int outbox_max_bytes;     /* and their bytes */
     int max_subscriptions;    /* router addresses per container (subgate.h) */
+    /* Automatic HTTPS (acme.h): auto-ssl-domain certificates. */
+    const char *acme_directory; /* the ACME directory URL; NULL: auto-ssl-domain refused */
+    const char *acme_ca_bundle; /* the CA bundle uacme trusts; NULL: the system's */
+    const char *acme_email;     /* the ACME account's contact; NULL: none */
+    int acme_renew_days;        /* renew this many days before expiry */
+    int acme_retry;             /* seconds before a failure is tried again */
     /* Alarms and their delivery (alarms.h, deliver.h, docs/ALARMS.md). */
     int quota_check_interval;   /* seconds between quota threshold checks */
     const char *pushover_url, *pushbullet_url;

@@ -19,6 +19,7 @@
 #include "../runtime/cgroup.h"
 #include "../runtime/net.h"
 #include "../runtime/quota.h"
+#include "acme.h"
 #include "alarms.h"
 #include "channel.h"
 #include "loopboxes.h"
@@ -36,6 +37,22 @@ static int check_url(const setting_t *s, const char *v, err_t *e)
 {
     if (*v && !str_starts_with(v, "http://") && !str_starts_with(v, "https://"))
         return err_set(e, ERR_INPUT, "%s must start with http:// or https://", s->name);
+    return 0;
+}
+
+/* ACME is spoken over HTTPS only (RFC 8555 6.1). */
+static int check_acme_directory(const setting_t *s, const char *v, err_t *e)
+{
+    if (*v && (!str_starts_with(v, "https://") || strlen(v) > 1024 || strpbrk(v, " \t\n")))
+        return err_set(e, ERR_INPUT, "%s must be an https:// URL (or empty: no ACME)", s->name);
+    return 0;
+}
+
+static int check_email(const setting_t *s, const char *v, err_t *e)
+{
+    const char *at = strchr(v, '@');
+    if (*v && (!at || at == v || !at[1] || strpbrk(v, " \t\n,;:<>\"'") || strlen(v) > 254))
+        return err_set(e, ERR_INPUT, "%s must be an e-mail address (or empty: none)", s->name);
     return 0;
 }
 
@@ -178,7 +195,8 @@ const setting_t agent_settings[] = {
     {"router_http", 0, SET_STRP, AT(router_http), .check = check_address,
      .meta = "ADDR:PORT", .help = "the HTTP router, e.g. 0.0.0.0:80 (default none: no router)"},
     {"router_https", 0, SET_STRP, AT(router_https), .check = check_address,
-     .meta = "ADDR:PORT", .help = "reserved for HTTPS (not used yet)"},
+     .meta = "ADDR:PORT",
+     .help = "the router's HTTPS listener, e.g. 0.0.0.0:443 (with router_http; default none)"},
     {"router_uwsgi", 0, SET_PATH, AT(router_uwsgi), .def = NODE_DEFAULT_UWSGI, .meta = "PATH",
      .help = "host path of the router's uwsgi"},
     {"router_user", 0, SET_STRP, AT(router_user), .def = ROUTER_DEFAULT_USER,
@@ -187,6 +205,23 @@ const setting_t agent_settings[] = {
      .idef = SUBGATE_DEFAULT_MAX, .meta = "N",
      .help = "distinct socket addresses a container may subscribe to the router at once; "
              "beyond it a subscription is refused (logged in its logs/router.log)"},
+    {"acme_directory", 0, SET_STRP, AT(acme_directory), .def = "",
+     .check = check_acme_directory, .meta = "URL",
+     .help = "the ACME server's directory auto-ssl-domain certificates come from, e.g. "
+             "https://acme-v02.api.letsencrypt.org/directory (default none: auto-ssl-domain "
+             "refused, said in the container's logs/router.log)"},
+    {"acme_ca_bundle", 0, SET_PATH, AT(acme_ca_bundle), .meta = "FILE",
+     .help = "the only CA bundle (PEM) trusted for the ACME server (default the system's "
+             "/etc/ssl/certs)"},
+    {"acme_email", 0, SET_STRP, AT(acme_email), .def = "", .check = check_email,
+     .meta = "ADDRESS", .help = "the ACME account's contact (default none)"},
+    {"acme_renew_days", 0, SET_INT, AT(acme_renew_days), .min = 1, .max = 3650,
+     .idef = ACME_DEFAULT_RENEW_DAYS, .meta = "DAYS",
+     .help = "an auto-ssl-domain certificate is renewed this many days before it expires"},
+    {"acme_retry", 0, SET_INT, AT(acme_retry), .min = 1, .max = 86400,
+     .idef = ACME_DEFAULT_RETRY_S, .meta = "SECONDS",
+     .help = "a certificate that could not be obtained (or a refused name) is tried again "
+             "after this"},
     {"network", 0, SET_BOOL, AT(node.net.on), .idef = 1, .meta = "BOOL",
      .help = "give containers uwsgi0 on the container network (off: only lo)"},
     {"container_network", 0, SET_STRP, AT(node.net.network_text), .def = NET_DEFAULT_NETWORK,
@@ -328,8 +363,14 @@ static int check_loaded(agent_cfg_t *c, err_t *e)
         c->router_http = NULL;
     if (c->router_https && !*c->router_https)
         c->router_https = NULL;
+    if (c->router_https && !c->router_http)
+        return bad(c, e, "router_https", "needs router_http (one router serves both)");
     if (c->metrics_listen && !*c->metrics_listen)
         c->metrics_listen = NULL;
+    if (c->acme_directory && !*c->acme_directory)
+        c->acme_directory = NULL;
+    if (c->acme_email && !*c->acme_email)
+        c->acme_email = NULL;
     const char *shortcuts = c->node.shortcuts;
     if (shortcuts && access(shortcuts, R_OK) < 0)
         return err_set(e, ERR_INPUT, "%s: shortcuts %s: %s", c->conf.path, shortcuts,

@@ -1,5 +1,6 @@
-/* router.c - the node's HTTP router: a supervised uWSGI http router with
- * secured subscriptions (router.h, docs/ROUTER.md).
+/* router.c - the node's HTTP and HTTPS router: a supervised uWSGI http
+ * router (our patched plugin) with secured subscriptions (router.h,
+ * docs/ROUTER.md).
  *
  * The router is started through an intermediate child that exits at once,
  * so the router is never the daemon's child: the daemon watches it through
@@ -52,13 +53,20 @@
 #include "../common/strutil.h"
 #include "../common/validate.h"
 #include "../runtime/state.h"
+#include "tlsfiles.h"
 
 #define MAX_ARGS 48
 #define STOP_FOREIGN_MS 5000 /* a router running as another user must go first */
+/* Built by make beside imperium-node (Makefile, uwsgi/). */
+#define ROUTER_PLUGIN "imperium_http_plugin.so"
+#define ROUTER_CR_PLUGIN "imperium_corerouter_plugin.so"
+#define DEFAULT_CERT_CN "imperium default certificate"
+#define DEFAULT_CERT_DAYS 3650
 
 struct router {
     router_opts_t o;
-    char *dir, *keys, *subscribe, *log_path, *pid_path, *homes, *run, *server;
+    char *dir, *keys, *subscribe, *log_path, *pid_path, *homes, *run, *server, *tls, *acme,
+        *acme_challenges, *acme_certs, *plugins;
     uid_t uid; /* router_user */
     gid_t gid;
     char *argv[MAX_ARGS];
@@ -127,60 +135,91 @@ static int add_arg(router_t *r, int *n, char *s, err_t *e)
     return 0;
 }
 
+/* Each "--option value" pair (or lone flag when value is NULL), formatted. */
+static int add_opt(router_t *r, int *n, const char *opt, char *value, err_t *e)
+{
+    if (add_arg(r, n, str_printf("%s", opt), e) < 0) {
+        free(value);
+        return -1;
+    }
+    return value ? add_arg(r, n, value, e) : 0;
+}
+
+/* The plugins, beside imperium-node unless plugin_dir says: the corerouter
+ * first (the http plugin needs it; ours, not Debian's: it renews TLS
+ * contexts). */
+static char *plugin_list(const router_t *r, err_t *e)
+{
+    char http[PATH_MAX], cr[PATH_MAX];
+    if (r->o.plugin_dir) {
+        if (snprintf(http, sizeof http, "%s/%s", r->o.plugin_dir, ROUTER_PLUGIN) >=
+                (int)sizeof http ||
+            snprintf(cr, sizeof cr, "%s/%s", r->o.plugin_dir, ROUTER_CR_PLUGIN) >= (int)sizeof cr) {
+            err_set(e, ERR_INPUT, "router: plugin directory %s: path too long", r->o.plugin_dir);
+            return NULL;
+        }
+    } else if (fs_beside_self(ROUTER_PLUGIN, http, sizeof http, e) < 0 ||
+               fs_beside_self(ROUTER_CR_PLUGIN, cr, sizeof cr, e) < 0) {
+        return NULL;
+    }
+    if (access(http, R_OK) < 0 || access(cr, R_OK) < 0) {
+        err_set(e, ERR_INPUT,
+                "the router's plugins %s and %s are missing (make builds them from Debian's "
+                "uwsgi-src: apt-get install uwsgi-src)",
+                http, cr);
+        return NULL;
+    }
+    char *s = str_printf("%s,%s", cr, http);
+    if (!s)
+        err_set(e, ERR_INTERNAL, "out of memory");
+    return s;
+}
+
 static int build_argv(router_t *r, err_t *e)
 {
     int n = 0;
-    /* uWSGI 2.0's http router closes the connection when no subscription
-     * matches a Host, whatever its options.  So it forwards everything to a
-     * fastrouter that owns the subscriptions (dotsplit for wildcards, signed
-     * with the domain owners' keys) and, for a Host nobody serves, falls
-     * back to the notfound plugin: a real 404 instead of a reset. */
-    const char *fixed_head[] = {"--plugin", "http,fastrouter,notfound", "--master",
-                                "--die-on-term", "--subscription-dotsplit",
-                                "--fastrouter-fallback-on-no-key"};
-    if (add_arg(r, &n, str_printf("%s", r->o.uwsgi), e) < 0)
-        return -1;
-    for (size_t i = 0; i < sizeof fixed_head / sizeof fixed_head[0]; i++)
-        if (add_arg(r, &n, str_printf("%s", fixed_head[i]), e) < 0)
-            return -1;
-    /* One HTTP parser per core (up to 8): measured +10-15 % req/s on 2
-     * cores (docs/PERFORMANCE.md).  The fastrouter stays one process: each
-     * of its processes would keep a subscription table of its own, and a
-     * subscription reaches only one of them. */
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    if (add_arg(r, &n, str_printf("--http-processes"), e) < 0 ||
-        add_arg(r, &n, str_printf("%ld", cpus < 1 ? 1 : cpus > 8 ? 8 : cpus), e) < 0)
-        return -1;
-    /* The address is a shared socket: uWSGI binds it first, as root (a
-     * port below 1024 needs that), then drops to the router's user (uid,
-     * gid, no supplementary groups) before its plugins bind anything else;
-     * a reload (a new uWSGI, exec'd by the unprivileged master) inherits
-     * it.  The http router listens on it (=0). */
     const char *in = ROUTER_INSIDE;
-    if (add_arg(r, &n, str_printf("--shared-socket"), e) < 0 ||
-        add_arg(r, &n, str_printf("%s", r->o.http), e) < 0 ||
-        add_arg(r, &n, str_printf("--uid"), e) < 0 ||
-        add_arg(r, &n, str_printf("%u", (unsigned)r->uid), e) < 0 ||
-        add_arg(r, &n, str_printf("--gid"), e) < 0 ||
-        add_arg(r, &n, str_printf("%u", (unsigned)r->gid), e) < 0 ||
-        add_arg(r, &n, str_printf("--no-initgroups"), e) < 0 ||
-        add_arg(r, &n, str_printf("--http"), e) < 0 || add_arg(r, &n, str_printf("=0"), e) < 0 ||
-        add_arg(r, &n, str_printf("--http-to"), e) < 0 ||
-        add_arg(r, &n, str_printf("%s/run/fastrouter.sock", in), e) < 0 ||
-        add_arg(r, &n, str_printf("--fastrouter"), e) < 0 ||
-        add_arg(r, &n, str_printf("%s/run/fastrouter.sock", in), e) < 0 ||
-        add_arg(r, &n, str_printf("--fastrouter-subscription-server"), e) < 0 ||
-        add_arg(r, &n, str_printf("%s/run/subscription.sock", in), e) < 0 ||
-        add_arg(r, &n, str_printf("--subscriptions-sign-check"), e) < 0 ||
-        add_arg(r, &n, str_printf("SHA1:%s/keys", in), e) < 0 ||
-        add_arg(r, &n, str_printf("--fastrouter-stats"), e) < 0 ||
-        add_arg(r, &n, str_printf("%s/run/fastrouter-stats.sock", in), e) < 0 ||
-        add_arg(r, &n, str_printf("--stats"), e) < 0 ||
-        add_arg(r, &n, str_printf("%s/run/stats.sock", in), e) < 0 ||
-        add_arg(r, &n, str_printf("--socket"), e) < 0 ||
-        add_arg(r, &n, str_printf("%s/run/notfound.sock", in), e) < 0 ||
-        add_arg(r, &n, str_printf("--fastrouter-fallback"), e) < 0 ||
-        add_arg(r, &n, str_printf("%s/run/notfound.sock", in), e) < 0)
+    /* One hop: our patched http router owns the subscriptions (signed with
+     * the domain owners' keys, dotsplit for wildcards) and connects to the
+     * vassal's socket itself; it answers an unknown Host with a 404, a
+     * misdirected HTTPS request with a 421 (uwsgi/imperium_router.c). */
+    if (add_arg(r, &n, str_printf("%s", r->o.uwsgi), e) < 0 ||
+        add_opt(r, &n, "--plugin", str_printf("%s", r->plugins), e) < 0 ||
+        add_opt(r, &n, "--master", NULL, e) < 0 || add_opt(r, &n, "--die-on-term", NULL, e) < 0 ||
+        add_opt(r, &n, "--subscription-dotsplit", NULL, e) < 0)
+        return -1;
+    /* One HTTP process per core (up to 8): measured 0.87x the app's own
+     * http-socket with 2 against 0.61x with 1 (docs/PERFORMANCE.md).  Each
+     * keeps its own subscription table and TLS contexts (a packet reaches
+     * one, which passes it to the others) and counts what it routes: each
+     * answers its own stats socket (router-stats.sock, .1, ...), summed by
+     * the sampler. */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (add_opt(r, &n, "--http-processes", str_printf("%ld", cpus < 1 ? 1 : cpus > 8 ? 8 : cpus),
+                e) < 0)
+        return -1;
+    /* The addresses are shared sockets: uWSGI binds them first, as root (a
+     * port below 1024 needs that), then drops to the router's user (uid,
+     * gid, no supplementary groups) before its plugins bind or read
+     * anything (the TLS key is read as the user: root:router 0640); a
+     * reload (a new uWSGI, exec'd by the unprivileged master) inherits
+     * them.  The http router listens on =0, the https one on =1. */
+    if (add_opt(r, &n, "--shared-socket", str_printf("%s", r->o.http), e) < 0 ||
+        (r->o.https && add_opt(r, &n, "--shared-socket", str_printf("%s", r->o.https), e) < 0) ||
+        add_opt(r, &n, "--uid", str_printf("%u", (unsigned)r->uid), e) < 0 ||
+        add_opt(r, &n, "--gid", str_printf("%u", (unsigned)r->gid), e) < 0 ||
+        add_opt(r, &n, "--no-initgroups", NULL, e) < 0 ||
+        add_opt(r, &n, "--http", str_printf("=0"), e) < 0 ||
+        (r->o.https && add_opt(r, &n, "--https",
+                               str_printf("=1,%s/tls/default.crt,%s/tls/default.key", in, in),
+                               e) < 0) ||
+        add_opt(r, &n, "--http-keepalive", NULL, e) < 0 ||
+        add_opt(r, &n, "--http-subscription-server", str_printf("%s/run/subscription.sock", in),
+                e) < 0 ||
+        add_opt(r, &n, "--subscriptions-sign-check", str_printf("SHA1:%s/keys", in), e) < 0 ||
+        add_opt(r, &n, "--http-stats", str_printf("%s/run/router-stats.sock", in), e) < 0 ||
+        add_opt(r, &n, "--stats", str_printf("%s/run/stats.sock", in), e) < 0 ||
+        add_opt(r, &n, "--imperium-acme-dir", str_printf("%s/acme/challenges", in), e) < 0)
         return -1;
     r->argv[n] = NULL;
     return 0;
@@ -299,12 +338,55 @@ static int make_dirs(router_t *r, err_t *e)
 {
     if (fs_mkdirs(r->dir, 0700, e) < 0 || own_dir(r->dir, 0, r->gid, 0710, e) < 0 ||
         own_dir(r->keys, 0, r->gid, 0710, e) < 0 || own_dir(r->subscribe, 0, 0, 0755, e) < 0 ||
-        own_dir(r->homes, 0, r->gid, 0710, e) < 0 || own_dir(r->run, 0, r->gid, 01733, e) < 0)
+        own_dir(r->homes, 0, r->gid, 0710, e) < 0 || own_dir(r->run, 0, r->gid, 01733, e) < 0 ||
+        own_dir(r->tls, 0, r->gid, 0710, e) < 0 || own_dir(r->acme, 0, r->gid, 0710, e) < 0 ||
+        own_dir(r->acme_challenges, 0, r->gid, 0710, e) < 0 ||
+        own_dir(r->acme_certs, 0, r->gid, 0710, e) < 0)
         return -1;
     /* The mount point of <dir> in the router's namespace. */
     if (mkdir(ROUTER_INSIDE, 0755) < 0 && errno != EEXIST)
         return err_set(e, ERR_INTERNAL, "create %s: %s", ROUTER_INSIDE, strerror(errno));
     return 0;
+}
+
+/* The certificate of the names no vassal has one for: made once (a
+ * client pinning it keeps working across restarts), self-signed. */
+static int default_certificate(router_t *r, err_t *e)
+{
+    if (!r->o.https)
+        return 0;
+    char *key = str_printf("%s/default.key", r->tls), *crt = str_printf("%s/default.crt", r->tls);
+    int rc = -1;
+    if (!key || !crt)
+        err_set(e, ERR_INTERNAL, "out of memory");
+    else if (access(key, F_OK) == 0 && access(crt, F_OK) == 0)
+        rc = 0;
+    else if (tls_make_self_signed(DEFAULT_CERT_CN, DEFAULT_CERT_DAYS, key, crt, r->gid, e) == 0) {
+        log_info("router: made the default certificate %s (self-signed, for names without one)",
+                 crt);
+        rc = 0;
+    }
+    free(key);
+    free(crt);
+    return rc;
+}
+
+/* Whether pid runs exactly argv (a reload re-execs the same command). */
+static bool same_command(pid_t pid, char *const *argv)
+{
+    char path[64], buf[8192];
+    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+    ssize_t len = fs_read_small(path, buf, sizeof buf);
+    if (len <= 0)
+        return false;
+    size_t off = 0;
+    for (int i = 0; argv[i]; i++) {
+        size_t l = strlen(argv[i]) + 1;
+        if (off + l > (size_t)len || memcmp(buf + off, argv[i], l) != 0)
+            return false;
+        off += l;
+    }
+    return off == (size_t)len;
 }
 
 /* Adopt the router a previous daemon left, if it runs as the router's
@@ -320,6 +402,13 @@ static int adopt(router_t *r, err_t *e)
         log_info("router: the running HTTP router (pid %d) runs as uid %lld, not as %s (uid %u): "
                  "restarting it",
                  (int)pid, uid, r->o.user, (unsigned)r->uid);
+        r->starttime = 0;
+        return router_stop_dir(r->dir, STOP_FOREIGN_MS, e);
+    }
+    if (!same_command(pid, r->argv)) {
+        log_info("router: the running HTTP router (pid %d) was started with other options (an "
+                 "older node, or router_http/router_https changed): restarting it",
+                 (int)pid);
         r->starttime = 0;
         return router_stop_dir(r->dir, STOP_FOREIGN_MS, e);
     }
@@ -346,14 +435,18 @@ router_t *router_new(const router_opts_t *o, err_t *e)
         !(r->pid_path = str_printf("%s/router.pid", o->dir)) ||
         !(r->homes = str_printf("%s/homes", o->dir)) ||
         !(r->run = str_printf("%s/run", o->dir)) ||
-        !(r->server = str_printf("%s/run/subscription.sock", o->dir))) {
+        !(r->server = str_printf("%s/run/subscription.sock", o->dir)) ||
+        !(r->tls = str_printf("%s/tls", o->dir)) || !(r->acme = str_printf("%s/acme", o->dir)) ||
+        !(r->acme_challenges = str_printf("%s/acme/challenges", o->dir)) ||
+        !(r->acme_certs = str_printf("%s/acme/certs", o->dir))) {
         err_set(e, ERR_INTERNAL, "router: out of memory");
         router_free(r);
         return NULL;
     }
     r->o.user = o->user ? o->user : ROUTER_DEFAULT_USER;
-    if (find_user(r, r->o.user, e) < 0 || make_dirs(r, e) < 0 || protect_symlinks(e) < 0 ||
-        build_argv(r, e) < 0 || adopt(r, e) < 0) {
+    if (find_user(r, r->o.user, e) < 0 || make_dirs(r, e) < 0 ||
+        default_certificate(r, e) < 0 || protect_symlinks(e) < 0 ||
+        !(r->plugins = plugin_list(r, e)) || build_argv(r, e) < 0 || adopt(r, e) < 0) {
         router_free(r);
         return NULL;
     }
@@ -376,7 +469,17 @@ void router_free(router_t *r)
     free(r->homes);
     free(r->run);
     free(r->server);
+    free(r->tls);
+    free(r->acme);
+    free(r->acme_challenges);
+    free(r->acme_certs);
+    free(r->plugins);
     free(r);
+}
+
+char *router_stats_path(const char *dir)
+{
+    return str_printf("%s/run/router-stats.sock", dir);
 }
 
 /* ---- start ------------------------------------------------------------------ */
@@ -477,7 +580,8 @@ static int start(router_t *r, err_t *e)
     }
     r->started_ms = now_ms();
     record(r);
-    log_info("router: HTTP router started on %s (pid %d, log %s)", r->o.http, (int)r->pid,
+    log_info("router: HTTP router started on %s%s%s (pid %d, log %s)", r->o.http,
+             r->o.https ? ", HTTPS on " : "", r->o.https ? r->o.https : "", (int)r->pid,
              r->log_path);
     return 0;
 }

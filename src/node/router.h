@@ -1,10 +1,20 @@
-/* router.h - the node's HTTP router (docs/ROUTER.md).
+/* router.h - the node's HTTP and HTTPS router (docs/ROUTER.md).
  *
- * A separate uWSGI process (`uwsgi --http ADDR --http-subscription-server
- * ... --subscriptions-sign-check SHA1:<keys> --subscription-dotsplit`),
- * supervised by the daemon: started when missing, restarted with backoff
- * when it dies, adopted (not restarted) by a new daemon, left running when
- * the daemon exits (like the containers), stopped by `stop-all`.
+ * A separate uWSGI process running our patched http router plugin
+ * (imperium_http_plugin.so, built by make from Debian's uwsgi-src and
+ * uwsgi/, found beside imperium-node): one hop from the client to the
+ * vassal's socket (`--http ADDR [--https ADDR,crt,key]
+ * --http-subscription-server ... --subscriptions-sign-check SHA1:<keys>
+ * --subscription-dotsplit --http-keepalive`), supervised by the daemon:
+ * started when missing, restarted with backoff when it dies, adopted (not
+ * restarted) by a new daemon, left running when the daemon exits (like the
+ * containers), stopped by `stop-all`.
+ *
+ * HTTPS (router_https): names get their certificates from the vassals'
+ * ssl-domain subscriptions (SNI; copies the gate checked, under homes/);
+ * others the default certificate tls/default.crt, made at start when
+ * missing.  The patch answers 404 for an unknown Host, 421 when an HTTPS
+ * request's Host is not its SNI name, ACME challenges from acme/challenges/.
  *
  * The keys directory holds <domain>.pem, the public key of the customer
  * owning each domain in the API (the channel's "domains"): the router
@@ -42,18 +52,23 @@
 typedef struct {
     const char *uwsgi;          /* host path of the uwsgi binary */
     const char *http;           /* listen address, e.g. 127.0.0.1:8000 or 0.0.0.0:80 */
+    const char *https;          /* HTTPS listen address (e.g. 0.0.0.0:443), NULL: none */
+    const char *plugin_dir;     /* where imperium_http_plugin.so is; NULL: beside this
+                                   program */
     const char *dir;            /* <state_dir>/router: keys/, subscribe/, homes/, run/,
-                                   log, pid */
+                                   tls/, acme/, log, pid */
     const char *user;           /* the router's unprivileged user (ROUTER_DEFAULT_USER) */
 } router_opts_t;
 
 typedef struct router router_t;
 
 /* Find (or create, for the default name) the router's user, create the
- * directories (dir, keys/, homes/: root and the router's group, 0710;
- * run/ 01733; subscribe/ 0755), make sure fs.protected_symlinks is on,
- * and adopt a router a previous daemon left running as that user (one
- * running as anyone else is stopped).  Nothing is started yet. */
+ * directories (dir, keys/, homes/, tls/, acme/, acme/challenges/,
+ * acme/certs/: root and the router's group, 0710; run/ 01733; subscribe/
+ * 0755), make the default certificate when HTTPS is on and it is missing,
+ * make sure fs.protected_symlinks is on, and adopt a router a previous
+ * daemon left running as that user (one running as anyone else is
+ * stopped).  Nothing is started yet. */
 router_t *router_new(const router_opts_t *o, err_t *e);
 /* Forget it; the router keeps running. */
 void router_free(router_t *r);
@@ -65,6 +80,9 @@ const char *router_subscribe_dir(const router_t *r);
 const char *router_sockets_dir(const router_t *r);
 /* The router's own subscription server socket (only the gate sends to it). */
 const char *router_subscription_server(const router_t *r);
+/* The router's stats socket (the sampler reads per-domain hits there),
+ * for the router directory dir: "<dir>/run/router-stats.sock", malloc'd. */
+char *router_stats_path(const char *dir);
 /* The router's user and group. */
 uid_t router_uid(const router_t *r);
 gid_t router_gid(const router_t *r);

@@ -41,6 +41,11 @@ typedef struct {
     cgroup_t *cg;  /* located once */
 } ctr_t;
 
+/* The router's http processes each count what they route and answer on a
+ * stats socket of their own: router_stats, then router_stats.1, .2, ...
+ * (uwsgi/imperium_router.c); the hits are their sum. */
+#define ROUTER_STATS_PROCS 8
+
 struct sampler {
     node_cfg_t node;
     char *router_stats;
@@ -49,7 +54,7 @@ struct sampler {
     bool first; /* the first round: counters are only recorded */
     ctr_t *ctrs;
     size_t n_ctrs, cap_ctrs;
-    sub_table_t *subs;
+    sub_table_t *subs[ROUTER_STATS_PROCS]; /* one per router process (its own counters) */
 };
 
 /* ---- the router's subscription nodes ---------------------------------------- */
@@ -250,17 +255,50 @@ static char *read_stats(const char *path, size_t *len)
     return b.data;
 }
 
+/* Add one process's (domain, container) entries to the round's: one entry
+ * per pair, the processes' counts summed. */
+static int merge_domains(json_t *out, size_t from, const json_t *part)
+{
+    size_t i;
+    json_t *d;
+    json_array_foreach(part, i, d)
+    {
+        json_t *m = domain_entry(out, from, json_string_value(json_object_get(d, "name")),
+                                 json_integer_value(json_object_get(d, "uid")),
+                                 json_integer_value(json_object_get(d, "unix")));
+        const char *k;
+        json_t *v;
+        if (!m)
+            return -1;
+        json_object_foreach(json_object_get(d, "m"), k, v)
+        {
+            if (add_to(m, k, json_integer_value(v)) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
 static void sample_domains(sampler_t *s, long long unix_time, json_t *out)
 {
-    size_t len = 0;
-    char *text = s->router_stats ? read_stats(s->router_stats, &len) : NULL;
-    if (!text)
-        return; /* no router (yet): its domains have nothing to say */
-    err_t e;
-    err_clear(&e);
-    if (sub_table_deltas(s->subs, text, len, s->first, unix_time, out, &e) < 0)
-        log_warn("metrics: %s", e.msg);
-    free(text);
+    size_t from = json_array_size(out);
+    for (int k = 0; s->router_stats && k < ROUTER_STATS_PROCS; k++) {
+        char *path = k ? str_printf("%s.%d", s->router_stats, k) : strdup(s->router_stats);
+        size_t len = 0;
+        char *text = path ? read_stats(path, &len) : NULL;
+        free(path);
+        if (!text)
+            return; /* no router (yet), or no more processes */
+        err_t e;
+        err_clear(&e);
+        json_t *part = json_array();
+        if (!part || sub_table_deltas(s->subs[k], text, len, s->first, unix_time, part, &e) < 0)
+            log_warn("metrics: %s", part ? e.msg : "out of memory");
+        if (part && merge_domains(out, from, part) < 0)
+            log_warn("metrics: out of memory");
+        json_decref(part);
+        free(text);
+    }
 }
 
 /* ---- containers ---------------------------------------------------------------- */
@@ -403,8 +441,10 @@ static void forget_stopped(sampler_t *s)
 sampler_t *sampler_new(const sampler_opts_t *o, err_t *e)
 {
     sampler_t *s = calloc(1, sizeof *s);
-    if (!s || !(s->subs = sub_table_new()) ||
-        (o->router_stats && !(s->router_stats = strdup(o->router_stats)))) {
+    bool ok = s != NULL;
+    for (int k = 0; ok && k < ROUTER_STATS_PROCS; k++)
+        ok = (s->subs[k] = sub_table_new()) != NULL;
+    if (!ok || (o->router_stats && !(s->router_stats = strdup(o->router_stats)))) {
         sampler_free(s);
         err_set(e, ERR_INTERNAL, "out of memory");
         return NULL;
@@ -423,7 +463,8 @@ void sampler_free(sampler_t *s)
     for (size_t i = 0; i < s->n_ctrs; i++)
         free(s->ctrs[i].cg);
     free(s->ctrs);
-    sub_table_free(s->subs);
+    for (int k = 0; k < ROUTER_STATS_PROCS; k++)
+        sub_table_free(s->subs[k]);
     free(s->router_stats);
     free(s);
 }

@@ -6,8 +6,8 @@
  * (cgroup.c's readers), io.read/io.write (its home's loop device),
  * net.rx/net.tx (the host end of its veth, swapped: what the host end
  * receives the container sent), quota (bytes used in its home).  Per domain
- * and container: hits, net.rx, net.tx from the router's fastrouter stats
- * socket.  Counters go up as deltas over the interval, gauges as values.
+ * and container: hits, net.rx, net.tx from the http router's stats sockets
+ * (router_stats_path, then .1, .2, ...: one per http process, summed).  Counters go up as deltas over the interval, gauges as values.
  *
  * Runs in the main thread: a few small file reads per container and one
  * read of the stats socket (bounded by a 200 ms timeout); no fork. */
@@ -26,7 +26,7 @@ typedef struct sampler sampler_t;
 typedef struct {
     const node_cfg_t *node;   /* containers_dir, cgroups, the veth prefix, the quota kind
                                  (its strings kept, not copied) */
-    const char *router_stats; /* host path of the fastrouter stats socket; NULL: no router */
+    const char *router_stats; /* host path of the router's stats socket; NULL: no router */
     int interval_s;           /* 0: no sampling */
 } sampler_opts_t;
 
@@ -65,7 +65,7 @@ long long sampler_delta(long long prev, long long now);
 typedef struct sub_table sub_table_t;
 sub_table_t *sub_table_new(void);
 void sub_table_free(sub_table_t *t);
-/* The fastrouter stats JSON (PLAN: {"subscriptions": [{"key", "nodes":
+/* The http router's stats JSON (PLAN: {"subscriptions": [{"key", "nodes":
  * [{"name": "/containers/<uid>/run/...", "requests", "rx", "tx"}]}]}) ->
  * entries {"name": domain, "uid", "unix", "m": {"hits", "net.rx",
  * "net.tx"}} appended to out, one per (domain, container) that served

@@ -20,6 +20,7 @@
 #include "../common/log.h"
 #include "../common/strutil.h"
 #include "../runtime/home.h"
+#include "subcerts.h"
 #include "subscription.h"
 
 #define REFUSAL_SLOTS 64
@@ -30,6 +31,14 @@ struct refusal {
     uid_t uid;
     uint32_t why_hash;
     long long at_ms;
+};
+
+/* A container's refusal lines this minute (per uid, whatever the reason:
+ * reasons hold paths the customer chooses). */
+struct budget {
+    uid_t uid;
+    long long minute_ms; /* the start of its minute */
+    int lines, suppressed;
 };
 
 /* A subscription a container holds in the router (a node of its table). */
@@ -50,6 +59,9 @@ struct subgate {
     uid_t router_uid;
     size_t max_subs;
     int fd, out_fd, stop_fd;
+    subcerts_t *certs; /* NULL: no HTTPS subscriptions */
+    bool (*acme_want)(void *arg, const char *name, uid_t uid, char *why, size_t why_len);
+    void *acme_arg;
     pthread_t thread;
     bool running;
     /* Only the gate's thread touches these. */
@@ -57,6 +69,8 @@ struct subgate {
     struct holder *holders;
     size_t n_holders, cap_holders;
     long long swept_ms; /* the last sweep of forgotten subscriptions */
+    long long certs_swept_ms; /* the last subcerts_sweep */
+    struct budget budget[REFUSAL_SLOTS];
 };
 
 static uint32_t hash(const char *s)
@@ -91,11 +105,35 @@ static void tell_container(const subgate_t *g, uid_t uid, const char *line)
                   strerror(errno));
 }
 
+/* True when `uid` may have another refusal line this minute.  A new
+ * minute first says how many were suppressed in the last. */
+static bool within_budget(subgate_t *g, uid_t uid)
+{
+    struct budget *b = &g->budget[(uid * 2654435761u) % REFUSAL_SLOTS];
+    long long now = now_ms();
+    if (b->uid != uid || now - b->minute_ms >= 60000) {
+        if (b->uid == uid && b->suppressed) {
+            char line[128];
+            snprintf(line, sizeof line, "%d more refusals suppressed in the last minute",
+                     b->suppressed);
+            log_info("subscription gate: container %u: %s", (unsigned)uid, line);
+            tell_container(g, uid, line);
+        }
+        *b = (struct budget){.uid = uid, .minute_ms = now};
+    }
+    if (b->lines < SUBGATE_REFUSALS_PER_MIN) {
+        b->lines++;
+        return true;
+    }
+    b->suppressed++;
+    return false;
+}
+
 static void refused(subgate_t *g, uid_t uid, const subscription_t *s, const char *why)
 {
-    if (!worth_reporting(g, uid, why))
+    if (!worth_reporting(g, uid, why) || !within_budget(g, uid))
         return;
-    char line[768];
+    char line[1024];
     snprintf(line, sizeof line, "subscription of %s refused: %s", s->key[0] ? s->key : "?", why);
     log_info("subscription gate: container %u: %s", (unsigned)uid, line);
     tell_container(g, uid, line);
@@ -253,6 +291,44 @@ static void forward(subgate_t *g, const unsigned char *pkt, size_t len)
      * every few seconds. */
 }
 
+/* HTTPS: the files a subscription names are the sender's and fit (copied
+ * for the router), or the ACME pair of its key is asked for.  Nothing to
+ * check for an unsubscription (the router makes no context for it). */
+static bool tls_ok(subgate_t *g, uid_t uid, const subscription_t *s, char *why, size_t len)
+{
+    if (!s->tls.any || s->unsubscribe)
+        return true;
+    /* No router_https: nothing is copied, no certificate asked for, but the
+     * name keeps its plain-HTTP record (ssl-domain registers it too, as the
+     * seed says): the packet goes on, and the customer is told why HTTPS is
+     * missing (rate-limited like a refusal).  The router cannot open the
+     * named files (its /containers holds only run/ directories, and the
+     * paths were checked: never under run/), so it makes no context. */
+    if (!g->certs && s->tls.acme) {
+        snprintf(why, len, "this node does not serve HTTPS (no router_https)");
+        return false;
+    }
+    if (!g->certs) {
+        if (!worth_reporting(g, uid, "no router_https") || !within_budget(g, uid))
+            return true;
+        char line[768];
+        snprintf(line, sizeof line, "%s is served over plain HTTP only: this node does not serve "
+                 "HTTPS (no router_https)", s->key);
+        log_info("subscription gate: container %u: %s", (unsigned)uid, line);
+        tell_container(g, uid, line);
+        return true;
+    }
+    if (s->tls.acme) {
+        if (!g->acme_want) {
+            snprintf(why, len, "automatic certificates are not enabled on this node "
+                               "(acme_directory)");
+            return false;
+        }
+        return g->acme_want(g->acme_arg, s->key, uid, why, len);
+    }
+    return subcerts_check(g->certs, uid, s, now_ms(), why, len) == 0;
+}
+
 /* One datagram: who sent it, what it asks, forward or refuse. */
 static void handle(subgate_t *g)
 {
@@ -284,7 +360,7 @@ static void handle(subgate_t *g)
         return;
     }
     if (subscription_check(pkt, (size_t)n, cred->uid, &s, why, sizeof why) < 0 ||
-        !admit(g, cred->uid, &s, why, sizeof why)) {
+        !tls_ok(g, cred->uid, &s, why, sizeof why) || !admit(g, cred->uid, &s, why, sizeof why)) {
         refused(g, cred->uid, &s, why);
         return;
     }
@@ -298,7 +374,12 @@ static void *gate_main(void *arg)
     subgate_t *g = arg;
     struct pollfd p[2] = {{.fd = g->fd, .events = POLLIN}, {.fd = g->stop_fd, .events = POLLIN}};
     for (;;) {
-        int n = poll(p, 2, -1);
+        int n = poll(p, 2, SUBGATE_SWEEP_MS);
+        long long now = now_ms();
+        if (g->certs && now - g->certs_swept_ms >= SUBGATE_SWEEP_MS) {
+            g->certs_swept_ms = now;
+            subcerts_sweep(g->certs, now);
+        }
         if (n < 0 && errno != EINTR) {
             log_error("subscription gate: poll: %s", strerror(errno));
             break;
@@ -343,6 +424,13 @@ subgate_t *subgate_start(const subgate_opts_t *o, err_t *e)
     g->fd = g->out_fd = g->stop_fd = -1;
     g->router_uid = o->router_uid;
     g->max_subs = o->max_subscriptions > 0 ? (size_t)o->max_subscriptions : SUBGATE_DEFAULT_MAX;
+    g->acme_want = o->acme_want;
+    g->acme_arg = o->acme_arg;
+    subcerts_opts_t co = {.containers_dir = o->containers_dir, .router_homes = o->router_homes,
+                          .router_gid = o->router_gid, .max_pairs = g->max_subs,
+                          .forget_ms = SUBGATE_FORGET_MS};
+    if (o->router_homes && !(g->certs = subcerts_new(&co, e)))
+        goto fail;
     if (!(g->router_path = str_printf("%s", o->router_path)) ||
         !(g->containers_dir = str_printf("%s", o->containers_dir))) {
         err_set(e, ERR_INTERNAL, "out of memory");
@@ -387,6 +475,7 @@ void subgate_stop(subgate_t *g)
     if (g->stop_fd >= 0)
         close(g->stop_fd);
     holders_free(g);
+    subcerts_free(g->certs);
     free(g->router_path);
     free(g->containers_dir);
     free(g);

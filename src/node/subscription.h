@@ -11,7 +11,15 @@
  * namespace is a root-owned sticky directory holding nothing but that
  * container's sockets (docs/ROUTER.md).  Everything else (TCP addresses,
  * other containers' paths, "..", abstract sockets, notify sockets) is
- * refused with a reason the customer can act on. */
+ * refused with a reason the customer can act on.
+ *
+ * HTTPS (ssl-domain, ssl-ca-domain, auto-ssl-domain): the router opens the
+ * files a packet's sni_key, sni_crt and sni_ca name.  Allowed are paths in
+ * the sender's own home, /containers/<uid>/<rel> (<rel> without empty, "."
+ * or ".." components, not under run/; the router finds the gate's checked,
+ * root-owned copies there, subgate.c), or exactly the ACME pair of the
+ * packet's own key, /run/imperium-router/acme/certs/<key>.key and .crt
+ * (auto-ssl-domain: the node obtains it). */
 #ifndef IMP_NODE_SUBSCRIPTION_H
 #define IMP_NODE_SUBSCRIPTION_H
 
@@ -20,11 +28,28 @@
 #include <sys/types.h>
 
 #define SUBSCRIPTION_MAX 4096 /* larger than any packet uWSGI sends */
+/* Components of a certificate file path under the home, at most (the
+ * gate makes the directories of each for the router). */
+#define SUBSCRIPTION_PATH_DEPTH 8
+
+#define SUBSCRIPTION_ACME_CERTS "/run/imperium-router/acme/certs/"
+
+/* The sni_* fields of a packet, checked by subscription_check. */
+typedef struct {
+    bool any;         /* sni_key and sni_crt are set (HTTPS for the key) */
+    bool acme;        /* they are the ACME pair of the key */
+    bool ca_required; /* sni_ca began with '!' */
+    char key[256];    /* the paths as the router reads them ("!" removed) */
+    char crt[256];
+    char ca[256];    /* "" when none */
+    size_t home_len; /* strlen("/containers/<uid>/"): key + home_len is <rel> */
+} subscription_tls_t;
 
 typedef struct {
     bool unsubscribe;
     char key[256];
     char address[256];
+    subscription_tls_t tls;
 } subscription_t;
 
 /* Parse the packet and decide whether container `uid` may send it.

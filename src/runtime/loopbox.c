@@ -34,6 +34,7 @@
 
 #include "../common/beneath.h"
 #include "../common/clock.h"
+#include "../common/rawfork.h"
 #include "../common/strutil.h"
 #include "../common/validate.h"
 #include "cgroup.h"
@@ -141,24 +142,6 @@ int loopbox_open_image(const char *home, int uid, const char *filename, bool ro,
 }
 
 /* ---- e2fsck ------------------------------------------------------------------ */
-
-/* struct clone_args of linux/sched.h, first version (as in namespaces.c:
- * linux/sched.h and glibc's sched.h both define the CLONE_ flags). */
-struct fsck_clone_args {
-    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
-};
-
-/* fork(2) as a bare system call (no atfork handlers: safe in a child of a
- * threaded process), with this exit signal, and a pidfd when pidfd. */
-static pid_t raw_fork(int exit_signal, int *pidfd)
-{
-    struct fsck_clone_args args;
-    memset(&args, 0, sizeof args);
-    args.flags = pidfd ? CLONE_PIDFD : 0;
-    args.pidfd = (uint64_t)(uintptr_t)pidfd;
-    args.exit_signal = (uint64_t)exit_signal;
-    return (pid_t)syscall(SYS_clone3, &args, sizeof args);
-}
 
 #define FSCK_SETUP_FAILED 126 /* e2fsck's exit codes never have bit 64 set: */
 #define FSCK_EXEC_FAILED 127  /* these and FSCK_SIGNALED + signal are ours */

@@ -396,9 +396,9 @@ class RouterNode(Node):
                 pass
 
     def subscriptions(self):
-        """{key: [node addresses]} from the fastrouter's stats socket."""
+        """{key: [node addresses]} from the http router's stats socket."""
         s = socket.socket(socket.AF_UNIX)
-        s.connect(os.path.join(self.state, "router", "run", "fastrouter-stats.sock"))
+        s.connect(os.path.join(self.state, "router", "run", "router-stats.sock"))
         data = b""
         while True:
             chunk = s.recv(65536)

@@ -71,7 +71,7 @@ def test_domain_hits_cpu_mem(mnode, host_distro, ssh_keys):
         print(api.get(f"/metrics/domain.hits/{dom_id}", auth=auth).json())
         import socket
         c = socket.socket(socket.AF_UNIX)
-        c.connect(os.path.join(mnode.state, "router", "run", "fastrouter-stats.sock"))
+        c.connect(os.path.join(mnode.state, "router", "run", "router-stats.sock"))
         print("STATS", c.recv(65536))
         raise
     time.sleep(2 * INTERVAL)

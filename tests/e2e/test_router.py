@@ -354,17 +354,28 @@ def test_deleting_the_domain_stops_new_subscriptions(rnode, host_distro, ssh_key
 
 def test_ssl_and_cluster_shortcuts_serve_the_http_record(rnode, host_distro, ssh_keys):
     """ssl-domain, ssl-ca-domain, cluster-domain and ssl-cluster-domain take
-    their arguments and, on this HTTP-only router, register the plain-HTTP
-    record of the name (the public platform's ssl-domain does too)."""
+    their arguments and register the plain-HTTP record of the name too (the
+    public platform's ssl-domain does); HTTPS is test_router_tls.py's."""
     uid = launch(rnode, host_distro, ssh_keys)
-    lines = {"ssl-domain": "{d} $(HOME)/k.pem $(HOME)/c.pem",
-             "ssl-ca-domain": "{d} $(HOME)/k.pem $(HOME)/c.pem !$(HOME)/ca.pem",
+    lines = {"ssl-domain": "{d} $(HOME)/{n}.key $(HOME)/{n}.crt",
+             "ssl-ca-domain": "{d} $(HOME)/{n}.key $(HOME)/{n}.crt !$(HOME)/{n}.crt",
              "cluster-domain": "{d}",
-             "ssl-cluster-domain": "{d} $(HOME)/k.pem $(HOME)/c.pem"}
+             "ssl-cluster-domain": "{d} $(HOME)/{n}.key $(HOME)/{n}.crt"}
     for i, (opt, args) in enumerate(lines.items()):
         dom = unique(f"s{i}") + ".org"
         add_domain(rnode.api, rnode.auth, dom)
         name = f"opt{i}"
+        # A key and a certificate for the name, as the seed makes them.
+        home = rnode.home(uid)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj", f"/CN={dom}",
+                        "-addext", f"subjectAltName=DNS:{dom}",
+                        "-keyout", os.path.join(home, f"{name}.key"),
+                        "-out", os.path.join(home, f"{name}.crt")],
+                       check=True, capture_output=True)
+        for ext in ("key", "crt"):
+            os.chown(os.path.join(home, f"{name}.{ext}"), uid, uid)
+        args = args.replace("{n}", name)
         rnode.vassal(uid, f"{name}.ini",
                      f"[uwsgi]\nplugin = 0:python\nwsgi-file = $(HOME)/{name}.py\n"
                      f"{opt} = {args.format(d=dom)}\n",
@@ -392,8 +403,8 @@ def free_low_port():
 
 def assert_unprivileged(node, pw):
     pids = node.router_pids()
-    # the master, one http process per core (up to 8) and the fastrouter
-    assert len(pids) >= 3, pids
+    # the master and its http processes (one per core)
+    assert len(pids) >= 2, pids
     for pid in pids:
         st = proc_status(pid)
         assert st["Uid"].split() == [str(pw.pw_uid)] * 4, (pid, st["Uid"])
@@ -435,7 +446,7 @@ def test_the_router_runs_unprivileged_on_a_low_port_and_reloads(api, host_distro
         assert mode_of(os.path.join(rdir, "keys")) == (0, pw.pw_gid, 0o710)
         assert mode_of(os.path.join(rdir, "keys", dom + ".pem")) == (0, pw.pw_gid, 0o640)
         assert mode_of(os.path.join(rdir, "run")) == (0, pw.pw_gid, 0o1733)
-        assert mode_of(os.path.join(rdir, "run", "fastrouter.sock"))[:2] == \
+        assert mode_of(os.path.join(rdir, "run", "subscription.sock"))[:2] == \
             (pw.pw_uid, pw.pw_gid)
         assert mode_of(os.path.join(rdir, "homes", str(uid))) == (0, pw.pw_gid, 0o710)
         assert mode_of(n.sockets(uid)) == (0, pw.pw_gid, 0o3717)

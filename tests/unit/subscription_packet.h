@@ -26,6 +26,14 @@ static inline void item(pkt_t *p, const char *k, const char *v)
     p->len += vl;
 }
 
+/* Append an item to a finished packet (its size updated). */
+static inline void add_item(pkt_t *p, const char *k, const char *v)
+{
+    item(p, k, v);
+    p->b[1] = (unsigned char)((p->len - 4) & 0xff);
+    p->b[2] = (unsigned char)((p->len - 4) >> 8);
+}
+
 /* A subscription (cmd 0) or unsubscription (cmd 1) of key -> address. */
 static inline pkt_t packet(int cmd, const char *key, const char *addr)
 {

@@ -47,9 +47,20 @@ static void test_unescape_octal(void **state)
     assert_string_equal(b, "a\\09b\\4\\");
 }
 
+static void test_why(void **state)
+{
+    (void)state;
+    char why[8];
+    assert_int_equal(str_why(why, sizeof why, "no %s", "key"), -1);
+    assert_string_equal(why, "no key");
+    assert_int_equal(str_why(why, sizeof why, "%d bytes too long", 1000), -1);
+    assert_string_equal(why, "1000 by"); /* cut, terminated */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_array_room),
-                                       cmocka_unit_test(test_unescape_octal)};
+                                       cmocka_unit_test(test_unescape_octal),
+                                       cmocka_unit_test(test_why)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -118,7 +118,7 @@ static void repeated_or_rooted_fields_are_refused(void **state)
     p.b[1] = (unsigned char)((p.len - 4) & 0xff);
     p.b[2] = (unsigned char)((p.len - 4) >> 8);
     assert_int_equal(check(&p, 30001, why), -1);
-    /* The router would open or send to these as root. */
+    /* The router would open or send to these. */
     const char *rooted[] = {"notify", "sni_key", "sni_crt", "sni_ca"};
     for (size_t i = 0; i < 4; i++) {
         p = packet(0, "example.org", "/containers/30001/run/a.socket");
@@ -130,6 +130,127 @@ static void repeated_or_rooted_fields_are_refused(void **state)
     }
 }
 
+/* An ssl-domain packet of container 30001 for `key`. */
+static pkt_t tls_packet(int cmd, const char *key, const char *k, const char *c, const char *ca)
+{
+    pkt_t p = packet(cmd, key, "/containers/30001/run/a.socket");
+    if (k)
+        add_item(&p, "sni_key", k);
+    if (c)
+        add_item(&p, "sni_crt", c);
+    if (ca)
+        add_item(&p, "sni_ca", ca);
+    return p;
+}
+
+static void home_certificate_files_are_allowed(void **state)
+{
+    (void)state;
+    char why[512] = "";
+    subscription_t s;
+    pkt_t p = tls_packet(0, "mynewdomain.org", "/containers/30001/foobar.key",
+                         "/containers/30001/ssl/foobar.crt", "!/containers/30001/.ca/ca.crt");
+    assert_int_equal(subscription_check(p.b, p.len, 30001, &s, why, sizeof why), 0);
+    assert_true(s.tls.any);
+    assert_false(s.tls.acme);
+    assert_true(s.tls.ca_required);
+    assert_string_equal(s.tls.ca, "/containers/30001/.ca/ca.crt");
+    assert_string_equal(s.tls.crt + s.tls.home_len, "ssl/foobar.crt");
+    p = tls_packet(0, "mynewdomain.org", "/containers/30001/foobar.key",
+                   "/containers/30001/foobar.crt", "/containers/30001/ca.crt");
+    assert_int_equal(subscription_check(p.b, p.len, 30001, &s, why, sizeof why), 0);
+    assert_false(s.tls.ca_required);
+    p = packet(0, "mynewdomain.org", "/containers/30001/run/a.socket");
+    assert_int_equal(subscription_check(p.b, p.len, 30001, &s, why, sizeof why), 0);
+    assert_false(s.tls.any);
+}
+
+static void certificate_paths_outside_the_home_are_refused(void **state)
+{
+    (void)state;
+    const char *bad[] = {
+        "/etc/shadow",
+        "/containers/30002/foobar.key",     /* another container's */
+        "/containers/300011/foobar.key",    /* a uid sharing the prefix */
+        "/containers/30001/run/foobar.key", /* the sockets directory */
+        "/containers/30001/run",
+        "/containers/30001/../30002/foobar.key",
+        "/containers/30001/ssl/../../30002/foobar.key",
+        "/containers/30001/./foobar.key",
+        "/containers/30001//foobar.key",
+        "/containers/30001/ssl/",
+        "/containers/30001/",
+        "/containers/30001",
+        "/run/imperium-router/keys/example.org.pem",
+        "/run/imperium-router/acme/certs/other.org.key", /* another name's ACME key */
+        "relative/foobar.key",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char why[512] = "";
+        pkt_t p = tls_packet(0, "mynewdomain.org", bad[i], "/containers/30001/foobar.crt", NULL);
+        if (check(&p, 30001, why) != -1)
+            fail_msg("sni_key \"%s\" was allowed", bad[i]);
+        assert_non_null(strstr(why, "sni_key"));
+        p = tls_packet(0, "mynewdomain.org", "/containers/30001/foobar.key",
+                       "/containers/30001/foobar.crt", bad[i]);
+        if (check(&p, 30001, why) != -1)
+            fail_msg("sni_ca \"%s\" was allowed", bad[i]);
+        assert_non_null(strstr(why, "sni_ca"));
+    }
+    char why[512] = "";
+    pkt_t p = tls_packet(0, "mynewdomain.org", "/containers/30001/run/a.key",
+                         "/containers/30001/a.crt", NULL);
+    assert_int_equal(check(&p, 30001, why), -1);
+    assert_string_equal(why, "sni_key /containers/30001/run/a.key: a certificate file must be in "
+                             "your home, /containers/30001/<path> ($(HOME)/...), without '.' or "
+                             "'..' components and not under run/");
+}
+
+static void a_pair_is_whole(void **state)
+{
+    (void)state;
+    char why[512] = "";
+    pkt_t p = tls_packet(0, "a.org", "/containers/30001/a.key", NULL, NULL);
+    assert_int_equal(check(&p, 30001, why), -1);
+    assert_string_equal(why, "sni_key and sni_crt go together (ssl-domain = name key crt)");
+    p = tls_packet(0, "a.org", NULL, NULL, "!/containers/30001/ca.crt");
+    assert_int_equal(check(&p, 30001, why), -1);
+    assert_non_null(strstr(why, "sni_ca needs sni_key and sni_crt"));
+    p = tls_packet(0, "a.org", "/containers/30001/a.key", "/containers/30001/a.crt", "!");
+    assert_int_equal(check(&p, 30001, why), -1);
+    p = tls_packet(0, "a.org", "/containers/30001/a.key", "/containers/30001/a.crt", NULL);
+    add_item(&p, "sni_crt", "/containers/30001/b.crt");
+    assert_int_equal(check(&p, 30001, why), -1);
+    assert_non_null(strstr(why, "repeated sni_crt"));
+}
+
+static void the_acme_pair_of_the_key_is_allowed(void **state)
+{
+    (void)state;
+    char why[512] = "";
+    subscription_t s;
+    pkt_t p =
+        tls_packet(0, "auto.example.org", "/run/imperium-router/acme/certs/auto.example.org.key",
+                   "/run/imperium-router/acme/certs/auto.example.org.crt", NULL);
+    assert_int_equal(subscription_check(p.b, p.len, 30001, &s, why, sizeof why), 0);
+    assert_true(s.tls.any && s.tls.acme);
+    /* Another name's pair, crossed files, a CA, a key that is a path. */
+    p = tls_packet(0, "auto.example.org", "/run/imperium-router/acme/certs/other.org.key",
+                   "/run/imperium-router/acme/certs/other.org.crt", NULL);
+    assert_int_equal(check(&p, 30001, why), -1);
+    p = tls_packet(0, "auto.example.org", "/run/imperium-router/acme/certs/auto.example.org.crt",
+                   "/run/imperium-router/acme/certs/auto.example.org.key", NULL);
+    assert_int_equal(check(&p, 30001, why), -1);
+    p = tls_packet(0, "auto.example.org", "/run/imperium-router/acme/certs/auto.example.org.key",
+                   "/run/imperium-router/acme/certs/auto.example.org.crt",
+                   "/containers/30001/ca.crt");
+    assert_int_equal(check(&p, 30001, why), -1);
+    assert_non_null(strstr(why, "auto-ssl-domain"));
+    p = tls_packet(0, "../../keys/x", "/run/imperium-router/acme/certs/../../keys/x.key",
+                   "/run/imperium-router/acme/certs/../../keys/x.crt", NULL);
+    assert_int_equal(check(&p, 30001, why), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -139,6 +260,10 @@ int main(void)
         cmocka_unit_test(host_uids_are_refused),
         cmocka_unit_test(malformed_packets_are_refused),
         cmocka_unit_test(repeated_or_rooted_fields_are_refused),
+        cmocka_unit_test(home_certificate_files_are_allowed),
+        cmocka_unit_test(certificate_paths_outside_the_home_are_refused),
+        cmocka_unit_test(a_pair_is_whole),
+        cmocka_unit_test(the_acme_pair_of_the_key_is_allowed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
