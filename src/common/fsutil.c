@@ -57,6 +57,22 @@ int fs_mkdirs(const char *path, mode_t mode, err_t *e)
     return 0;
 }
 
+int fs_own_dir(const char *path, uid_t uid, gid_t gid, mode_t mode, err_t *e)
+{
+    if (mkdir(path, mode) < 0 && errno != EEXIST)
+        return err_set(e, ERR_INTERNAL, "create %s: %s", path, strerror(errno));
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return err_set(e, ERR_INTERNAL, "open %s: %s", path, strerror(errno));
+    if (fchown(fd, uid, gid) < 0 || fchmod(fd, mode) < 0) {
+        int err = errno;
+        close(fd);
+        return err_set(e, ERR_INTERNAL, "set owner and mode of %s: %s", path, strerror(err));
+    }
+    close(fd);
+    return 0;
+}
+
 /* <dir>/.<name>.tmp beside `path`: hidden, so a directory listing of
  * numbered entries never mistakes it for one. */
 static int tmp_path(char *buf, size_t len, const char *path, err_t *e)

@@ -15,6 +15,11 @@ int fs_mkdir_parents(const char *path, err_t *e);
  * created; then `path` must be a directory. */
 int fs_mkdirs(const char *path, mode_t mode, err_t *e);
 
+/* mkdir `path` (if missing; not its parents), then give it exactly
+ * uid:gid and `mode` by descriptor (never following a symlink put in its
+ * place): a daemon's directory that another user (a router) may search. */
+int fs_own_dir(const char *path, uid_t uid, gid_t gid, mode_t mode, err_t *e);
+
 /* Replace `path` with the `len` bytes of `data` (created with `mode`, less
  * the umask): written and synced to <dir>/.<name>.tmp, then renamed over
  * it, so a reader (or the next daemon after a crash) sees either the old

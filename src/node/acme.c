@@ -814,20 +814,6 @@ void acme_set_state(acme_t *a, const spec_state_t *s)
 /* ---- start, stop -------------------------------------------------------------- */
 
 /* dir (root:gid, mode) made or put right: the node's own tree. */
-static int own_dir(const char *path, mode_t mode, gid_t gid, err_t *e)
-{
-    if (mkdir(path, mode) < 0 && errno != EEXIST)
-        return err_set(e, ERR_INTERNAL, "acme: mkdir %s: %s", path, strerror(errno));
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return err_set(e, ERR_INTERNAL, "acme: open %s: %s", path, strerror(errno));
-    int rc = fchown(fd, 0, gid) == 0 && fchmod(fd, mode) == 0 ? 0 : -1;
-    if (rc < 0)
-        err_set(e, ERR_INTERNAL, "acme: chown/chmod %s: %s", path, strerror(errno));
-    close(fd);
-    return rc;
-}
-
 /* Challenges a run killed with the node left behind: each is valid only
  * during its order, which is over. */
 static void clear_challenges(const char *path)
@@ -906,9 +892,10 @@ acme_t *acme_start(const acme_opts_t *o, err_t *e)
         return NULL;
     }
     a->running = false;
-    if (paths(a, o, e) < 0 || own_dir(a->dir, 0710, o->router_gid, e) < 0 ||
-        own_dir(a->challenges, 0710, o->router_gid, e) < 0 ||
-        own_dir(a->certs, 0710, o->router_gid, e) < 0 || own_dir(a->state, 0700, 0, e) < 0) {
+    if (paths(a, o, e) < 0 || fs_own_dir(a->dir, 0, o->router_gid, 0710, e) < 0 ||
+        fs_own_dir(a->challenges, 0, o->router_gid, 0710, e) < 0 ||
+        fs_own_dir(a->certs, 0, o->router_gid, 0710, e) < 0 ||
+        fs_own_dir(a->state, 0, 0, 0700, e) < 0) {
         acme_stop(a);
         return NULL;
     }

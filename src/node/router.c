@@ -312,23 +312,6 @@ static int find_user(router_t *r, const char *name, err_t *e)
     }
 }
 
-/* mkdir path (if missing), then exactly uid:gid and mode, by descriptor. */
-static int own_dir(const char *path, uid_t uid, gid_t gid, mode_t mode, err_t *e)
-{
-    if (mkdir(path, mode) < 0 && errno != EEXIST)
-        return err_set(e, ERR_INTERNAL, "create %s: %s", path, strerror(errno));
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return err_set(e, ERR_INTERNAL, "open %s: %s", path, strerror(errno));
-    if (fchown(fd, uid, gid) < 0 || fchmod(fd, mode) < 0) {
-        int err = errno;
-        close(fd);
-        return err_set(e, ERR_INTERNAL, "set owner and mode of %s: %s", path, strerror(err));
-    }
-    close(fd);
-    return 0;
-}
-
 /* Who may reach what: the router's group searches dir, keys/ (it opens
  * <domain>.pem by name) and homes/; it adds its sockets to run/, sticky
  * and open to all (only root and its group can reach it): the kernel's
@@ -336,12 +319,15 @@ static int own_dir(const char *path, uid_t uid, gid_t gid, mode_t mode, err_t *e
  * the router would leave there.  The containers see subscribe/ only. */
 static int make_dirs(router_t *r, err_t *e)
 {
-    if (fs_mkdirs(r->dir, 0700, e) < 0 || own_dir(r->dir, 0, r->gid, 0710, e) < 0 ||
-        own_dir(r->keys, 0, r->gid, 0710, e) < 0 || own_dir(r->subscribe, 0, 0, 0755, e) < 0 ||
-        own_dir(r->homes, 0, r->gid, 0710, e) < 0 || own_dir(r->run, 0, r->gid, 01733, e) < 0 ||
-        own_dir(r->tls, 0, r->gid, 0710, e) < 0 || own_dir(r->acme, 0, r->gid, 0710, e) < 0 ||
-        own_dir(r->acme_challenges, 0, r->gid, 0710, e) < 0 ||
-        own_dir(r->acme_certs, 0, r->gid, 0710, e) < 0)
+    if (fs_mkdirs(r->dir, 0700, e) < 0 || fs_own_dir(r->dir, 0, r->gid, 0710, e) < 0 ||
+        fs_own_dir(r->keys, 0, r->gid, 0710, e) < 0 ||
+        fs_own_dir(r->subscribe, 0, 0, 0755, e) < 0 ||
+        fs_own_dir(r->homes, 0, r->gid, 0710, e) < 0 ||
+        fs_own_dir(r->run, 0, r->gid, 01733, e) < 0 ||
+        fs_own_dir(r->tls, 0, r->gid, 0710, e) < 0 ||
+        fs_own_dir(r->acme, 0, r->gid, 0710, e) < 0 ||
+        fs_own_dir(r->acme_challenges, 0, r->gid, 0710, e) < 0 ||
+        fs_own_dir(r->acme_certs, 0, r->gid, 0710, e) < 0)
         return -1;
     /* The mount point of <dir> in the router's namespace. */
     if (mkdir(ROUTER_INSIDE, 0755) < 0 && errno != EEXIST)
