@@ -195,8 +195,8 @@ static int build_argv(router_t *r, err_t *e)
      * answers its own stats socket (router-stats.sock, .1, ...), summed by
      * the sampler. */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    if (add_opt(r, &n, "--http-processes", str_printf("%ld", cpus < 1 ? 1 : cpus > 8 ? 8 : cpus),
-                e) < 0)
+    long procs = cpus < 1 ? 1 : cpus > ROUTER_MAX_PROCESSES ? ROUTER_MAX_PROCESSES : cpus;
+    if (add_opt(r, &n, "--http-processes", str_printf("%ld", procs), e) < 0)
         return -1;
     /* The addresses are shared sockets: uWSGI binds them first, as root (a
      * port below 1024 needs that), then drops to the router's user (uid,

@@ -44,6 +44,10 @@
 /* Where the router sees its directory (<state_dir>/router): bound there in
  * its mount namespace, since the state directory is root's only (0700). */
 #define ROUTER_INSIDE "/run/imperium-router"
+/* The router runs one http process per core, at most this many; each
+ * answers a stats socket of its own (router_stats_path(), then ".1", ...),
+ * which the sampler reads and sums. */
+#define ROUTER_MAX_PROCESSES 8
 
 /* Inside every container: the directory holding the subscription socket. */
 #define ROUTER_SUBSCRIBE_INSIDE "/run/subscribe"

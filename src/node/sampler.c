@@ -20,6 +20,7 @@
 #include "../runtime/cgroup.h"
 #include "../runtime/quota.h"
 #include "nodestats.h"
+#include "router.h"
 
 /* The router answers its stats at once; a hung one must not hold the loop. */
 #define STATS_TIMEOUT_MS 200
@@ -44,7 +45,7 @@ typedef struct {
 /* The router's http processes each count what they route and answer on a
  * stats socket of their own: router_stats, then router_stats.1, .2, ...
  * (uwsgi/imperium_router.c); the hits are their sum. */
-#define ROUTER_STATS_PROCS 8
+#define ROUTER_STATS_PROCS ROUTER_MAX_PROCESSES
 
 struct sampler {
     node_cfg_t node;
