@@ -188,8 +188,9 @@ static int build_argv(router_t *r, err_t *e)
         add_opt(r, &n, "--master", NULL, e) < 0 || add_opt(r, &n, "--die-on-term", NULL, e) < 0 ||
         add_opt(r, &n, "--subscription-dotsplit", NULL, e) < 0)
         return -1;
-    /* One HTTP process per core (up to 8): measured 0.87x the app's own
-     * http-socket with 2 against 0.61x with 1 (docs/PERFORMANCE.md).  Each
+    /* One HTTP process per core (up to ROUTER_MAX_PROCESSES): with 2, 0.74x
+     * to 0.82x the app's own http-socket (keep-alive clients), against 0.61x
+     * with 1 (docs/PERFORMANCE.md).  Each
      * keeps its own subscription table and TLS contexts (a packet reaches
      * one, which passes it to the others) and counts what it routes: each
      * answers its own stats socket (router-stats.sock, .1, ...), summed by
