@@ -69,7 +69,8 @@ INIT_SRC   := $(wildcard src/init/*.c)
 # The node daemon and its debug CLI; imperium-acme-hook (the challenge hook
 # uacme runs, docs/ROUTER.md "Automatic HTTPS") is a program of its own.
 ACME_HOOK_SRC := src/node/acme_hook_main.c
-NODE_SRC   := $(filter-out $(ACME_HOOK_SRC),$(wildcard src/node/*.c))
+LEGION_HOOK_SRC := src/node/legion_hook_main.c
+NODE_SRC   := $(filter-out $(ACME_HOOK_SRC) $(LEGION_HOOK_SRC),$(wildcard src/node/*.c))
 # ssh into containers: imperium-enter (the login shell), imperium-wall and
 # the shells_broadcast() it runs; the NSS module is built on its own below.
 SSH_SRC    := src/ssh/shells.c
@@ -100,9 +101,10 @@ $(eval $(call library,node,$(filter-out src/node/main.c,$(NODE_SRC))))
 COMMON_LIB  = $(call lib,$(1),common)
 RUNTIME_LIB = $(call lib,$(1),runtime) $(call lib,$(1),common)
 
-.PHONY: all asan deps run check unit e2e clean bench circles
+.PHONY: all asan deps run cluster check unit e2e clean bench circles
 
-BINS := imperium-api imperium $(if $(NODE_SRC),imperium-node imperium-init imperium-acme-hook)
+BINS := imperium-api imperium $(if $(NODE_SRC),imperium-node imperium-init imperium-acme-hook \
+                                 imperium-legion-hook)
 
 all: $(addprefix $(B)/,$(BINS))
 
@@ -150,6 +152,14 @@ $(B)/imperium-acme-hook: $(call obj,$(B),$(ACME_HOOK_SRC)) $(call lib,$(B),node)
 	@$(CC) $(CFLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS)
 
 $(BA)/imperium-acme-hook: $(call obj,$(BA),$(ACME_HOOK_SRC)) $(call lib,$(BA),node) $(call RUNTIME_LIB,$(BA))
+	@echo "  LD-SAN  $@"
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS)
+
+$(B)/imperium-legion-hook: $(call obj,$(B),$(LEGION_HOOK_SRC)) $(call lib,$(B),node) $(call RUNTIME_LIB,$(B))
+	@echo "  LD      $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS)
+
+$(BA)/imperium-legion-hook: $(call obj,$(BA),$(LEGION_HOOK_SRC)) $(call lib,$(BA),node) $(call RUNTIME_LIB,$(BA))
 	@echo "  LD-SAN  $@"
 	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS)
 
@@ -211,6 +221,12 @@ run: deps
 	$(MAKE) all
 	scripts/run.sh
 
+# A Legion of three nodes in network namespaces of their own (root;
+# docs/CLUSTER.md): a floating address, a cluster-domain app, the failover.
+cluster: deps
+	$(MAKE) all
+	IMPERIUM_BIN_DIR=$(CURDIR)/$(B) scripts/cluster.sh
+
 clean:
 	rm -rf $(B)
 
@@ -252,6 +268,27 @@ $(B)/imperium_http_plugin.so $(B)/imperium_corerouter_plugin.so &: $(ROUTER_PLUG
 $(BA)/imperium_http_plugin.so $(BA)/imperium_corerouter_plugin.so &: $(B)/imperium_http_plugin.so $(B)/imperium_corerouter_plugin.so
 	@mkdir -p $(BA)
 	@cp $^ $(BA)/
+
+# cluster-domain (docs/CLUSTER.md): uWSGI's fastrouter, unpatched, built the
+# same way against our corerouter (REQUIRES emptied: uWSGI would load
+# Debian's corerouter_plugin.so beside ours).
+all: $(B)/imperium_fastrouter_plugin.so
+
+asan: $(BA)/imperium_fastrouter_plugin.so
+
+$(B)/imperium_fastrouter_plugin.so: $(B)/imperium_corerouter_plugin.so
+	@test -d $(UWSGI_PLUGINS_SRC)/fastrouter || { echo "uWSGI's plugin sources are missing: apt-get install uwsgi-src (scripts/packages.txt)"; exit 1; }
+	@echo "  UWSGI   $@"
+	@rm -rf $(B)/uwsgi-fr-src && mkdir -p $(B)/uwsgi-fr-src/plugins
+	@cp -r $(UWSGI_PLUGINS_SRC)/fastrouter $(UWSGI_PLUGINS_SRC)/corerouter $(B)/uwsgi-fr-src/plugins/
+	@sed -i "s/^REQUIRES = .*/REQUIRES = []/" $(B)/uwsgi-fr-src/plugins/fastrouter/uwsgiplugin.py
+	@uwsgi --dot-h > $(B)/uwsgi-fr-src/uwsgi.h
+	@cd $(B)/uwsgi-fr-src && { uwsgi --build-plugin "plugins/fastrouter imperium_fastrouter" > build.log 2>&1 || { cat build.log; exit 1; }; }
+	@cp $(B)/uwsgi-fr-src/imperium_fastrouter_plugin.so $@
+
+$(BA)/imperium_fastrouter_plugin.so: $(B)/imperium_fastrouter_plugin.so
+	@mkdir -p $(BA)
+	@cp $< $@
 
 # ssh into containers (docs/SSH.md): the NSS module and the login shell run
 # inside sshd (a non-sanitized program; the shell is setuid root once

@@ -15,8 +15,9 @@ wrong-password flood), converge, start, vassal, router, https (the router's
 TLS against nginx with the same certificate), netpolicy (the nft
 table), network (link live, throughput between linked containers), sampling
 (the node agent's CPU and RSS with 200 containers, metrics sampled every 60 s
-and every 5 s, against no sampling).  Needs root for everything but `api` and
-`auth`."""
+and every 5 s, against no sampling), failover (10 kills of a Legion's Lord:
+the time to the first answer on the floating address).  Needs root for
+everything but `api` and `auth`."""
 
 import argparse
 import base64
@@ -48,7 +49,7 @@ WRK_LUA = os.path.join(ROOT, "bench", "wrk.lua")
 SHORTCUTS = os.path.join(ROOT, "etc", "uwsgi", "shortcuts.ini")
 NETTOOL = os.path.join(ROOT, "tests", "e2e", "nettool.py")  # TCP echo and prober
 SECTIONS = ("api", "auth", "converge", "start", "vassal", "router", "https", "netpolicy",
-            "network", "sampling")
+            "network", "sampling", "failover")
 NO_ROOT = ("api", "auth")  # sections that start no container
 MARKER = ".imperium-bench"
 EMPEROR_READY = b"*** starting uWSGI Emperor ***"
@@ -1275,6 +1276,119 @@ class Bench:
         say("    stopping the sampling node's containers")
         node.teardown()
 
+    # ---- failover: the Legion's floating address (issue 19, docs/CLUSTER.md) --------
+    def bench_failover(self):
+        """Three nodes in network namespaces of their own plugged into a world
+        namespace, one legion (quorum 2), a cluster-domain vassal on each;
+        `rounds` times the Lord dies as a machine does (nodeutil.kill_node:
+        kill -9 of its member, router and daemon, then its uplink down) and a
+        client in the world asks the floating address every 50 ms (0.3 s
+        timeout): the time from the kill to the end of the first good answer.
+        Then the node comes back (youngest member: no steal-back) and rejoins
+        before the next round."""
+        rounds = 3 if self.quick else 10
+        freq, tolerance = 1, 1
+        say(f"== F. Failover ({rounds} Lord kills): from kill -9 of the whole Lord (member, "
+            "router, daemon; then its uplink down) to the first good answer on the floating "
+            f"address from the world namespace; 3 nodes, quorum 2, legion_freq {freq} s, "
+            f"legion_tolerance {tolerance} s")
+        # The end-to-end tests' legion helpers (RouterNetNode, make_legion,
+        # lord_of, kill_node) and their Api, on this bench's API and binaries:
+        # one copy of each.
+        import conftest
+        import nodeutil
+        nodeutil.NODE = os.path.join(self.bin, "imperium-node")
+        nodeutil.BASE = self.run_dir  # short: uWSGI's socket paths under it must fit 108 bytes
+        api = self.api()
+        tapi = conftest.Api(api.dir, api.port, api.proc, api.logpath)
+        try:
+            took, moved, lords = self.failover_rounds(nodeutil, tapi, rounds, freq, tolerance)
+        except AssertionError as e:  # the helpers' own checks
+            raise BenchError(str(e)[-3000:]) from None
+        say(f"    {', '.join(f'{t:.2f}' for t in took)} s (the Lords killed: nodes "
+            f"{', '.join(map(str, lords))}); the address on a live member after "
+            f"{', '.join(f'{t:.2f}' for t in moved)} s (p50 {pct(moved, 50):.2f} s)")
+        say(f"    p50 {pct(took, 50):.2f} s, max {max(took):.2f} s; configured detection: "
+            f"legion_tolerance {tolerance} s + one legion_freq {freq} s to agree")
+        detect = tolerance + freq
+        self.results.add("failover", "Lord killed to first answer p50", pct(took, 50), detect,
+                         "s", "legion_tolerance + legion_freq", target="< 3 s",
+                         ok=pct(took, 50) < 3, digits=2)
+        self.results.add("failover", "Lord killed to first answer max", max(took), detect,
+                         "s", "legion_tolerance + legion_freq", target="< 5 s",
+                         ok=max(took) < 5, digits=2)
+
+    def failover_rounds(self, nodeutil, tapi, rounds, freq, tolerance):
+        """The seconds from each kill to the first good answer and to the
+        address on a live member, and which node (1-3) was the Lord each time."""
+        world = nodeutil.World()
+        self.cleanup.push("delete the world namespace", world.close)
+        # Runs after the nodes' cleanup: a mount a failed stop-all left under the run dir.
+        self.cleanup.push("unmount leftovers", lambda: unmount_below(self.run_dir))
+        conf = f"legion_freq = {freq}\nlegion_tolerance = {tolerance}\nstop_timeout = 5\n"
+        nodes = []
+        for _ in range(3):
+            n = nodeutil.RouterNetNode(tapi, nodeutil.new_base("lg-"), world, conf=conf)
+            self.cleanup.push(f"node {n.server['name']}", n.cleanup)
+            nodes.append(n)
+            n.start()
+        legion = nodeutil.make_legion(tapi, nodes)
+        floating, name = legion["address"], "failover.example.org"
+        owner = nodes[0].auth
+        nodeutil.add_domain(tapi, owner, name)
+        for k, n in enumerate(nodes):
+            uid = nodeutil.launch(n, {"id": self.host_distro}, [self.ssh_key()], auth=owner)
+            n.vassal(uid, "app.ini", "[uwsgi]\nplugin = 0:python\nwsgi-file = $(HOME)/app.py\n"
+                     f"cluster-domain = {name}\n",
+                     files=[("app.py", f"NAME = 'n{k + 1}'\n" + nodeutil.PY_APP)])
+
+        def good():
+            try:
+                r = nodes[0].get(name, timeout=0.3, address=floating)
+                return r.status_code == 200 and "Hello i am python" in r.text
+            except requests.RequestException:
+                return False
+
+        def joined(n):
+            """Its member hears the two others, all three past their first
+            listening as arbiters (valor 0, legion.h), and agrees on a Lord."""
+            try:
+                st = legion_stats(os.path.join(n.state, "legion", legion["name"], "stats.sock"),
+                                  legion["name"])
+            except (OSError, ValueError):
+                return False
+            members = (st or {}).get("members", [])
+            return (st and st.get("valor", 0) > 0 and st.get("lord_valor") and len(members) == 2
+                    and all(m.get("valor", 0) > 0 for m in members))
+
+        took, moved, lords = [], [], []
+        for _ in range(rounds):
+            wait_for(lambda: all(joined(n) for n in nodes) and nodeutil.lord_of(nodes)
+                     and good(), 60, "three members, a Lord and an answer on " + floating, 0.1)
+            lord = nodeutil.lord_of(nodes)
+            lords.append(nodes.index(lord) + 1)
+            live = [n for n in nodes if n is not lord]
+            t0 = time.monotonic()
+            nodeutil.kill_node(lord)
+            moved_at = None  # when a live member holds the address (the dead one keeps its /32)
+            while not good():
+                if moved_at is None and nodeutil.lord_of(live):
+                    moved_at = time.monotonic()
+                if time.monotonic() - t0 > 30:
+                    raise BenchError(f"no answer on {floating} 30 s after the Lord's death")
+                time.sleep(0.05)
+            took.append(time.monotonic() - t0)
+            if nodeutil.lord_of(live) is None:
+                raise BenchError(f"{floating} answers but no live member holds it")
+            moved.append((moved_at or time.monotonic()) - t0)
+            # Back as from a reboot: the daemon first (it drops a stale address
+            # of its legions before its member starts), then the link.
+            lord.start()
+            wait_for(lambda: nodeutil.lord_of([lord]) is None, 10,
+                     "the restarted node to drop its stale floating address", 0.05)
+            lord.ns.ip("link", "set", "world0", "up")
+        return took, moved, lords
+
 
 # ---- baselines and helpers --------------------------------------------------------
 
@@ -1375,6 +1489,34 @@ def https_status(port, name, cafile, timeout=2):
             return int(head[1]), f"{s.version()}, {s.cipher()[0]}"
     except (OSError, ValueError, IndexError) as e:
         return 0, repr(e)
+
+
+def unmount_below(path):
+    """Unmount whatever is still mounted under path (deepest first): belt and
+    braces after stop-all, before the directory is removed."""
+    path = os.path.realpath(path) + "/"
+    points = {line.split()[4] for line in helpers.mount_lines()}  # mountinfo: 5th field
+    points = [m for m in points if m.startswith(path)]
+    for m in sorted(points, key=len, reverse=True):
+        p = subprocess.run(["umount", m], capture_output=True, text=True, timeout=30)
+        say(f"bench: unmounted a leftover {m}" if p.returncode == 0
+            else f"bench: cannot unmount {m}: {p.stderr.strip()}")
+
+
+def legion_stats(path, name):
+    """The legion `name`'s entry in a uWSGI legion member's stats socket
+    (legion, valor, i_am_the_lord, lord_valor, members, ...), or None."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(1)
+    try:
+        s.connect(path)
+        data = b""
+        while (chunk := s.recv(65536)):
+            data += chunk
+    finally:
+        s.close()
+    return next((lg for lg in json.loads(data).get("legions", []) if lg.get("legion") == name),
+                None)
 
 
 def ssh_key(run_dir):

@@ -293,6 +293,8 @@ router_https = ${10}
 veth_prefix = $6
 nft_table = $7
 nat = off
+# No legion in the demo, and both routers would want the cluster port.
+cluster_port = 0
 # A sample of every container every 5 s (60 by default), so the metrics
 # calls show numbers within seconds; the node's own health on METRICS.
 metrics_interval = 5

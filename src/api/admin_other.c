@@ -9,6 +9,7 @@
 #include "rows.h"
 
 #include <arpa/inet.h>
+#include <sodium.h>
 #include <string.h>
 #include <time.h>
 
@@ -152,10 +153,19 @@ static void legion_write(req_t *r, long long id)
     if (db_begin(r->db, &e) < 0)
         return reply_internal(r, &e);
     if (!id) {
+        /* Without a key of the supplier's, a random one: the members seal
+         * what they send each other with it (an empty key is never joined,
+         * and a short one can be guessed offline from a captured packet). */
+        unsigned char raw[32];
+        char hex[2 * sizeof raw + 1];
+        randombytes_buf(raw, sizeof raw);
+        sodium_bin2hex(hex, sizeof hex, raw, sizeof raw);
         id = db_scalar_int(r->db, &e, 0,
-                           "INSERT INTO legions (name, address) VALUES ($1, $2) RETURNING id",
+                           "INSERT INTO legions (name, address, key) VALUES ($1, $2, $3) "
+                           "RETURNING id",
                            DB_ARGS(DB_TEXT(field_str(r, "name")),
-                                   DB_TEXT(field_str(r, "address"))));
+                                   DB_TEXT(field_str(r, "address")), DB_TEXT(hex)));
+        sodium_memzero(raw, sizeof raw);
         if (id <= 0)
             goto fail;
     }

@@ -5,8 +5,9 @@
 
 #include <stdbool.h>
 
-/* What tells the two views apart: the admin's shows the legion's id and
- * note and names its nodes; a node's addresses them. */
+/* What tells the two views apart: the admin's shows the legion's note and
+ * names its nodes; a node's addresses them.  Both show the id: a node's
+ * legion UDP port is legion_port + id, the same on every member. */
 typedef struct {
     bool admin;
     const char *nodes_sql; /* $1 = the legion's id */
@@ -28,7 +29,7 @@ static json_t *legion_row(db_t *db, err_t *e, db_res_t *res, int row, void *ctx)
     json_t *nodes = rows_str_list(db, e, v->nodes_sql, id);
     if (!nodes)
         return NULL;
-    json_t *o = v->admin ? json_pack("{s:I}", "id", (json_int_t)id) : json_object();
+    json_t *o = json_pack("{s:I}", "id", (json_int_t)id);
     if (!o ||
         json_object_update_new(o, json_pack("{s:s,s:s,s:s,s:I}", "name", db_get(res, row, 1),
                                             "address", db_get(res, row, 2), "key",

@@ -13,7 +13,7 @@
  * key, quorum, note, nodes (server names, by name).  NULL with e set. */
 json_t *legions_admin_json(db_t *db, err_t *e);
 /* The legions server `server_id` belongs to, in id order, as its node's
- * state shows them: name, address, key, quorum, nodes (server addresses, in
+ * state shows them: id, name, address, key, quorum, nodes (server addresses, in
  * server id order).  NULL with e set. */
 json_t *legions_of_server_json(db_t *db, err_t *e, long long server_id);
 

@@ -144,7 +144,9 @@ static json_t *containers_state(db_t *db, err_t *e, long long server_id)
 }
 
 /* The domains the router of this node must accept subscriptions for: those
- * of every customer with a container here, each with its owner's key. */
+ * of every customer with a container here or on another member of one of
+ * its legions (their cluster-domain subscriptions arrive from the members,
+ * docs/CLUSTER.md), each with its owner's key. */
 static json_t *domain_state(db_res_t *res, int row)
 {
     return json_pack("{s:s,s:s,s:s}", "name", db_get(res, row, 0), "customer",
@@ -156,7 +158,9 @@ static json_t *domains_state(db_t *db, err_t *e, long long server_id)
     return rows_json(db, e, domain_state,
                      "SELECT d.name, cu.uuid, cu.rsa_pubkey FROM domains d "
                      "JOIN customers cu ON cu.id = d.customer_id WHERE d.customer_id IN "
-                     "(SELECT customer_id FROM containers WHERE server_id = $1) "
+                     "(SELECT customer_id FROM containers WHERE server_id = $1 OR server_id IN "
+                     "(SELECT n2.server_id FROM legion_nodes n1 JOIN legion_nodes n2 "
+                     "USING (legion_id) WHERE n1.server_id = $1)) "
                      "ORDER BY d.name",
                      DB_ARGS(DB_INT(server_id)));
 }

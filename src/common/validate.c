@@ -368,19 +368,25 @@ bool loopbox_path_valid(const char *path, size_t max_len, char *reason, size_t r
 }
 
 /* Public ports the platform itself uses on every node (ssh, the HTTP(S)
- * router, the alternative ssh and HTTP ports); ports below 1025 are refused
- * by the range check as well. */
-static const long long portmap_reserved[] = {22, 80, 443, 2222, 8000, 8080, 8443};
+ * router, the alternative ssh and HTTP ports, the legions' cluster_port and
+ * cluster_gate_port); ports below 1025 are refused by the range check as
+ * well.  And the default legion ports of the first legions (legion_port
+ * 4242 + the legion's id): the node itself refuses a mapping of whatever
+ * ports its own settings give (docs/CLUSTER.md). */
+static const long long portmap_reserved[] = {22, 80, 443, 2222, 3032, 3033, 8000, 8080, 8443};
+#define PORTMAP_LEGION_FIRST 4242
+#define PORTMAP_LEGION_LAST 4341
 
 bool portmap_public_port_valid(long long port, char *reason, size_t rlen)
 {
     if (port < 1025 || port > 65535)
         return snprintf(reason, rlen, "'public_port' must be 1025 to 65535"), false;
-    for (size_t i = 0; i < sizeof portmap_reserved / sizeof portmap_reserved[0]; i++)
-        if (port == portmap_reserved[i])
-            return snprintf(reason, rlen, "public port %lld is used by the platform itself",
-                            port),
-                   false;
+    bool ours = port >= PORTMAP_LEGION_FIRST && port <= PORTMAP_LEGION_LAST;
+    for (size_t i = 0; !ours && i < sizeof portmap_reserved / sizeof portmap_reserved[0]; i++)
+        ours = port == portmap_reserved[i];
+    if (ours)
+        return snprintf(reason, rlen, "public port %lld is used by the platform itself", port),
+               false;
     return true;
 }
 

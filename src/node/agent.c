@@ -44,6 +44,7 @@
 #include "../runtime/quota.h"
 #include "acme.h"
 #include "channel.h"
+#include "legion.h"
 #include "loopboxes.h"
 #include "netpolicy.h"
 #include "alarms.h"
@@ -92,6 +93,7 @@ typedef struct {
     long long net_check_ms; /* the next netpolicy_check */
     char net_check_error[512]; /* why the last check failed; "" when it worked */
     overlay_t *ov;         /* links across servers; NULL with overlay = off */
+    legions_t *lg;         /* the legion members and their addresses (legion.h) */
     alarms_t *alarms;      /* system alarms and their delivery (alarms.h) */
     sampler_t *sampler;    /* the containers' metrics; NULL with metrics_interval = 0 */
     loopboxes_t *lb;       /* the loopboxes' thread (loopboxes.h) */
@@ -214,6 +216,13 @@ static int network_setup(const agent_cfg_t *c, err_t *e)
 /* Automatic HTTPS (acme.h): its thread, before the gate that feeds it.
  * Without acme_directory there is none, and the gate refuses
  * auto-ssl-domain subscriptions saying so. */
+/* cluster-domain's fastrouter port, or 0: it needs the router and the
+ * node's network (nft keeps the port to the legion's members). */
+static int cluster_port(const agent_cfg_t *c)
+{
+    return c->router_http && c->node.net.on ? c->cluster_port : 0;
+}
+
 static int acme_setup(agent_t *a, const char *router_dir, err_t *e)
 {
     const agent_cfg_t *c = a->cfg;
@@ -345,7 +354,8 @@ static int setup(agent_t *a, err_t *e)
     if (c->router_http) {
         char *dir = str_printf("%s/%s", c->node.state_dir, AGENT_ROUTER_DIR);
         router_opts_t ro = {.uwsgi = c->router_uwsgi, .http = c->router_http,
-                            .https = c->router_https, .dir = dir, .user = c->router_user};
+                            .https = c->router_https, .dir = dir, .user = c->router_user,
+                            .cluster_port = cluster_port(c)};
         a->router = dir ? router_new(&ro, e) : NULL;
         if (a->router && acme_setup(a, dir, e) < 0) {
             free(dir);
@@ -358,6 +368,9 @@ static int setup(agent_t *a, err_t *e)
         node.sockets_dir = router_sockets_dir(a->router);
         node.sockets_gid = router_gid(a->router);
         char *listen = str_printf("%s/%s", node.subscribe_dir, ROUTER_SUBSCRIBE_SOCKET);
+        char *cluster = cluster_port(c) ? str_printf("%s/%s", node.subscribe_dir,
+                                                     ROUTER_SUBSCRIBE_CLUSTER)
+                                        : NULL;
         subgate_opts_t go = {.listen_path = listen,
                              .router_path = router_subscription_server(a->router),
                              .router_uid = router_uid(a->router),
@@ -370,9 +383,14 @@ static int setup(agent_t *a, err_t *e)
                                                  : NULL,
                              .router_gid = router_gid(a->router),
                              .acme_want = a->acme ? acme_want_cb : NULL,
-                             .acme_arg = a->acme};
-        a->gate = listen ? subgate_start(&go, e) : NULL;
+                             .acme_arg = a->acme,
+                             .cluster_listen_path = cluster,
+                             .cluster_router_path = router_cluster_server(a->router),
+                             .cluster_port = c->cluster_port,
+                             .cluster_gate_port = c->cluster_gate_port};
+        a->gate = listen && (cluster || !cluster_port(c)) ? subgate_start(&go, e) : NULL;
         free(listen);
+        free(cluster);
         if (!a->gate)
             return e->msg[0] ? -1 : err_set(e, ERR_INTERNAL, "out of memory");
         if (router_fd(a->router) >= 0 && add_fd(a, router_fd(a->router), EV_ROUTER, e) < 0)
@@ -386,7 +404,8 @@ static int setup(agent_t *a, err_t *e)
                     .stop_timeout_ms = c->stop_timeout_ms,
                     .restart_grace_ms = c->restart_grace_ms,
                     .on_alarm = on_alarm,
-                    .alarm_ctx = a};
+                    .alarm_ctx = a,
+                    .cluster_port = cluster_port(c)};
     if (!(a->sv = sv_new(&so, e)) || add_fd(a, sv_fd(a->sv), EV_INITS, e) < 0)
         return -1;
     sv_adopt_all(a->sv);
@@ -396,6 +415,12 @@ static int setup(agent_t *a, err_t *e)
                            .remount_delay_s = c->loopbox_remount_delay,
                            .max_devices = c->loopbox_max};
     if (!(a->lb = loopboxes_new(&lo, e)))
+        return -1;
+    legion_opts_t lgo = {.state_dir = c->node.state_dir, .uwsgi = c->node.uwsgi,
+                         .uplink = c->uplink, .router = c->router_http != NULL,
+                         .network = c->node.net.on, .port = c->legion_port,
+                         .freq = c->legion_freq, .tolerance = c->legion_tolerance};
+    if (!(a->lg = legions_new(&lgo, e)))
         return -1;
     load_saved_state(a);
     if (network_policy(a, e) < 0 || overlay_setup(a, e) < 0)
@@ -433,6 +458,7 @@ static void teardown(agent_t *a)
     a->ch = NULL;
     alarms_free(a->alarms); /* before curl_global_cleanup: it uses libcurl */
     a->alarms = NULL;
+    legions_free(a->lg); /* its members stop (the Lord hands over) and drop the address */
     sampler_free(a->sampler);
     spec_free(a->saved);
     spec_free(a->unsaved);
@@ -630,8 +656,11 @@ static void apply_state(agent_t *a, const spec_state_t *state)
 {
     network_apply(a, state); /* first: it decides whether containers may start */
     overlay_step(a, state);  /* after the table that says what the overlay carries */
+    legions_set_state(a->lg, state); /* after the table that admits the members */
     if (a->router)
         router_set_domains(a->router, state->domains, state->n_domains);
+    subgate_set_cluster(a->gate, state->server.address, state->legions, state->n_legions,
+                        state->domains, state->n_domains);
     acme_set_state(a->acme, state);
     sv_set_state(a->sv, state);
     alarms_set_state(a->alarms, state);
@@ -697,6 +726,9 @@ static int timeout_ms(const agent_t *a)
     d = sampler_next_deadline(a->sampler);
     if (d >= 0 && d < next)
         next = d;
+    d = legions_next_deadline(a->lg);
+    if (d >= 0 && d < next)
+        next = d;
     d = alarms_next_deadline(a->alarms);
     if (d >= 0 && d < next)
         next = d;
@@ -730,6 +762,7 @@ static void loop(agent_t *a)
         network_retry(a);
         network_check(a);
         overlay_step(a, NULL);
+        legions_tick(a->lg);
         alarms_tick(a->alarms);
         sv_converge(a->sv);
         if (a->unsaved) {

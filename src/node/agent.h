@@ -53,6 +53,13 @@ typedef struct {
     int outbox_max;           /* bodies the channel keeps for the API (channel.h) */
     int outbox_max_bytes;     /* and their bytes */
     int max_subscriptions;    /* router addresses per container (subgate.h) */
+    /* cluster-domain (subgate.h, docs/CLUSTER.md): the same on every member. */
+    int cluster_port;      /* TCP, the router's fastrouter; 0: no cluster domains */
+    int cluster_gate_port; /* UDP, gate to gate */
+    /* Legions (legion.h, docs/CLUSTER.md): the same on every member. */
+    int legion_port;      /* the legion of API id k uses UDP legion_port + k */
+    int legion_freq;      /* uWSGI --legion-freq, seconds */
+    int legion_tolerance; /* uWSGI --legion-tolerance, seconds */
     /* Automatic HTTPS (acme.h): auto-ssl-domain certificates. */
     const char *acme_directory; /* the ACME directory URL; NULL: auto-ssl-domain refused */
     const char *acme_ca_bundle; /* the CA bundle uacme trusts; NULL: the system's */

@@ -22,6 +22,7 @@
 #include "acme.h"
 #include "alarms.h"
 #include "channel.h"
+#include "legion.h"
 #include "loopboxes.h"
 #include "netpolicy.h"
 #include "nodestats.h"
@@ -205,6 +206,16 @@ const setting_t agent_settings[] = {
      .idef = SUBGATE_DEFAULT_MAX, .meta = "N",
      .help = "distinct socket addresses a container may subscribe to the router at once; "
              "beyond it a subscription is refused (logged in its logs/router.log)"},
+    {"cluster_port", 0, SET_INT, AT(cluster_port), .min = 0, .max = 65535,
+     .idef = SUBGATE_DEFAULT_CLUSTER_PORT, .meta = "PORT",
+     .help = "TCP port of the router's fastrouter, where a legion's Lord sends this node's "
+             "share of a cluster-domain (bound 0.0.0.0, the same on every member; needs "
+             "router_http and network = on; 0: no cluster domains)"},
+    {"cluster_gate_port", 0, SET_INT, AT(cluster_gate_port), .min = 1, .max = 65535,
+     .idef = SUBGATE_DEFAULT_CLUSTER_GATE_PORT, .meta = "PORT",
+     .help = "UDP port where legion members' subscription gates send each other cluster-domain "
+             "subscriptions, sealed with the legion's key (bound 0.0.0.0, the same on every "
+             "member)"},
     {"acme_directory", 0, SET_STRP, AT(acme_directory), .def = "",
      .check = check_acme_directory, .meta = "URL",
      .help = "the ACME server's directory auto-ssl-domain certificates come from, e.g. "
@@ -258,6 +269,16 @@ const setting_t agent_settings[] = {
     {"overlay_mtu", 0, SET_INT, AT(overlay.mtu), .min = OVERLAY_MTU_MIN, .max = OVERLAY_MTU_MAX,
      .idef = OVERLAY_DEFAULT_MTU, .meta = "N",
      .help = "the overlay's MTU, and uwsgi0's with the overlay on: the underlay's minus 50"},
+    {"legion_port", 0, SET_INT, AT(legion_port), .min = 1, .max = 65535,
+     .idef = LEGION_DEFAULT_PORT, .meta = "PORT",
+     .help = "the legion of API id k uses UDP port legion_port + k (the same on every member)"},
+    {"legion_freq", 0, SET_INT, AT(legion_freq), .min = 1, .max = 60,
+     .idef = LEGION_DEFAULT_FREQ, .meta = "SECONDS",
+     .help = "seconds between a legion member's announcements (uWSGI legion-freq)"},
+    {"legion_tolerance", 0, SET_INT, AT(legion_tolerance), .min = 1, .max = 600,
+     .idef = LEGION_DEFAULT_TOLERANCE, .meta = "SECONDS",
+     .help = "seconds of silence before a member is gone (uWSGI legion-tolerance; failover "
+             "takes about twice this)"},
     {"metrics_interval", 0, SET_INT, AT(metrics_interval), .min = 0, .max = 86400,
      .idef = AGENT_DEFAULT_METRICS_INTERVAL_S, .meta = "SECONDS",
      .help = "seconds between samples of the containers' metrics sent to the API "
@@ -429,7 +450,10 @@ netpolicy_cfg_t agent_netpolicy_cfg(const agent_cfg_t *c)
                              .network = c->node.net.network,
                              .prefixlen = c->node.net.prefixlen,
                              .gateway = c->node.net.gateway,
-                             .overlay = &c->overlay};
+                             .overlay = &c->overlay,
+                             .legion_port = c->legion_port,
+                             .cluster_port = c->cluster_port,
+                             .cluster_gate_port = c->cluster_gate_port};
 }
 
 int agent_lock(const agent_cfg_t *c, err_t *e)

@@ -291,9 +291,27 @@ static int collect_pairs(const spec_state_t *s, want_t *w)
     return 0;
 }
 
+/* Is public port `port` (udp or tcp) one the node's legions listen on?  A
+ * mapping of it would be DNATed in prerouting, before the input chain
+ * keeps these ports to the members: a container would get the Lord's
+ * requests for every cluster domain, the members' envelopes or their
+ * Legion announcements. */
+static bool legion_port_taken(const netpolicy_cfg_t *c, const spec_state_t *s, bool udp,
+                              long long port)
+{
+    if (!udp)
+        return c->cluster_port > 0 && port == c->cluster_port;
+    if (c->cluster_gate_port > 0 && port == c->cluster_gate_port)
+        return true;
+    for (size_t l = 0; l < s->n_legions; l++)
+        if (c->legion_port > 0 && port == (long long)c->legion_port + s->legions[l].id)
+            return true;
+    return false;
+}
+
 /* Why mapping m cannot be applied, or NULL. */
-static const char *mapping_flaw(const netpolicy_cfg_t *c, const spec_portmapping_t *m,
-                                const want_t *w, mapping_t *out)
+static const char *mapping_flaw(const netpolicy_cfg_t *c, const spec_state_t *s,
+                                const spec_portmapping_t *m, const want_t *w, mapping_t *out)
 {
     if (!m->proto || (strcmp(m->proto, "tcp") != 0 && strcmp(m->proto, "udp") != 0))
         return "proto must be tcp or udp";
@@ -305,6 +323,9 @@ static const char *mapping_flaw(const netpolicy_cfg_t *c, const spec_portmapping
                        .private_port = m->private_port};
     if (!container_addr(c, m->container_ip, &out->ip))
         return "container_ip is not a container address";
+    if (legion_port_taken(c, s, out->udp, out->public_port))
+        return "its public port is the node's own (cluster_port, cluster_gate_port or a "
+               "legion's port)";
     for (size_t i = 0; i < w->n_maps; i++)
         if (w->maps[i].udp == out->udp && w->maps[i].public_port == out->public_port)
             return "its public port is mapped already";
@@ -318,7 +339,7 @@ static int collect_mappings(const netpolicy_cfg_t *c, const spec_state_t *s, wan
         return -1;
     for (size_t i = 0; i < n; i++) {
         const spec_portmapping_t *m = &s->portmappings[i];
-        const char *flaw = mapping_flaw(c, m, w, &w->maps[w->n_maps]);
+        const char *flaw = mapping_flaw(c, s, m, w, &w->maps[w->n_maps]);
         if (flaw)
             log_warn("network: port mapping %lld (%s %lld -> %s:%lld) is left out: %s", m->id,
                      m->proto ? m->proto : "?", m->public_port,
@@ -463,6 +484,94 @@ static void put_world(buf_t *b, const netpolicy_cfg_t *c, bool *oom)
     *oom |= buf_printf(b, "\t\toifname \"%s\" accept\n", c->uplink) < 0;
 }
 
+/* A member other than this server whose address is IPv4 and not listed yet. */
+static bool legion_peer(const spec_state_t *s, size_t li, size_t ni)
+{
+    const char *a = s->legions[li].nodes[ni];
+    struct in_addr x;
+    if (!a || inet_pton(AF_INET, a, &x) != 1 ||
+        (s->server.address && !strcmp(a, s->server.address)))
+        return false;
+    for (size_t l = 0; l <= li; l++)
+        for (size_t n = 0; n < (l == li ? ni : s->legions[l].n_nodes); n++)
+            if (s->legions[l].nodes[n] && !strcmp(s->legions[l].nodes[n], a))
+                return false;
+    return true;
+}
+
+/* Whether the node has anything only legion members may reach: a legion,
+ * or the router's fastrouter (cluster_port), which runs in no legion too
+ * and must never be reachable from the world: it takes uwsgi packets whose
+ * variables (REMOTE_ADDR, HTTPS_DN...) the vassal believes. */
+static bool legion_guarded(const netpolicy_cfg_t *c, const spec_state_t *s)
+{
+    return s->n_legions || c->cluster_port > 0;
+}
+
+/* The set of the other members (whole replace: it changes rarely; empty in
+ * no legion), declared before the chains. */
+static void put_legion_set(buf_t *b, const netpolicy_cfg_t *c, const spec_state_t *s, bool *oom)
+{
+    if (!legion_guarded(c, s))
+        return;
+    bool any = false;
+    *oom |= buf_appends(b, "\tset legion_peers {\n\t\ttype ipv4_addr\n") < 0;
+    for (size_t l = 0; l < s->n_legions; l++)
+        for (size_t n = 0; n < s->legions[l].n_nodes; n++)
+            if (legion_peer(s, l, n)) {
+                *oom |= buf_printf(b, "%s%s", any ? ", " : "\t\telements = { ",
+                                   s->legions[l].nodes[n]) < 0;
+                any = true;
+            }
+    /* An empty set has no elements line: `elements = { }` is a syntax error. */
+    *oom |= buf_appends(b, any ? " }\n\t}\n" : "\t}\n") < 0;
+}
+
+/* The legions' guarded ports as rules: `udp dport { <legion ports>,
+ * <cluster_gate_port> } <match> <verdict>` and `tcp dport <cluster_port>
+ * <match> <verdict>` (tcp_verdict for TCP). */
+static void put_legion_ports(buf_t *b, const netpolicy_cfg_t *c, const spec_state_t *s,
+                             const char *match, const char *verdict, const char *tcp_verdict,
+                             bool *oom)
+{
+    if (!legion_guarded(c, s))
+        return;
+    buf_t ports = {0};
+    for (size_t l = 0; l < s->n_legions; l++) {
+        long long port = (long long)c->legion_port + s->legions[l].id;
+        if (c->legion_port > 0 && s->legions[l].id > 0 && port <= 65535)
+            *oom |= buf_printf(&ports, "%s%lld", ports.len ? ", " : "", port) < 0;
+    }
+    if (c->cluster_gate_port > 0)
+        *oom |= buf_printf(&ports, "%s%d", ports.len ? ", " : "", c->cluster_gate_port) < 0;
+    if (ports.len)
+        *oom |= buf_printf(b, "\t\tudp dport { %s } %s %s\n", ports.data, match, verdict) < 0;
+    if (c->cluster_port > 0)
+        *oom |= buf_printf(b, "\t\ttcp dport %d %s %s\n", c->cluster_port, match,
+                           tcp_verdict) < 0;
+    buf_free(&ports);
+}
+
+/* Input: the legions' UDP ports (uWSGI's legion, the gates) and the
+ * fastrouter's TCP port only from the other members (legion.h). */
+static void put_legion_input(buf_t *b, const netpolicy_cfg_t *c, const spec_state_t *s,
+                             bool *oom)
+{
+    put_legion_ports(b, c, s, "ip saddr != @legion_peers", "drop", "drop", oom);
+}
+
+/* From a container: never to those ports of a member.  Masqueraded out of
+ * the uplink, a container's packet carries this server's address, which
+ * the member accepts as a member's: it could hand another customer's
+ * vassal a uwsgi request of its making through the member's fastrouter,
+ * or feed the member's Legion and gate. */
+static void put_legion_from_container(buf_t *b, const netpolicy_cfg_t *c,
+                                      const spec_state_t *s, bool *oom)
+{
+    put_legion_ports(b, c, s, "ip daddr @legion_peers", "reject with icmpx admin-prohibited",
+                     "reject with tcp reset", oom);
+}
+
 static void put_filter(buf_t *b, const netpolicy_cfg_t *c, const spec_state_t *s, bool *oom)
 {
     char gw[INET_ADDRSTRLEN], netaddr[INET_ADDRSTRLEN], net[INET_ADDRSTRLEN + 4];
@@ -506,6 +615,7 @@ static void put_filter(buf_t *b, const netpolicy_cfg_t *c, const spec_state_t *s
                        "\t\tip daddr %s meta l4proto tcp reject with tcp reset\n"
                        "\t\tip daddr %s reject with icmpx admin-prohibited\n",
                        p, p, from_mapped, to_mapped, links, net, net) < 0;
+    put_legion_from_container(b, c, s, oom);
     if (world)
         put_world(b, c, oom);
     *oom |= buf_printf(b,
@@ -529,6 +639,7 @@ static void put_filter(buf_t *b, const netpolicy_cfg_t *c, const spec_state_t *s
                            "53 accept\n",
                            p, gw) < 0;
     *oom |= overlay_nft(b, OVERLAY_NFT_INPUT, c->overlay, s, "links") < 0;
+    put_legion_input(b, c, s, oom);
     *oom |= buf_printf(b, "\t\tiifname \"%s*\" reject with icmpx admin-prohibited\n\t}\n", p) < 0;
 }
 
@@ -539,6 +650,7 @@ static char *render_rules(const netpolicy_cfg_t *c, const spec_state_t *s, const
     /* The overlay's set (its peers change rarely: a whole replace) and
      * chain come first, after the table's sets. */
     bool oom = overlay_nft(&b, OVERLAY_NFT_DECLS, c->overlay, s, "links") < 0;
+    put_legion_set(&b, c, s, &oom);
     put_nat(&b, c, w, &oom);
     put_filter(&b, c, s, &oom);
     if (oom) {

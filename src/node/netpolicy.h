@@ -44,6 +44,10 @@ typedef struct {
     int prefixlen;
     uint32_t gateway; /* network byte order */
     const overlay_cfg_t *overlay; /* links across servers (overlay_nft); NULL: none */
+    /* Legions (legion.h): with any legion in the state, these UDP ports
+     * (legion_port + id, cluster_gate_port) and TCP cluster_port accept
+     * only the legions' other members (set legion_peers).  0: no such port. */
+    int legion_port, cluster_port, cluster_gate_port;
 } netpolicy_cfg_t;
 
 /* nft_table's rule (a settings check too): -1 with e naming the setting. */

@@ -55,18 +55,19 @@
 #include "../runtime/state.h"
 #include "tlsfiles.h"
 
-#define MAX_ARGS 48
+#define MAX_ARGS 64
 #define STOP_FOREIGN_MS 5000 /* a router running as another user must go first */
 /* Built by make beside imperium-node (Makefile, uwsgi/). */
 #define ROUTER_PLUGIN "imperium_http_plugin.so"
 #define ROUTER_CR_PLUGIN "imperium_corerouter_plugin.so"
+#define ROUTER_FR_PLUGIN "imperium_fastrouter_plugin.so" /* cluster_port > 0 */
 #define DEFAULT_CERT_CN "imperium default certificate"
 #define DEFAULT_CERT_DAYS 3650
 
 struct router {
     router_opts_t o;
     char *dir, *keys, *subscribe, *log_path, *pid_path, *homes, *run, *server, *tls, *acme,
-        *acme_challenges, *acme_certs, *plugins;
+        *acme_challenges, *acme_certs, *plugins, *cluster_server;
     uid_t uid; /* router_user */
     gid_t gid;
     char *argv[MAX_ARGS];
@@ -81,6 +82,7 @@ struct router {
 const char *router_subscribe_dir(const router_t *r) { return r->subscribe; }
 const char *router_sockets_dir(const router_t *r) { return r->homes; }
 const char *router_subscription_server(const router_t *r) { return r->server; }
+const char *router_cluster_server(const router_t *r) { return r->cluster_server; }
 int router_fd(const router_t *r) { return r->pidfd; }
 uid_t router_uid(const router_t *r) { return r->uid; }
 gid_t router_gid(const router_t *r) { return r->gid; }
@@ -145,6 +147,29 @@ static int add_opt(router_t *r, int *n, const char *opt, char *value, err_t *e)
     return value ? add_arg(r, n, value, e) : 0;
 }
 
+/* cluster-domain: the fastrouter (beside the http plugin), after both. */
+static char *fastrouter_plugin(const char *cr, const char *http, err_t *e)
+{
+    char fr[PATH_MAX];
+    const char *slash = strrchr(http, '/');
+    int dir_len = slash ? (int)(slash - http) : 0;
+    if (snprintf(fr, sizeof fr, "%.*s/%s", dir_len, http, ROUTER_FR_PLUGIN) >= (int)sizeof fr) {
+        err_set(e, ERR_INPUT, "router: %s: path too long", http);
+        return NULL;
+    }
+    if (access(fr, R_OK) < 0) {
+        err_set(e, ERR_INPUT,
+                "the router's fastrouter plugin %s is missing (cluster_port is set; make builds "
+                "it from Debian's uwsgi-src)",
+                fr);
+        return NULL;
+    }
+    char *s = str_printf("%s,%s,%s", cr, http, fr);
+    if (!s)
+        err_set(e, ERR_INTERNAL, "out of memory");
+    return s;
+}
+
 /* The plugins, beside imperium-node unless plugin_dir says: the corerouter
  * first (the http plugin needs it; ours, not Debian's: it renews TLS
  * contexts). */
@@ -169,10 +194,37 @@ static char *plugin_list(const router_t *r, err_t *e)
                 http, cr);
         return NULL;
     }
+    if (r->o.cluster_port > 0)
+        return fastrouter_plugin(cr, http, e);
     char *s = str_printf("%s,%s", cr, http);
     if (!s)
         err_set(e, ERR_INTERNAL, "out of memory");
     return s;
+}
+
+/* cluster-domain: the fastrouter on the node's cluster endpoint (uwsgi
+ * protocol from the Lord's router, routed by Host to this node's vassals),
+ * bound as root like the http listeners (shared socket =2, or =1 without
+ * HTTPS); subscriptions come from the gate's cluster socket only, signed
+ * like the http router's (sign-check and dotsplit are global).  A member
+ * that died costs a request at most 1 s (connect timeout, then the next
+ * node; the dead one is dropped), and its entries go 5 s after its last
+ * announcement (uWSGI drops a node when now - last > tolerance, in whole
+ * seconds; vassals announce every 2 s, so two announcements must be
+ * missed): docs/CLUSTER.md. */
+static int cluster_args(router_t *r, int *n, err_t *e)
+{
+    if (r->o.cluster_port <= 0)
+        return 0;
+    const char *in = ROUTER_INSIDE;
+    return add_opt(r, n, "--shared-socket", str_printf("0.0.0.0:%d", r->o.cluster_port), e) < 0 ||
+                   add_opt(r, n, "--fastrouter", str_printf("=%d", r->o.https ? 2 : 1), e) < 0 ||
+                   add_opt(r, n, "--fastrouter-subscription-server",
+                           str_printf("%s/run/cluster-subscription.sock", in), e) < 0 ||
+                   add_opt(r, n, "--http-connect-timeout", str_printf("1"), e) < 0 ||
+                   add_opt(r, n, "--subscription-tolerance", str_printf("4"), e) < 0
+               ? -1
+               : 0;
 }
 
 static int build_argv(router_t *r, err_t *e)
@@ -220,7 +272,8 @@ static int build_argv(router_t *r, err_t *e)
         add_opt(r, &n, "--subscriptions-sign-check", str_printf("SHA1:%s/keys", in), e) < 0 ||
         add_opt(r, &n, "--http-stats", str_printf("%s/run/router-stats.sock", in), e) < 0 ||
         add_opt(r, &n, "--stats", str_printf("%s/run/stats.sock", in), e) < 0 ||
-        add_opt(r, &n, "--imperium-acme-dir", str_printf("%s/acme/challenges", in), e) < 0)
+        add_opt(r, &n, "--imperium-acme-dir", str_printf("%s/acme/challenges", in), e) < 0 ||
+        cluster_args(r, &n, e) < 0)
         return -1;
     r->argv[n] = NULL;
     return 0;
@@ -423,6 +476,7 @@ router_t *router_new(const router_opts_t *o, err_t *e)
         !(r->homes = str_printf("%s/homes", o->dir)) ||
         !(r->run = str_printf("%s/run", o->dir)) ||
         !(r->server = str_printf("%s/run/subscription.sock", o->dir)) ||
+        !(r->cluster_server = str_printf("%s/run/cluster-subscription.sock", o->dir)) ||
         !(r->tls = str_printf("%s/tls", o->dir)) || !(r->acme = str_printf("%s/acme", o->dir)) ||
         !(r->acme_challenges = str_printf("%s/acme/challenges", o->dir)) ||
         !(r->acme_certs = str_printf("%s/acme/certs", o->dir))) {
@@ -456,6 +510,7 @@ void router_free(router_t *r)
     free(r->homes);
     free(r->run);
     free(r->server);
+    free(r->cluster_server);
     free(r->tls);
     free(r->acme);
     free(r->acme_challenges);

@@ -52,6 +52,7 @@
 /* Inside every container: the directory holding the subscription socket. */
 #define ROUTER_SUBSCRIBE_INSIDE "/run/subscribe"
 #define ROUTER_SUBSCRIBE_SOCKET "http"
+#define ROUTER_SUBSCRIBE_CLUSTER "cluster" /* cluster-domain's (subgate.h) */
 
 typedef struct {
     const char *uwsgi;          /* host path of the uwsgi binary */
@@ -62,6 +63,10 @@ typedef struct {
     const char *dir;            /* <state_dir>/router: keys/, subscribe/, homes/, run/,
                                    tls/, acme/, log, pid */
     const char *user;           /* the router's unprivileged user (ROUTER_DEFAULT_USER) */
+    /* cluster-domain (docs/CLUSTER.md): > 0 runs uWSGI's fastrouter on
+     * 0.0.0.0:cluster_port (the node's cluster endpoint, which the Lord's
+     * router reaches), its subscription server router_cluster_server(). */
+    int cluster_port;
 } router_opts_t;
 
 typedef struct router router_t;
@@ -84,6 +89,8 @@ const char *router_subscribe_dir(const router_t *r);
 const char *router_sockets_dir(const router_t *r);
 /* The router's own subscription server socket (only the gate sends to it). */
 const char *router_subscription_server(const router_t *r);
+/* The fastrouter's (cluster_port > 0), "<dir>/run/cluster-subscription.sock". */
+const char *router_cluster_server(const router_t *r);
 /* The router's stats socket (the sampler reads per-domain hits there),
  * for the router directory dir: "<dir>/run/router-stats.sock", malloc'd. */
 char *router_stats_path(const char *dir);

@@ -131,7 +131,8 @@ static const shape_t portmapping_shape = {"portmappings[]", sizeof(spec_portmapp
                                           portmapping_fields, NULL};
 
 static const field_t legion_fields[] = {
-    STR(spec_legion_t, name), STR(spec_legion_t, address), STR(spec_legion_t, key),
+    INT(spec_legion_t, id), STR(spec_legion_t, name), STR(spec_legion_t, address),
+    STR(spec_legion_t, key),
     INT(spec_legion_t, quorum), STRS(spec_legion_t, nodes), END};
 static const shape_t legion_shape = {"legions[]", sizeof(spec_legion_t), legion_fields, NULL};
 

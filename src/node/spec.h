@@ -125,6 +125,7 @@ typedef struct {
 } spec_link_peer_t;
 
 typedef struct {
+    long long id; /* the API's: the legion's UDP port is legion_port + id */
     char *name, *address, *key;
     long long quorum;
     char **nodes; /* the servers' addresses */

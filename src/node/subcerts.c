@@ -47,6 +47,11 @@ struct subcerts {
     long long forget_ms;
     struct entry *e;
     size_t n, cap;
+    /* The sets other members sent (subcerts_install_set), by (uid, name,
+     * paths): with e[], every user of a copy, so a copy is removed only
+     * when neither a local entry nor a remote set names it. */
+    struct entry *r;
+    size_t rn, rcap;
 };
 
 /* The open sources of one check. */
@@ -89,6 +94,9 @@ void subcerts_free(subcerts_t *c)
     for (size_t i = 0; i < c->n; i++)
         entry_free(&c->e[i]);
     free(c->e);
+    for (size_t i = 0; i < c->rn; i++)
+        entry_free(&c->r[i]);
+    free(c->r);
     free(c->containers_dir);
     free(c->router_homes);
     free(c);
@@ -190,18 +198,28 @@ static void remove_empty_dirs(int uidfd, const char *rel)
     }
 }
 
-/* Remove the copies of `en` no other entry of its container names. */
-static void remove_copies(const subcerts_t *c, const struct entry *en)
+/* Whether an entry of `list` other than `self` names path of uid. */
+static bool named_in(const struct entry *list, size_t n, const struct entry *self, uid_t uid,
+                     const char *path)
+{
+    for (size_t j = 0; j < n; j++)
+        for (int k = 0; k < F_N; k++)
+            if (&list[j] != self && list[j].uid == uid && list[j].path[k] &&
+                !strcmp(list[j].path[k], path))
+                return true;
+    return false;
+}
+
+/* Remove the copies of `en` (i < upto of its paths) that no other user,
+ * a local entry or a remote set of its container, names. */
+static void remove_copies_upto(const subcerts_t *c, const struct entry *en, int upto)
 {
     int uidfd = open_copies(c, en->uid);
-    for (int i = 0; uidfd >= 0 && i < F_N; i++) {
+    for (int i = 0; uidfd >= 0 && i < upto; i++) {
         if (!en->path[i])
             continue;
-        bool shared = false;
-        for (size_t j = 0; j < c->n && !shared; j++)
-            for (int k = 0; k < F_N && !shared; k++)
-                shared = &c->e[j] != en && c->e[j].uid == en->uid && c->e[j].path[k] &&
-                         !strcmp(c->e[j].path[k], en->path[i]);
+        bool shared = named_in(c->e, c->n, en, en->uid, en->path[i]) ||
+                      named_in(c->r, c->rn, en, en->uid, en->path[i]);
         const char *last;
         int parent = shared ? -1 : beneath_parent(uidfd, en->path[i] + en->home_len, &last, 0);
         if (parent >= 0 && unlinkat(parent, last, 0) < 0 && errno != ENOENT)
@@ -213,6 +231,11 @@ static void remove_copies(const subcerts_t *c, const struct entry *en)
     }
     if (uidfd >= 0)
         close(uidfd);
+}
+
+static void remove_copies(const subcerts_t *c, const struct entry *en)
+{
+    remove_copies_upto(c, en, F_N);
 }
 
 /* ---- the customer's side: the sources ---------------------------------------- */
@@ -366,6 +389,46 @@ static int copy_path(const subcerts_t *c, int uidfd, const struct entry *en, int
     return rc;
 }
 
+/* Check the PEM text of each file of `en` (data[i], len[i]; the CA's
+ * NULL when none) and copy what OpenSSL parsed of it for the router: -1
+ * when the files are refused, -2 when the node failed.  The gate's own
+ * files (files_install) and a set another legion member sent
+ * (subcerts_install_set) both come here: one check, one writer. */
+static int clean_and_copy(const subcerts_t *c, const struct entry *en, char *const data[F_N],
+                          const size_t len[F_N], char *why, size_t why_len)
+{
+    char bad[384];
+    struct clean k = {0};
+    int rc = -1;
+    if (tls_clean_pair(data[F_KEY], len[F_KEY], data[F_CRT], len[F_CRT], en->name, NULL,
+                       &k.pem[F_KEY], &k.len[F_KEY], &k.pem[F_CRT], &k.len[F_CRT], bad,
+                       sizeof bad) < 0)
+        str_why(why, why_len, "%s (key %s, certificate %s)", bad, en->path[F_KEY],
+                en->path[F_CRT]);
+    else if (en->path[F_CA] &&
+             tls_clean_ca(data[F_CA], len[F_CA], &k.pem[F_CA], &k.len[F_CA], bad, sizeof bad) < 0)
+        str_why(why, why_len, "%s: %s", en->path[F_CA], bad);
+    else
+        rc = 0;
+    int uidfd = rc == 0 ? open_copies(c, en->uid) : -1;
+    if (rc == 0 && uidfd < 0) {
+        str_why(why, why_len, "the node cannot open the router's copies: %s", strerror(errno));
+        rc = -2;
+    }
+    int i = 0;
+    for (; i < F_N && rc == 0; i++)
+        if (en->path[i] && copy_path(c, uidfd, en, i, &k, why, why_len) < 0)
+            rc = -2;
+    if (uidfd >= 0)
+        close(uidfd);
+    clean_free(&k);
+    /* Half a set is no set: the copies this check wrote (a private key
+     * among them) go, unless another user names them. */
+    if (rc == -2)
+        remove_copies_upto(c, en, i);
+    return rc;
+}
+
 /* Read, check and copy what files_open opened: -1 when the files are
  * refused, -2 when the node failed. */
 static int files_install(const subcerts_t *c, const struct entry *en, struct files *f, char *why,
@@ -375,32 +438,7 @@ static int files_install(const subcerts_t *c, const struct entry *en, struct fil
         if (en->path[i] &&
             read_source(f->fd[i], en->path[i], field[i], &f->data[i], &f->len[i], why, why_len) < 0)
             return -1;
-    char bad[384];
-    struct clean k = {0};
-    int rc = -1;
-    if (tls_clean_pair(f->data[F_KEY], f->len[F_KEY], f->data[F_CRT], f->len[F_CRT], en->name,
-                       NULL, &k.pem[F_KEY], &k.len[F_KEY], &k.pem[F_CRT], &k.len[F_CRT], bad,
-                       sizeof bad) < 0)
-        str_why(why, why_len, "%s (key %s, certificate %s)", bad, en->path[F_KEY],
-                en->path[F_CRT]);
-    else if (en->path[F_CA] &&
-             tls_clean_ca(f->data[F_CA], f->len[F_CA], &k.pem[F_CA], &k.len[F_CA], bad,
-                          sizeof bad) < 0)
-        str_why(why, why_len, "%s: %s", en->path[F_CA], bad);
-    else
-        rc = 0;
-    int uidfd = rc == 0 ? open_copies(c, en->uid) : -1;
-    if (rc == 0 && uidfd < 0) {
-        str_why(why, why_len, "the node cannot open the router's copies: %s", strerror(errno));
-        rc = -2;
-    }
-    for (int i = 0; i < F_N && rc == 0; i++)
-        if (en->path[i] && copy_path(c, uidfd, en, i, &k, why, why_len) < 0)
-            rc = -2;
-    if (uidfd >= 0)
-        close(uidfd);
-    clean_free(&k);
-    return rc;
+    return clean_and_copy(c, en, f->data, f->len, why, why_len);
 }
 
 /* ---- the entries -------------------------------------------------------------- */
@@ -573,10 +611,26 @@ static int remember(struct entry *en, int rc, const char *why, long long now)
     return rc < 0 ? -1 : 0;
 }
 
+/* One path of a set is a directory on the way to another
+ * (/containers/U/o and /containers/U/o/crt): both cannot be copies. */
+static int paths_nested(const char *const path[F_N], char *why, size_t why_len)
+{
+    for (int i = 0; i < F_N; i++)
+        for (int j = 0; j < F_N; j++) {
+            size_t n = path[i] ? strlen(path[i]) : 0;
+            if (i != j && path[i] && path[j] && !strncmp(path[i], path[j], n) && path[j][n] == '/')
+                return str_why(why, why_len, "%s cannot be both a file and the directory of %s",
+                               path[i], path[j]);
+        }
+    return 0;
+}
+
 int subcerts_check(subcerts_t *c, uid_t uid, const subscription_t *s, long long now, char *why,
                    size_t why_len)
 {
     const char *want[F_N] = {s->tls.key, s->tls.crt, s->tls.ca[0] ? s->tls.ca : NULL};
+    if (paths_nested(want, why, why_len) < 0)
+        return -1;
     /* subscription_check refuses run/ (the container's live sockets, which
      * the router also sees at homes/<uid>/run); said again here, where the
      * writing is, so no caller can make the gate write there. */
@@ -606,3 +660,94 @@ int subcerts_check(subcerts_t *c, uid_t uid, const subscription_t *s, long long 
     files_close(&f);
     return rc;
 }
+
+/* ---- sets another member of a legion sent (clustercerts.h) -------------------- */
+
+/* A stand-in entry for a set of files no local container announces. */
+static struct entry set_entry(uid_t uid, const char *name, const char *const path[F_N],
+                              size_t home_len)
+{
+    struct entry en = {.uid = uid, .name = (char *)name, .home_len = home_len};
+    for (int i = 0; i < F_N; i++)
+        en.path[i] = (char *)path[i];
+    return en;
+}
+
+/* The remote set with en's uid, name and paths. */
+static struct entry *remote_find(subcerts_t *c, const struct entry *en)
+{
+    for (size_t i = 0; i < c->rn; i++) {
+        const struct entry *r = &c->r[i];
+        if (r->uid == en->uid && !strcmp(r->name, en->name) &&
+            str_eq(r->path[F_KEY], en->path[F_KEY]) && str_eq(r->path[F_CRT], en->path[F_CRT]) &&
+            str_eq(r->path[F_CA], en->path[F_CA]))
+            return &c->r[i];
+    }
+    return NULL;
+}
+
+static struct entry *remote_add(subcerts_t *c, const struct entry *en, char *why, size_t why_len)
+{
+    struct entry *grown = array_room(c->r, c->rn, &c->rcap, sizeof *grown);
+    if (!grown) {
+        str_why(why, why_len, "the node is out of memory");
+        return NULL;
+    }
+    c->r = grown;
+    struct entry *add = &c->r[c->rn];
+    *add = (struct entry){.uid = en->uid, .home_len = en->home_len};
+    bool ok = (add->name = strdup(en->name)) != NULL;
+    for (int i = 0; i < F_N && ok; i++)
+        ok = !en->path[i] || (add->path[i] = strdup(en->path[i])) != NULL;
+    if (!ok) {
+        entry_free(add);
+        str_why(why, why_len, "the node is out of memory");
+        return NULL;
+    }
+    c->rn++;
+    return add;
+}
+
+/* Forget a remote set; with `copies`, its copies no one else names go. */
+static void remote_drop(subcerts_t *c, struct entry *en, bool copies)
+{
+    if (copies)
+        remove_copies(c, en);
+    entry_free(en);
+    *en = c->r[--c->rn];
+}
+
+int subcerts_install_set(subcerts_t *c, uid_t uid, const char *name, const char *const path[3],
+                         size_t home_len, char *const pem[3], const size_t len[3], char *why,
+                         size_t why_len)
+{
+    _Static_assert(F_N == 3, "key, certificate, CA");
+    for (int i = 0; i < F_N; i++)
+        if (path[i] && (strlen(path[i]) <= home_len || !strncmp(path[i] + home_len, "run/", 4)))
+            return str_why(why, why_len, "%s: not a certificate file of a home", path[i]);
+    if (paths_nested(path, why, why_len) < 0)
+        return -1;
+    struct entry en = set_entry(uid, name, path, home_len);
+    struct entry *held = remote_find(c, &en);
+    bool added = !held;
+    /* Recorded first: a failed copy then removes what it wrote unless
+     * another user names it.  A set held before keeps its record (and the
+     * copies the failure left): its owner removes it. */
+    if (added && !(held = remote_add(c, &en, why, why_len)))
+        return -1;
+    int rc = clean_and_copy(c, held, pem, len, why, why_len);
+    if (rc < 0 && added)
+        remote_drop(c, held, true);
+    return rc < 0 ? rc : 0;
+}
+
+void subcerts_remove_set(subcerts_t *c, uid_t uid, const char *name, const char *const path[3],
+                         size_t home_len)
+{
+    struct entry en = set_entry(uid, name, path, home_len);
+    struct entry *held = remote_find(c, &en);
+    if (held)
+        remote_drop(c, held, true);
+}
+
+const char *subcerts_router_homes(const subcerts_t *c) { return c->router_homes; }

@@ -21,9 +21,10 @@
  * failure) before the files are looked at again.  The copies hold what
  * OpenSSL parsed written again as PEM (tls_clean_pair), not the bytes.
  * At most `max_pairs` such entries per container; one not announced for
- * forget_ms is forgotten and its copies removed (unless another entry
- * uses them), with the directories they leave empty, when an entry of
- * its container is added or at subcerts_sweep.
+ * forget_ms is forgotten and its copies removed (unless another entry or
+ * a remote set, subcerts_install_set, names them), with the directories
+ * they leave empty, when an entry of its container is added or at
+ * subcerts_sweep.  A check the node fails removes the copies it wrote.
  * Only the gate's thread uses it. */
 #ifndef IMP_NODE_SUBCERTS_H
 #define IMP_NODE_SUBCERTS_H
@@ -66,5 +67,31 @@ int subcerts_check(subcerts_t *c, uid_t uid, const subscription_t *s, long long 
  * whose home is gone, removing their copies (and directories emptied).
  * The gate calls it every SUBGATE_SWEEP_MS. */
 void subcerts_sweep(subcerts_t *c, long long now_ms);
+
+/* A set of files another member of a legion sent (clustercerts.h): the
+ * PEM text of the key, certificate and CA (pem[2] NULL when path[2] is)
+ * for subscription key `name` of container `uid`, whose home is not on
+ * this node.  Checked exactly as the gate checks a local container's
+ * files (tls_clean_pair, tls_clean_ca) and copied, root:router 0640, to
+ * <router_homes>/<uid>/<path + home_len>, where the packet's paths lead
+ * the router.  subcerts records it by (uid, name, paths) as a user of
+ * those copies, beside the local entries: a copy goes only when no local
+ * entry and no remote set names it.  A new set that fails leaves no copy
+ * it wrote; paths where one is the directory of another are refused.  The
+ * caller wipes pem.  0; -1 when the set is refused, -2 when the node
+ * failed (a copy could not be written), with a sentence in `why`. */
+int subcerts_install_set(subcerts_t *c, uid_t uid, const char *name, const char *const path[3],
+                         size_t home_len, char *const pem[3], const size_t len[3], char *why,
+                         size_t why_len);
+
+/* Forget the remote set (uid, name, paths) subcerts_install_set recorded,
+ * removing its copies no local entry or other remote set names, and the
+ * directories they leave empty. */
+void subcerts_remove_set(subcerts_t *c, uid_t uid, const char *name, const char *const path[3],
+                         size_t home_len);
+
+/* The router's copies of a container: <router_homes> (clustercerts reads
+ * them back to see they still hold what it installed). */
+const char *subcerts_router_homes(const subcerts_t *c);
 
 #endif

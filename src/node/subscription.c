@@ -148,12 +148,10 @@ static int take_tls_field(subscription_tls_t *t, const unsigned char *k, size_t 
     return 0;
 }
 
-int subscription_check(const unsigned char *pkt, size_t len, uid_t uid, subscription_t *out,
-                       char *why, size_t why_len)
+int subscription_parse(const unsigned char *pkt, size_t len, subscription_t *out, char *why,
+                       size_t why_len)
 {
     memset(out, 0, sizeof *out);
-    if (uid <= UID_BASE)
-        return str_why(why, why_len, "sender uid %u is not a container's", (unsigned)uid);
     if (len < 4 || pkt[0] != UWSGI_SUBSCRIPTION_MODIFIER1)
         return str_why(why, why_len, "not a uWSGI subscription packet");
     if (le16(pkt + 1) != len - 4)
@@ -167,6 +165,7 @@ int subscription_check(const unsigned char *pkt, size_t len, uid_t uid, subscrip
     while (off < len) {
         if (len - off < 2)
             return str_why(why, why_len, "malformed packet: truncated item");
+        size_t item = off;
         size_t klen = le16(pkt + off);
         off += 2;
         if (len - off < klen + 2)
@@ -191,6 +190,12 @@ int subscription_check(const unsigned char *pkt, size_t len, uid_t uid, subscrip
                    named(k, klen, "sni_ca")) {
             if (take_tls_field(&out->tls, k, klen, v, vlen, why, why_len) < 0)
                 return -1;
+        } else if (named(k, klen, "sign")) {
+            if (out->sign_len || !vlen)
+                return str_why(why, why_len, "malformed or repeated sign");
+            out->sign_off = (size_t)(v - pkt);
+            out->sign_len = vlen;
+            out->signed_len = item - 4;
         } else if (named(k, klen, "notify")) {
             /* The router would send to this path on the sender's word. */
             return str_why(why, why_len, "%.*s is not supported by this node's router", (int)klen,
@@ -201,7 +206,49 @@ int subscription_check(const unsigned char *pkt, size_t len, uid_t uid, subscrip
         return str_why(why, why_len, "no key (domain) in the subscription");
     if (!have_addr)
         return str_why(why, why_len, "no address in the subscription for %s", out->key);
-    if (check_address(out->address, uid, why, why_len) < 0)
+    return 0;
+}
+
+int subscription_check(const unsigned char *pkt, size_t len, uid_t uid, subscription_t *out,
+                       char *why, size_t why_len)
+{
+    if (uid <= UID_BASE) {
+        memset(out, 0, sizeof *out);
+        return str_why(why, why_len, "sender uid %u is not a container's", (unsigned)uid);
+    }
+    if (subscription_parse(pkt, len, out, why, why_len) < 0 ||
+        check_address(out->address, uid, why, why_len) < 0)
         return -1;
+    return check_tls(out, uid, why, why_len);
+}
+
+int subscription_check_cluster(const unsigned char *pkt, size_t len, uid_t uid,
+                               const char *endpoint, subscription_t *out, char *why,
+                               size_t why_len)
+{
+    if (uid <= UID_BASE) {
+        memset(out, 0, sizeof *out);
+        return str_why(why, why_len, "sender uid %u is not a container's", (unsigned)uid);
+    }
+    if (subscription_parse(pkt, len, out, why, why_len) < 0)
+        return -1;
+    if (out->address[0] != '/') {
+        /* The only TCP address: this node's fastrouter, which the other
+         * members' routers reach (IMPERIUM_CLUSTER in the container). */
+        if (!endpoint || !*endpoint || !strcmp(out->address, SUBSCRIPTION_NO_CLUSTER) ||
+            !strcmp(endpoint, SUBSCRIPTION_NO_CLUSTER))
+            return str_why(why, why_len,
+                           "this server is in no legion: %s is served by this node only",
+                           out->key);
+        if (strcmp(out->address, endpoint) != 0)
+            return str_why(why, why_len,
+                           "address %s: a cluster subscription may only name this node's "
+                           "cluster endpoint %s ($(IMPERIUM_CLUSTER)) or a unix socket in "
+                           "your run/",
+                           out->address, endpoint);
+        out->tcp = true;
+    } else if (check_address(out->address, uid, why, why_len) < 0) {
+        return -1;
+    }
     return check_tls(out, uid, why, why_len);
 }

@@ -47,9 +47,14 @@ typedef struct {
 
 typedef struct {
     bool unsubscribe;
+    bool tcp; /* subscription_check_cluster: the address is the node's cluster endpoint */
     char key[256];
     char address[256];
     subscription_tls_t tls;
+    /* The signature, as uWSGI checks it: sign_len bytes at sign_off of the
+     * packet over its first signed_len bytes after the 4-byte header (the
+     * items before "sign"); sign_len 0: unsigned. */
+    size_t sign_off, sign_len, signed_len;
 } subscription_t;
 
 /* Parse the packet and decide whether container `uid` may send it.
@@ -57,5 +62,23 @@ typedef struct {
  * whatever could be parsed, for the log). */
 int subscription_check(const unsigned char *pkt, size_t len, uid_t uid, subscription_t *out,
                        char *why, size_t why_len);
+
+/* Only parse it (no policy): the items every check reads.  0, or -1 with
+ * `why`.  The receiving gate of a legion member uses it on the packets
+ * other members forward (their own gate applied the policy). */
+int subscription_parse(const unsigned char *pkt, size_t len, subscription_t *out, char *why,
+                       size_t why_len);
+
+/* IMPERIUM_CLUSTER when this node serves no cluster (in no legion, or
+ * cluster_port 0): a subscription naming it is refused, politely. */
+#define SUBSCRIPTION_NO_CLUSTER "none:0"
+
+/* The cluster socket (/run/subscribe/cluster, cluster-domain): the same
+ * policy, except that one TCP address is allowed: `endpoint`, this node's
+ * "<server address>:<cluster_port>" (NULL, "" or "none:0": none; out->tcp
+ * set when it is that one). */
+int subscription_check_cluster(const unsigned char *pkt, size_t len, uid_t uid,
+                               const char *endpoint, subscription_t *out, char *why,
+                               size_t why_len);
 
 #endif

@@ -25,6 +25,7 @@
 #include "../runtime/state.h"
 #include "alarm_burst.h"
 #include "nodestats.h"
+#include "subgate.h"
 
 /* A start refused by sv_hold_starts is tried again this often. */
 #define HOLD_RETRY_MS 1000
@@ -785,6 +786,7 @@ static void want(supervisor_t *sv, const spec_container_t *c, const spec_state_t
         snprintf(r->spec_error, sizeof r->spec_error, "%s", e.msg);
         return;
     }
+    subgate_cluster_endpoint(state, sv->o.cluster_port, spec.cluster, sizeof spec.cluster);
     container_spec_free(&r->spec);
     r->spec = spec;
     r->have_spec = true;

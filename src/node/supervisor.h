@@ -41,6 +41,10 @@ typedef struct {
      * passes it to alarms_raise (alarms.h).  NULL: none. */
     void (*on_alarm)(void *ctx, long long uid, const char *cls, const char *msg);
     void *alarm_ctx;
+    /* cluster-domain: the router's fastrouter port (0: none); a container's
+     * IMPERIUM_CLUSTER is "<server address>:<port>" while the server is
+     * in a legion (subgate_cluster_endpoint). */
+    int cluster_port;
 } sv_opts_t;
 
 supervisor_t *sv_new(const sv_opts_t *o, err_t *e);

@@ -242,6 +242,7 @@ static int plan_build(const node_cfg_t *cfg, const container_spec_t *s, const ch
     p->sync_fd = -1;
     p->init_fd = -1;
     p->nofollow = s->nofollow;
+    snprintf(p->cluster, sizeof p->cluster, "%s", s->cluster[0] ? s->cluster : RT_NO_CLUSTER);
     if (copy(p->hostname, sizeof p->hostname, s->hostname, "hostname", e) < 0 ||
         copy(p->rootfs, sizeof p->rootfs, rootfs, "distro path", e) < 0 ||
         copy(p->home, sizeof p->home, s->home, "home path", e) < 0 ||

@@ -85,7 +85,14 @@ typedef struct {
      * for messages. */
     int rootfs_holder;
     char *rootfs_custom;
+    /* cluster-domain (docs/CLUSTER.md): IMPERIUM_CLUSTER in the Emperor's
+     * environment, "<server address>:<cluster_port>", the endpoint the
+     * shortcut subscribes for the Legion's Lord; "" gives RT_NO_CLUSTER
+     * (the node is in no legion: the gate refuses it, politely). */
+    char cluster[64];
 } container_spec_t;
+
+#define RT_NO_CLUSTER "none:0"
 
 /* Free the members (the struct itself is the caller's). */
 void container_spec_free(container_spec_t *s);

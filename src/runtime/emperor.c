@@ -12,6 +12,9 @@
  *         --log-backupname /containers/<uid>/logs/emperor.log.1
  *         --die-on-term [--emperor-nofollow]
  *
+ * IMPERIUM_CLUSTER, in the Emperor's environment and so every vassal's, is
+ * the node's cluster endpoint (container_spec_t.cluster), which the
+ * `cluster-domain` shortcut subscribes for the Legion's Lord.
  * The wrapper (written by mounts.c) exports IMPERIUM_VASSAL, the vassal's
  * file name, which the `domain` shortcut puts in the socket name: stable
  * across reloads, so a touched vassal keeps its socket and its place in
@@ -50,6 +53,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "container.h"
 #include "quota.h"
 
 /* Copy a formatted string into the plan's string area. */
@@ -127,6 +131,8 @@ int rt_emperor_plan(rt_plan_t *p, const char *uwsgi, bool shortcuts, err_t *e)
         return -1;
     argv[a] = NULL;
     if (!(envp[v++] = plan_str(p, e, "HOME=%s", p->home_inside)) ||
+        !(envp[v++] = plan_str(p, e, "IMPERIUM_CLUSTER=%s",
+                               p->cluster[0] ? p->cluster : RT_NO_CLUSTER)) ||
         !(envp[v++] = plan_str(p, e, "USER=%d", p->uid)) ||
         !(envp[v++] = plan_str(p, e, "LOGNAME=%d", p->uid)))
         return -1;

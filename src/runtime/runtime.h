@@ -63,6 +63,7 @@ typedef struct {
     char quota_cmd[2048];  /* QUOTA_CMD_DIR/quota (quota_script) */
     int quota_cmd_len;
     bool nofollow;         /* the Emperor runs with --emperor-nofollow */
+    char cluster[64];      /* IMPERIUM_CLUSTER (container_spec_t.cluster) */
 
     /* The Emperor (emperor.c). */
     char *argv[RT_MAX_ARGS];

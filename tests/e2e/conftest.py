@@ -273,6 +273,29 @@ def make_net_node(api, world):
         yield make
 
 
+@pytest.fixture
+def make_router_net_node(api, world):
+    """make_router_net_node(conf="", start=True) -> a RouterNetNode (issue 19:
+    a NetNode with its HTTP router and `uplink = world0`); all are cleaned up
+    (namespaces deleted) at the test's end, their logs printed (pytest shows
+    them only for a failed test)."""
+    with cleaned_nodes() as nodes:
+        def make(start=True, **kw):
+            n = nodeutil.RouterNetNode(api, nodeutil.new_base("lg-"), world, **kw)
+            nodes.append(n)
+            if start:
+                n.start()
+            return n
+
+        yield make
+        for n in nodes:
+            print(f"---- node {n.address}:\n" + n.log()[-6000:])
+            for root, _, files in os.walk(os.path.join(n.state, "legion")):
+                for f in files:
+                    if f.endswith(".log"):
+                        print(f"{root}/{f}:", open(os.path.join(root, f)).read()[-8000:])
+
+
 @pytest.fixture(scope="module")
 def host_distro(api):
     return api.new_distro(unique("host-distro-"), path="/")

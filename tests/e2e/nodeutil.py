@@ -21,9 +21,9 @@ import time
 import pytest
 import requests
 
-from helpers import (BIN, ROOT, SANITIZER_MARKERS, Netns, Relay, free_port, mount_lines,  # noqa: F401
-                     proc_status, procs_of_uid, reap_orphans, socket_in_netns, stop_proc,
-                     sweep_stale_netns, unique, wait_for)
+from helpers import (BIN, ROOT, SANITIZER_MARKERS, Netns, Relay, free_port, in_netns,  # noqa: F401
+                     mount_lines, proc_status, procs_of_uid, reap_orphans, socket_in_netns,
+                     stop_proc, sweep_stale_netns, unique, wait_for)
 
 NODE = os.path.join(BIN, "imperium-node")
 BASE = os.path.join(ROOT, "build", "e2e-node")
@@ -680,3 +680,151 @@ class NetNode(Node):
             super().cleanup()
         finally:
             self.close_ns()
+
+
+# ---- legions (issue 19, docs/CLUSTER.md) -------------------------------------------
+
+class RouterNetNode(NetNode):
+    """A NetNode whose daemon also runs the HTTP router on 0.0.0.0:80 of its
+    namespace, with `uplink = world0` (where a legion's Lord holds the
+    floating address), and RouterNode's helpers.  get() asks from the world
+    namespace, by default the node's own address:
+
+        n = RouterNetNode(api, new_base("lg-"), world); n.start()
+        n.py_vassal(uid, "app", "app.example.org"); n.wait_answer("app.example.org", "app")
+        n.get("app.example.org", address="203.0.113.100")"""
+
+    def __init__(self, api, base, world, conf="", veth_prefix="imp", host_ok=True):
+        self.world = world
+        super().__init__(api, base, world, conf="router_http = 0.0.0.0:80\nuplink = world0\n"
+                         + conf, veth_prefix=veth_prefix, host_ok=host_ok)
+
+    def get(self, host, timeout=5, address=None, path="/"):
+        """GET http://<address or the node's>/path with Host: host, from the world."""
+        url = f"http://{address or self.address}{path}"
+        return in_netns(self.world.path, requests.get, url, headers={"Host": host},
+                        timeout=timeout)
+
+    def answers(self, host, n=30, address=None):
+        out = []
+        for _ in range(n):
+            try:
+                r = self.get(host, address=address)
+                out.append((r.status_code, r.text))
+            except requests.RequestException as e:
+                out.append((0, str(e)))
+        return out
+
+    def wait_answer(self, host, text, timeout=30, address=None):
+        def ok():
+            try:
+                r = self.get(host, timeout=2, address=address)
+                return r.status_code == 200 and text in r.text
+            except requests.RequestException:
+                return False
+        wait_for(ok, timeout, f"{text!r} on {host}", interval=0.1)
+
+    def legion_pids(self):
+        """The node's uWSGI legion members (and anything below them)."""
+        mark = (os.path.join(self.state, "legion") + "/").encode()
+        pids = []
+        for d in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    if mark in f.read():
+                        pids.append(int(d))
+            except (ValueError, OSError):
+                pass
+        return pids
+
+    router_log = RouterNode.router_log
+    print_logs = RouterNode.print_logs
+    subscriptions = RouterNode.subscriptions
+    sockets = RouterNode.sockets
+    vassal = RouterNode.vassal
+    py_vassal = RouterNode.py_vassal
+    router_pid = RouterNode.router_pid
+    router_pids = RouterNode.router_pids
+
+
+FLOATING = f"{WORLD_NET}.100"  # the tests' legion address
+
+
+def make_legion(api, nodes, address=FLOATING, quorum=2, name=None, key=None):
+    """A legion (admin API) over the servers of nodes, with a random 32-character
+    key unless key is given ("" makes a legion without one); the record."""
+    body = {"name": name or unique("legion"), "address": address, "quorum": quorum,
+            "key": os.urandom(16).hex() if key is None else key,
+            "nodes": [n.server["name"] for n in nodes]}
+    return api.admin("POST", "/legions", body, expect=201).json()
+
+
+def lord_of(nodes, address=FLOATING):
+    """The node whose namespace holds address (on any interface), or None."""
+    for n in nodes:
+        p = n.ns.run("ip", "-j", "-4", "addr", "show")
+        try:
+            links = json.loads(p.stdout or "[]")
+        except ValueError:
+            continue
+        if any(a.get("local") == address for link in links for a in link.get("addr_info", [])):
+            return n
+    return None
+
+
+def kill_node(node):
+    """The whole node dies: kill -9 of its legion members, router and daemon
+    (in that order: nothing announces a death), then its uplink goes down."""
+    pids = node.legion_pids()
+    try:
+        pids += node.router_pids()
+    except (OSError, ValueError):
+        pass
+    if node.proc and node.proc.poll() is None:
+        pids.append(node.proc.pid)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if node.proc:
+        node.proc.wait(timeout=10)
+    node.ns.ip("link", "set", "world0", "down")
+
+
+def holders(nodes, address=FLOATING):
+    """The nodes whose namespace holds address."""
+    return [n for n in nodes if lord_of([n], address) is n]
+
+
+def wait_lord(nodes, timeout=15, other_than=None, address=FLOATING):
+    """The one node holding address (not other_than), once exactly one does."""
+    seen = []
+
+    def one():
+        h = holders(nodes, address)
+        seen.append([n.address for n in h])
+        return h[0] if len(h) == 1 and h[0] is not other_than else None
+    try:
+        return wait_for(one, timeout, "exactly one node holding the floating address",
+                        interval=0.1)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; holders seen: {seen[-3:]}") from None
+
+
+def legion_cluster(api, make_node, host_distro, ssh_keys, deploy, n=3, quorum=2, conf="",
+                   prefix="lg"):
+    """n RouterNetNodes (make_node(conf=conf)) in one legion on FLOATING; a
+    customer with a domain and a container on each node, where
+    deploy(node, uid, domain, i) puts its vassal.  (nodes, legion, domain,
+    uids, auth)"""
+    nodes = [make_node(conf=conf) for _ in range(n)]
+    legion = make_legion(api, nodes, address=FLOATING, quorum=quorum)
+    auth, _ = api.new_customer()
+    domain = f"{unique(prefix)}.example.org"
+    add_domain(api, auth, domain)
+    uids = []
+    for i, node in enumerate(nodes):
+        uids.append(launch(node, host_distro, ssh_keys, auth=auth))
+        deploy(node, uids[-1], domain, i)
+    return nodes, legion, domain, uids, auth

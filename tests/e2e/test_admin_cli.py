@@ -404,6 +404,13 @@ def test_legions(api):
     assert sorted(lg["nodes"]) == sorted([s1, s2])
     assert any(name in line and "192.0.2.10" in line
                for line in ok(api, "admin", "legion", "list").splitlines())
+    # Without --key, a random one: the members seal what they send each other with it.
+    keyless = unique("legion")
+    ok(api, "admin", "legion", "add", keyless, "--address", "192.0.2.20")
+    keys = [lg["key"] for lg in show(api, "admin", "legion", "list")
+            if lg["name"] == keyless]
+    assert len(keys) == 1 and re.fullmatch(r"[0-9a-f]{64}", keys[0]), keys
+    ok(api, "admin", "legion", "delete", keyless)
     # The containers of its nodes see the legion's address.
     c = api.get(f"/containers/{uid}", auth=(cust, pw)).json()
     assert c["legion_address"] == ["192.0.2.10"]

@@ -1,12 +1,14 @@
 """The nodes' channel: per-server authentication, desired state with a
 version, long polls woken by changes, status reports shown to customers."""
 
+import json
 import threading
 import time
 
 import requests
 
 from conftest import stop_api
+from helpers import unique
 
 
 def node_get(api, server, secret, **params):
@@ -113,6 +115,45 @@ def test_link_peers_are_the_mutual_links_on_other_servers(api, ssh_keys):
     assert st["link_peers"] == [{"ip": ip[a], "server": here["address"], "uid": a}]
     assert api.post(f"/containers/{b}", auth=auth, json={"unlink": a}).status_code == 200
     assert node_get(api, here, secret).json()["link_peers"] == []
+
+
+def test_legion_members_get_the_domains_of_each_others_customers(api, ssh_keys):
+    """Issue 19: a cluster-domain subscription reaches every member's
+    router, which checks it against the domain owner's key: a member's state
+    holds the domains (and keys) of customers with a container on any member
+    of its legions, and nothing of servers outside them; the legion's id
+    (its UDP port is legion_port + id) is in the state."""
+    here, secret = make_server(api)
+    there, _ = make_server(api)
+    outside, _ = make_server(api)
+    distro = api.new_distro()
+    names = {}
+    for srv in (there, outside):
+        auth, info = api.new_customer()
+        startable(api, auth, api.new_container(auth[0], srv["name"]), distro, ssh_keys[0])
+        names[srv["name"]] = (unique("c") + ".example.org", info)
+        api.admin("POST", "/domains", {"name": names[srv["name"]][0], "customer": auth[0]},
+                  expect=201)
+    domains = {d["name"] for d in node_get(api, here, secret).json()["domains"]}
+    assert not domains & {names[there["name"]][0], names[outside["name"]][0]}
+    legion = unique("legion")
+    r = api.admin("POST", "/legions", {"name": legion, "address": "203.0.113.100", "key": "k",
+                                       "nodes": [here["name"], there["name"]]})
+    assert r.status_code in (200, 201), r.text
+    st = node_get(api, here, secret).json()
+    by_name = {d["name"]: d for d in st["domains"]}
+    name, info = names[there["name"]]
+    assert by_name[name]["customer"] == info["uuid"]
+    assert by_name[name]["pubkey"] == info["rsa_pubkey"]
+    assert names[outside["name"]][0] not in by_name
+    assert names[outside["name"]][1]["uuid"] not in json.dumps(st)
+    [lg] = [lg for lg in st["legions"] if lg["name"] == legion]
+    [admin_view] = [lg for lg in api.admin("GET", "/legions", expect=200).json()
+                    if lg["name"] == legion]
+    assert lg["id"] == admin_view["id"] and lg["nodes"] == [here["address"], there["address"]]
+    api.admin("DELETE", f"/legions/{legion}", expect=200)
+    domains = {d["name"] for d in node_get(api, here, secret).json()["domains"]}
+    assert name not in domains
 
 
 def test_long_poll_wakes_on_change(api, ssh_keys):

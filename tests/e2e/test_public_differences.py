@@ -217,15 +217,17 @@ def test_portmapping_errors_are_named_not_403(api, owner):
 def test_portmapping_reserved_ports_are_ours(api, owner):
     """Portmap.clean(): public ports 1024-65535 but 1999, 3022, 3026 (the
     public platform's own services); ours 1025-65535 but 2222, 8000, 8080,
-    8443 (this platform's)."""
+    8443, the legions' 3032, 3033 and 4242-4341 (this platform's)."""
     auth, addr, uid = owner["auth"], owner["addr"], owner["uid"]
     base = {"proto": "udp", "private_port": 9000, "container": uid}
     r = api.post(f"/portmappings/{addr}", auth=auth, json={**base, "public_port": 1024})
     bad_request(r, "public_port")
-    for port in (2222, 8080):
+    for port in (2222, 8080, 3032, 3033, 4242, 4341):
         r = api.post(f"/portmappings/{addr}", auth=auth, json={**base, "public_port": port})
         bad_request(r, f"public port {port} is used by the platform itself")
     r = api.post(f"/portmappings/{addr}", auth=auth, json={**base, "public_port": 1999})
+    assert r.status_code == 201, r.text
+    r = api.post(f"/portmappings/{addr}", auth=auth, json={**base, "public_port": 4342})
     assert r.status_code == 201, r.text
 
 

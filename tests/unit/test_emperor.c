@@ -1,5 +1,5 @@
 /* Unit tests for src/runtime/emperor.c: the Emperor's command line, with
- * and without the container's `nofollow`. */
+ * and without the container's `nofollow`, and its environment. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -57,11 +57,31 @@ static void test_without_nofollow_symlinks_are_followed(void **state)
     free(p);
 }
 
+/* cluster-domain: the Emperor's environment names the node's cluster
+ * endpoint (IMPERIUM_CLUSTER), "none:0" when the node gave none. */
+static void test_the_cluster_endpoint_is_in_the_environment(void **state)
+{
+    (void)state;
+    rt_plan_t *p = plan(false);
+    assert_true(has_arg(p->envp, "IMPERIUM_CLUSTER=none:0"));
+    free(p);
+    p = calloc(1, sizeof *p);
+    assert_non_null(p);
+    p->uid = 30001;
+    snprintf(p->cluster, sizeof p->cluster, "203.0.113.2:3032");
+    err_t e = {0};
+    assert_int_equal(rt_emperor_plan(p, "/usr/bin/uwsgi", true, &e), 0);
+    assert_true(has_arg(p->envp, "IMPERIUM_CLUSTER=203.0.113.2:3032"));
+    assert_true(has_arg(p->envp, "HOME="));
+    free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nofollow_adds_the_option),
         cmocka_unit_test(test_without_nofollow_symlinks_are_followed),
+        cmocka_unit_test(test_the_cluster_endpoint_is_in_the_environment),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -79,6 +79,19 @@ static void fill(db_t *db)
         "INSERT INTO legion_nodes (legion_id, server_id) VALUES (1, 1), (1, 2)",
         "INSERT INTO domains (id, customer_id, name, uuid, created) "
         "VALUES (1, 1, 'example.com', 'dom-1', 0)",
+        /* zeus has a container only on node2, a member of node1's legion:
+         * its cluster-domain subscriptions reach node1's router, which needs
+         * its key.  hades is only on node3, in no legion with node1. */
+        "INSERT INTO customers (id, username, password_hash, uuid, rsa_key, rsa_pubkey, created) "
+        "VALUES (2, 'zeus', 'x', 'cust-2', 'PRIV-2', 'PUB-2', 0), "
+        "(3, 'hades', 'x', 'cust-3', 'PRIV-3', 'PUB-3', 0)",
+        "INSERT INTO servers (id, name, address, memory, storage) "
+        "VALUES (3, 'node3', '10.0.0.3', 4096, 100000)",
+        "INSERT INTO containers (id, customer_id, server_id, name, memory, storage, distro_id, "
+        "uuid, secret_uuid, created) VALUES (6, 2, 2, 'olympus', 128, 512, 1, 'uuid-6', 's6', "
+        "0), (7, 3, 3, 'under', 128, 512, 1, 'uuid-7', 's7', 0)",
+        "INSERT INTO domains (id, customer_id, name, uuid, created) "
+        "VALUES (2, 2, 'zeus.org', 'dom-2', 0), (3, 3, 'hades.org', 'dom-3', 0)",
     };
     for (size_t i = 0; i < sizeof sql / sizeof *sql; i++)
         exec_ok(db, sql[i]);
@@ -192,10 +205,14 @@ static void check_second(const spec_container_t *c)
 
 static void check_lists(const spec_state_t *s)
 {
-    assert_int_equal(s->n_domains, 1);
+    assert_int_equal(s->n_domains, 2);
     assert_string_equal(s->domains[0].name, "example.com");
     assert_string_equal(s->domains[0].customer, "cust-1");
     assert_string_equal(s->domains[0].pubkey, "PUB-1");
+    /* A legion member's customer's, not hades.org (node3 is in no legion). */
+    assert_string_equal(s->domains[1].name, "zeus.org");
+    assert_string_equal(s->domains[1].customer, "cust-2");
+    assert_string_equal(s->domains[1].pubkey, "PUB-2");
     assert_int_equal(s->n_portmappings, 1);
     const spec_portmapping_t *p = &s->portmappings[0];
     assert_int_equal(p->id, 1);
@@ -211,6 +228,7 @@ static void check_lists(const spec_state_t *s)
     assert_string_equal(s->link_peers[0].server, "10.0.0.2");
     assert_int_equal(s->n_legions, 1);
     const spec_legion_t *l = &s->legions[0];
+    assert_int_equal(l->id, 1);
     assert_string_equal(l->name, "leg");
     assert_string_equal(l->address, "10.0.0.100");
     assert_string_equal(l->key, "lkey");
@@ -368,7 +386,7 @@ static void test_a_bad_domain_is_dropped(void **state)
     spec_unknown_reset();
     for (int poll = 0; poll < 3; poll++) {
         spec_state_t *s = parse_ok(j);
-        assert_int_equal(s->n_domains, 1);
+        assert_int_equal(s->n_domains, 2);
         assert_string_equal(s->domains[0].name, "example.com");
         assert_string_equal(s->domains[0].customer, "cust-1");
         assert_int_equal(s->n_legions, 0);

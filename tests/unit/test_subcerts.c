@@ -27,33 +27,9 @@
 
 static char dir[64], home[128], copies[128], root_crt[160];
 
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void sh(const char *fmt, ...)
-{
-    char cmd[2048], full[2300];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    /* What it makes is the container's, as when the customer makes it. */
-    snprintf(full, sizeof full, "cd %s && (%s) >/dev/null 2>&1 && chown -hR %u:%u .", home, cmd,
-             UID, UID);
-    if (system(full) != 0)
-        fail_msg("failed: %s", cmd);
-}
-
-/* A self-signed pair for `cn` (and `san` when given) as <base>.key/.crt. */
-static void pair(const char *base, const char *cn, const char *san)
-{
-    sh("openssl genrsa -out %s.key 2048 && openssl req -new -key %s.key -out %s.csr -subj /CN=%s",
-       base, base, base, cn);
-    if (san)
-        sh("printf 'subjectAltName=DNS:%s\\n' > %s.ext", san, base);
-    sh("openssl x509 -req -days 30 -in %s.csr -signkey %s.key -out %s.crt %s%s%s && rm -f %s.csr "
-       "%s.ext",
-       base, base, base, san ? "-extfile " : "", san ? base : "", san ? ".ext" : "", base, base);
-}
+#define TLS_FIXTURE_HOME home
+#define TLS_FIXTURE_UID UID
+#include "tls_fixture.h"
 
 /* The gate's copies for this test (root only: skipped otherwise). */
 static subcerts_t *certs(size_t max)

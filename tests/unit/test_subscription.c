@@ -251,6 +251,46 @@ static void the_acme_pair_of_the_key_is_allowed(void **state)
     assert_int_equal(check(&p, 30001, why), -1);
 }
 
+/* The cluster socket: the node's own endpoint is the one TCP address. */
+static void cluster_socket_allows_only_the_nodes_endpoint(void **state)
+{
+    (void)state;
+    char why[512];
+    subscription_t s;
+    const char *ep = "203.0.113.2:3032";
+    pkt_t p = packet(0, "example.org", "203.0.113.2:3032");
+    assert_int_equal(subscription_check_cluster(p.b, p.len, 30001, ep, &s, why, sizeof why), 0);
+    assert_true(s.tcp);
+    /* The same packet on the http socket stays refused. */
+    assert_int_equal(subscription_check(p.b, p.len, 30001, &s, why, sizeof why), -1);
+    p = packet(1, "example.org", "203.0.113.2:3032");
+    assert_int_equal(subscription_check_cluster(p.b, p.len, 30001, ep, &s, why, sizeof why), 0);
+    assert_true(s.unsubscribe && s.tcp);
+    p = packet(0, "example.org", "/containers/30001/run/a.socket");
+    assert_int_equal(subscription_check_cluster(p.b, p.len, 30001, ep, &s, why, sizeof why), 0);
+    assert_false(s.tcp);
+    const char *bad[] = {"203.0.113.3:3032", "203.0.113.2:3033", "203.0.113.2:30320",
+                         "127.0.0.1:3032", "/containers/30002/run/a.socket", "203.0.113.2"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        p = packet(0, "example.org", bad[i]);
+        assert_int_equal(subscription_check_cluster(p.b, p.len, 30001, ep, &s, why, sizeof why),
+                         -1);
+        assert_false(s.tcp);
+    }
+    p = packet(0, "example.org", "203.0.113.3:3032");
+    assert_int_equal(subscription_check_cluster(p.b, p.len, 30001, ep, &s, why, sizeof why), -1);
+    assert_non_null(strstr(why, "only name this node's cluster endpoint 203.0.113.2:3032"));
+    /* In no legion: the endpoint is none (IMPERIUM_CLUSTER none:0). */
+    p = packet(0, "example.org", "none:0");
+    assert_int_equal(subscription_check_cluster(p.b, p.len, 30001, "", &s, why, sizeof why), -1);
+    assert_string_equal(why, "this server is in no legion: example.org is served by this node "
+                             "only");
+    assert_int_equal(subscription_check_cluster(p.b, p.len, 30001, NULL, &s, why, sizeof why),
+                     -1);
+    p = packet(0, "example.org", "203.0.113.2:3032");
+    assert_int_equal(subscription_check_cluster(p.b, p.len, 1000, ep, &s, why, sizeof why), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -264,6 +304,7 @@ int main(void)
         cmocka_unit_test(certificate_paths_outside_the_home_are_refused),
         cmocka_unit_test(a_pair_is_whole),
         cmocka_unit_test(the_acme_pair_of_the_key_is_allowed),
+        cmocka_unit_test(cluster_socket_allows_only_the_nodes_endpoint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
