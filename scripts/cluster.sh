@@ -29,6 +29,7 @@
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/scripts/demo-api.sh"
 run_dir=${IMPERIUM_CLUSTER_DIR:-$root/.cluster}
 bin_dir=${IMPERIUM_BIN_DIR:-$root/build}
 api_bin=$bin_dir/imperium-api
@@ -178,16 +179,7 @@ done
 
 # ---- the API, in the world ---------------------------------------------------
 token=$run_dir/admin.token
-cat >"$run_dir/imperium-api.conf" <<EOF
-# imperium-api settings for the \`make cluster\` demo (written by scripts/cluster.sh)
-listen = $api_host
-port = $api_port
-database = sqlite:$run_dir/imperium.db
-prefix = /api
-admin_prefix = /admin
-admin_token_file = $token
-log_level = info
-EOF
+write_api_conf "$run_dir/imperium-api.conf" "$api_host" "$api_port" "$run_dir" scripts/cluster.sh
 in_ns "$world" "$api_bin" -c "$run_dir/imperium-api.conf" >"$run_dir/api.log" 2>&1 &
 echo $! >"$run_dir/api.pid"
 

@@ -31,6 +31,7 @@
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/scripts/demo-api.sh"
 run_dir=${IMPERIUM_RUN_DIR:-$root/.run}
 bin_dir=${IMPERIUM_BIN_DIR:-$root/build}
 port=${IMPERIUM_PORT:-8080}
@@ -70,16 +71,7 @@ run_dir=$(cd "$run_dir" && pwd)
 conf=$run_dir/imperium-api.conf
 log=$run_dir/api.log
 token=$run_dir/admin.token
-cat >"$conf" <<EOF
-# imperium-api settings for the \`make run\` demo (written by scripts/run.sh)
-listen = $host
-port = $port
-database = sqlite:$run_dir/imperium.db
-prefix = /api
-admin_prefix = /admin
-admin_token_file = $token
-log_level = info
-EOF
+write_api_conf "$conf" "$host" "$port" "$run_dir" scripts/run.sh
 
 node_conf=$run_dir/imperium-node.conf
 node_log=$run_dir/node.log

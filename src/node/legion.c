@@ -41,6 +41,9 @@
 #define STATS_MAX (256 * 1024)
 /* Readings in a row (~1 s) before the watchdog acts: longer than a hook runs. */
 #define LEGION_WATCH_SAME 4
+/* A listening member whose stats do not answer listens a second more, this
+ * many times, before it takes the highest valor. */
+#define LEGION_PROBE_RETRIES 3
 
 /* ---- pure parts ------------------------------------------------------------ */
 
@@ -299,10 +302,11 @@ int legion_hook_run(int argc, char **argv, err_t *e)
 /* ---- the members ------------------------------------------------------------ */
 
 typedef struct {
-    char *name, *address; /* the legion's */
+    char *name;           /* the legion's (lg.name when started) */
+    spec_legion_t lg;     /* its own copy of the legion's record: restarts render from it */
+    char *self;           /* this server's address in that record */
     char *record;         /* what the member was started from: a change restarts it */
     char *dir, *ini, *stats, *log;
-    long long quorum;
     pid_t pid;
     int pidfd;            /* -1: not running */
     int failures;         /* consecutive early deaths: the backoff */
@@ -313,6 +317,7 @@ typedef struct {
     int streak;           /* the watchdog's same readings in a row: > 0 want, < 0 not */
     bool probing;         /* listening as an arbiter, to rank below the others */
     long long probe_ms;   /* when it has heard them: restarted with its valor */
+    int probe_misses;     /* its stats unread at probe_ms: it listens longer */
 } member_t;
 
 struct legions {
@@ -325,7 +330,6 @@ struct legions {
     /* Refusals are logged once per legion name and reason. */
     char **refused;
     size_t n_refused;
-    json_t *last; /* the last state's JSON: a restart needs its legion's record */
 };
 
 legions_t *legions_new(const legion_opts_t *o, err_t *e)
@@ -361,10 +365,42 @@ fail:
     return NULL;
 }
 
+/* A legion record of the member's own (the state is freed after a pass). */
+static void legion_copy_free(spec_legion_t *c)
+{
+    free(c->name);
+    free(c->address);
+    if (c->key)
+        sodium_memzero(c->key, strlen(c->key));
+    free(c->key);
+    for (size_t i = 0; i < c->n_nodes; i++)
+        free(c->nodes[i]);
+    free(c->nodes);
+    memset(c, 0, sizeof *c);
+}
+
+static int legion_copy(spec_legion_t *c, const spec_legion_t *lg)
+{
+    memset(c, 0, sizeof *c);
+    c->id = lg->id;
+    c->quorum = lg->quorum;
+    c->name = strdup(lg->name);
+    c->address = strdup(lg->address);
+    c->key = strdup(lg->key);
+    c->nodes = calloc(lg->n_nodes ? lg->n_nodes : 1, sizeof *c->nodes);
+    bool ok = c->name && c->address && c->key && c->nodes;
+    for (size_t i = 0; ok && i < lg->n_nodes; i++, c->n_nodes++)
+        ok = (c->nodes[i] = strdup(lg->nodes[i])) != NULL;
+    if (!ok)
+        legion_copy_free(c);
+    return ok ? 0 : -1;
+}
+
 static void member_clear(member_t *m)
 {
     free(m->name);
-    free(m->address);
+    legion_copy_free(&m->lg);
+    free(m->self);
     free(m->record);
     free(m->dir);
     free(m->ini);
@@ -391,16 +427,16 @@ static char *record_of(const legion_opts_t *o, const spec_legion_t *lg, const ch
 
 static void address_off(legions_t *l, member_t *m, const char *why)
 {
-    if (!legion_can_lord(&l->o))
+    if (!legion_can_lord(&l->o) || !m->lg.address)
         return;
     err_t e;
     err_clear(&e);
-    int rc = legion_address(m->address, l->o.uplink, false, &e);
+    int rc = legion_address(m->lg.address, l->o.uplink, false, &e);
     if (rc < 0)
         log_error("%s", e.msg);
     else if (rc == 1 || m->held)
         log_info("legion %s: this node is no longer the Lord (%s): %s removed from %s", m->name,
-                 why, m->address, l->o.uplink);
+                 why, m->lg.address, l->o.uplink);
     m->held = false;
 }
 
@@ -461,8 +497,8 @@ static void __attribute__((noreturn)) member_exec(char *const argv[], char *cons
 {
     sigset_t none;
     sigemptyset(&none);
-    /* The daemon's main thread dies (kill -9 included): the member exits
-     * gracefully, announcing its death and removing the address. */
+    /* The daemon's main thread dies (kill -9 included): the guard stops
+     * the member gracefully and removes the address. */
     if (prctl(PR_SET_PDEATHSIG, SIGINT, 0, 0, 0) < 0 || getppid() != parent)
         _exit(127);
     sigprocmask(SIG_SETMASK, &none, NULL); /* the daemon's signalfd mask */
@@ -486,7 +522,11 @@ static int member_spawn(legions_t *l, member_t *m, err_t *e)
     if (logfd < 0)
         return err_set(e, ERR_INTERNAL, "legion %s: open %s: %s", m->name, m->log,
                        strerror(errno));
-    char *argv[] = {(char *)l->o.uwsgi, "--ini", m->ini, NULL};
+    /* The guard (legion_guard.c) is the member's parent: one SIGINT when
+     * the daemon dies, the address removed when the member ends. */
+    bool lord = legion_can_lord(&l->o);
+    char *argv[] = {l->hook, "guard", lord ? m->lg.address : "-", lord ? (char *)l->o.uplink : "-",
+                    (char *)l->o.uwsgi, "--ini", m->ini, NULL};
     char *envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
     pid_t parent = getpid();
     int pidfd = -1;
@@ -503,41 +543,12 @@ static int member_spawn(legions_t *l, member_t *m, err_t *e)
     return 0;
 }
 
-/* The spec of a legion by name (the last state given), for restarts. */
-static const spec_legion_t *legion_of(const spec_state_t *s, const char *name)
-{
-    for (size_t i = 0; s && i < s->n_legions; i++)
-        if (s->legions[i].name && !strcmp(s->legions[i].name, name))
-            return &s->legions[i];
-    return NULL;
-}
-
-/* The member's ini from the last state's record, with valor. */
-static char *member_ini(legions_t *l, member_t *m, long long valor, char *self, size_t size,
-                        long long *port, err_t *e)
-{
-    spec_state_t *s = l->last ? spec_parse(l->last, e) : NULL;
-    const spec_legion_t *lg = s ? legion_of(s, m->name) : NULL;
-    char *ini = NULL;
-    if (lg) {
-        snprintf(self, size, "%s", s->server.address ? s->server.address : "");
-        *port = (long long)l->o.port + lg->id;
-        ini = legion_ini(&l->o, lg, self, m->dir, l->hook, valor, e);
-    } else if (!e->msg[0]) {
-        err_set(e, ERR_INTERNAL, "legion %s: no longer in the state", m->name);
-    }
-    spec_free(s);
-    return ini;
-}
-
 /* Write the ini and start the member: valor 0 (an arbiter) while probing. */
 static int member_start(legions_t *l, member_t *m, long long valor, err_t *e)
 {
     if (fs_mkdirs(l->base, 0700, e) < 0 || fs_mkdirs(m->dir, 0700, e) < 0)
         return -1;
-    char self[64];
-    long long port = 0;
-    char *ini = member_ini(l, m, valor, self, sizeof self, &port, e);
+    char *ini = legion_ini(&l->o, &m->lg, m->self, m->dir, l->hook, valor, e);
     if (!ini)
         return -1;
     size_t len = strlen(ini);
@@ -551,14 +562,14 @@ static int member_start(legions_t *l, member_t *m, long long valor, err_t *e)
         return -1;
     if (!legion_can_lord(&l->o))
         log_info("legion %s: member started (pid %d, UDP %s:%lld, an arbiter: votes, never Lord)",
-                 m->name, (int)m->pid, self, port);
+                 m->name, (int)m->pid, m->self, l->o.port + m->lg.id);
     else if (m->probing)
         log_info("legion %s: member started (pid %d, UDP %s:%lld), listening as an arbiter "
                  "first to rank below the members alive",
-                 m->name, (int)m->pid, self, port);
+                 m->name, (int)m->pid, m->self, l->o.port + m->lg.id);
     else
         log_info("legion %s: member started (pid %d, UDP %s:%lld, valor %lld)", m->name,
-                 (int)m->pid, self, port, valor);
+                 (int)m->pid, m->self, l->o.port + m->lg.id, valor);
     return 0;
 }
 
@@ -566,6 +577,9 @@ static int member_start(legions_t *l, member_t *m, long long valor, err_t *e)
  * a valor below every member alive (member_ranked). */
 static void member_begin(legions_t *l, member_t *m)
 {
+    if (!m->record)
+        return; /* its record could not be kept (out of memory) */
+    m->probe_misses = 0;
     m->probing = legion_can_lord(&l->o);
     m->probe_ms = now_ms() + (2LL * l->o.freq + 1) * 1000;
     err_t e;
@@ -605,7 +619,7 @@ static bool refusal_logged(legions_t *l, const char *name, const char *why)
     return false;
 }
 
-static member_t *member_add(legions_t *l, const spec_legion_t *lg, char *record)
+static member_t *member_add(legions_t *l, const spec_legion_t *lg)
 {
     member_t *m = array_room(l->m, l->n, &l->cap, sizeof *l->m);
     if (!m)
@@ -615,17 +629,14 @@ static member_t *member_add(legions_t *l, const spec_legion_t *lg, char *record)
     memset(m, 0, sizeof *m);
     m->pidfd = -1;
     m->name = strdup(lg->name);
-    m->address = strdup(lg->address);
     m->dir = str_printf("%s/%s", l->base, lg->name);
     m->ini = str_printf("%s/%s/member.ini", l->base, lg->name);
     m->stats = str_printf("%s/%s/stats.sock", l->base, lg->name);
     m->log = str_printf("%s/%s/member.log", l->base, lg->name);
-    if (!m->name || !m->address || !m->dir || !m->ini || !m->stats || !m->log) {
+    if (!m->name || !m->dir || !m->ini || !m->stats || !m->log) {
         member_clear(m);
         return NULL;
     }
-    m->record = record;
-    m->quorum = lg->quorum;
     l->n++;
     return m;
 }
@@ -657,7 +668,7 @@ static void legion_one(legions_t *l, const spec_legion_t *lg, const char *self)
         return;
     }
     member_t *m = member_find(l, lg->name);
-    if (m && !strcmp(m->record, record)) {
+    if (m && m->record && !strcmp(m->record, record)) {
         free(record);
         m->seen = true;
         return;
@@ -665,18 +676,22 @@ static void legion_one(legions_t *l, const spec_legion_t *lg, const char *self)
     if (m) {
         log_info("legion %s: its record changed: the member restarts", lg->name);
         member_stop(l, m, "its legion changed");
-        free(m->record);
-        m->record = record;
-        free(m->address);
-        m->address = strdup(lg->address);
-        m->quorum = lg->quorum;
-        if (!m->address) {
-            log_error("legion %s: out of memory", lg->name);
-            return;
-        }
-    } else if (!(m = member_add(l, lg, record))) {
+    } else if (!(m = member_add(l, lg))) {
         free(record);
         log_error("legion %s: out of memory", lg->name);
+        return;
+    }
+    free(m->record);
+    m->record = record;
+    legion_copy_free(&m->lg);
+    free(m->self);
+    m->self = strdup(self);
+    if (!m->self || legion_copy(&m->lg, lg) < 0) {
+        /* Kept but not started: the next state retries (no record). */
+        log_error("legion %s: out of memory", lg->name);
+        free(m->record);
+        m->record = NULL;
+        m->seen = true;
         return;
     }
     m->seen = true;
@@ -692,8 +707,6 @@ void legions_set_state(legions_t *l, const spec_state_t *s)
         return;
     for (size_t i = 0; i < l->n; i++)
         l->m[i].seen = false;
-    json_decref(l->last); /* first: the members start from it */
-    l->last = s->json ? json_incref(s->json) : NULL;
     const char *self = s->server.address ? s->server.address : "";
     for (size_t i = 0; i < s->n_legions; i++)
         legion_one(l, &s->legions[i], self);
@@ -749,7 +762,7 @@ static void watch_one(legions_t *l, member_t *m, long long now)
     err_clear(&e);
     bool known = json && legion_parse_stats(json, m->name, &st, &e) == 0;
     free(json);
-    bool want = known && legion_want_address(&st, m->quorum, legion_can_lord(&l->o));
+    bool want = known && legion_want_address(&st, m->lg.quorum, legion_can_lord(&l->o));
     /* uWSGI runs the lord/unlord hook before it flips i_am_the_lord: reads
      * can fall between the two.  Only a reading that holds LEGION_WATCH_SAME
      * times in a row counts (the hooks act at once; this is the backstop). */
@@ -759,7 +772,7 @@ static void watch_one(legions_t *l, member_t *m, long long now)
     if (!want) {
         if (m->held && known && st.lord)
             log_warn("legion %s: Lord without its quorum (hears %d of the %lld members needed)",
-                     m->name, 1 + st.members, m->quorum);
+                     m->name, 1 + st.members, m->lg.quorum);
         if (m->held || now >= m->garp_ms) {
             /* Every second also when not held: a stale address goes. */
             address_off(l, m, known ? (st.lord ? "no quorum" : "another member is Lord")
@@ -768,19 +781,19 @@ static void watch_one(legions_t *l, member_t *m, long long now)
         }
         return;
     }
-    int rc = legion_address(m->address, l->o.uplink, true, &e);
+    int rc = legion_address(m->lg.address, l->o.uplink, true, &e);
     if (rc < 0) {
         log_error("%s", e.msg);
         return;
     }
     if (!m->held) {
-        log_info("legion %s: this node is now the Lord: %s on %s", m->name, m->address,
+        log_info("legion %s: this node is now the Lord: %s on %s", m->name, m->lg.address,
                  l->o.uplink);
         m->held = true;
         m->garp_ms = now; /* at once, then every LEGION_GARP_EVERY_MS */
     }
     if (rc == 1 || now >= m->garp_ms) {
-        if (legion_garp(m->address, l->o.uplink, &e) < 0)
+        if (legion_garp(m->lg.address, l->o.uplink, &e) < 0)
             log_error("%s", e.msg);
         m->garp_ms = now + LEGION_GARP_EVERY_MS;
     }
@@ -812,11 +825,23 @@ static void member_ranked(legions_t *l, member_t *m, long long now)
     char *json = read_stats(m->stats);
     err_t e;
     err_clear(&e);
-    if (!json || legion_parse_stats(json, m->name, &st, &e) < 0)
-        log_warn("legion %s: the listening member's stats: %s", m->name,
-                 json ? e.msg : "no answer (taking the highest valor)");
+    bool heard = json && legion_parse_stats(json, m->name, &st, &e) == 0;
     free(json);
+    if (!heard && ++m->probe_misses <= LEGION_PROBE_RETRIES) {
+        /* Never the highest valor for want of a reading: it could tie
+         * with the Lord and take it back. */
+        log_warn("legion %s: the listening member's stats: %s: listening one more second",
+                 m->name, e.msg[0] ? e.msg : "no answer");
+        m->probe_ms = now + 1000;
+        return;
+    }
+    if (!heard)
+        log_warn("legion %s: the listening member's stats: %s: taking the highest valor",
+                 m->name, e.msg[0] ? e.msg : "no answer");
     long long valor = legion_valor_below(&st);
+    if (heard)
+        log_info("legion %s: heard %d member(s), the lowest valor %lld: ranks at %lld", m->name,
+                 st.members, st.min_valor, valor);
     m->probing = false;
     member_signal(m, SIGINT);
     if (!member_reaped(m, LEGION_STOP_WAIT_MS)) {
@@ -875,6 +900,5 @@ void legions_free(legions_t *l)
     free(l->m);
     free(l->hook);
     free(l->base);
-    json_decref(l->last);
     free(l);
 }

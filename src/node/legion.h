@@ -3,9 +3,10 @@
  *
  * For every legion the state lists, one uWSGI legion member (`uwsgi-core
  * --ini <state_dir>/legion/<name>/member.ini`, the secret only in that 0600
- * file) is started from the daemon's main thread with PR_SET_PDEATHSIG =
- * SIGINT (the daemon killed: the member announces its death, its death hook
- * removes the address, another member is Lord in ~1 s).  Valor = seniority:
+ * file) is started from the daemon's main thread under a single-threaded
+ * guard (imperium-legion-hook guard, PR_SET_PDEATHSIG = SIGINT: the daemon
+ * killed, the member gets one SIGINT, announces its death, and the guard
+ * removes the address when it has ended; another member is Lord in ~1 s).  Valor = seniority:
  * a member first listens as an arbiter (valor 0) for a few announcements,
  * then restarts with a valor below every member it heard, so a returning
  * member never takes the Lord back.  Its lord/unlord/death
@@ -106,5 +107,10 @@ int legion_address(const char *addr, const char *ifname, bool add, err_t *e);
 int legion_garp(const char *addr, const char *ifname, err_t *e);
 /* imperium-legion-hook's work: argv = {prog, "lord"|"unlord", ADDR, IFNAME}. */
 int legion_hook_run(int argc, char **argv, err_t *e);
+/* imperium-legion-hook guard (legion_guard.c): argv = {prog, "guard",
+ * ADDR|-, IFNAME|-, MEMBER, ARGS...}: runs the member as its child, forwards
+ * one stop signal, removes ADDR/32 from IFNAME when the member ends; the
+ * member's exit status (128 + signal when killed), -1 with e. */
+int legion_guard_run(int argc, char **argv, err_t *e);
 
 #endif

@@ -113,8 +113,7 @@ struct offer {
 struct source_budget {
     in_addr_t src;
     uint32_t last_hash; /* the last line's: said again within the minute, skipped */
-    long long minute_ms;
-    int lines;
+    minute_budget_t m;
 };
 
 /* When a CERT last went to a member for a set (hashed slots: a collision
@@ -851,14 +850,16 @@ static void member_refused(subgate_t *g, in_addr_t from, const char *src, const 
     /* Fibonacci hashing, top bits: addresses differing in one byte spread. */
     struct source_budget *b = &g->sources[((uint32_t)from * 2654435761u >> 20) % REFUSAL_SLOTS];
     long long now = now_ms();
-    if (b->src != from || now - b->minute_ms >= 60000)
-        *b = (struct source_budget){.src = from, .minute_ms = now};
-    else if (b->last_hash == h || b->lines >= MEMBER_LINES_PER_SOURCE) {
-        g->member.suppressed += b->last_hash != h;
+    if (b->src != from) /* another source had the slot: a fresh minute */
+        *b = (struct source_budget){.src = from, .m = {.minute_ms = now}};
+    else if (b->last_hash == h && now - b->m.minute_ms < 60000)
+        return; /* said already this minute */
+    b->last_hash = h;
+    int was; /* this source's suppressed lines are counted in the global budget */
+    if (!minute_take(&b->m, now, MEMBER_LINES_PER_SOURCE, &was)) {
+        g->member.suppressed++;
         return;
     }
-    b->last_hash = h;
-    b->lines++;
     if (member_budget(g, now))
         log_info("cluster gate: envelope from %s refused: %s", src, why);
 }

@@ -6,9 +6,9 @@ world0`, form a legion through real uWSGI legion members.  Exactly one
 holds the floating address; a loop of requests from the world to it
 resumes within 5 s when the whole Lord dies (its processes -9, its link
 down); a Lord cut off from the others drops the address; a legion without
-a key is never joined.  Two open defects are xfail tests: only the Lord's
-daemon killed -9 sometimes leaves the address on it beside the new Lord's,
-and a returning member sometimes takes the Lord back.
+a key is never joined; only the Lord's daemon killed -9 moves the address
+(the member's guard stops it and removes the address); a returning member
+does not take the Lord back.
 
 Network safety: everything runs in namespaces this test made; the world
 namespace's requests go to 203.0.113.x only."""
@@ -140,11 +140,6 @@ def test_floating_address_failover(api, world, make_router_net_node, host_distro
     assert second.legion_pids(), "the isolated member should still run"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open defect (issue 19): a member killed -9 and restarted by its daemon was seen holding "
-    "the address beside the Lord (2 runs of 2 on 2026-11-29): the seniority ranking of "
-    "legion.c (listen as an arbiter, then rank below the members heard) does not hold; cause "
-    "not found yet"))
 def test_a_returning_member_does_not_take_the_lord_back(api, world, make_router_net_node,
                                                         host_distro, ssh_keys):
     """A member returns (a node's member killed -9: its daemon starts a new
@@ -169,16 +164,12 @@ def test_a_returning_member_does_not_take_the_lord_back(api, world, make_router_
         loop.stop()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open defect (issue 19): kill -9 of the daemon sends its member SIGINT once per daemon "
-    "thread (PDEATHSIG is re-sent at each reparenting); a later one interrupts uWSGI's "
-    "waitpid() of the death hook (EINTR), and the killed Lord sometimes keeps the address "
-    "beside the new Lord's"))
 def test_killing_the_lords_daemon_moves_the_address(api, world, make_router_net_node,
                                                    host_distro, ssh_keys):
-    """kill -9 of the Lord's daemon only: its member exits (PDEATHSIG),
-    removes the address and announces its death: one holder again, and the
-    world's requests resume within FAILOVER_S."""
+    """kill -9 of the Lord's daemon only: its member's guard stops the member
+    (one SIGINT: it announces its death) and removes the address: one holder
+    again, the world's requests resume within FAILOVER_S, and the killed
+    node holds the address no more."""
     nodes, _, domain, _, _ = cluster(api, make_router_net_node, host_distro, ssh_keys)
     lord = wait_lord(nodes)
     loop = Loop(world, domain)
@@ -190,6 +181,9 @@ def test_killing_the_lords_daemon_moves_the_address(api, world, make_router_net_
         second = wait_lord(nodes, timeout=FAILOVER_S, other_than=lord)
         resumed = loop.first_ok_after(t0, second.tag) - t0
         assert resumed <= FAILOVER_S, resumed
+        # The guard and its member end; the address stays with the new Lord only.
+        wait_for(lambda: lord.legion_pids() == [], 5, "the killed daemon's member ended")
+        assert holders(nodes) == [second]
     finally:
         loop.stop()
 

@@ -16,7 +16,9 @@
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../../src/common/log.h"
@@ -348,6 +350,99 @@ static void address_on_the_uplink(void **st)
     has(e.msg, "nosuch0");
 }
 
+/* The guard run in a child of this test (it blocks signals, forks): its
+ * exit code, or -1 when the guard refused (e.msg on stderr). */
+static pid_t guard_start(char **argv, int argc)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        err_t e;
+        err_clear(&e);
+        int rc = legion_guard_run(argc, argv, &e);
+        if (rc < 0)
+            fprintf(stderr, "guard: %s\n", e.msg);
+        _exit(rc < 0 ? 200 : rc);
+    }
+    return pid;
+}
+
+static int guard_status(pid_t pid)
+{
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+static void guard_arguments(void **st)
+{
+    (void)st;
+    err_t e;
+    char *few[] = {"h", "guard", "-", "-", NULL};
+    err_clear(&e);
+    assert_int_equal(legion_guard_run(4, few, &e), -1);
+    has(e.msg, "usage");
+    char *half[] = {"h", "guard", "203.0.113.100", "-", "/bin/true", NULL};
+    err_clear(&e);
+    assert_int_equal(legion_guard_run(5, half, &e), -1);
+    has(e.msg, "both ADDR and IFNAME");
+    char *bad_if[] = {"h", "guard", "203.0.113.100", "up0;x", "/bin/true", NULL};
+    err_clear(&e);
+    assert_int_equal(legion_guard_run(5, bad_if, &e), -1);
+    /* The member's exit status is the guard's; a member that cannot start
+     * is 127. */
+    char *three[] = {"h", "guard", "-", "-", "/bin/sh", "-c", "exit 3", NULL};
+    assert_int_equal(guard_status(guard_start(three, 7)), 3);
+    char *none[] = {"h", "guard", "-", "-", "/nonexistent/uwsgi", NULL};
+    assert_int_equal(guard_status(guard_start(none, 5)), 127);
+}
+
+/* Three stop signals reach the guard (a dying daemon's re-sent PDEATHSIG):
+ * the member gets exactly one SIGINT, then SIGKILL when it lingers; the
+ * address goes when it has ended. */
+static void guard_forwards_one_stop(void **st)
+{
+    (void)st;
+    if (!in_own_netns)
+        skip();
+    char dir[] = "/tmp/imp-guard-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char script[512];
+    snprintf(script, sizeof script,
+             "trap 'echo int >> %s/ints' INT; : > %s/ready; "
+             "while :; do sleep 0.05; done", dir, dir);
+    err_t e;
+    err_clear(&e);
+    assert_int_equal(legion_address("203.0.113.101", "up0", true, &e), 1);
+    char *argv[] = {"h", "guard", "203.0.113.101", "up0", "/bin/sh", "-c", script, NULL};
+    pid_t g = guard_start(argv, 7);
+    char ready[600], ints[600];
+    snprintf(ready, sizeof ready, "%s/ready", dir);
+    snprintf(ints, sizeof ints, "%s/ints", dir);
+    for (int i = 0; i < 200 && access(ready, F_OK) != 0; i++)
+        usleep(10000);
+    assert_int_equal(access(ready, F_OK), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(kill(g, i == 1 ? SIGTERM : SIGINT), 0);
+        usleep(50000);
+    }
+    assert_true(has_address("203.0.113.101")); /* the member still runs */
+    assert_int_equal(guard_status(g), 128 + SIGKILL);
+    assert_false(has_address("203.0.113.101"));
+    FILE *f = fopen(ints, "r");
+    assert_non_null(f);
+    char line[16];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        n++;
+    fclose(f);
+    assert_int_equal(n, 1);
+    unlink(ints);
+    unlink(ready);
+    rmdir(dir);
+}
+
 static void kernel_takes_the_rules(void **st)
 {
     (void)st;
@@ -375,8 +470,10 @@ int main(void)
         cmocka_unit_test(refusals_and_warnings),
         cmocka_unit_test(watchdog_decisions),
         cmocka_unit_test(hook_arguments),
+        cmocka_unit_test(guard_arguments),
         cmocka_unit_test(nft_rules),
         cmocka_unit_test(address_on_the_uplink),
+        cmocka_unit_test(guard_forwards_one_stop),
         cmocka_unit_test(kernel_takes_the_rules),
     };
     return cmocka_run_group_tests(tests, own_netns, NULL);
