@@ -9,9 +9,22 @@
 # (docs/NETWORK.md: a veth per container, an nft table per node, NAT off).
 # Then a short guide.  Stays in the foreground until Ctrl-C, which stops the
 # node daemons, then every container (`imperium-node stop-all`), then the API.
+# With IMPERIUM_DB=postgresql (`make run DB=postgresql`): a throwaway
+# PostgreSQL cluster (scripts/pgtmp.sh) and two imperium-api instances on its
+# one database (docs/OPERATING.md, "Several API instances"); fooserver's node
+# follows the first, zeusserver's the second; Ctrl-C stops both APIs, then the
+# cluster (its data stays until the next run, like the state directory).
 #
 # Environment:
+#   IMPERIUM_DB       sqlite (default: one API, its database in the state
+#                     directory) or postgresql (two APIs, one PostgreSQL)
 #   IMPERIUM_PORT     TCP port (default 8080)
+#   IMPERIUM_PORT2    the second API's TCP port with postgresql (default
+#                     IMPERIUM_PORT + 1)
+#   IMPERIUM_PG_PORT  the PostgreSQL cluster's port on 127.0.0.1 (default 55432)
+#   IMPERIUM_PG_DIR   its directory, wiped on each run (default
+#                     /tmp/imperium-run-pg): outside the state directory,
+#                     whose 0700 the server's user `postgres` cannot cross
 #   IMPERIUM_RUN_DIR  state directory, wiped on each run (default <repo>/.run;
 #                     keep it out of /tmp: inside a container /tmp is the home's).
 #                     It is made 0700: it holds the database, the admin token
@@ -44,9 +57,30 @@ marker=.imperium-run
 say() { printf '%s\n' "$*"; }
 die() { say "run: $*" >&2; exit 1; }
 
-case $port in
-    '' | *[!0-9]*) die "IMPERIUM_PORT must be a port number, not '$port'" ;;
+need_port() {
+    case $2 in
+        '' | *[!0-9]*) die "$1 must be a port number, not '$2'" ;;
+    esac
+}
+need_port IMPERIUM_PORT "$port"
+db=${IMPERIUM_DB:-sqlite}
+case $db in
+    sqlite) ;;
+    postgresql | postgres) db=postgresql ;;
+    *) die "IMPERIUM_DB (make run DB=...) must be sqlite or postgresql, not '$db'" ;;
 esac
+# The second API and the cluster, with postgresql only.
+port2=
+log2=
+if [ "$db" = postgresql ]; then
+    port2=${IMPERIUM_PORT2:-$((port + 1))}
+    need_port IMPERIUM_PORT2 "$port2"
+    [ "$port2" != "$port" ] || die "IMPERIUM_PORT2 must differ from IMPERIUM_PORT ($port)"
+    pg_port=${IMPERIUM_PG_PORT:-55432}
+    need_port IMPERIUM_PG_PORT "$pg_port"
+    pg_dir=${IMPERIUM_PG_DIR:-/tmp/imperium-run-pg}
+    pgtmp=$root/scripts/pgtmp.sh
+fi
 for b in "$api_bin" "$cli_bin" "$node_bin"; do
     [ -x "$b" ] || die "$b is missing: build it first (make all)"
 done
@@ -71,7 +105,6 @@ run_dir=$(cd "$run_dir" && pwd)
 conf=$run_dir/imperium-api.conf
 log=$run_dir/api.log
 token=$run_dir/admin.token
-write_api_conf "$conf" "$host" "$port" "$run_dir" scripts/run.sh
 
 node_conf=$run_dir/imperium-node.conf
 node_log=$run_dir/node.log
@@ -93,9 +126,14 @@ sshd_pid=
 ssh_note="sshd is NOT running: it needs root (run make run as root)"
 
 api_pid=
+api2_pid=
+pg_started=
 log_tail() {
-    say "---- last lines of $log ----" >&2
-    tail -n 30 "$log" >&2 || true
+    for l in "$log" ${log2:+"$log2"}; do
+        [ -f "$l" ] || continue
+        say "---- last lines of $l ----" >&2
+        tail -n 30 "$l" >&2 || true
+    done
 }
 # Stop the node daemons (the containers keep running), then every container
 # (the homes stay); returns non-zero if either went wrong.
@@ -122,15 +160,27 @@ stop_node() {
     fi
     return "$status"
 }
-# Stop the API (if still running) and wait for it; returns its exit status.
+# Stop the APIs (those still running) and wait for them; returns non-zero if
+# one exited so.
 stop_api() {
-    [ -n "$api_pid" ] || return 0
-    pid=$api_pid
+    pids="$api_pid $api2_pid"
     api_pid=
-    kill -TERM "$pid" 2>/dev/null || true
+    api2_pid=
+    for pid in $pids; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
     status=0
-    wait "$pid" || status=$?
+    for pid in $pids; do
+        wait "$pid" || status=$?
+    done
     return "$status"
+}
+# Stop the PostgreSQL cluster, after the APIs (its data stays until the next
+# run); returns non-zero if it did not stop.
+stop_pg() {
+    [ -n "$pg_started" ] || return 0
+    pg_started=
+    "$pgtmp" stop "$pg_dir"
 }
 on_signal() {
     trap - INT TERM
@@ -149,11 +199,19 @@ on_signal() {
         log_tail
         code=1
     fi
+    if [ -n "$pg_started" ]; then
+        say "run: stopping PostgreSQL"
+        if ! stop_pg; then
+            say "run: PostgreSQL in $pg_dir did not stop cleanly (see $pg_dir/server.log)" >&2
+            code=1
+        fi
+    fi
     exit "$code"
 }
 on_exit() {
     stop_node || true
     stop_api || true
+    stop_pg || true
 }
 trap on_signal INT TERM
 trap on_exit EXIT
@@ -210,6 +268,20 @@ start_sshd() {
     ssh_note="sshd listens on $host:$ssh_port (log: $run_dir/sshd.log)"
 }
 
+# With postgresql: a fresh cluster and its one database, made before the
+# APIs, which only migrate it.
+db_url=
+if [ "$db" = postgresql ]; then
+    [ -x "$pgtmp" ] || die "$pgtmp is missing"
+    "$pgtmp" destroy "$pg_dir" || die "cannot remove the previous run's PostgreSQL in $pg_dir"
+    pg_started=1
+    "$pgtmp" start "$pg_dir" "$pg_port" >/dev/null ||
+        die "cannot start PostgreSQL in $pg_dir on 127.0.0.1:$pg_port"
+    db_url=$("$pgtmp" createdb "$pg_dir" "$pg_port" imperium) ||
+        die "cannot create the database imperium on 127.0.0.1:$pg_port"
+fi
+write_api_conf "$conf" "$host" "$port" "$run_dir" scripts/run.sh ${db_url:+"$db_url"}
+
 "$api_bin" -c "$conf" >"$log" 2>&1 &
 api_pid=$!
 
@@ -218,14 +290,29 @@ export IMPERIUM_ADMIN_TOKEN_FILE="$token"
 unset IMPERIUM_ADMIN_TOKEN IMPERIUM_CONFIG
 imp() { "$cli_bin" "$@"; }
 
-# Wait until it answers (the token file exists before it listens).
-tries=0
-until [ -s "$token" ] && imp admin distro list --timeout 2 >/dev/null 2>&1; do
-    kill -0 "$api_pid" 2>/dev/null || fail "imperium-api exited at start-up"
-    tries=$((tries + 1))
-    [ "$tries" -lt 200 ] || fail "imperium-api does not answer on $IMPERIUM_API"
-    sleep 0.1
-done
+# await_api PID PORT: until the API on PORT answers (the token file exists
+# before it listens).
+await_api() {
+    tries=0
+    until [ -s "$token" ] &&
+        IMPERIUM_API=http://$host:$2 "$cli_bin" admin distro list --timeout 2 >/dev/null 2>&1; do
+        kill -0 "$1" 2>/dev/null || fail "imperium-api exited at start-up"
+        tries=$((tries + 1))
+        [ "$tries" -lt 200 ] || fail "imperium-api does not answer on http://$host:$2"
+        sleep 0.1
+    done
+}
+await_api "$api_pid" "$port"
+# The second instance only once the first has migrated the database and
+# made the admin token: it uses both as they are.
+if [ "$db" = postgresql ]; then
+    conf2=$run_dir/imperium-api-2.conf
+    log2=$run_dir/api-2.log
+    write_api_conf "$conf2" "$host" "$port2" "$run_dir" scripts/run.sh "$db_url"
+    "$api_bin" -c "$conf2" >"$log2" 2>&1 &
+    api2_pid=$!
+    await_api "$api2_pid" "$port2"
+fi
 
 # The demo: the quickstart's customer on a shared server, and a customer
 # owning a whole server.
@@ -260,9 +347,14 @@ imp admin domain add mynewdomain.org --customer kratos >/dev/null ||
 # And a second name, for the guide's client-certificate example.
 imp admin domain add private.mynewdomain.org --customer kratos >/dev/null ||
     fail "cannot map private.mynewdomain.org to kratos"
+# Seeded once, through the first API: the second must see it all at once.
+if [ "$db" = postgresql ]; then
+    IMPERIUM_API=http://$host:$port2 "$cli_bin" admin customer list | grep -q kratos ||
+        fail "the second imperium-api (port $port2) does not see the customer kratos"
+fi
 
 # A node's config: write_node_conf FILE SERVER SECRET DIR ROUTER PREFIX TABLE CGROUP METRICS
-# HTTPS (the router's HTTPS listener, docs/ROUTER.md).
+# HTTPS (the router's HTTPS listener, docs/ROUTER.md) API (the URL it follows).
 # The first distro above is this machine's own root, read-only
 # (distro_host_ok): the demo's only way to have a distro at once.
 write_node_conf() {
@@ -270,7 +362,7 @@ write_node_conf() {
         umask 077
         cat >"$1" <<NODECONF
 # imperium-node settings for the \`make run\` demo (written by scripts/run.sh)
-api_url = http://$host:$port
+api_url = ${11}
 server_name = $2
 secret = $3
 state_dir = $4/state
@@ -319,11 +411,15 @@ start_node() {
 }
 
 node_note=
+base=http://$host:$port
+# With two APIs each node follows one: a change made on either wakes both.
+zeus_api=$base
+[ -z "$port2" ] || zeus_api=http://$host:$port2
 if [ "$(id -u)" = 0 ]; then
     write_node_conf "$node_conf" fooserver "$node_secret" "$node_dir" "$host:$router_port" \
-        imp imperium imperium-run "$host:$metrics_port" "$host:$https_port"
+        imp imperium imperium-run "$host:$metrics_port" "$host:$https_port" "$base"
     write_node_conf "$zeus_conf" zeusserver "$zeus_secret" "$zeus_dir" "127.0.0.2:$router_port" \
-        imz imperium_zeus imperium-run-zeus "" "127.0.0.2:$https_port"
+        imz imperium_zeus imperium-run-zeus "" "127.0.0.2:$https_port" "$zeus_api"
     node_started=1
     start_node "$node_conf" "$node_log"
     start_node "$zeus_conf" "$zeus_log"
@@ -335,7 +431,6 @@ else
     node_note="imperium-node is NOT running: containers need root (run make run as root)"
 fi
 
-base=http://$host:$port
 k=http://kratos:deimos@$host:$port
 k17=http://kratos:deimos17@$host:$port
 z=http://zeus:olympus@$host:$port
@@ -363,10 +458,27 @@ else
 server: run make run with IMPERIUM_ACME_DIRECTORY=<its directory URL> (and
 IMPERIUM_ACME_CA_BUNDLE=<its TLS CA>, for a test server such as pebble) and this guide shows it."
 fi
+if [ -z "$port2" ]; then
+    api_note="imperium-api is running on $base (customer API $base/api, admin API $base/admin)
+state: $run_dir (log: $log)"
+else
+    base2=http://$host:$port2
+    api_note="Two imperium-api instances share one PostgreSQL database (docs/OPERATING.md,
+\"Several API instances\"), and the admin token:
+  $base (customer API $base/api, admin API $base/admin; log: $log)
+  $base2 (customer API $base2/api, admin API $base2/admin; log: $log2)
+A write on either is seen by the next read on the other, e.g.
+  curl -X POST -d '{\"company\": \"Sparta\"}' $k/api/me/
+  curl http://kratos:deimos@$host:$port2/api/me/
+As root, fooserver's node follows $base and zeusserver's $base2.
+database: $db_url
+  psql '$db_url'
+  (the cluster: $pg_dir, its log: $pg_dir/server.log)
+state: $run_dir"
+fi
 cat <<EOF
 
-imperium-api is running on $base (customer API $base/api, admin API $base/admin)
-state: $run_dir (log: $log)
+$api_note
 
 Seeded: customer kratos/deimos ("God of war S.r.l.") with containers $uid and $uid2 on fooserver,
 customer zeus/olympus owning zeusserver (127.0.0.2), two distros, one public news item.
@@ -486,10 +598,22 @@ The supplier's side, with the admin CLI:
 Press Ctrl-C to stop.
 EOF
 
-# In the foreground until Ctrl-C (the trap) or the API's death.
+# In the foreground until Ctrl-C (the trap) or an API's death.
 status=0
-wait "$api_pid" || status=$?
-api_pid=
+if [ -z "$api2_pid" ]; then
+    wait "$api_pid" || status=$?
+    api_pid=
+else
+    # Both: a short background sleep keeps the trap prompt (a signal ends
+    # `wait` at once), and each wait reaps an API that died.
+    while kill -0 "$api_pid" 2>/dev/null && kill -0 "$api2_pid" 2>/dev/null; do
+        sleep 1 &
+        wait $! || true
+    done
+    for pid in $api_pid $api2_pid; do
+        kill -0 "$pid" 2>/dev/null || wait "$pid" || status=$?
+    done
+fi
 say "run: imperium-api exited unexpectedly (status $status)" >&2
 log_tail
 exit 1

@@ -41,11 +41,13 @@ static void h_admin_containers_list(req_t *r)
 {
     err_t e = {0};
     const char *customer = req_arg(r, "customer"), *server = req_arg(r, "server");
+    /* CAST: a bare `$1 IS NULL` leaves PostgreSQL without the parameter's type. */
     json_t *out = rows_query_json(
         r->db, &e, admin_container_row, NULL,
         "SELECT c.id FROM containers c JOIN customers cu ON cu.id = c.customer_id "
-        "JOIN servers s ON s.id = c.server_id WHERE ($1 IS NULL OR cu.username = $1) AND "
-        "($2 IS NULL OR s.name = $2 OR s.address = $2) ORDER BY c.id",
+        "JOIN servers s ON s.id = c.server_id WHERE (CAST($1 AS TEXT) IS NULL OR "
+        "cu.username = $1) AND (CAST($2 AS TEXT) IS NULL OR s.name = $2 OR s.address = $2) "
+        "ORDER BY c.id",
         DB_ARGS(DB_TEXT(customer), DB_TEXT(server)));
     reply_list(r, out, &e);
 }

@@ -224,15 +224,16 @@ int alarm_store(db_t *db, err_t *e, long long container_id, const alarm_t *a)
 
 /* The caller's alarms matching the filters; a NULL filter matches all.
  * CAST(... IS NULL) keeps one statement for every filter combination and
- * gives PostgreSQL the parameter types. */
+ * gives PostgreSQL the parameter types (BIGINT: its INTEGER is 32 bits,
+ * and a line number or level may be larger). */
 #define ALARM_WHERE                                                                        \
     "FROM alarms a JOIN containers c ON c.id = a.container_id "                           \
     "WHERE c.customer_id = $1 AND ($2 = 0 OR a.container_id = $2) "                       \
     "AND (CAST($3 AS TEXT) IS NULL OR a.vassal = $3) "                                    \
     "AND (CAST($4 AS TEXT) IS NULL OR a.class = $4) "                                     \
     "AND (CAST($5 AS TEXT) IS NULL OR a.color = $5) "                                     \
-    "AND (CAST($6 AS INTEGER) IS NULL OR a.level = $6) "                                  \
-    "AND (CAST($7 AS INTEGER) IS NULL OR a.line = $7) "                                   \
+    "AND (CAST($6 AS BIGINT) IS NULL OR a.level = $6) "                                   \
+    "AND (CAST($7 AS BIGINT) IS NULL OR a.line = $7) "                                    \
     "AND (CAST($8 AS TEXT) IS NULL OR a.filename = $8) "                                  \
     "AND (CAST($9 AS TEXT) IS NULL OR a.func = $9) "
 

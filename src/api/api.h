@@ -30,6 +30,7 @@ typedef struct {
     pthread_mutex_t lock;
     pthread_cond_t freed;
     fifo_lock_t write_lock;     /* db_set_write_lock: writers queue here */
+    bool shared;                /* db_shared: other processes write the database too */
 } db_pool_t;
 
 typedef struct {

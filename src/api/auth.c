@@ -339,7 +339,7 @@ static char *hex_header(req_t *r, const char *name)
 }
 
 /* Check a username/password pair; fills r->me on success.  0, -1 (wrong)
- * or AUTH_ANSWERED (429). */
+ * or AUTH_ANSWERED (429, or 503/500 when the lookup failed). */
 static int check_password(req_t *r, const char *user, const char *pass)
 {
     /* Again here: failures may have come in since dispatch asked. */
@@ -350,8 +350,9 @@ static int check_password(req_t *r, const char *user, const char *pass)
                              "SELECT id, uuid, password_hash FROM customers WHERE username = $1",
                              DB_ARGS(DB_TEXT(user)));
     if (!res) {
-        log_error("auth lookup: %s", e.msg);
-        return -1;
+        /* Not the caller's fault: 503 when the database is away, not 401. */
+        reply_internal(r, &e);
+        return AUTH_ANSWERED;
     }
     const char *hash = res->nrows == 1 ? db_get(res, 0, 2) : NULL;
     unsigned char d[32];
@@ -496,8 +497,12 @@ int auth_node(req_t *r)
         db_res_t *res = db_query(r->db, &e,
                                  "SELECT id, node_secret_hash FROM servers WHERE name = $1",
                                  DB_ARGS(DB_TEXT(name)));
-        if (!res)
-            log_error("node auth lookup: %s", e.msg);
+        if (!res) {
+            /* The node retries a 503 (or 500) later; a 401 would say its
+             * secret is wrong. */
+            reply_internal(r, &e);
+            rc = -2;
+        }
         if (res && res->nrows == 1 && !db_is_null(res, 0, 1)) {
             char hash[65];
             sha256_hex(pass, hash);
@@ -513,7 +518,7 @@ int auth_node(req_t *r)
         MHD_free(name);
     if (pass)
         MHD_free(pass);
-    if (rc < 0)
+    if (rc == -1)
         reply_error(r, 401, NULL);
-    return rc;
+    return rc < 0 ? -1 : 0;
 }

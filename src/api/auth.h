@@ -14,7 +14,7 @@
 int auth_customer(req_t *r);
 int auth_admin(req_t *r);
 /* 0: authenticated; -1: no or wrong credentials (nothing answered);
- * AUTH_ANSWERED: throttled, answered 429 already. */
+ * AUTH_ANSWERED: answered already (429 throttled; 503/500 the lookup failed). */
 #define AUTH_ANSWERED (-2)
 int auth_optional(req_t *r);
 /* Before anything else answers a customer request (the response cache):

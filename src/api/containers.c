@@ -24,6 +24,8 @@ enum {
     C_STOPPED_REASON,
 };
 
+/* C_STARTABLE is a CASE giving 1 or 0: a bare condition would be a boolean
+ * column, which PostgreSQL answers as "t"/"f". */
 #define CONTAINER_SELECT                                                                   \
     "SELECT c.id, c.name, c.memory, c.storage, c.uuid, c.distro_id, d.name, "             \
     "c.custom_distro_id, cd.name, s.name, s.address, c.note, c.quota_threshold, c.jid, "  \
@@ -31,8 +33,9 @@ enum {
     "c.pushbullet_token, c.slack_webhook, c.alarm_freq, c.nofollow, "                     \
     "c.custom_distros_storage, c.secret_uuid, c.server_id, c.customer_id, "               \
     "st.state, st.since, st.restarts, st.last_error, st.generation, c.generation, "      \
-    "(c.distro_id IS NOT NULL OR c.custom_distro_id IS NOT NULL) AND "                    \
-    "EXISTS (SELECT 1 FROM ssh_keys k WHERE k.container_id = c.id), c.stopped_reason "    \
+    "CASE WHEN (c.distro_id IS NOT NULL OR c.custom_distro_id IS NOT NULL) AND "           \
+    "EXISTS (SELECT 1 FROM ssh_keys k WHERE k.container_id = c.id) THEN 1 ELSE 0 END, "   \
+    "c.stopped_reason "                                                                   \
     "FROM containers c JOIN servers s ON s.id = c.server_id "                             \
     "LEFT JOIN distros d ON d.id = c.distro_id "                                          \
     "LEFT JOIN custom_distros cd ON cd.id = c.custom_distro_id "                          \
@@ -531,11 +534,12 @@ static int update_distro(req_t *r, update_t *u, err_t *e)
                 return err_set(e, ERR_INPUT, "'distro': no distro with id %lld", d);
         }
         /* A container boots one root filesystem: a distro replaces a custom
-         * one, and ends a stop the API made. */
+         * one, and ends a stop the API made.  (CAST: a bare `$1 IS NULL`
+         * leaves PostgreSQL without the parameter's type.) */
         if (db_exec(r->db, e,
                     "UPDATE containers SET distro_id = $1, custom_distro_id = NULL, "
-                    "stopped_reason = CASE WHEN $1 IS NULL THEN stopped_reason END "
-                    "WHERE id = $2",
+                    "stopped_reason = CASE WHEN CAST($1 AS BIGINT) IS NULL THEN "
+                    "stopped_reason END WHERE id = $2",
                     DB_ARGS(d ? DB_INT(d) : DB_NULL, DB_INT(u->id))) < 0)
             return -1;
     }
@@ -559,8 +563,9 @@ static int update_distro(req_t *r, update_t *u, err_t *e)
         }
         if (db_exec(r->db, e,
                     "UPDATE containers SET custom_distro_id = $1, distro_id = "
-                    "CASE WHEN $1 IS NULL THEN distro_id ELSE NULL END, stopped_reason = "
-                    "CASE WHEN $1 IS NULL THEN stopped_reason END WHERE id = $2",
+                    "CASE WHEN CAST($1 AS BIGINT) IS NULL THEN distro_id ELSE NULL END, "
+                    "stopped_reason = CASE WHEN CAST($1 AS BIGINT) IS NULL THEN "
+                    "stopped_reason END WHERE id = $2",
                     DB_ARGS(d ? DB_INT(d) : DB_NULL, DB_INT(u->id))) < 0)
             return -1;
     }

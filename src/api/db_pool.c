@@ -29,6 +29,7 @@ int db_pool_open(db_pool_t *p, const char *url, int n, err_t *e)
         db_pool_close(p);
         return -1;
     }
+    p->shared = db_shared(p->conns[0]);
     return 0;
 }
 

@@ -47,17 +47,42 @@ static bool client_is_curl(req_t *r)
     return ua && strstr(ua, "curl/");
 }
 
+/* The data version a cacheable answer is checked against and tagged with,
+ * read before the request's snapshot begins (run_route), so an answer can
+ * only ever be tagged older than its data, never newer.  A database this
+ * process has to itself (SQLite) counts every write here: no connection
+ * needed.  One other processes write too (PostgreSQL) is asked on the
+ * request's own connection, taken now and kept for the request (run_route):
+ * a notice of another instance's write may still be on its way, and a
+ * cached answer skips the password check, so it must see that write at
+ * once.  -1 when it answered the request (503 if the database is
+ * unreachable). */
+static int read_cache_version(req_t *r)
+{
+    db_pool_t *pool = &r->api->pool;
+    if (!pool->shared) {
+        r->cache_version = db_pool_version(pool);
+        return 0;
+    }
+    r->db = db_pool_acquire(pool);
+    err_t e = {0};
+    if (db_data_version_now(r->db, &e, &r->cache_version) < 0) {
+        reply_internal(r, &e);
+        return -1;
+    }
+    return 0;
+}
+
 /* A GET of a cacheable route without query arguments: key it by what the
  * answer depends on besides the data, and answer it from the cache when
- * nothing was written since the cached answer was built.  The version is
- * read before the request's snapshot begins (dispatch), so an answer can
- * only ever be tagged older than its data, never newer. */
-static bool cache_lookup(req_t *r, const route_t *rt)
+ * nothing was written since the cached answer was built.  1: answered from
+ * the cache; 0: not, the route runs; -1: answered with an error. */
+static int cache_lookup(req_t *r, const route_t *rt)
 {
     if (rt->cache != CACHE_UNTIL_WRITE || strcmp(r->method, "GET") != 0 ||
         !resp_cache_enabled(r->api->responses) ||
         MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, NULL, NULL) > 0)
-        return false;
+        return 0;
     const char *parts[] = {
         r->path,
         client_is_curl(r) ? "curl" : "", /* send_json's newline */
@@ -65,25 +90,36 @@ static bool cache_lookup(req_t *r, const route_t *rt)
         req_header(r, "X-uwsgi-it-username"),
         req_header(r, "X-uwsgi-it-password"),
     };
+    if (read_cache_version(r) < 0)
+        return -1;
     resp_cache_key(r->api->responses, parts, (int)(sizeof parts / sizeof parts[0]),
                    r->cache_key);
     r->cache_keyed = true;
-    r->cache_version = db_pool_version(&r->api->pool);
     r->cache_hit = resp_cache_get(r->api->responses, r->cache_key, r->cache_version);
     return r->cache_hit != NULL;
 }
 
-/* Authenticate and run the handler, with a database connection. */
+/* Give back the request's connection, if it holds one. */
+static void release_db(req_t *r)
+{
+    if (r->db)
+        db_pool_release(&r->api->pool, r->db);
+    r->db = NULL;
+}
+
+/* Authenticate and run the handler, with a database connection: the one
+ * the response cache's version was read on (read_cache_version), else one
+ * taken now. */
 static void run_route(req_t *r, const route_t *rt)
 {
-    r->db = db_pool_acquire(&r->api->pool);
+    if (!r->db)
+        r->db = db_pool_acquire(&r->api->pool);
     /* Reads see one snapshot and take the database's read lock once. */
     bool read_txn = strcmp(r->method, "GET") == 0;
     if (read_txn) {
         err_t e = {0};
         if (db_read_begin(r->db, &e) < 0) {
-            log_error("%s %s: %s", r->method, r->path, e.msg);
-            reply_error(r, 500, NULL);
+            reply_internal(r, &e); /* logged; 503 when the database is unreachable */
             goto out;
         }
     }
@@ -113,8 +149,7 @@ static void run_route(req_t *r, const route_t *rt)
 out:
     if (read_txn)
         db_read_end(r->db);
-    db_pool_release(&r->api->pool, r->db);
-    r->db = NULL;
+    release_db(r);
 }
 
 static void dispatch_route(req_t *r, const route_t *const *tables)
@@ -131,7 +166,11 @@ static void dispatch_route(req_t *r, const route_t *const *tables)
     if ((rt->auth == AUTH_CUSTOMER || rt->auth == AUTH_OPTIONAL || rt->auth == AUTH_ALARM) &&
         auth_throttled(r))
         return;
-    if (cache_lookup(r, rt)) {
+    int cached = cache_lookup(r, rt);
+    if (cached != 0) {
+        release_db(r);
+        if (cached < 0)
+            return; /* answered */
         r->status = 200;
         r->authed = true;
         snprintf(r->me.username, sizeof r->me.username, "%s", resp_entry_user(r->cache_hit));

@@ -11,7 +11,7 @@
 #include "server.h"
 #include "resp_cache.h"
 #include "routes.h"
-#include "schema.h"
+#include "../common/schema.h"
 #include "stats.h"
 #include "throttle.h"
 #include "workers.h"
@@ -262,6 +262,11 @@ int main(int argc, char **argv)
         log_error("database %s: %s", db_url_redacted(api.cfg.db_url, url, sizeof url), e.msg);
         goto out;
     }
+    /* Which backend, as the pool found it: a shared one lets other
+     * instances serve the same database (docs/OPERATING.md). */
+    log_info("database %s: %s", db_url_redacted(api.cfg.db_url, url, sizeof url),
+             api.pool.shared ? "PostgreSQL, shared with any other imperium-api on it"
+                             : "SQLite, this process's alone (claimed)");
     if (migrate_only) {
         rc = 0;
         goto out;

@@ -83,8 +83,22 @@ void reply_conflict(req_t *r, const char *fmt, ...)
     va_end(ap);
 }
 
+/* The database could not answer now (a lost connection, a transaction it
+ * ended): the client may send the same request again in a moment (err.h).
+ * Why goes to the log, not to the client. */
+static void reply_unavailable(req_t *r, const err_t *e)
+{
+    log_warn("%s %s: %s", r->method, r->path, e->msg[0] ? e->msg : "database unavailable");
+    r->retry_after = 1;
+    reply_error(r, 503, "the database is unavailable, try again");
+}
+
+/* A handler's storage failure may be the database's transient one: that
+ * is a 503 to retry, not a 500. */
 void reply_internal(req_t *r, const err_t *e)
 {
+    if (e && e->kind == ERR_UNAVAILABLE)
+        return reply_unavailable(r, e);
     log_error("%s %s: %s", r->method, r->path, e && e->msg[0] ? e->msg : "internal error");
     reply_error(r, 500, NULL);
 }
@@ -97,6 +111,7 @@ void reply_err(req_t *r, const err_t *e)
     case ERR_NOTFOUND: reply_error(r, 404, NULL); break;
     case ERR_CONFLICT:
     case ERR_CONSTRAINT: reply_error(r, 409, e->msg); break;
+    case ERR_UNAVAILABLE: reply_unavailable(r, e); break;
     default: reply_internal(r, e);
     }
 }

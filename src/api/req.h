@@ -69,7 +69,7 @@ typedef struct req {
         char value[96];
     } headers[REQ_MAX_HEADERS];
     int nheaders;
-    int retry_after; /* seconds, sent as Retry-After when > 0 (429) */
+    int retry_after; /* seconds, sent as Retry-After when > 0 (429, 503) */
 } req_t;
 
 /* Answer helpers: every handler ends with exactly one of these. */

@@ -367,6 +367,11 @@ void admin_help(FILE *f, bool verbose)
             fprintf(f, "\n %s: %s\n", objects[i].object, objects[i].what);
         object_help(f, objects[i].object, verbose);
     }
+    fputs(verbose ? "\n db: the database itself, opened by URL (no API; stop the APIs for a "
+                    "copy)\n"
+                  : "Database commands (the database itself, by URL; no API):\n",
+          f);
+    db_help(f, verbose);
 }
 
 /* ---- running one command ---- */
@@ -551,6 +556,8 @@ int admin_main(cli_t *cli, int argc, char **argv, err_t *e)
         return 0;
     }
     const char *object = argv[i++];
+    if (!strcmp(object, "db")) /* the database itself, not the API */
+        return db_main(cli, argc - i, argv + i, e);
     bool known = false;
     for (size_t k = 0; k < sizeof objects / sizeof objects[0]; k++)
         known |= !strcmp(objects[k].object, object);

@@ -8,6 +8,7 @@
  *   admin.c        `imperium admin ...` (the supplier's commands)
  *   call.c         `imperium call ...` (the customer API)
  *   distro_build.c `imperium admin distro build` (debootstrap, then the API)
+ *   db.c           `imperium admin db ...` (the database itself: migrate, copy)
  *
  * Every function that can fail takes an err_t and returns -1; only main()
  * prints the message and picks the exit code: 2 for ERR_INPUT (a usage
@@ -158,6 +159,13 @@ void call_help(FILE *f);
 extern const opt_spec distro_build_opts[];
 /* `admin distro build NAME` with its parsed options; prints the new id. */
 int distro_build(cli_t *cli, const char *name, json_t *opts, err_t *e);
+
+/* ---- db.c ---- */
+
+/* `admin db ACTION ...`: argv starts after the word "db". */
+int db_main(cli_t *cli, int argc, char **argv, err_t *e);
+/* The db commands, one line each; with `verbose`, each with what it does. */
+void db_help(FILE *f, bool verbose);
 
 /* ---- context.c: settings resolved from flags, environment and config file ---- */
 

@@ -1,7 +1,8 @@
 /* main.c - `imperium`: usage and dispatch (the settings are context.c's).
  *
- * Exit codes: 0 done, 1 the API refused or could not be reached, 2 usage
- * error.  Only this file prints errors and decides the exit code. */
+ * Exit codes: 0 done, 1 the API (or, for `admin db`, the database) refused
+ * or could not be reached, 2 usage error.  Only this file prints errors and
+ * decides the exit code. */
 #include "../common/strutil.h"
 #include "cli.h"
 
@@ -15,6 +16,7 @@ static void usage(FILE *f)
           "\n"
           "Commands:\n"
           "  admin OBJECT ACTION ...        the supplier's commands (imperium admin --help)\n"
+          "  admin db ACTION ...            migrate or copy the database (imperium admin db --help)\n"
           "  call METHOD PATH [JSON_BODY]   call the customer API as a customer\n"
           "  help                           this text\n"
           "\n"
@@ -25,7 +27,9 @@ static void usage(FILE *f)
     admin_help(f, false);
     fputc('\n', f);
     call_help(f);
-    fputs("\nExit status: 0 done, 1 the API refused or is unreachable, 2 usage error.\n", f);
+    fputs("\nExit status: 0 done, 1 the API or the database refused or is unreachable, 2 usage "
+          "error.\n",
+          f);
 }
 
 static int run(cli_t *cli, int argc, char **argv, err_t *e)

@@ -44,12 +44,13 @@ static inline db_val db_text_val(const char *s)
 typedef struct {
     int nrows, ncols;
     char **cells; /* nrows * ncols, NULL for SQL NULL */
+    char **names; /* ncols column names (db_col_name); NULL when the backend gave none */
     long long changes;
 } db_res_t;
 
 /* Open a database by URL: "sqlite:/path/file.db", "sqlite:///path/file.db"
- * or a plain path (SQLite).  "postgresql:" / "postgres:" URLs are refused
- * (ERR_INPUT: not supported yet, issue 20), and so is any other scheme,
+ * or a plain path (SQLite); "postgresql://..." / "postgres://..." (libpq's
+ * connection URI: PostgreSQL, db_pg.c).  Any other scheme is refused,
  * naming the ones known. */
 db_t *db_open(const char *url, err_t *e);
 
@@ -157,7 +158,28 @@ void db_schema_rollback(db_t *db);
  * when it already is.  PostgreSQL: identity columns never reuse a value. */
 int db_ids_never_reused(db_t *db, err_t *e, const char *table);
 
+/* ---- several processes on one database (issue 20) ---- */
+
+/* True when other processes may use the database at the same time
+ * (PostgreSQL): db_claim is then a no-op, and a cache must compare with
+ * db_data_version_now rather than trust db_data_version alone. */
+bool db_shared(db_t *db);
+/* DB_FEED_WRITES as the database has it now, read on this connection
+ * (which the caller holds, outside a write transaction): exact across
+ * processes, at the cost of a round trip when db_shared.  A backend that
+ * is not shared answers db_data_version(db, DB_FEED_WRITES).  0 or -1
+ * with e (ERR_UNAVAILABLE when the database cannot be reached). */
+int db_data_version_now(db_t *db, err_t *e, unsigned long long *v);
+/* The highest value ever handed out for `table`'s integer key `id` (not
+ * only the highest row's: a deleted newest row counts), 0 when none, -1
+ * with e; and making the next one handed out greater than `high` (copying
+ * a database: uids and ids are kept, and never reused). */
+long long db_id_high(db_t *db, err_t *e, const char *table);
+int db_id_set_high(db_t *db, err_t *e, const char *table, long long high);
+
 void db_res_free(db_res_t *r);
+/* The name of result column `col`, NULL when out of range or unknown. */
+const char *db_col_name(const db_res_t *r, int col);
 const char *db_get(const db_res_t *r, int row, int col);
 long long db_get_int(const db_res_t *r, int row, int col);
 bool db_is_null(const db_res_t *r, int row, int col);

@@ -34,6 +34,11 @@ typedef struct db_backend {
     void (*notify)(db_t *db);
     unsigned long long (*data_wait)(db_t *db, db_feed feed, unsigned long long since,
                                     long long deadline_ms);
+    /* Several processes on one database (db.h, issue 20). */
+    bool (*shared)(db_t *db);
+    int (*data_version_now)(db_t *db, err_t *e, unsigned long long *v);
+    long long (*id_high)(db_t *db, err_t *e, const char *table);
+    int (*id_set_high)(db_t *db, err_t *e, const char *table, long long high);
 } db_backend_t;
 
 /* The head of every backend's connection struct. */
@@ -48,5 +53,6 @@ long long db_res_changes(db_res_t *r);
 
 /* The backends (each in its own file). */
 extern const db_backend_t db_sqlite_backend;
+extern const db_backend_t db_pg_backend;
 
 #endif

@@ -16,8 +16,8 @@ static const struct {
     const char *missing;
 } schemes[] = {
     {"sqlite", &db_sqlite_backend, NULL},
-    {"postgresql", NULL, "PostgreSQL is not supported yet (issue 20)"},
-    {"postgres", NULL, "PostgreSQL is not supported yet (issue 20)"},
+    {"postgresql", &db_pg_backend, NULL},
+    {"postgres", &db_pg_backend, NULL},
 };
 
 #define NSCHEMES (sizeof schemes / sizeof schemes[0])
@@ -161,6 +161,23 @@ unsigned long long db_data_wait(db_t *db, db_feed feed, unsigned long long since
                                 long long deadline_ms)
 {
     return db->be->data_wait(db, feed, since, deadline_ms);
+}
+
+bool db_shared(db_t *db) { return db->be->shared(db); }
+
+int db_data_version_now(db_t *db, err_t *e, unsigned long long *v)
+{
+    return db->be->data_version_now(db, e, v);
+}
+
+long long db_id_high(db_t *db, err_t *e, const char *table)
+{
+    return db->be->id_high(db, e, table);
+}
+
+int db_id_set_high(db_t *db, err_t *e, const char *table, long long high)
+{
+    return db->be->id_set_high(db, e, table, high);
 }
 
 long long db_exec(db_t *db, err_t *e, const char *sql, int n, const db_val *args)

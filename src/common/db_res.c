@@ -11,6 +11,9 @@ void db_res_free(db_res_t *r)
     for (long i = 0; i < (long)r->nrows * r->ncols; i++)
         free(r->cells[i]);
     free(r->cells);
+    for (int c = 0; r->names && c < r->ncols; c++)
+        free(r->names[c]);
+    free(r->names);
     free(r);
 }
 
@@ -21,6 +24,11 @@ long long db_res_changes(db_res_t *r)
     long long changes = r->changes;
     db_res_free(r);
     return changes;
+}
+
+const char *db_col_name(const db_res_t *r, int col)
+{
+    return r && r->names && col >= 0 && col < r->ncols ? r->names[col] : NULL;
 }
 
 const char *db_get(const db_res_t *r, int row, int col)

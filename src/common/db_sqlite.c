@@ -343,6 +343,23 @@ static int res_add_row(db_res_t *r, sqlite3_stmt *st, int *cap)
     return 0;
 }
 
+/* The result's columns and their names (db_col_name). */
+static int res_names(db_res_t *r, sqlite3_stmt *st)
+{
+    int cols = sqlite3_column_count(st);
+    if (cols == 0)
+        return 0;
+    if (!(r->names = calloc((size_t)cols, sizeof *r->names)))
+        return -1;
+    r->ncols = cols; /* names are freed by ncols */
+    for (int c = 0; c < cols; c++) {
+        const char *name = sqlite3_column_name(st, c);
+        if (!name || !(r->names[c] = strdup(name)))
+            return -1;
+    }
+    return 0;
+}
+
 /* A statement that changed rows: outside a transaction it has committed by
  * the time it returns; inside one, it counts when db_commit succeeds.  One
  * that changed none (an upsert finding the row as it wants it: a node's
@@ -375,7 +392,10 @@ static db_res_t *sq_query(sq_t *db, err_t *e, const char *sql, int n, const db_v
     sqlite3_int64 changes_before = sqlite3_total_changes64(db->h);
     if (bind_args(db, st, e, n, args) < 0)
         goto fail;
-    r->ncols = sqlite3_column_count(st);
+    if (res_names(r, st) < 0) {
+        err_set(e, ERR_INTERNAL, "out of memory");
+        goto fail;
+    }
     int cap = 0, rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (res_add_row(r, st, &cap) < 0) {
@@ -637,6 +657,70 @@ static int sq_ids_never_reused(sq_t *db, err_t *e, const char *table)
     return rc;
 }
 
+/* ---- id high marks (copying a database) ---- */
+
+/* One integer of a one-row query (`dflt` without a row or for NULL); -1
+ * with e. */
+static int sq_int(sq_t *db, err_t *e, long long dflt, long long *out, const char *sql, int n,
+                  const db_val *args)
+{
+    db_res_t *r = sq_query(db, e, sql, n, args);
+    if (!r)
+        return -1;
+    *out = r->nrows > 0 && !db_is_null(r, 0, 0) ? db_get_int(r, 0, 0) : dflt;
+    db_res_free(r);
+    return 0;
+}
+
+/* sqlite_sequence's mark (AUTOINCREMENT), or MAX(id) when there is none. */
+static long long sq_id_high(sq_t *db, err_t *e, const char *table)
+{
+    char *max_sql = sqlite3_mprintf("SELECT MAX(id) FROM \"%w\"", table);
+    if (!max_sql)
+        return err_set(e, ERR_INTERNAL, "out of memory");
+    long long max = 0, has_seq = 0, seq = 0;
+    int rc = sq_int(db, e, 0, &max, max_sql, DB_NOARGS);
+    sqlite3_free(max_sql);
+    if (rc == 0)
+        rc = sq_int(db, e, 0, &has_seq, "SELECT COUNT(*) FROM sqlite_master WHERE name = "
+                    "'sqlite_sequence'", DB_NOARGS);
+    if (rc == 0 && has_seq)
+        rc = sq_int(db, e, 0, &seq, "SELECT seq FROM sqlite_sequence WHERE name = $1",
+                    DB_ARGS(DB_TEXT(table)));
+    if (rc < 0)
+        return -1;
+    return seq > max ? seq : max;
+}
+
+/* Only an AUTOINCREMENT table keeps a mark (in sqlite_sequence). */
+static int sq_id_set_high(sq_t *db, err_t *e, const char *table, long long high)
+{
+    db_res_t *r = sq_query(db, e, "SELECT sql FROM sqlite_master WHERE type = 'table' AND "
+                                  "name = $1", DB_ARGS(DB_TEXT(table)));
+    if (!r)
+        return -1;
+    bool autoinc = false;
+    if (r->nrows == 1 && db_get(r, 0, 0))
+        id_key_end(db_get(r, 0, 0), &autoinc);
+    db_res_free(r);
+    if (!autoinc)
+        return err_set(e, ERR_INTERNAL,
+                       "cannot keep the id high mark of table %s: it is not \"id INTEGER "
+                       "PRIMARY KEY AUTOINCREMENT\" (db_ids_never_reused makes it so)",
+                       table);
+    long long now = sq_id_high(db, e, table);
+    if (now < 0)
+        return -1;
+    if (high < now)
+        high = now; /* never back: that would hand out used ids again */
+    long long changed = sq_exec(db, e, "UPDATE sqlite_sequence SET seq = $2 WHERE name = $1",
+                                DB_ARGS(DB_TEXT(table), DB_INT(high)));
+    if (changed == 0)
+        changed = sq_exec(db, e, "INSERT INTO sqlite_sequence (name, seq) VALUES ($1, $2)",
+                          DB_ARGS(DB_TEXT(table), DB_INT(high)));
+    return changed < 0 ? -1 : 0;
+}
+
 /* ---- the backend's table: db_t * in, sq_t * on ---- */
 
 static void op_close(db_t *db) { sq_close(sq(db)); }
@@ -684,6 +768,30 @@ static unsigned long long op_data_wait(db_t *db, db_feed feed, unsigned long lon
     return dbv_wait(sq(db)->version, feed, since, deadline_ms);
 }
 
+/* One process per database (db_claim). */
+static bool op_shared(db_t *db)
+{
+    (void)db;
+    return false;
+}
+
+static int op_data_version_now(db_t *db, err_t *e, unsigned long long *v)
+{
+    (void)e;
+    *v = dbv_version(sq(db)->version, DB_FEED_WRITES);
+    return 0;
+}
+
+static long long op_id_high(db_t *db, err_t *e, const char *table)
+{
+    return sq_id_high(sq(db), e, table);
+}
+
+static int op_id_set_high(db_t *db, err_t *e, const char *table, long long high)
+{
+    return sq_id_set_high(sq(db), e, table, high);
+}
+
 const db_backend_t db_sqlite_backend = {
     .open = sq_open,
     .close = op_close,
@@ -703,4 +811,8 @@ const db_backend_t db_sqlite_backend = {
     .data_version = op_data_version,
     .notify = op_notify,
     .data_wait = op_data_wait,
+    .shared = op_shared,
+    .data_version_now = op_data_version_now,
+    .id_high = op_id_high,
+    .id_set_high = op_id_set_high,
 };

@@ -17,6 +17,8 @@ enum err_kind {
     ERR_FORBIDDEN,  /* not the caller's to touch (403) */
     ERR_NOTFOUND,   /* no such object (404) */
     ERR_CONFLICT,   /* clashes with the current state (409) */
+    ERR_UNAVAILABLE, /* the database is busy or unreachable: the same request may be
+                        sent again (503, Retry-After) */
 };
 
 typedef struct {

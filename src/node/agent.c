@@ -872,7 +872,8 @@ int agent_stop_all(const agent_cfg_t *c, err_t *e)
         return -1;
     }
     /* SIGTERM to every init first, so they shut down side by side... */
-    int running = 0, failed = 0;
+    int running = 0, failed = 0; /* containers that did not stop */
+    int steps = 0;               /* the node's other teardown steps that failed */
     for (size_t i = 0; i < n; i++) {
         pid_t pid;
         if (container_find(&c->node, uids[i], &pid)) {
@@ -904,49 +905,53 @@ int agent_stop_all(const agent_cfg_t *c, err_t *e)
     err_clear(&re);
     if (!rdir || router_stop_dir(rdir, c->stop_timeout_ms, &re) < 0) {
         log_error("stop-all: %s", rdir ? re.msg : "out of memory");
-        failed++;
+        steps++;
     }
     free(rdir);
     /* Nothing runs: the node's cgroup parent goes too (the next start
      * creates it again); one still in use stays. */
     cgroup_t cg;
-    if (!failed && cgroup_locate(c->node.cgroup_root, c->node.cgroup_parent, UID_BASE + 1, &cg,
-                                 NULL) == 0)
+    if (!failed && !steps &&
+        cgroup_locate(c->node.cgroup_root, c->node.cgroup_parent, UID_BASE + 1, &cg, NULL) == 0)
         cgroup_remove_parents(&cg);
     /* No container of ours runs: their nft table goes (never while one
      * still runs: it is that one's isolation). */
     err_t ne;
     err_clear(&ne);
-    if (!failed && c->node.net.on && netpolicy_delete(c->nft_table, &ne) < 0) {
+    if (!failed && !steps && c->node.net.on && netpolicy_delete(c->nft_table, &ne) < 0) {
         log_error("stop-all: %s", ne.msg);
-        failed++;
+        steps++;
     }
     /* The overlay device likewise (its routes, neighbours and entries go
      * with it); the daemon's exit leaves it to the containers. */
     err_clear(&ne);
-    if (!failed && overlay_on(&c->overlay) && overlay_remove(&c->overlay, &ne) < 0) {
+    if (!failed && !steps && overlay_on(&c->overlay) && overlay_remove(&c->overlay, &ne) < 0) {
         log_error("stop-all: %s", ne.msg);
-        failed++;
+        steps++;
     }
     /* Last the node's own route and gateway address, unless another node
      * sharing this namespace still has containers (its /32s); ip_forward
      * stays (docs/NETWORK.md). */
     err_clear(&ne);
-    if (!failed && c->node.net.on && net_node_teardown(&c->node.net, &ne) < 0) {
+    if (!failed && !steps && c->node.net.on && net_node_teardown(&c->node.net, &ne) < 0) {
         log_error("stop-all: %s", ne.msg);
-        failed++;
+        steps++;
     }
     /* The homes' images are unmounted (also any a busy stop left), then
      * the containers directory's own bind, if the daemon made one. */
     release_stale_homes(c);
     err_clear(&ne);
-    if (!failed && quota_teardown(c->node.containers_dir, c->node.state_dir, &ne) < 0) {
+    if (!failed && !steps &&
+        quota_teardown(c->node.containers_dir, c->node.state_dir, &ne) < 0) {
         log_error("stop-all: %s", ne.msg);
-        failed++;
+        steps++;
     }
     close(lock);
     if (failed)
         return err_set(e, ERR_INTERNAL, "%d of %d containers did not stop", failed, running);
+    if (steps)
+        return err_set(e, ERR_INTERNAL, "the %d containers stopped, but %d of the node's teardown "
+                       "steps failed (the log says which)", running, steps);
     log_info("stop-all: %d running containers stopped (homes kept)", running);
     return 0;
 }

@@ -39,6 +39,8 @@
 #define LOOP_NAME_FMT "imperium-home:%d"
 #define MB (1024LL * 1024LL)
 #define TOOL_ERR_MAX 400
+/* How long a busy containers directory is tried again at teardown. */
+#define QUOTA_TEARDOWN_BUSY_MS 3000
 
 int quota_kind_parse(const char *s)
 {
@@ -865,11 +867,22 @@ int quota_teardown(const char *containers_dir, const char *state_dir, err_t *e)
         return 0; /* not ours (or never made) */
     struct statx sx;
     if (statx(AT_FDCWD, containers_dir, 0, STATX_BASIC_STATS, &sx) == 0 &&
-        (sx.stx_attributes & STATX_ATTR_MOUNT_ROOT) &&
-        umount2(containers_dir, UMOUNT_NOFOLLOW) < 0)
-        return err_set(e, ERR_INTERNAL, "unmount the containers directory %s: %s%s",
-                       containers_dir, strerror(errno),
-                       errno == EBUSY ? " (a home is still mounted below it)" : "");
+        (sx.stx_attributes & STATX_ATTR_MOUNT_ROOT)) {
+        /* A container that has just stopped can keep the mount busy for a
+         * moment: the kernel releases its mount namespace (and what it had
+         * propagated here) after its last process is gone.  Tried again,
+         * for QUOTA_TEARDOWN_BUSY_MS at most. */
+        long long deadline = now_ms() + QUOTA_TEARDOWN_BUSY_MS;
+        while (umount2(containers_dir, UMOUNT_NOFOLLOW) < 0) {
+            if (errno != EBUSY || now_ms() >= deadline)
+                return err_set(e, ERR_INTERNAL, "unmount the containers directory %s: %s%s",
+                               containers_dir, strerror(errno),
+                               errno == EBUSY ? " (a home is still mounted below it, or a "
+                                                "process has a file open there)"
+                                              : "");
+            sleep_ms(50);
+        }
+    }
     if (unlink(mark) < 0 && errno != ENOENT)
         return err_set(e, ERR_INTERNAL, "remove %s: %s", mark, strerror(errno));
     return 0;

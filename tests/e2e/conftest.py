@@ -1,11 +1,14 @@
 """End-to-end fixtures: start the real imperium-api (the sanitizer build by
-default) on a temporary SQLite file and a free loopback port, and talk to it
-over HTTP the way customers and the supplier do."""
+default) on a free loopback port and a database of its own (a temporary SQLite
+file, or with IMPERIUM_TEST_DB=postgresql a new database on the session's
+throwaway cluster, pgutil.py), and talk to it over HTTP the way customers and
+the supplier do."""
 
 import contextlib
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -14,17 +17,26 @@ import pytest
 import requests
 
 import nodeutil
+import pgutil
 # Re-exported: test modules import them from here, and a test replaces
 # conftest.free_port to restart the API on the same port.
 from helpers import (BIN, ROOT, free_port, mount_lines, next_number, stop_proc,  # noqa: F401
                      unique)
 
+# The storage backend of this run; tests that only make sense on one use
+# `pytest.mark.skipif(PG, reason=...)` (or SQLITE_ONLY / PG_ONLY).
+PG = pgutil.PG
+SQLITE_ONLY = pytest.mark.skipif(PG, reason="SQLite only (IMPERIUM_TEST_DB=postgresql)")
+PG_ONLY = pytest.mark.skipif(not PG, reason="needs PostgreSQL: IMPERIUM_TEST_DB=postgresql")
+
 
 class Api:
     """A running imperium-api and helpers to drive it."""
 
-    def __init__(self, workdir, port, proc, logpath):
+    def __init__(self, workdir, port, proc, logpath, database=None):
         self.workdir = workdir
+        # Its --database URL (bench/bench.py gives none: its SQLite file).
+        self.database = database or "sqlite:" + os.path.join(workdir, "imperium.db")
         self.port = port
         self.proc = proc
         self.logpath = logpath
@@ -82,9 +94,59 @@ class Api:
         with open(self.logpath, errors="replace") as f:
             return f.read()
 
+    # ---- its database, for tests that read or write it behind the API's back ----
+    def sql(self, query, params=()):
+        """Run one statement (`?` placeholders) in its own transaction; the rows."""
+        return self.sql_many(query, [params])
 
-def start_api(workdir, extra_args=()):
+    def sql_many(self, query, rows):
+        """Run one statement once per params tuple in one transaction; the last rows."""
+        db = _connect(self.database)
+        try:
+            cur = db.cursor()
+            if PG:  # psycopg2 says %s, and a literal % is %%
+                query = query.replace("%", "%%").replace("?", "%s")
+            out = []
+            for params in rows:
+                cur.execute(query, params)
+                out = cur.fetchall() if cur.description else []
+            db.commit()
+            return out
+        finally:
+            db.close()
+
+
+def _connect(database):
+    if PG:
+        import psycopg2  # python3-psycopg2 (scripts/packages.txt)
+        return psycopg2.connect(database)
+    return sqlite3.connect(database.removeprefix("sqlite:"), timeout=30)
+
+
+def database_of(workdir):
+    """The database of the API(s) started in workdir: its SQLite file, or a new
+    PostgreSQL database made on the first start there and kept (a restart in
+    the same workdir finds its data again)."""
+    if not PG:
+        return "sqlite:" + os.path.join(workdir, "imperium.db")
+    path = os.path.join(workdir, "database.url")
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(pgutil.new_database())
+    with open(path) as f:
+        return f.read().strip()
+
+
+def start_api(workdir, extra_args=(), database=None):
+    """imperium-api on workdir (its token file, log) and `database`, or the
+    `--database URL` of extra_args, or else database_of(workdir)."""
     port = free_port()
+    extra_args = list(extra_args)
+    if "--database" in extra_args:
+        i = extra_args.index("--database")
+        database = extra_args[i + 1]
+        del extra_args[i:i + 2]
+    database = database or database_of(workdir)
     logpath = os.path.join(workdir, "api.log")
     env = dict(os.environ)
     env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
@@ -92,7 +154,7 @@ def start_api(workdir, extra_args=()):
     with open(logpath, "w") as log:
         proc = subprocess.Popen(
             [os.path.join(BIN, "imperium-api"), "--port", str(port),
-             "--database", "sqlite:" + os.path.join(workdir, "imperium.db"),
+             "--database", database,
              "--admin-token-file", os.path.join(workdir, "admin.token"), *extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
     deadline = time.time() + 20
@@ -107,7 +169,7 @@ def start_api(workdir, extra_args=()):
     else:
         proc.kill()
         raise RuntimeError("imperium-api did not listen:\n" + open(logpath).read())
-    return Api(workdir, port, proc, logpath)
+    return Api(workdir, port, proc, logpath, database)
 
 
 def stop_api(api):
@@ -128,6 +190,19 @@ def api_in_a_tempdir():
             yield a
         finally:
             stop_api(a)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pg_cluster():
+    """With IMPERIUM_TEST_DB=postgresql: the session's cluster, removed at the
+    end even when tests failed (pgutil also removes it at exit)."""
+    if not PG:
+        yield None
+        return
+    try:
+        yield pgutil.cluster()
+    finally:
+        pgutil.shutdown()
 
 
 @pytest.fixture(scope="module")

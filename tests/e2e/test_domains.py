@@ -4,7 +4,6 @@
 import os
 import random
 import socket
-import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -524,13 +523,8 @@ def test_the_authoritative_answer_wins_over_the_resolver(env, authoritative):
 # ---- who served what today ----
 
 def insert_hits(api, rows):
-    db = sqlite3.connect(os.path.join(api.workdir, "imperium.db"), timeout=30)
-    try:
-        with db:
-            db.executemany("INSERT INTO domain_metrics (domain_id, container_id, metric, unix, "
-                           "value) VALUES (?, ?, ?, ?, ?)", rows)
-    finally:
-        db.close()
+    api.sql_many("INSERT INTO domain_metrics (domain_id, container_id, metric, unix, "
+                 "value) VALUES (?, ?, ?, ?, ?)", rows)
 
 
 def test_containers_and_domains_served_today(env):

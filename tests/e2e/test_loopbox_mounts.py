@@ -232,7 +232,9 @@ def test_a_resized_image_comes_back_after_the_delay_a_deleted_one_goes(lnode, ho
     again = wait_mounted(uid, timeout=DELAY + 4)
     assert time.monotonic() - t >= DELAY - 0.2
     assert again[1] == first[1] or backing(first[1]) != os.path.join(node.home(uid), "zeus001")
-    assert emperor_log(node, uid).count(f"loopbox {lid}: zeus001 mounted on zeus") == 2
+    # The container is told right after the mount: the line may lag it.
+    wait_for(lambda: emperor_log(node, uid).count(f"loopbox {lid}: zeus001 mounted on zeus") == 2,
+             3, "the second mount in emperor.log")
     # Deleting the image unmounts it.
     sh(sshd, key, uid, "rm zeus001")
     wait_unmounted(uid, timeout=2.5)

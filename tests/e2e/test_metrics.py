@@ -1,11 +1,9 @@
 """/metrics/: one UTC day (or a ?from=&to= range) of samples, in the public
 platform's shapes, with an Expires header.  Samples go straight into the API's
-SQLite file here (test_node_reports.py posts them as a node does)."""
+database here (Api.sql_many; test_node_reports.py posts them as a node does)."""
 
 import calendar
 import email.utils
-import os
-import sqlite3
 import time
 
 import pytest
@@ -20,12 +18,7 @@ DAY = calendar.timegm((2024, 2, 29, 0, 0, 0))  # a leap day
 
 
 def db_insert(api, sql, rows):
-    db = sqlite3.connect(os.path.join(api.workdir, "imperium.db"), timeout=30)
-    try:
-        with db:
-            db.executemany(sql, rows)
-    finally:
-        db.close()
+    api.sql_many(sql, rows)
 
 
 def container_samples(api, uid, rows):

@@ -1,20 +1,13 @@
 """Port mappings (API.md, Port mappings): only on servers the customer owns;
 ports, protos, reserved ports, duplicates, and the node's generation."""
 
-import os
-import sqlite3
-
 import pytest
 
 
 def portmap_generation(api, address):
     """What the node follows: read straight from the API's database."""
-    db = sqlite3.connect(os.path.join(api.workdir, "imperium.db"))
-    try:
-        return db.execute("SELECT portmap_generation FROM servers WHERE address = ?",
-                          (address,)).fetchone()[0]
-    finally:
-        db.close()
+    return api.sql("SELECT portmap_generation FROM servers WHERE address = ?",
+                   (address,))[0][0]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import tempfile
 
 import requests
 
-from conftest import BIN, curl, start_api, stop_api
+from conftest import BIN, SQLITE_ONLY, curl, start_api, stop_api
 
 
 def test_a_password_change_ends_the_old_passwords_answers(api):
@@ -103,6 +103,8 @@ def test_the_cache_can_be_turned_off():
             stop_api(a)
 
 
+# On PostgreSQL several APIs share a database by design: test_multi_instance.py.
+@SQLITE_ONLY
 def test_a_second_api_on_the_same_database_refuses_to_start(api):
     # Its cache and the nodes' wake-ups would miss the first one's writes.
     with tempfile.TemporaryDirectory(prefix="imperium-e2e-") as d:

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import BIN, start_api, stop_api
+from conftest import BIN, SQLITE_ONLY, start_api, stop_api
 
 
 def call(api, method, path, auth=None, body=None, src="127.0.0.1"):
@@ -50,6 +50,7 @@ def mode(path):
 
 # ---- item 3: the database is private ----
 
+@SQLITE_ONLY  # a PostgreSQL database is the server's files
 def test_database_and_its_wal_and_shm_are_0600_even_with_a_lax_umask():
     old = os.umask(0o002)  # the API inherits it: without the fix, 0664 files
     try:
@@ -75,6 +76,7 @@ def start_fails(workdir):
     return p.returncode, p.stdout + p.stderr
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("sidecar", ["", "-wal", "-shm"])
 def test_the_api_refuses_a_database_file_open_to_others(sidecar):
     with tempfile.TemporaryDirectory(prefix="imperium-e2e-") as d:

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../src/api/schema.h"
+#include "../../src/common/schema.h"
 #include "../../src/common/db.h"
 
 typedef struct {

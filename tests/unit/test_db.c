@@ -225,14 +225,19 @@ static void test_url_schemes(void **state)
                                    "name = 'p'", DB_NOARGS), 1);
     db_close(triple);
     db_close(plain);
-    /* PostgreSQL: named, not opened as a file, and the URL's password is
-     * not repeated. */
-    refused("postgresql://imperium:s3cret@db.example/imperium",
-            "PostgreSQL is not supported yet (issue 20)");
-    refused("postgres://db.example/imperium", "PostgreSQL is not supported yet (issue 20)");
-    e = (err_t){0};
-    assert_null(db_open("postgresql://imperium:s3cret@db.example/imperium", &e));
-    assert_null(strstr(e.msg, "s3cret"));
+    /* PostgreSQL: libpq's to connect, not a file, and the URL's password
+     * is not repeated (nothing listens on port 1). */
+    static const char *const pg_urls[] = {
+        "postgresql://imperium:s3cret@127.0.0.1:1/imperium?sslmode=disable&gssencmode=disable",
+        "postgres://127.0.0.1:1/imperium?sslmode=disable&gssencmode=disable",
+    };
+    for (size_t i = 0; i < sizeof pg_urls / sizeof pg_urls[0]; i++) {
+        e = (err_t){0};
+        assert_null(db_open(pg_urls[i], &e));
+        assert_int_equal(e.kind, ERR_UNAVAILABLE);
+        assert_non_null(strstr(e.msg, "PostgreSQL"));
+        assert_null(strstr(e.msg, "s3cret"));
+    }
     assert_int_equal(access("postgresql:", F_OK), -1);
     assert_int_equal(access("postgres:", F_OK), -1);
     /* An unknown scheme names itself and the known ones. */
@@ -362,6 +367,51 @@ static void test_data_wait(void **state)
     db_close(other);
 }
 
+/* The calls for several processes, on SQLite: one process, the version in
+ * it, ids high marks in sqlite_sequence. */
+static void test_shared_calls(void **state)
+{
+    fixture_t *f = *state;
+    err_t e = {0};
+    assert_false(db_shared(f->db));
+    unsigned long long v = 99;
+    assert_int_equal(db_data_version_now(f->db, &e, &v), 0);
+    assert_int_equal(v, db_data_version(f->db, DB_FEED_WRITES));
+    assert_int_equal(db_exec(f->db, &e, "INSERT INTO distros (name, path) VALUES ('a', '/a')",
+                             DB_NOARGS), 1);
+    assert_int_equal(db_data_version_now(f->db, &e, &v), 0);
+    assert_int_equal(v, db_data_version(f->db, DB_FEED_WRITES));
+    /* Result columns are named. */
+    db_res_t *r = db_query(f->db, &e, "SELECT id, name AS n FROM distros", DB_NOARGS);
+    assert_non_null(r);
+    assert_string_equal(db_col_name(r, 0), "id");
+    assert_string_equal(db_col_name(r, 1), "n");
+    assert_null(db_col_name(r, 2));
+    assert_null(db_col_name(r, -1));
+    db_res_free(r);
+    /* The mark outlives the newest row, is set forward only, and is used. */
+    long long id = db_scalar_int(f->db, &e, -1, "SELECT MAX(id) FROM distros", DB_NOARGS);
+    assert_int_equal(db_id_high(f->db, &e, "distros"), id);
+    assert_int_equal(db_exec(f->db, &e, "DELETE FROM distros", DB_NOARGS), 1);
+    assert_int_equal(db_id_high(f->db, &e, "distros"), id);
+    assert_int_equal(db_id_set_high(f->db, &e, "distros", 100), 0);
+    assert_int_equal(db_id_set_high(f->db, &e, "distros", 7), 0);
+    assert_int_equal(db_id_high(f->db, &e, "distros"), 100);
+    assert_int_equal(db_scalar_int(f->db, &e, -1, "INSERT INTO distros (name, path) VALUES "
+                                   "('b', '/b') RETURNING id", DB_NOARGS),
+                     101);
+    /* A table never used yet has no sqlite_sequence row: 0, then one. */
+    assert_int_equal(db_id_high(f->db, &e, "news"), 0);
+    assert_int_equal(db_id_set_high(f->db, &e, "news", 12), 0);
+    assert_int_equal(db_id_high(f->db, &e, "news"), 12);
+    /* A table without AUTOINCREMENT has nowhere to keep a mark. */
+    e = (err_t){0};
+    assert_int_equal(db_id_set_high(f->db, &e, "container_status", 5), -1);
+    assert_non_null(strstr(e.msg, "AUTOINCREMENT"));
+    e = (err_t){0};
+    assert_int_equal(db_id_high(f->db, &e, "no_such_table"), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -377,6 +427,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_data_version_is_the_databases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_notices_are_their_own_feed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_data_wait, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shared_calls, setup, teardown),
     };
     return cmocka_run_group_tests_name("db", tests, NULL, NULL);
 }

@@ -1,12 +1,14 @@
-/* Unit tests for the schema's migrations (schema.c) on SQLite: a database
- * made by an older binary keeps its rows, and afterwards never hands out an
- * id twice. */
+/* Unit tests for the schema's migrations (src/common/schema.c) on SQLite: a
+ * database made by an older binary keeps its rows, and afterwards never
+ * hands out an id twice; several processes may migrate at once; the tables
+ * a copy walks are all of them, in foreign key order. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,6 +186,123 @@ static void test_alarm_seq_from_the_alarms(void **state)
     assert_int_equal(scalar(f->db, "SELECT alarm_seq FROM servers WHERE id = 2"), 0);
 }
 
+/* The index of `table` in a NULL-terminated list, -1 when absent. */
+static int index_of(const char *const *list, const char *table)
+{
+    for (int i = 0; list[i]; i++)
+        if (!strcmp(list[i], table))
+            return i;
+    return -1;
+}
+
+/* Every table but schema_version is copied, after each table its foreign
+ * keys name, and every table keyed by id is in schema_id_tables. */
+static void test_copy_order_is_every_table_parents_first(void **state)
+{
+    fixture_t *f = *state;
+    err_t e = {0};
+    assert_int_equal(schema_migrate(f->db, &e), 0);
+    db_res_t *r = db_query(f->db, &e,
+                           "SELECT name, EXISTS (SELECT 1 FROM pragma_table_info(m.name) p "
+                           "WHERE p.name = 'id' AND p.pk = 1) FROM sqlite_master m "
+                           "WHERE type = 'table' AND name NOT IN ('schema_version', "
+                           "'sqlite_sequence')",
+                           DB_NOARGS);
+    assert_non_null(r);
+    int n = 0;
+    while (schema_copy_order[n])
+        n++;
+    assert_int_equal(r->nrows, n); /* nothing listed twice, nothing missing */
+    for (int i = 0; i < r->nrows; i++) {
+        const char *t = db_get(r, i, 0);
+        int at = index_of(schema_copy_order, t);
+        if (at < 0)
+            fail_msg("table %s is not in schema_copy_order", t);
+        if ((index_of(schema_id_tables, t) >= 0) != (db_get_int(r, i, 1) == 1))
+            fail_msg("table %s: schema_id_tables is wrong about its id", t);
+        db_res_t *fk = db_query(f->db, &e, "SELECT \"table\" FROM pragma_foreign_key_list($1)",
+                                DB_ARGS(DB_TEXT(t)));
+        assert_non_null(fk);
+        for (int k = 0; k < fk->nrows; k++)
+            if (index_of(schema_copy_order, db_get(fk, k, 0)) >= at)
+                fail_msg("table %s is copied before %s, which it refers to", t,
+                         db_get(fk, k, 0));
+        db_res_free(fk);
+    }
+    db_res_free(r);
+}
+
+/* The fixture's directory and URL, no database opened yet. */
+static void new_file(db_fixture_t *f)
+{
+    strcpy(f->dir, "/tmp/imperium-unit-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->path, sizeof f->path, "sqlite:%s/t.db", f->dir);
+}
+
+/* schema_version reads without writing: a new database stays without a
+ * schema_version table. */
+static void test_version_of_a_new_database(void **state)
+{
+    (void)state;
+    db_fixture_t f = {0};
+    new_file(&f);
+    err_t e = {0};
+    assert_non_null(f.db = db_open(f.path, &e));
+    assert_int_equal(schema_version(f.db, &e), 0);
+    assert_int_equal(scalar(f.db, "SELECT COUNT(*) FROM sqlite_master"), 0);
+    assert_int_equal(schema_migrate_to(f.db, &e, 2), 0);
+    assert_int_equal(schema_version(f.db, &e), 2);
+    assert_int_equal(schema_migrate(f.db, &e), 0);
+    assert_int_equal(schema_version(f.db, &e), schema_latest_version());
+    assert_int_equal(db_fixture_close(&f), 0);
+}
+
+typedef struct {
+    const char *url;
+    int rc;
+    char msg[512];
+} starter_t;
+
+static void *start_one(void *arg)
+{
+    starter_t *s = arg;
+    err_t e = {0};
+    db_t *db = db_open(s->url, &e);
+    s->rc = db ? schema_migrate(db, &e) : -1;
+    snprintf(s->msg, sizeof s->msg, "%s", e.msg);
+    db_close(db);
+    return NULL;
+}
+
+/* Several instances starting at once on a new database all succeed, and
+ * each step is applied once: the version is read under the step's lock. */
+static void test_instances_migrating_at_once(void **state)
+{
+    (void)state;
+    db_fixture_t f = {0};
+    new_file(&f);
+    enum { N = 4 };
+    starter_t s[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        s[i] = (starter_t){.url = f.path};
+        assert_int_equal(pthread_create(&th[i], NULL, start_one, &s[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        if (s[i].rc != 0)
+            fail_msg("instance %d: %s", i, s[i].msg);
+    }
+    err_t e = {0};
+    assert_non_null(f.db = db_open(f.path, &e));
+    assert_int_equal(scalar(f.db, "SELECT COUNT(*) FROM schema_version"),
+                     schema_latest_version());
+    assert_int_equal(scalar(f.db, "SELECT COUNT(DISTINCT version) FROM schema_version"),
+                     schema_latest_version());
+    assert_int_equal(db_fixture_close(&f), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -191,6 +310,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ids_never_reused, setup_v1, teardown),
         cmocka_unit_test_setup_teardown(test_every_id_table_grows_only, setup_v1, teardown),
         cmocka_unit_test_setup_teardown(test_alarm_seq_from_the_alarms, setup_v3, teardown),
+        cmocka_unit_test_setup_teardown(test_copy_order_is_every_table_parents_first, setup_v1,
+                                        teardown),
+        cmocka_unit_test(test_version_of_a_new_database),
+        cmocka_unit_test(test_instances_migrating_at_once),
     };
     return cmocka_run_group_tests_name("schema", tests, NULL, NULL);
 }

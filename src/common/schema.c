@@ -1,8 +1,11 @@
-/* schema.c - the database schema for the whole API contract.
+/* schema.c - the database schema for the whole API contract, and its
+ * migrations: imperium-api applies them at start, `imperium admin db
+ * migrate` on demand (so it lives in src/common, which both link).
  *
  * Migrations are append-only: a released step is never edited, a change is a
- * new step.  Booleans are 0/1 integers and times are unix seconds, so the
- * queries built on this schema stay portable to PostgreSQL. */
+ * new step.  The text is the portable subset: booleans are 0/1 integers,
+ * times unix seconds, keys `id INTEGER PRIMARY KEY`; the PostgreSQL backend
+ * rewrites the DDL (INTEGER -> BIGINT, the id an identity column). */
 #include "schema.h"
 
 #include <stdio.h>
@@ -214,14 +217,23 @@ static const migration_t migrations[] = {
  * distros, loopboxes, port mappings, domains, tags) and to customers:
  * SQLite hands out max(id)+1, so deleting the newest row gave its id, and
  * with a uid the old home and its data, to the next customer. */
-static const char *const grow_only_tables[] = {
+const char *const schema_id_tables[] = {
     "customers", "servers", "distros", "containers", "tags", "domains", "loopboxes",
     "alarms", "portmappings", "custom_distros", "news", "legions", NULL,
 };
 
+/* Every table of the schema but schema_version, each after the tables its
+ * foreign keys name (test_schema.c checks both). */
+const char *const schema_copy_order[] = {
+    "customers", "servers", "distros", "containers", "ssh_keys", "links", "tags",
+    "container_tags", "domains", "domain_tags", "loopboxes", "loopbox_tags", "alarms",
+    "portmappings", "custom_distros", "container_metrics", "domain_metrics", "news",
+    "legions", "legion_nodes", "container_status", NULL,
+};
+
 static int ids_only_grow(db_t *db, err_t *e)
 {
-    for (const char *const *t = grow_only_tables; *t; t++)
+    for (const char *const *t = schema_id_tables; *t; t++)
         if (db_ids_never_reused(db, e, *t) < 0)
             return -1;
     return db_exec_script(
@@ -242,6 +254,66 @@ static int ids_only_grow(db_t *db, err_t *e)
 
 int schema_latest_version(void) { return (int)(sizeof migrations / sizeof migrations[0]); }
 
+/* Inside a schema transaction: the version as the database has it now
+ * (another process may have just moved it), 0 for a new database.  The
+ * table is made here, under the same lock, so two processes starting on an
+ * empty database cannot both create it.  A script: the PostgreSQL backend
+ * rewrites DDL only there. */
+static long long locked_version(db_t *db, err_t *e)
+{
+    if (db_exec_script(db, e,
+                       "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)") < 0)
+        return -1;
+    return db_scalar_int(db, e, 0, "SELECT MAX(version) FROM schema_version", DB_NOARGS);
+}
+
+int schema_version(db_t *db, err_t *e)
+{
+    if (db_schema_begin(db, e) < 0)
+        return -1;
+    long long have = locked_version(db, e);
+    db_schema_rollback(db); /* read only: not even the table is kept */
+    return (int)have;
+}
+
+/* e's message prefixed with "schema migration V failed: ". */
+static int step_failed(err_t *e, int v)
+{
+    char msg[sizeof e->msg];
+    snprintf(msg, sizeof msg, "%s", e ? e->msg : "");
+    return err_set(e, ERR_INTERNAL, "schema migration %d failed: %s", v, msg);
+}
+
+/* One step, in one transaction that holds the schema lock (SQLite: the
+ * write lock; PostgreSQL: the advisory lock) from the version read to the
+ * commit: 1 when a step ran, 0 when the database is already at `target`
+ * or past it, -1 with e. */
+static int migrate_step(db_t *db, err_t *e, int target)
+{
+    if (db_schema_begin(db, e) < 0)
+        return -1;
+    long long have = locked_version(db, e);
+    if (have < 0 || have > schema_latest_version() || have >= target) {
+        db_schema_rollback(db);
+        if (have > schema_latest_version())
+            return err_set(e, ERR_INTERNAL,
+                           "database schema version %lld is newer than this binary (%d)", have,
+                           schema_latest_version());
+        return have < 0 ? -1 : 0;
+    }
+    int v = (int)have + 1;
+    const migration_t *m = &migrations[v - 1];
+    if ((m->sql ? db_exec_script(db, e, m->sql) : m->run(db, e)) < 0 ||
+        db_exec(db, e, "INSERT INTO schema_version (version) VALUES ($1)", DB_ARGS(DB_INT(v))) <
+            0) {
+        db_schema_rollback(db);
+        return step_failed(e, v);
+    }
+    if (db_schema_commit(db, e) < 0) /* rolls back when it fails */
+        return step_failed(e, v);
+    return 1;
+}
+
 int schema_migrate(db_t *db, err_t *e)
 {
     return schema_migrate_to(db, e, schema_latest_version());
@@ -249,35 +321,13 @@ int schema_migrate(db_t *db, err_t *e)
 
 int schema_migrate_to(db_t *db, err_t *e, int target)
 {
-    if (db_exec(db, e,
-                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
-                DB_NOARGS) < 0)
-        return -1;
-    long long have = db_scalar_int(db, e, 0, "SELECT MAX(version) FROM schema_version",
-                                   DB_NOARGS);
-    if (have < 0)
-        return -1;
-    if (have > schema_latest_version())
-        return err_set(e, ERR_INTERNAL,
-                       "database schema version %lld is newer than this binary (%d)", have,
-                       schema_latest_version());
-    for (int v = (int)have + 1; v <= target && v <= schema_latest_version(); v++) {
-        const migration_t *m = &migrations[v - 1];
-        if (db_schema_begin(db, e) < 0)
-            return -1;
-        int rc = m->sql ? db_exec_script(db, e, m->sql) : m->run(db, e);
-        if (rc < 0 || db_exec(db, e, "INSERT INTO schema_version (version) VALUES ($1)",
-                              DB_ARGS(DB_INT(v))) < 0) {
-            db_schema_rollback(db);
-            rc = -1;
-        } else {
-            rc = db_schema_commit(db, e); /* rolls back when it fails */
-        }
-        if (rc < 0) {
-            char msg[sizeof e->msg];
-            snprintf(msg, sizeof msg, "%s", e ? e->msg : "");
-            return err_set(e, ERR_INTERNAL, "schema migration %d failed: %s", v, msg);
-        }
+    if (target > schema_latest_version())
+        target = schema_latest_version();
+    /* At most one step per migration: each loop either runs one or ends. */
+    for (int i = 0; i <= schema_latest_version(); i++) {
+        int rc = migrate_step(db, e, target);
+        if (rc <= 0)
+            return rc;
     }
     return 0;
 }
