@@ -50,6 +50,7 @@ typedef struct {
     int auth_failure_window;   /* ...refilled over this many seconds */
     int alarm_raises;      /* alarms raised per container in a burst, and per minute; 0 = off */
     int response_cache_mb; /* resp_cache.c's bodies; 0 = off */
+    int long_poll_recheck_ms; /* changes.c: suspended long polls re-checked without a change */
     char dns_resolver[80]; /* POST /domains/ check: "IP[:PORT]"; "" = /etc/resolv.conf */
     int dns_timeout_ms;    /* the whole DNS check of one domain */
 } api_config_t;

@@ -7,9 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The watcher's longest wait: the polls' deadlines are checked this often. */
-#define TICK_MS 500
-
 typedef struct waiter {
     struct MHD_Connection *conn;
     struct waiter *next;
@@ -17,13 +14,14 @@ typedef struct waiter {
 
 struct changes {
     db_t *db;
+    int recheck_ms; /* the watcher's longest wait: deadlines checked this often */
     pthread_mutex_t lock; /* waiters, stopping */
     waiter_t *waiters;
     bool stopping, started;
     pthread_t watcher;
 };
 
-changes_t *changes_new(db_t *db)
+changes_t *changes_new(db_t *db, int recheck_ms)
 {
     changes_t *c = calloc(1, sizeof *c);
     if (!c)
@@ -33,6 +31,7 @@ changes_t *changes_new(db_t *db)
         return NULL;
     }
     c->db = db;
+    c->recheck_ms = recheck_ms;
     return c;
 }
 
@@ -49,7 +48,7 @@ static void resume_all(changes_t *c)
     }
 }
 
-/* Each move of the feed, or TICK_MS without one, resumes every waiter.
+/* Each move of the feed, or recheck_ms without one, resumes every waiter.
  * `seen` is the version the last wait returned: a move after that point
  * (even while resume_all runs) makes the next wait return at once, so no
  * bump is lost between two waits. */
@@ -60,7 +59,7 @@ static void *watcher_main(void *arg)
     pthread_mutex_lock(&c->lock);
     while (!c->stopping) {
         pthread_mutex_unlock(&c->lock);
-        seen = db_data_wait(c->db, DB_FEED_NOTICES, seen, now_ms() + TICK_MS);
+        seen = db_data_wait(c->db, DB_FEED_NOTICES, seen, now_ms() + c->recheck_ms);
         pthread_mutex_lock(&c->lock);
         resume_all(c);
     }

@@ -21,8 +21,9 @@ typedef struct changes changes_t;
 
 /* `db`: a connection of the database whose feed to follow (the pool's
  * first: the feed's calls may share it with the thread using it, db.h);
- * it must outlive the changes_t. */
-changes_t *changes_new(db_t *db);
+ * it must outlive the changes_t.  Every `recheck_ms` without a move the
+ * waiters are resumed anyway (their deadlines, a missed move). */
+changes_t *changes_new(db_t *db, int recheck_ms);
 /* Start the watcher thread; -1 with e set (pthread_create's reason) if it
  * cannot be created. */
 int changes_start(changes_t *c, err_t *e);

@@ -81,6 +81,10 @@ static const setting_t api_settings[] = {
      .idef = 32, .meta = "N",
      .help = "memory for answers to repeated GETs, kept until the next write (0 turns it "
              "off)"},
+    {"long_poll_recheck_ms", 0, SET_INT, AT(cfg.long_poll_recheck_ms), .min = 50,
+     .max = 60000, .idef = 500, .meta = "MS",
+     .help = "how often the nodes' suspended long polls check their deadline and state "
+             "without a change to wake them (a change wakes them at once)"},
     {"dns_resolver", 0, SET_STR, AT(cfg.dns_resolver), .check = check_resolver,
      .flags = SET_NO_DEFAULT, .meta = "ADDR",
      .help = "IP or IP:PORT of the DNS server the domain check asks (default: the servers "
@@ -282,7 +286,7 @@ int main(int argc, char **argv)
         (!(api.responses = resp_cache_new(api.cfg.auth_cache_ttl,
                                           (size_t)api.cfg.response_cache_mb << 20)) &&
          err_set(&e, ERR_INTERNAL, "the response cache: out of memory") < 0) ||
-        (!(api.changes = changes_new(api.pool.conns[0])) &&
+        (!(api.changes = changes_new(api.pool.conns[0], api.cfg.long_poll_recheck_ms)) &&
          err_set(&e, ERR_INTERNAL, "the changes feed: out of memory") < 0) ||
         changes_start(api.changes, &e) < 0 ||
         (!(api.stats = api_stats_new(customer_tables, admin_tables, node_tables)) &&

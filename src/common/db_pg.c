@@ -124,7 +124,14 @@ static PGconn *connect_url(const char *url, err_t *e)
         return NULL;
     }
     PQconninfoFree(opts);
-    PGconn *c = PQconnectdb(url);
+    /* Bounds the URL may override (it comes after them): a database host
+     * that does not answer, or a connection that died half-open, fails in
+     * seconds instead of holding a thread (and perhaps the writers' lock). */
+    static const char *const keys[] = {"connect_timeout", "keepalives", "keepalives_idle",
+                                       "keepalives_interval", "keepalives_count",
+                                       "tcp_user_timeout", "dbname", NULL};
+    const char *values[] = {"5", "1", "10", "5", "3", "30000", url, NULL};
+    PGconn *c = PQconnectdbParams(keys, values, 1);
     if (!c) {
         err_set(e, ERR_INTERNAL, "out of memory");
         return NULL;
@@ -573,14 +580,19 @@ static int bump_version(pg_t *db, err_t *e, unsigned long long *v)
     return rc;
 }
 
-/* COMMIT of a transaction an error had aborted answers "ROLLBACK". */
+/* COMMIT of a transaction an error had aborted answers "ROLLBACK".  A
+ * COMMIT whose answer is lost may have committed: never ERR_UNAVAILABLE
+ * (503 "send it again" would apply a write twice), a plain failure. */
 static int commit_now(pg_t *db, err_t *e)
 {
     PGresult *r = PQexec(db->c, "COMMIT");
     int rc = 0;
-    if (!res_ok(r))
+    if (!res_ok(r)) {
         rc = pg_fail(db, e, r, "commit");
-    else if (strcmp(PQcmdStatus(r), "COMMIT") != 0)
+        if (e && e->kind == ERR_UNAVAILABLE && PQstatus(db->c) != CONNECTION_OK)
+            err_set(e, ERR_INTERNAL, "commit: the connection to the database was lost while "
+                                     "committing: the write may or may not have been made");
+    } else if (strcmp(PQcmdStatus(r), "COMMIT") != 0)
         rc = err_set(e, ERR_INTERNAL, "commit: a statement of the transaction had failed: "
                                       "it was rolled back");
     PQclear(r);
@@ -643,6 +655,9 @@ static bool is_read_sql(const char *sql)
     return true;
 }
 
+static db_res_t *autocommit_write(pg_t *db, err_t *e, const char *sql, int n,
+                                  const db_val *args);
+
 /* One statement where it stands (a transaction, or autocommit for a read). */
 static db_res_t *pg_statement(pg_t *db, err_t *e, const char *sql, int n, const db_val *args,
                               bool is_write)
@@ -652,9 +667,12 @@ static db_res_t *pg_statement(pg_t *db, err_t *e, const char *sql, int n, const 
     PGresult *res = pg_send(db, sql, n, args);
     if (!res_ok(res) && db->in_read &&
         state_is(PQresultErrorField(res, PG_DIAG_SQLSTATE), "25006")) {
-        PQclear(res); /* a read-only transaction refused it: run it after */
+        /* A "read" that writes (SELECT setval(...)): the read-only
+         * transaction refused it; it runs as the write it is, locked and
+         * counted in the data version. */
+        PQclear(res);
         pg_read_end(db);
-        res = pg_send(db, sql, n, args);
+        return autocommit_write(db, e, sql, n, args);
     }
     db_res_t *r = NULL;
     if (!res_ok(res))

@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import tempfile
+import urllib.parse
 
 import pytest
 
@@ -18,7 +19,6 @@ import pgutil
 from conftest import BIN, start_api, stop_api, unique
 from helpers import SANITIZER_MARKERS
 
-PASSWORD = "s3cret-in-the-url"
 
 
 def cli(*args):
@@ -240,28 +240,31 @@ def pg_database(pg_databases):
     return pg_databases()
 
 
-def with_password(url):
-    """The URL with a password (the trusting test cluster ignores it): the
-    commands must never print it."""
-    return url.replace("postgresql://imperium@", f"postgresql://imperium:{PASSWORD}@", 1)
+def password_of(url):
+    """The password a cluster's URL carries (scripts/pgtmp.sh gives each
+    cluster a random one): the commands must never print it."""
+    secret = urllib.parse.urlsplit(url).password
+    assert secret, "the test cluster's URL carries no password"
+    return secret
 
 
 def test_sqlite_to_postgresql_and_back(source, pg_database, tmp_path):
-    pg = with_password(pg_database)
+    pg = pg_database
+    secret = password_of(pg)
     rc, out, err = cli("migrate", "--database", pg)
-    assert rc == 0 and PASSWORD not in out + err, (out, err)
+    assert rc == 0 and secret not in out + err, (out, err)
     out = copy_ok("sqlite:" + source["path"], pg)
-    assert PASSWORD not in out and "imperium:***@" in out, out
+    assert secret not in out and "imperium:***@" in out, out
     assert "  containers         2 rows" in out, out
     # Into a non-empty PostgreSQL database: refused, nothing printed of the password.
     rc, out, err = cli("copy", "sqlite:" + source["path"], pg)
-    assert rc == 1 and "is not empty" in err and PASSWORD not in out + err, (out, err)
+    assert rc == 1 and "is not empty" in err and secret not in out + err, (out, err)
     check_copy(pg_database, source, source["views"])
     # ... and back: the same rows and high marks as the original (the
     # container check_copy made and deleted moved the high mark by one).
     back = str(tmp_path / "back.db")
     out = copy_ok(pg, "sqlite:" + back)
-    assert PASSWORD not in out, out
+    assert secret not in out, out
     original = rows(source["path"])
     returned = rows(back)
     for table in original:
@@ -277,14 +280,15 @@ def test_sqlite_to_postgresql_and_back(source, pg_database, tmp_path):
 def test_postgresql_migrations_at_once(pg_database):
     """Several processes migrating one new database at once all succeed:
     each step reads the version under the advisory lock."""
-    pg = with_password(pg_database)
+    pg = pg_database
+    secret = password_of(pg)
     procs = [subprocess.Popen([os.path.join(BIN, "imperium"), "admin", "db", "migrate",
                                "--database", pg], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, (out, err)
-        assert PASSWORD not in out + err, (out, err)
+        assert secret not in out + err, (out, err)
         assert " -> " in out or "nothing to do" in out, out
     rc, out, err = cli("migrate", "--database", pg)
     assert rc == 0 and "nothing to do" in out, (out, err)

@@ -26,22 +26,23 @@ pytestmark = PG_ONLY
 
 
 @contextlib.contextmanager
-def instances(n, database=None, together=False):
+def instances(n, database=None, together=False, args=()):
     """n APIs on one new database (or `database`), each in a workdir of its own
     sharing the first one's admin token; all stopped cleanly at the end except
-    the ones a test killed (`api.killed = True`).  together: started at once."""
+    the ones a test killed (`api.killed = True`).  together: started at once;
+    args: more command line arguments for each."""
     database = database or pgutil.new_database()
     dirs = [tempfile.mkdtemp(prefix="imperium-e2e-multi-") for _ in range(n)]
     apis = []
     try:
         if together:
             with concurrent.futures.ThreadPoolExecutor(n) as pool:
-                apis = list(pool.map(lambda d: start_api(d, database=database), dirs))
+                apis = list(pool.map(lambda d: start_api(d, args, database=database), dirs))
         else:
-            apis.append(start_api(dirs[0], database=database))
+            apis.append(start_api(dirs[0], args, database=database))
             for d in dirs[1:]:
                 shutil.copy2(apis[0].token_file, os.path.join(d, "admin.token"))
-                apis.append(start_api(d, database=database))
+                apis.append(start_api(d, args, database=database))
         yield apis
     finally:
         try:
@@ -83,8 +84,14 @@ def test_a_write_on_one_is_in_the_next_read_on_the_other(two_apis):
     assert [t["name"] for t in a.get("/tags/", auth=auth).json()] == ["fromb"]
 
 
-def test_a_long_poll_on_one_wakes_on_a_change_through_the_other(two_apis, ssh_keys):
-    a, b = two_apis
+def test_a_long_poll_on_one_wakes_on_a_change_through_the_other(ssh_keys):
+    # The polls' re-check every 10 s: only the change itself, NOTIFYed from
+    # A to B, can wake B's poll within the second.
+    with instances(2, args=("--long-poll-recheck-ms", "10000")) as (a, b):
+        long_poll_rounds(a, b, ssh_keys)
+
+
+def long_poll_rounds(a, b, ssh_keys):
     auth, _ = a.new_customer()
     server = a.new_server()
     distro = a.new_distro()
@@ -99,7 +106,7 @@ def test_a_long_poll_on_one_wakes_on_a_change_through_the_other(two_apis, ssh_ke
         result["r"] = node_get(b, server, version=first["version"], wait=30)
         result["t"] = time.monotonic()
 
-    for _ in range(3):  # a few rounds: not a lucky tick of the 500 ms timer
+    for _ in range(3):
         th = threading.Thread(target=poll)
         th.start()
         time.sleep(0.7)
