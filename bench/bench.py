@@ -16,12 +16,16 @@ TLS against nginx with the same certificate), netpolicy (the nft
 table), network (link live, throughput between linked containers), sampling
 (the node agent's CPU and RSS with 200 containers, metrics sampled every 60 s
 and every 5 s, against no sampling), failover (10 kills of a Legion's Lord:
-the time to the first answer on the floating address).  Needs root for
-everything but `api` and `auth`."""
+the time to the first answer on the floating address), db (reads and writes
+on PostgreSQL beside SQLite, raw commits of both, two API instances on one
+PostgreSQL database against one).  Needs root for everything but `api`,
+`auth` and `db`."""
 
 import argparse
 import base64
+import concurrent.futures
 import ctypes
+import glob
 import http.client
 import json
 import os
@@ -44,13 +48,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 import helpers  # noqa: E402
 from helpers import free_port, proc_status, reap_orphans, stop_proc  # noqa: E402
+from pgutil import _pgtmp as pgtmp  # noqa: E402  (the one caller of scripts/pgtmp.sh)
 
 WRK_LUA = os.path.join(ROOT, "bench", "wrk.lua")
 SHORTCUTS = os.path.join(ROOT, "etc", "uwsgi", "shortcuts.ini")
 NETTOOL = os.path.join(ROOT, "tests", "e2e", "nettool.py")  # TCP echo and prober
 SECTIONS = ("api", "auth", "converge", "start", "vassal", "router", "https", "netpolicy",
-            "network", "sampling", "failover")
-NO_ROOT = ("api", "auth")  # sections that start no container
+            "network", "sampling", "failover", "db")
+NO_ROOT = ("api", "auth", "db")  # sections that start no container
 MARKER = ".imperium-bench"
 EMPEROR_READY = b"*** starting uWSGI Emperor ***"
 
@@ -198,8 +203,9 @@ def wrk(url, threads, conns, seconds, headers=(), method="GET", body=None, vary=
                BENCH_CTYPE="application/json" if body and body.startswith("{") else "")
     lua = WRK_LUA
     if vary:  # a different body per request: the row really changes each time
-        lua = os.path.join(tempfile.gettempdir(), f"imperium-bench-{os.getpid()}-vary.lua")
-        with open(WRK_LUA) as f, open(lua, "w") as out:
+        # A file per call: the db section runs two wrk at once.
+        fd, lua = tempfile.mkstemp(prefix=f"imperium-bench-{os.getpid()}-", suffix="-vary.lua")
+        with open(WRK_LUA) as f, os.fdopen(fd, "w") as out:
             out.write(f.read())
             out.write('\nlocal n = 0\nrequest = function()\n  n = n + 1\n'
                       '  return wrk.format(nil, nil, nil, string.gsub(wrk.body, "#", n))\n'
@@ -239,7 +245,8 @@ def wrk_line(what, d, closes=False):
 # ---- the API --------------------------------------------------------------------
 
 class Api:
-    def __init__(self, bench, name="api", extra=()):
+    def __init__(self, bench, name="api", extra=(), database=None):
+        """database: a URL (default a new SQLite file in the API's directory)."""
         self.dir = os.path.join(bench.run_dir, name)
         os.makedirs(self.dir)
         self.port = free_port()
@@ -249,7 +256,7 @@ class Api:
         with open(self.logpath, "w") as log:
             self.proc = subprocess.Popen(
                 [os.path.join(bench.bin, "imperium-api"), "--port", str(self.port),
-                 "--database", "sqlite:" + os.path.join(self.dir, "imperium.db"),
+                 "--database", database or "sqlite:" + os.path.join(self.dir, "imperium.db"),
                  "--admin-token-file", token_file, *bench.api_args, *extra],
                 stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
         bench.cleanup.push("stop imperium-api", lambda: stop_proc(self.proc))
@@ -293,6 +300,10 @@ class Api:
         if owner:
             body["owner"] = owner
         return self.admin("POST", "/servers", body)
+
+    def host_distro(self):
+        """A distro that is the host's root (as the e2e tests use); its id."""
+        return self.admin("POST", "/distros", {"name": "host (bench)", "path": "/"})["id"]
 
     def reader(self, distro):
         """A customer with one container to read, on a server of its own."""
@@ -521,7 +532,7 @@ class Bench:
         self.bin = os.path.abspath(args.bin)
         self.quick = args.quick
         self.api_args = args.api_args.split()
-        self.dur = 3 if args.quick else 10
+        self.dur = args.seconds or (3 if args.quick else 10)
         self.results = Results()
         self.cleanup = Cleanup()
         self.nodes = []
@@ -562,8 +573,7 @@ class Bench:
             # No raise limit: the write figures (2) raise one container's
             # alarms as fast as 16 clients can, to time the write path.
             self._api = Api(self, extra=["--alarm-raises", "0"])
-            self.host_distro = self._api.admin("POST", "/distros",
-                                               {"name": "host (bench)", "path": "/"})["id"]
+            self.host_distro = self._api.host_distro()
         return self._api
 
     def ssh_key(self):
@@ -582,41 +592,58 @@ class Bench:
         return self._node
 
     # ---- 1 + 2: the API ---------------------------------------------------------
-    def read_vs_nginx(self, label, url, nginx, file, basic):
-        """wrk on our URL and on nginx's file, interleaved, `rounds` times; each
-        figure is the median of its rounds (the VM's neighbours move single
-        runs by +-20 %, on both sides)."""
+    def read_rounds(self, targets, basic):
+        """wrk -t2 -c64 GET on each (what, url) of `targets` in turn, `rounds`
+        times, after a 1 s warm-up of each (password cache, statements); the
+        medians {rps, p50, p99 (ms)} per target, in order.  Interleaved and
+        medians: the VM's neighbours move single runs by +-20 %, on all sides."""
         rounds = 1 if self.quick else 3
-        wrk(url, 2, 64, 1, [basic])  # warm-up (password cache, statements)
-        ours, base = [], []
+        for _, url in targets:
+            wrk(url, 2, 64, 1, [basic])
+        runs = [[] for _ in targets]
         for _ in range(rounds):
-            ours.append(wrk(url, 2, 64, self.dur, [basic]))
-            wrk_line(f"imperium-api {label}", ours[-1])
-            base.append(wrk(nginx.url(file), 2, 64, self.dur, [basic]))
-            wrk_line(f"nginx        GET /{file} ({len(nginx.files[file])} bytes)", base[-1])
-            if ours[-1]["errors"] or base[-1]["errors"]:
-                raise BenchError(f"errors under load on {url}: ours {ours[-1]}, "
-                                 f"nginx {base[-1]}")
+            for (what, url), mine in zip(targets, runs):
+                mine.append(wrk(url, 2, 64, self.dur, [basic]))
+                wrk_line(what, mine[-1])
+                if mine[-1]["errors"]:
+                    raise BenchError(f"errors under load on {url}: {mine[-1]}")
 
-        def med(runs, key, scale=1):
-            return statistics.median(r[key] for r in runs) / scale
-        n = f" (median of {rounds})" if rounds > 1 else ""
-        rps, brps = med(ours, "rps"), med(base, "rps")
-        self.results.add("api read", f"{label} req/s{n}", rps, brps, "req/s",
-                         "nginx, static file", ">= 0.5x", rps >= 0.5 * brps, digits=0)
-        self.results.add("api read", f"{label} p50{n}", med(ours, "p50_us", 1000),
-                         med(base, "p50_us", 1000), "ms", "nginx p50", digits=2)
-        p99 = med(ours, "p99_us", 1000)
-        self.results.add("api read", f"{label} p99{n}", p99, med(base, "p99_us", 1000), "ms",
-                         "nginx p99", "< 5 ms", p99 < 5, digits=2)
+        def med(mine, key, scale=1):
+            return statistics.median(r[key] for r in mine) / scale
+        return [dict(rps=med(m, "rps"), p50=med(m, "p50_us", 1000), p99=med(m, "p99_us", 1000),
+                     n=f" (median of {rounds})" if rounds > 1 else "") for m in runs]
+
+    def read_vs_nginx(self, label, url, nginx, file, basic):
+        ours, base = self.read_rounds(
+            [(f"imperium-api {label}", url),
+             (f"nginx        GET /{file} ({len(nginx.files[file])} bytes)", nginx.url(file))],
+            basic)
+        n = ours["n"]
+        self.results.add("api read", f"{label} req/s{n}", ours["rps"], base["rps"], "req/s",
+                         "nginx, static file", ">= 0.5x", ours["rps"] >= 0.5 * base["rps"],
+                         digits=0)
+        self.results.add("api read", f"{label} p50{n}", ours["p50"], base["p50"], "ms",
+                         "nginx p50", digits=2)
+        self.results.add("api read", f"{label} p99{n}", ours["p99"], base["p99"], "ms",
+                         "nginx p99", "< 5 ms", ours["p99"] < 5, digits=2)
+
+    def write_load(self, what, url, basic, body, threads=2, conns=16):
+        """wrk POSTing `body` (a different one each request: `#` numbered) to
+        url with `conns` clients for the window, after a 1 s warm-up; fails on
+        any error or non-2xx."""
+        wrk(url, threads, conns, 1, [basic], "POST", body, vary=True)
+        d = wrk(url, threads, conns, self.dur, [basic], "POST", body, vary=True)
+        wrk_line(what, d)
+        if d["errors"]:
+            raise BenchError(f"errors under load on {url}: {d}")
+        return d
 
     def bench_api(self):
         say("== 1. API read throughput: wrk -t2 -c64, imperium-api vs nginx serving the "
             "same JSON body as a static file")
         api = self.api()
         auth, uid = api.reader(self.host_distro)
-        basic = "Authorization: Basic " + base64.b64encode(
-            f"{auth[0]}:{auth[1]}".encode()).decode()
+        basic = basic_auth(auth)
         paths = {"container": f"/api/containers/{uid}", "me": "/api/me/"}
         nginx = Nginx(self)
         for name, path in paths.items():
@@ -631,8 +658,7 @@ class Bench:
         # The same GET on an API whose response cache is off: what the first
         # read after a write costs (the database, authentication, JSON).
         cold = Api(self, "api-nocache", ["--response-cache-mb", "0"])
-        _, cuid = cold.reader(cold.admin("POST", "/distros",
-                                         {"name": "host (bench)", "path": "/"})["id"])
+        _, cuid = cold.reader(cold.host_distro())
         self.read_vs_nginx("GET /api/containers/<uid>, cache off",
                            f"{cold.base}/api/containers/{cuid}", nginx, "container.json", basic)
         nginx.stop()
@@ -643,17 +669,13 @@ class Bench:
         say(f"    raw SQLite commits: {sq['rate']:,.0f}/s, p50 {sq['p50']:.2f} ms, "
             f"p99 {sq['p99']:.2f} ms ({sq['n']} commits)")
         writes = {
-            f"POST /api/containers/<uid> note": (f"/api/containers/{uid}",
-                                                 '{"note": "bench note #"}'),
-            f"POST /api/alarms/raise/<uid>": (f"/api/alarms/raise/{uid}",
-                                              "bench alarm number #"),
+            "POST /api/containers/<uid> note": (f"/api/containers/{uid}",
+                                                '{"note": "bench note #"}'),
+            "POST /api/alarms/raise/<uid>": (f"/api/alarms/raise/{uid}",
+                                             "bench alarm number #"),
         }
         for name, (path, body) in writes.items():
-            wrk(api.base + path, 2, 16, 1, [basic], "POST", body, vary=True)
-            d = wrk(api.base + path, 2, 16, self.dur, [basic], "POST", body, vary=True)
-            wrk_line(name, d)
-            if d["errors"]:
-                raise BenchError(f"errors under load on {path}: {d}")
+            d = self.write_load(name, api.base + path, basic, body)
             self.results.add("api write", f"{name} p50", d["p50_us"] / 1000, sq["p50"], "ms",
                              "raw SQLite commit p50", digits=2)
             self.results.add("api write", f"{name} p99", d["p99_us"] / 1000, sq["p99"], "ms",
@@ -661,11 +683,99 @@ class Bench:
             self.results.add("api write", f"{name} writes/s", d["rps"], sq["rate"], "/s",
                              "raw SQLite commits/s", digits=0)
 
+    # ---- D: PostgreSQL beside SQLite -----------------------------------------------
+    def bench_db(self):
+        say("== D. PostgreSQL beside SQLite, same run: the PostgreSQL cluster is "
+            "scripts/pgtmp.sh's (fsync, synchronous_commit, full_page_writes off: not "
+            "durable), SQLite is durable (WAL, synchronous=FULL)")
+        say(f"    load average at the start: {os.getloadavg()[0]:.2f}")
+        pg = PgCluster(self)
+        apis = {}  # (backend, cache) -> (api, the reader's container uid, database URL)
+        for backend in ("SQLite", "PostgreSQL"):
+            for cache in ("on", "off"):
+                db = pg.database(f"bench_cache_{cache}") if backend == "PostgreSQL" else None
+                api = Api(self, f"db-{backend.lower()}-cache-{cache}",
+                          [] if cache == "on" else ["--response-cache-mb", "0"], db)
+                auth, uid = api.reader(api.host_distro())
+                apis[backend, cache] = (api, uid, db)
+        basic = basic_auth(auth)  # every reader has the same name and password
+        self.db_reads(apis, basic)
+        one = self.db_writes(apis, basic, pg)
+        self.db_two_instances(apis, basic, one)
+        say(f"    load average at the end: {os.getloadavg()[0]:.2f}")
+
+    def db_reads(self, apis, basic):
+        say("  reads: wrk -t2 -c64 GET /api/containers/<uid>, SQLite and PostgreSQL in turns")
+        for cache in ("on", "off"):
+            sq, pg = self.read_rounds(
+                [(f"SQLite     cache {cache}",
+                  f"{apis['SQLite', cache][0].base}/api/containers/{apis['SQLite', cache][1]}"),
+                 (f"PostgreSQL cache {cache}",
+                  f"{apis['PostgreSQL', cache][0].base}/api/containers/"
+                  f"{apis['PostgreSQL', cache][1]}")], basic)
+            what = f"PostgreSQL GET <uid>, cache {cache}"
+            self.results.add("db read", f"{what} req/s{pg['n']}", pg["rps"], sq["rps"], "req/s",
+                             "SQLite, same GET", digits=0)
+            self.results.add("db read", f"{what} p50{pg['n']}", pg["p50"], sq["p50"], "ms",
+                             "SQLite p50", digits=2)
+            self.results.add("db read", f"{what} p99{pg['n']}", pg["p99"], sq["p99"], "ms",
+                             "SQLite p99", digits=2)
+
+    def db_writes(self, apis, basic, pg):
+        """The note write on each backend (16 clients) and the raw commits of
+        each (16 connections); the PostgreSQL write's wrk figures."""
+        say("  writes: POST /api/containers/<uid> note, wrk -t2 -c16; raw one-row UPDATE "
+            "commits by 16 connections")
+        w = {}
+        for backend in ("SQLite", "PostgreSQL"):
+            api, uid, _ = apis[backend, "on"]
+            w[backend] = self.write_load(f"{backend:<10} note", f"{api.base}/api/containers/{uid}",
+                                         basic, '{"note": "bench note #"}')
+        raw = {"SQLite": sqlite_commits(os.path.join(self.run_dir, "raw.db"), 16, self.dur),
+               "PostgreSQL": pg_commits(self.run_dir, pg.database("bench_raw"), 16, self.dur)}
+        for backend, r in raw.items():
+            say(f"    raw {backend} commits: {r['rate']:,.0f}/s, p50 {r['p50']:.2f} ms, "
+                f"p99 {r['p99']:.2f} ms ({r['n']} commits)")
+        add = self.results.add
+        pgw, sqw = w["PostgreSQL"], w["SQLite"]
+        add("db write", "PostgreSQL note p50", pgw["p50_us"] / 1000, sqw["p50_us"] / 1000, "ms",
+            "SQLite note p50", digits=2)
+        add("db write", "PostgreSQL note p99", pgw["p99_us"] / 1000, sqw["p99_us"] / 1000, "ms",
+            "SQLite note p99", digits=2)
+        add("db write", "PostgreSQL note writes/s", pgw["rps"], sqw["rps"], "/s",
+            "SQLite note writes/s", digits=0)
+        for backend in ("PostgreSQL", "SQLite"):
+            add("db write", f"{backend} note writes/s", w[backend]["rps"], raw[backend]["rate"],
+                "/s", f"raw {backend} commits/s", digits=0)
+        for key, unit, digits in (("p50", "ms", 2), ("p99", "ms", 2), ("rate", "/s", 0)):
+            add("db write", f"raw PostgreSQL commit {key}", raw["PostgreSQL"][key],
+                raw["SQLite"][key], unit, f"raw SQLite commit {key}", digits=digits)
+        return pgw
+
+    def db_two_instances(self, apis, basic, one):
+        """Two APIs on one PostgreSQL database, 8 writing clients on each at
+        once, against one API with 16 (`one`, measured just before)."""
+        say("  two instances on one PostgreSQL database: wrk -t1 -c8 on each at once")
+        a, uid, db = apis["PostgreSQL", "on"]
+        b = Api(self, "db-postgresql-second", (), db)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            runs = [pool.submit(self.write_load, f"instance {n}",
+                                f"{api.base}/api/containers/{uid}", basic,
+                                f'{{"note": "bench note {n} #"}}', 1, 8)
+                    for n, api in (("A", a), ("B", b))]
+            two = [r.result() for r in runs]
+        rate, p99 = sum(d["rps"] for d in two), max(d["p99_us"] for d in two) / 1000
+        say(f"    together: {rate:,.0f} writes/s, p99 {p99:.2f} ms (the higher of the two)")
+        self.results.add("db two instances", "2 instances x 8 clients: writes/s", rate,
+                         one["rps"], "/s", "1 instance x 16 clients", digits=0)
+        self.results.add("db two instances", "2 instances x 8 clients: p99 (higher)", p99,
+                         one["p99_us"] / 1000, "ms", "1 instance x 16 clients", digits=2)
+
     # ---- 2b: password guessing ----------------------------------------------------
     def timed_writes(self, api, auth, until):
         """POST /api/me/ one after another (from 127.0.0.2, one keep-alive
         connection) until `until()`; the latencies in ms."""
-        basic = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        basic = basic_auth(auth).split(": ", 1)[1]
         c = http.client.HTTPConnection("127.0.0.1", api.port, timeout=30,
                                        source_address=("127.0.0.2", 0))
         lat, n = [], 0
@@ -1392,6 +1502,28 @@ class Bench:
 
 # ---- baselines and helpers --------------------------------------------------------
 
+class PgCluster:
+    """A throwaway PostgreSQL cluster in the run directory on a free port,
+    started and destroyed by scripts/pgtmp.sh, so with the tests' settings
+    (fsync, synchronous_commit and full_page_writes off)."""
+
+    def __init__(self, bench):
+        self.dir = os.path.join(bench.run_dir, "pg")  # pgtmp.sh's alone: it removes it
+        self.port = free_port()
+        bench.cleanup.push("destroy the PostgreSQL cluster", lambda: pgtmp("destroy", self.dir))
+        try:
+            self.url = pgtmp("start", self.dir, str(self.port))
+        except RuntimeError as e:
+            raise BenchError(str(e)) from None
+
+    def database(self, name):
+        """A new database (C collation); its URL."""
+        try:
+            return pgtmp("createdb", self.dir, str(self.port), name)
+        except RuntimeError as e:
+            raise BenchError(str(e)) from None
+
+
 class Nginx:
     def __init__(self, bench, name="nginx"):
         self.dir = os.path.join(bench.run_dir, name)
@@ -1566,8 +1698,56 @@ def sqlite_commits(path, threads, seconds):
         t.start()
     for t in ts:
         t.join()
-    took = time.monotonic() - t0
+    return commit_stats(lat, time.monotonic() - t0)
+
+
+def commit_stats(lat, took):
+    """The raw baselines' figures: commits (latencies in ms) over `took` seconds."""
     return {"n": len(lat), "rate": len(lat) / took, "p50": pct(lat, 50), "p99": pct(lat, 99)}
+
+
+def pg_tool(name):
+    """A client program of the newest installed PostgreSQL, the version
+    scripts/pgtmp.sh runs the server of."""
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+                   key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
+    if not found:
+        raise BenchError(f"no {name} in /usr/lib/postgresql/*/bin: apt-get install postgresql "
+                         "(scripts/packages.txt)")
+    return found[-1]
+
+
+def pg_commits(run_dir, url, clients, seconds):
+    """The PostgreSQL write baseline, pgbench-style: one-row UPDATE commits
+    (autocommit, prepared) by `clients` connections at once for `seconds`,
+    each client on a row of its own as in sqlite_commits; latencies from
+    pgbench's per-transaction log."""
+    p = subprocess.run([pg_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c",
+                        "CREATE TABLE t (id int PRIMARY KEY, v bigint NOT NULL DEFAULT 0); "
+                        f"INSERT INTO t (id) SELECT generate_series(0, {clients - 1})"],
+                       capture_output=True, text=True, timeout=60)
+    if p.returncode:
+        raise BenchError(f"psql: cannot make the pgbench table: {p.stderr}")
+    script = os.path.join(run_dir, "pgbench-update.sql")
+    with open(script, "w") as f:
+        f.write("\\set id :client_id\nUPDATE t SET v = v + 1 WHERE id = :id;\n")
+    logs = os.path.join(run_dir, "pgbench-log")
+    os.makedirs(logs)
+    cmd = [pg_tool("pgbench"), "-n", "-M", "prepared", "-c", str(clients), "-j", "2",
+           "-T", str(seconds), "-f", script, "-l", "--log-prefix", os.path.join(logs, "tx"), url]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, cwd=logs)
+    if p.returncode:
+        raise BenchError(f"{' '.join(cmd)}:\n{p.stdout}\n{p.stderr}")
+    lat = []
+    for log in os.listdir(logs):  # client_id tx_no latency_us script_no epoch epoch_us
+        with open(os.path.join(logs, log)) as f:
+            lat += [int(line.split()[2]) / 1000 for line in f if line.strip()]
+    return commit_stats(lat, seconds)
+
+
+def basic_auth(auth):
+    """The HTTP Basic header (for wrk's -H) of (name, password)."""
+    return "Authorization: Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
 
 
 def plain_emperors(bench, n, at_once):
@@ -1674,6 +1854,8 @@ def main():
     ap.add_argument("--only", default="",
                     help=f"comma-separated sections among {', '.join(SECTIONS)} (default all)")
     ap.add_argument("--quick", action="store_true", help="shorter runs, fewer samples")
+    ap.add_argument("--seconds", type=int, default=0,
+                    help="each wrk window, in seconds (default 10, 3 with --quick)")
     ap.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
     ap.add_argument("--api-args", default="",
                     help="extra imperium-api flags, for A/B runs (e.g. '--threads 2')")
@@ -1687,6 +1869,12 @@ def main():
             ap.error(f"{os.path.join(args.bin, b)} is missing: build it first (make all)")
     if any(s not in NO_ROOT for s in only) and os.geteuid() != 0:
         ap.error(f"containers need root: run as root, or --only {','.join(NO_ROOT)}")
+    if "db" in only:
+        try:
+            pg_tool("pgbench")
+            pg_tool("psql")
+        except BenchError as e:
+            ap.error(str(e))
     for tool in ("wrk", "nginx", "uwsgi"):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
             ap.error(f"{tool} is missing: scripts/deps.sh bench/packages.txt installs it")
