@@ -48,7 +48,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 import helpers  # noqa: E402
 from helpers import free_port, proc_status, reap_orphans, stop_proc  # noqa: E402
-from pgutil import _pgtmp as pgtmp  # noqa: E402  (the one caller of scripts/pgtmp.sh)
+from pgutil import pgtmp  # noqa: E402  (the one caller of scripts/pgtmp.sh)
 
 WRK_LUA = os.path.join(ROOT, "bench", "wrk.lua")
 SHORTCUTS = os.path.join(ROOT, "etc", "uwsgi", "shortcuts.ini")

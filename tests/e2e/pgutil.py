@@ -19,7 +19,7 @@ PG = BACKEND == "postgresql"
 PGTMP = os.path.join(ROOT, "scripts", "pgtmp.sh")
 
 
-def _pgtmp(*args):
+def pgtmp(*args):
     """pgtmp.sh's stdout; its stderr in the error when it fails."""
     p = subprocess.run([PGTMP, *args], capture_output=True, text=True, timeout=120)
     if p.returncode != 0:
@@ -39,18 +39,18 @@ class Cluster:
         self._parent = parent
         self._names = itertools.count(1)
         atexit.register(self.destroy)  # even if the session dies half-way
-        self.url = _pgtmp("start", self.dir, str(self.port))
+        self.url = pgtmp("start", self.dir, str(self.port))
 
     def new_database(self):
         """A new, empty database (C collation); its URL."""
         name = f"imperium_{os.getpid()}_{next(self._names)}"
-        return _pgtmp("createdb", self.dir, str(self.port), name)
+        return pgtmp("createdb", self.dir, str(self.port), name)
 
     def destroy(self):
         if self._parent is None:
             return
         parent, self._parent = self._parent, None  # once, even if it fails
-        _pgtmp("destroy", self.dir)
+        pgtmp("destroy", self.dir)
         os.rmdir(parent)
 
 
