@@ -55,9 +55,10 @@ typedef struct {
 db_t *db_open(const char *url, err_t *e);
 
 /* url as it may be logged, in buf: a "scheme://user:password@host/..."
- * keeps its scheme, user, host and path with the password "***" (so does a
- * "password=" of its query); a path or a URL without a password is
- * unchanged.  Returns buf ("" for NULL). */
+ * keeps its scheme, user, host and path with the password "***" (unencoded
+ * '/', '?', '#', '@' in it included); a "password=" of its query (its key
+ * percent-encoded or not) is "***" and what follows it is dropped; a path or
+ * a URL without a password is unchanged.  Returns buf ("" for NULL). */
 const char *db_url_redacted(const char *url, char *buf, size_t len);
 void db_close(db_t *db);
 

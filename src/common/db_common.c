@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -67,6 +68,41 @@ db_t *db_open(const char *url, err_t *e)
     return NULL;
 }
 
+/* Is the query key s (up to n bytes, percent-encoded perhaps) "password"?
+ * libpq decodes keys before it reads them: so must this. */
+static bool is_password_key(const char *s, size_t n)
+{
+    static const char want[] = "password";
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++, k++) {
+        int c = (unsigned char)s[i];
+        if (c == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
+            isxdigit((unsigned char)s[i + 2])) {
+            char hex[3] = {s[i + 1], s[i + 2], '\0'};
+            c = (int)strtol(hex, NULL, 16);
+            i += 2;
+        }
+        if (k >= sizeof want - 1 || c != want[k])
+            return false;
+    }
+    return k == sizeof want - 1;
+}
+
+/* The '@' ending a URL's user:password, or NULL: libpq looks for it up to
+ * the first '/' (so may a password hold '?' or '#'); one up to the query
+ * is taken too (a password with an unencoded '/', which libpq would take
+ * for host:port/path and refuse, must not be logged either). */
+static const char *userinfo_end(const char *auth)
+{
+    const char *at = NULL;
+    size_t stops[] = {strcspn(auth, "/"), strcspn(auth, "?")};
+    for (size_t s = 0; s < 2 && !at; s++)
+        for (const char *p = auth; p < auth + stops[s]; p++)
+            if (*p == '@')
+                at = p; /* the last one: a password may hold "@" */
+    return at;
+}
+
 const char *db_url_redacted(const char *url, char *buf, size_t len)
 {
     if (!len)
@@ -80,11 +116,7 @@ const char *db_url_redacted(const char *url, char *buf, size_t len)
                                             (int)(k), (p)), used = used < len ? used : len)
     if (n && strncmp(url + n, "://", 3) == 0) {
         const char *auth = url + n + 3;
-        size_t alen = strcspn(auth, "/?#");
-        const char *at = NULL;
-        for (const char *p = auth; p < auth + alen; p++)
-            if (*p == '@')
-                at = p; /* the last one: a password may hold "@" */
+        const char *at = userinfo_end(auth);
         const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
         if (colon) { /* user:password@ */
             PUT(url, colon + 1 - url);
@@ -92,16 +124,18 @@ const char *db_url_redacted(const char *url, char *buf, size_t len)
             rest = at;
         }
     }
-    /* A query's password=...: up to the next "&" or "#". */
+    /* A query's password=... (its key perhaps percent-encoded): hidden to
+     * the end, since an unencoded '&' or '#' may be part of it. */
     const char *q = strchr(rest, '?');
     while (q) {
         const char *key = q + 1;
-        const char *end = key + strcspn(key, "&#");
-        if (strncmp(key, "password=", 9) == 0) {
-            PUT(rest, key + 9 - rest);
+        size_t klen = strcspn(key, "=&#");
+        if (key[klen] == '=' && is_password_key(key, klen)) {
+            PUT(rest, key + klen + 1 - rest);
             PUT("***", 3);
-            rest = end;
+            return buf;
         }
+        const char *end = key + strcspn(key, "&#");
         q = *end == '&' ? end : NULL;
     }
     PUT(rest, strlen(rest));

@@ -2,9 +2,12 @@
  *
  * PostgreSQL backend, the design (docs/design/issue20/CONTRACT.md).  Each
  * db_t is one libpq connection, used by one thread at a time like SQLite's
- * (the API's pool).  Statements go through PQexecParams: integers bound as
- * int8, text and NULL untyped so the server infers them from the context;
- * results are text cells, BOOL cells "1"/"0" as SQLite gives them.
+ * (the API's pool).  Statements are prepared once per connection and
+ * cached by their SQL text and the types bound (PQprepare, then
+ * PQexecPrepared: sent unnamed each time, PostgreSQL parsed and planned every
+ * statement again, 0.3-0.7 ms apiece); integers are bound as int8, text and
+ * NULL untyped so the server infers them from the context; results are text
+ * cells, BOOL cells "1"/"0" as SQLite gives them.
  *
  * Isolation: every write transaction (db_begin, and every write statement
  * outside one, which is wrapped here in BEGIN ... COMMIT) runs at READ
@@ -28,7 +31,7 @@
  * processes, for the response cache.
  *
  * Errors: SQLSTATE class 23 is ERR_CONSTRAINT; a lost connection, 40001,
- * 40P01 and 57P01 are ERR_UNAVAILABLE.  A write outside a transaction that
+ * 40P01, 55P03 (lock_timeout) and 57P01 are ERR_UNAVAILABLE.  A write outside a transaction that
  * failed so before its COMMIT is run again (3 tries); inside the caller's
  * transaction nothing is ever replayed.  The schema's DDL, written for
  * SQLite, is rewritten by db_pg_ddl.  No message carries the URL (it may
@@ -62,14 +65,34 @@
 #define AUTOCOMMIT_TRIES 3
 #define BOOL_OID 16
 #define INT8_OID 20
+/* Every session's bounds (a URL's options= replaces them): a writer
+ * waiting for the writers' lock (held by a stuck instance) gives up after
+ * 30 s with a 503 rather than holding its request for ever; a transaction
+ * left idle for 60 s (its instance stopped, SIGSTOP or a hung handler) is
+ * ended by the server, which frees the lock for every other instance. */
+#define SESSION_OPTIONS "-c lock_timeout=30s -c idle_in_transaction_session_timeout=60s"
+/* Prepared statements kept per connection: the API's queries are literals
+ * or a few filter combinations; beyond, statements go unnamed. */
+#define STMT_CACHE 128
 /* How often the listener wakes with nothing to do (to see a stop). */
 #define LISTEN_TICK_MS 1000
 
 typedef struct hub hub_t;
 
+/* A statement prepared on the connection as "s<id>": its SQL text and the
+ * types it was prepared with ('i' int8, 'u' untyped, one per parameter). */
+typedef struct {
+    char *sql;
+    char *types;
+    unsigned id;
+} stmt_t;
+
 typedef struct pg {
     struct db base; /* first: a db_t * is a pg_t * */
     PGconn *c;
+    stmt_t stmts[STMT_CACHE];
+    int nstmts;
+    unsigned next_id; /* never reused on a connection: a stale name is never taken again */
     hub_t *hub;
     fifo_lock_t *write_lock; /* shared by the process's connections, or NULL */
     bool holds_write_lock;
@@ -129,8 +152,8 @@ static PGconn *connect_url(const char *url, err_t *e)
      * seconds instead of holding a thread (and perhaps the writers' lock). */
     static const char *const keys[] = {"connect_timeout", "keepalives", "keepalives_idle",
                                        "keepalives_interval", "keepalives_count",
-                                       "tcp_user_timeout", "dbname", NULL};
-    const char *values[] = {"5", "1", "10", "5", "3", "30000", url, NULL};
+                                       "tcp_user_timeout", "options", "dbname", NULL};
+    const char *values[] = {"5", "1", "10", "5", "3", "30000", SESSION_OPTIONS, url, NULL};
     PGconn *c = PQconnectdbParams(keys, values, 1);
     if (!c) {
         err_set(e, ERR_INTERNAL, "out of memory");
@@ -398,7 +421,8 @@ static int pg_fail(pg_t *db, err_t *e, const PGresult *r, const char *what)
     if (lost && (db->in_txn || db->in_read))
         db->lost = true;
     enum err_kind k = ERR_INTERNAL;
-    if (lost || state_is(state, "40001") || state_is(state, "40P01"))
+    if (lost || state_is(state, "40001") || state_is(state, "40P01") ||
+        state_is(state, "55P03"))
         k = ERR_UNAVAILABLE;
     else if (state && strncmp(state, "23", 2) == 0)
         k = ERR_CONSTRAINT;
@@ -407,6 +431,68 @@ static int pg_fail(pg_t *db, err_t *e, const PGresult *r, const char *what)
     return err_set(e, k, "%s: %s%.*s", what,
                    lost ? "the connection to the database was lost: " : "", first_line(msg),
                    msg);
+}
+
+/* The statement prepared for sql with these parameter types, or NULL. */
+static stmt_t *stmt_find(pg_t *db, const char *sql, const char *types)
+{
+    for (int i = 0; i < db->nstmts; i++)
+        if (strcmp(db->stmts[i].sql, sql) == 0 && strcmp(db->stmts[i].types, types) == 0)
+            return &db->stmts[i];
+    return NULL;
+}
+
+static void stmt_drop(pg_t *db, stmt_t *st)
+{
+    free(st->sql);
+    free(st->types);
+    *st = db->stmts[--db->nstmts];
+}
+
+/* Forget every prepared statement (the session that had them is gone). */
+static void stmts_forget(pg_t *db)
+{
+    while (db->nstmts > 0)
+        stmt_drop(db, &db->stmts[0]);
+}
+
+/* Prepare sql on the connection and keep it; NULL with *res the server's
+ * refusal (the caller's to clear), or NULL and no result when the cache is
+ * full or memory short: the statement then goes unnamed. */
+static stmt_t *stmt_prepare(pg_t *db, const char *sql, int n, const Oid *types,
+                            const char *sig, PGresult **res)
+{
+    *res = NULL;
+    if (db->nstmts == STMT_CACHE)
+        return NULL;
+    stmt_t *st = &db->stmts[db->nstmts];
+    st->sql = strdup(sql);
+    st->types = strdup(sig);
+    if (!st->sql || !st->types) {
+        free(st->sql);
+        free(st->types);
+        return NULL;
+    }
+    st->id = db->next_id++;
+    char name[16];
+    snprintf(name, sizeof name, "s%u", st->id);
+    PGresult *r = PQprepare(db->c, name, sql, n, types);
+    if (!res_ok(r)) {
+        free(st->sql);
+        free(st->types);
+        *res = r;
+        return NULL;
+    }
+    PQclear(r);
+    db->nstmts++;
+    return st;
+}
+
+/* 0A000 "cached plan must not change result type": the schema changed
+ * under a prepared SELECT (another instance migrated it). */
+static bool plan_stale(const PGresult *r)
+{
+    return !res_ok(r) && state_is(PQresultErrorField(r, PG_DIAG_SQLSTATE), "0A000");
 }
 
 /* Before a statement: the connection, reset when it was lost outside a
@@ -418,6 +504,7 @@ static int pg_ready(pg_t *db, err_t *e)
                                            "transaction: it must be rolled back");
     if (PQstatus(db->c) == CONNECTION_OK)
         return 0;
+    stmts_forget(db); /* a new session has none of them */
     PQreset(db->c);
     if (PQstatus(db->c) == CONNECTION_OK)
         return 0;
@@ -441,22 +528,47 @@ static void pg_abandon(pg_t *db)
         PQclear(PQexec(db->c, "ROLLBACK"));
 }
 
-static PGresult *pg_send(pg_t *db, const char *sql, int n, const db_val *args)
+static PGresult *pg_send_try(pg_t *db, const char *sql, int n, const db_val *args,
+                             bool again)
 {
     int m = n > 0 ? n : 1;
     const char *values[m];
     Oid types[m];
     char ints[m][24];
+    char sig[m + 1];
     for (int i = 0; i < n; i++) {
         types[i] = 0; /* untyped: the server infers text and NULL from the context */
         values[i] = args[i].t == DBV_TEXT ? args[i].s : NULL;
+        sig[i] = 'u';
         if (args[i].t == DBV_INT) {
             types[i] = INT8_OID;
             snprintf(ints[i], sizeof ints[i], "%lld", args[i].i);
             values[i] = ints[i];
+            sig[i] = 'i';
         }
     }
-    return PQexecParams(db->c, sql, n, types, values, NULL, NULL, 0);
+    sig[n > 0 ? n : 0] = '\0';
+    stmt_t *st = stmt_find(db, sql, sig);
+    PGresult *refused = NULL;
+    if (!st && !(st = stmt_prepare(db, sql, n, types, sig, &refused)))
+        return refused ? refused : PQexecParams(db->c, sql, n, types, values, NULL, NULL, 0);
+    char name[16];
+    snprintf(name, sizeof name, "s%u", st->id);
+    PGresult *r = PQexecPrepared(db->c, name, n, values, NULL, NULL, 0);
+    if (!plan_stale(r))
+        return r;
+    /* Prepared again: at once outside a transaction (nothing was run),
+     * at its next use inside one (the server aborted the transaction). */
+    stmt_drop(db, st);
+    if (db->in_txn || db->in_read || !again)
+        return r;
+    PQclear(r);
+    return pg_send_try(db, sql, n, args, false);
+}
+
+static PGresult *pg_send(pg_t *db, const char *sql, int n, const db_val *args)
+{
+    return pg_send_try(db, sql, n, args, true);
 }
 
 static char *cell_copy(const PGresult *res, int row, int col)
@@ -566,9 +678,9 @@ static void pg_rollback(pg_t *db)
 /* In the transaction: the next data version, announced at COMMIT. */
 static int bump_version(pg_t *db, err_t *e, unsigned long long *v)
 {
-    PGresult *r = PQexec(db->c, "WITH b AS (UPDATE imperium_data_version SET v = v + 1 "
-                                "WHERE id = 1 RETURNING v) "
-                                "SELECT v, pg_notify('imperium', 'w' || v) FROM b");
+    PGresult *r = pg_send(db, "WITH b AS (UPDATE imperium_data_version SET v = v + 1 "
+                              "WHERE id = 1 RETURNING v) "
+                              "SELECT v, pg_notify('imperium', 'w' || v) FROM b", 0, NULL);
     int rc = 0;
     if (!res_ok(r))
         rc = pg_fail(db, e, r, "commit");
@@ -775,6 +887,7 @@ static void pg_close(pg_t *db)
     if (!db)
         return;
     pg_rollback(db);
+    stmts_forget(db);
     PQfinish(db->c);
     hub_put(db->hub);
     free(db);
@@ -805,7 +918,8 @@ static int pg_data_version_now(pg_t *db, err_t *e, unsigned long long *v)
 {
     if (pg_ready(db, e) < 0)
         return -1;
-    PGresult *r = PQexec(db->c, "SELECT v FROM imperium_data_version WHERE id = 1");
+    /* Prepared: once per cached answer. */
+    PGresult *r = pg_send(db, "SELECT v FROM imperium_data_version WHERE id = 1", 0, NULL);
     int rc = 0;
     if (!res_ok(r))
         rc = pg_fail(db, e, r, "data version");

@@ -781,6 +781,18 @@ def _guide_section(out, first, end):
     return lines
 
 
+def _next_mtime_second(vassals):
+    """Wait (at most a second) until a write to a vassal gets a later mtime
+    second than every vassal has: the Emperor compares mtimes in whole seconds,
+    so the guide's append to pythonapp.ini made within the second its previous
+    version was written (the steps between pass in well under a second on an
+    idle machine) would never reload the vassal.  A person typing the guide's
+    lines never meets it."""
+    newest = max((os.stat(os.path.join(vassals, n)).st_mtime for n in os.listdir(vassals)),
+                 default=0)
+    time.sleep(max(0.0, min(1.0, int(newest) + 1 - time.time())))
+
+
 def _run_sh_guide_https(ns, run_dir, out):
     """The guide's HTTPS section (issue 18), every command as printed: the
     seed's openssl commands as 30001's uid in its home (what `ssh ... '...'`
@@ -813,6 +825,7 @@ def _run_sh_guide_https(ns, run_dir, out):
                                capture_output=True, text=True, timeout=120)
             assert p.returncode == 0, (cmd, p.stderr)
         elif cmd.startswith(("printf ", "chown ")):
+            _next_mtime_second(os.path.join(home, "vassals"))
             p = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=10)
             assert p.returncode == 0, (cmd, p.stderr)
         elif cmd.startswith("curl ") and note.startswith("refused"):

@@ -266,9 +266,18 @@ static void test_url_redacted(void **state)
         {"postgres://u:p@ss@db/x", "postgres://u:***@db/x"},
         {"postgresql://imperium@db.example/imperium", "postgresql://imperium@db.example/imperium"},
         {"postgresql://db.example/imperium?user=i&password=s3cret&sslmode=require",
-         "postgresql://db.example/imperium?user=i&password=***&sslmode=require"},
+         "postgresql://db.example/imperium?user=i&password=***"},
         {"postgresql://db/x?password=s3cret", "postgresql://db/x?password=***"},
         {"postgresql://db/x?a=b:c@d", "postgresql://db/x?a=b:c@d"},
+        /* What libpq would read as a password, unencoded '?', '#', '/' in it
+         * (the last one a URL libpq refuses, but logged in its error), a
+         * percent-encoded key, an unencoded '&' in the value. */
+        {"postgresql://u:pa?ss#w@db/x", "postgresql://u:***@db/x"},
+        {"postgresql://u:pa/ss@db/x", "postgresql://u:***@db/x"},
+        {"postgresql://db/x?pass%77ord=s3cret&sslmode=require",
+         "postgresql://db/x?pass%77ord=***"},
+        {"postgresql://db/x?password=s3c&ret", "postgresql://db/x?password=***"},
+        {"postgresql://db/x?passwordx=a&user=password", "postgresql://db/x?passwordx=a&user=password"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         assert_string_equal(db_url_redacted(cases[i][0], buf, sizeof buf), cases[i][1]);

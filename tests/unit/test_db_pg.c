@@ -472,6 +472,93 @@ static void test_connection_lost(void **state)
     assert_true(db_data_version(f->a, DB_FEED_NOTICES) != n);
 }
 
+static long long prepared_count(db_t *db)
+{
+    err_t e = {0};
+    long long n = db_scalar_int(db, &e, -1, "SELECT COUNT(*) FROM pg_prepared_statements",
+                                DB_NOARGS);
+    if (n < 0)
+        fail_msg("pg_prepared_statements: %s", e.msg);
+    return n;
+}
+
+/* Statements are prepared once per connection and SQL text: run again,
+ * nothing more is prepared; the same text bound with other types (int,
+ * NULL, text) still works; a SELECT * whose table another connection
+ * altered is prepared again instead of failing; a new session after a lost
+ * connection prepares them again. */
+static void test_prepared_statements(void **state)
+{
+    fixture_t *f = *state;
+    NEED_PG(f);
+    err_t e = {0};
+    const char *ins = "INSERT INTO t_parent (name, n) VALUES ($1, $2)";
+    assert_int_equal(db_exec(f->a, &e, ins, DB_ARGS(DB_TEXT("int"), DB_INT(5))), 1);
+    long long before = prepared_count(f->a);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(count(f->a, "n = 5"), 1);
+    assert_int_equal(prepared_count(f->a), before + 1); /* count's SELECT, once */
+    assert_int_equal(db_exec(f->a, &e, ins, DB_ARGS(DB_TEXT("null"), DB_NULL)), 1);
+    assert_int_equal(db_exec(f->a, &e, ins, DB_ARGS(DB_TEXT("text"), DB_TEXT("7"))), 1);
+    assert_int_equal(db_exec(f->a, &e, ins, DB_ARGS(DB_TEXT("int2"), DB_INT(7))), 1);
+    assert_int_equal(count(f->a, "n = 7"), 2);
+    assert_int_equal(count(f->a, "n IS NULL"), 1);
+    /* The schema changes under a prepared SELECT *. */
+    db_res_t *r = db_query(f->a, &e, "SELECT * FROM t_status", DB_NOARGS);
+    assert_non_null(r);
+    assert_int_equal(r->ncols, 2);
+    db_res_free(r);
+    assert_int_equal(db_exec_script(f->b, &e, "ALTER TABLE t_status ADD COLUMN extra TEXT"), 0);
+    r = db_query(f->a, &e, "SELECT * FROM t_status", DB_NOARGS);
+    if (!r)
+        fail_msg("SELECT * after ALTER TABLE: %s", e.msg);
+    assert_int_equal(r->ncols, 3);
+    db_res_free(r);
+    /* A new session: prepared again. */
+    char where[64];
+    snprintf(where, sizeof where, "pid = %lld", backend_pid(f->a));
+    terminate(f->b, where);
+    assert_int_equal(db_scalar_int(f->a, &e, -1, "SELECT 1", DB_NOARGS), -1);
+    assert_int_equal(count(f->a, "n = 5"), 1);
+    assert_int_equal(db_exec(f->a, &e, ins, DB_ARGS(DB_TEXT("after"), DB_INT(5))), 1);
+    assert_int_equal(count(f->a, "n = 5"), 2);
+}
+
+/* The writers' lock held by a stuck writer: another gives up after the
+ * session's lock_timeout (30 s by default; 300 ms here through the URL's
+ * options=, which replaces the default) with ERR_UNAVAILABLE, and takes it
+ * once it is free. */
+static void test_lock_timeout(void **state)
+{
+    fixture_t *f = *state;
+    NEED_PG(f);
+    err_t e = {0};
+    db_res_t *r = db_query(f->a, &e, "SHOW lock_timeout", DB_NOARGS);
+    assert_non_null(r);
+    assert_string_equal(db_get(r, 0, 0), "30s");
+    db_res_free(r);
+    const char *url = pg_url();
+    size_t n = strlen(url) + 64;
+    char *quick = malloc(n);
+    assert_non_null(quick);
+    snprintf(quick, n, "%s%coptions=-c%%20lock_timeout%%3D300", url,
+             strchr(url, '?') ? '&' : '?');
+    db_t *c = db_open(quick, &e);
+    free(quick);
+    if (!c)
+        fail_msg("open: %s", e.msg);
+    assert_int_equal(db_begin(f->b, &e), 0);
+    long long t0 = now_ms();
+    e = (err_t){0};
+    assert_int_equal(db_begin(c, &e), -1);
+    assert_int_equal(e.kind, ERR_UNAVAILABLE);
+    assert_true(now_ms() - t0 < 10000);
+    db_rollback(f->b);
+    assert_int_equal(db_begin(c, &e), 0);
+    db_rollback(c);
+    db_close(c);
+}
+
 static void test_bad_urls(void **state)
 {
     (void)state;
@@ -500,6 +587,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_id_high, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_then_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_lost, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prepared_statements, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lock_timeout, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
