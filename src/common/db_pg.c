@@ -882,6 +882,29 @@ static int version_table(pg_t *db, err_t *e)
     return rc;
 }
 
+/* Lists ordered by name come out in byte order on SQLite; a database made
+ * with another collation orders them otherwise (docs/OPERATING.md says to
+ * create it with C): said once per process, not refused (it still works). */
+static void check_collation(pg_t *db)
+{
+    static atomic_bool said;
+    /* datlocprovider 'i': ICU, whose orders are never byte order. */
+    PGresult *r = PQexec(db->c, "SELECT CASE WHEN datlocprovider = 'i' THEN 'ICU' "
+                                "ELSE datcollate END FROM pg_database "
+                                "WHERE datname = current_database()");
+    if (res_ok(r) && PQntuples(r) == 1) {
+        const char *c = PQgetvalue(r, 0, 0);
+        /* C.UTF-8 orders by code point: UTF-8's byte order too. */
+        bool bytewise = !strcmp(c, "C") || !strcmp(c, "POSIX") || !strcasecmp(c, "C.UTF-8") ||
+                        !strcasecmp(c, "C.utf8");
+        if (!bytewise && !atomic_exchange(&said, true))
+            log_warn("postgresql: the database's collation is %s, not C: lists ordered by "
+                     "name (tags, distros, legions) will not be in the byte order SQLite "
+                     "gives (docs/OPERATING.md, \"The database\")", c);
+    }
+    PQclear(r);
+}
+
 static void pg_close(pg_t *db)
 {
     if (!db)
@@ -902,7 +925,9 @@ static db_t *pg_open(const char *url, const char *target, err_t *e)
         return NULL;
     }
     db->base.be = &db_pg_backend;
-    if (!(db->c = connect_url(url, e)) || version_table(db, e) < 0 ||
+    if ((db->c = connect_url(url, e)))
+        check_collation(db);
+    if (!db->c || version_table(db, e) < 0 ||
         !(db->hub = hub_get(url, e))) {
         if (db->c)
             PQfinish(db->c);

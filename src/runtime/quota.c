@@ -39,8 +39,10 @@
 #define LOOP_NAME_FMT "imperium-home:%d"
 #define MB (1024LL * 1024LL)
 #define TOOL_ERR_MAX 400
-/* How long a busy containers directory is tried again at teardown. */
-#define QUOTA_TEARDOWN_BUSY_MS 3000
+/* How long a busy containers directory is tried again at teardown: seen
+ * busy for more than 3 s after the last container stopped on a loaded
+ * 2-core machine, free a few seconds later with nothing else done. */
+#define QUOTA_TEARDOWN_BUSY_MS 10000
 
 int quota_kind_parse(const char *s)
 {
@@ -858,6 +860,52 @@ int quota_setup(quota_kind_t k, const char *containers_dir, const char *state_di
     return 0;
 }
 
+/* Is the link /proc/<pid>/<what> under dir? */
+static bool proc_link_under(const char *pid, const char *what, const char *dir, size_t n)
+{
+    char link[320], target[PATH_MAX];
+    snprintf(link, sizeof link, "/proc/%s/%s", pid, what);
+    ssize_t len = readlink(link, target, sizeof target - 1);
+    if (len < 0)
+        return false;
+    target[len] = '\0';
+    return strncmp(target, dir, n) == 0 && (target[n] == '\0' || target[n] == '/');
+}
+
+/* For the error of a busy containers directory: "pid (comm), ..." of up to
+ * four processes whose working directory or root is in it, or "". */
+static void busy_holders(const char *dir, char *out, size_t size)
+{
+    out[0] = '\0';
+    DIR *proc = opendir("/proc");
+    if (!proc)
+        return;
+    size_t used = 0, n = strlen(dir);
+    int found = 0;
+    struct dirent *d;
+    while ((d = readdir(proc)) && found < 4) {
+        if (d->d_name[0] < '1' || d->d_name[0] > '9' ||
+            (!proc_link_under(d->d_name, "cwd", dir, n) &&
+             !proc_link_under(d->d_name, "root", dir, n)))
+            continue;
+        char path[320], comm[32] = "?";
+        snprintf(path, sizeof path, "/proc/%s/comm", d->d_name);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            if (fgets(comm, sizeof comm, f))
+                comm[strcspn(comm, "\n")] = '\0';
+            fclose(f);
+        }
+        int k = snprintf(out + used, size - used, "%s%s (%s)", found ? ", " : "", d->d_name,
+                         comm);
+        if (k < 0 || (size_t)k >= size - used)
+            break;
+        used += (size_t)k;
+        found++;
+    }
+    closedir(proc);
+}
+
 int quota_teardown(const char *containers_dir, const char *state_dir, err_t *e)
 {
     char mark[4200];
@@ -874,12 +922,19 @@ int quota_teardown(const char *containers_dir, const char *state_dir, err_t *e)
          * for QUOTA_TEARDOWN_BUSY_MS at most. */
         long long deadline = now_ms() + QUOTA_TEARDOWN_BUSY_MS;
         while (umount2(containers_dir, UMOUNT_NOFOLLOW) < 0) {
-            if (errno != EBUSY || now_ms() >= deadline)
-                return err_set(e, ERR_INTERNAL, "unmount the containers directory %s: %s%s",
-                               containers_dir, strerror(errno),
-                               errno == EBUSY ? " (a home is still mounted below it, or a "
-                                                "process has a file open there)"
-                                              : "");
+            int err = errno;
+            if (err != EBUSY || now_ms() >= deadline) {
+                char holders[256] = "";
+                if (err == EBUSY)
+                    busy_holders(containers_dir, holders, sizeof holders);
+                return err_set(e, ERR_INTERNAL, "unmount the containers directory %s: %s%s%s%s%s",
+                               containers_dir, strerror(err),
+                               err == EBUSY ? " (a home is still mounted below it, or a "
+                                              "process has a file open there"
+                                            : "",
+                               holders[0] ? "; working there: " : "", holders,
+                               err == EBUSY ? ")" : "");
+            }
             sleep_ms(50);
         }
     }

@@ -19,7 +19,8 @@ import time
 import pytest
 import requests
 
-from conftest import BIN, ROOT, free_port, unique
+import pgutil
+from conftest import BIN, ROOT, free_port, start_api, stop_api, unique
 from helpers import Netns, in_netns
 from nodeutil import init_of
 
@@ -897,6 +898,53 @@ def _run_sh_guide_loopbox(call, run_dir, out):
     assert os.path.getsize(image) == 200000 * 512
 
 
+DEMO_CUSTOMERS = (("kratos", "deimos"), ("zeus", "olympus"))
+
+
+def _customer_views(get):
+    """What the demo's customers see, body for body: /me/, their container
+    list and each of their containers."""
+    out = {}
+    for auth in DEMO_CUSTOMERS:
+        me = get("/me/", auth)
+        assert me.status_code == 200, me.text
+        for path in ("/me/", "/containers/",
+                     *(f"/containers/{u}" for u in me.json()["containers"])):
+            r = get(path, auth)
+            assert r.status_code == 200, (path, r.text)
+            out[auth[0], path] = r.text
+    return out
+
+
+def _views_on(database):
+    """_customer_views of an API of the test's own on `database`."""
+    with tempfile.TemporaryDirectory(prefix="imperium-e2e-") as d:
+        api = start_api(d, ("--database", database))
+        try:
+            return _customer_views(lambda path, auth: api.get(path, auth=auth))
+        finally:
+            stop_api(api)
+
+
+def _run_sh_copy_to_postgresql(run_dir):
+    """Issue 20's move, on the demo's own database once the demo stopped
+    (its nodes' last reports in): `imperium admin db copy` from its SQLite
+    file to PostgreSQL, and an API on the copy answers each customer exactly
+    as one on the SQLite file does."""
+    sqlite = "sqlite:" + os.path.join(run_dir, "imperium.db")
+    seen = _views_on(sqlite)
+    assert ("kratos", "/containers/30002") in seen and ("zeus", "/me/") in seen, seen
+    cluster = pgutil.Cluster()
+    try:
+        url = cluster.new_database()
+        p = subprocess.run([CLI, "admin", "db", "copy", sqlite, url],
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert _views_on(url) == seen
+    finally:
+        cluster.destroy()
+
+
 def test_run_sh_demo(ssh_keys):
     """`make run` as a user runs it.  As root its nodes network their
     containers in the namespace they run in: here one of the test's own
@@ -977,6 +1025,7 @@ def test_run_sh_demo(ssh_keys):
             proc.send_signal(signal.SIGINT)
             rest = proc.communicate(timeout=60)[0].decode(errors="replace")
             assert proc.returncode == 0, out + rest
+            _run_sh_copy_to_postgresql(run_dir)
             for pid in api_pids:
                 assert not os.path.exists(f"/proc/{pid}") or pid not in _pids_running(conf)
             # The node daemons (started as root) are gone too, with every

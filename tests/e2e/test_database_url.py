@@ -10,8 +10,9 @@ import tempfile
 
 import pytest
 
-from conftest import BIN, free_port, start_api, stop_api
-from helpers import SANITIZER_MARKERS
+import pgutil
+from conftest import BIN, PG_ONLY, free_port, start_api, stop_api
+from helpers import SANITIZER_MARKERS, unique
 
 
 def run_api(workdir, database):
@@ -66,3 +67,31 @@ def test_sqlite_urls_and_a_plain_path_are_one_database():
                 assert a.get("/me/", auth=auth).status_code == 200
             finally:
                 stop_api(a)
+
+
+@PG_ONLY
+def test_a_database_not_in_byte_order_is_said_in_the_log():
+    """docs/OPERATING.md asks for a C collation (lists by name in SQLite's
+    byte order); a database made with ICU's en-US still works, and the API
+    says why its lists may come out in another order.  The C one: no word."""
+    import psycopg2  # python3-psycopg2 (scripts/packages.txt)
+    cluster = pgutil.cluster()
+    name = unique("icu").replace("-", "_")
+    admin = psycopg2.connect(cluster.url + "postgres")  # the URL names no database
+    admin.autocommit = True
+    try:
+        admin.cursor().execute(f"CREATE DATABASE {name} TEMPLATE template0 LOCALE 'C' "
+                               "LOCALE_PROVIDER icu ICU_LOCALE 'en-US'")
+        url = cluster.url + name
+        for database, said in ((url, True), (pgutil.new_database(), False)):
+            with tempfile.TemporaryDirectory(prefix="imperium-e2e-") as d:
+                a = start_api(d, database=database)
+                try:
+                    assert a.get("/news/").status_code == 200
+                    log = a.log()
+                finally:
+                    stop_api(a)
+                assert ("collation is ICU, not C" in log) == said, log
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
