@@ -9,13 +9,17 @@ PKGS    := libmicrohttpd jansson sqlite3 libpq libsodium openssl libcurl libcare
 NET_PKGS := libnftables libmnl
 # Alarm delivery over XMPP (docs/ALARMS.md): imperium-node and the unit tests only.
 NODE_PKGS := libstrophe
+# Readiness for systemd (sd_notify, Type=notify units): the two daemons and
+# the unit tests (which link the node's agent) only, not the CLI.
+SD_PKGS := libsystemd
 
 # The Debian package that ships each pkg-config module (scripts/packages.txt
 # lists them all): named in the error when a module is missing.
 PKG_DEBS := libmicrohttpd=libmicrohttpd-dev jansson=libjansson-dev sqlite3=libsqlite3-dev libpq=libpq-dev \
             libsodium=libsodium-dev openssl=libssl-dev libcurl=libcurl4-openssl-dev \
             libcares=libc-ares-dev libseccomp=libseccomp-dev cmocka=libcmocka-dev \
-            libnftables=libnftables-dev libmnl=libmnl-dev libstrophe=libstrophe-dev
+            libnftables=libnftables-dev libmnl=libmnl-dev libstrophe=libstrophe-dev \
+            libsystemd=libsystemd-dev
 
 # Goals that need no library: they install the packages (deps) or call
 # `$(MAKE) all ...` after installing them, and that sub-make checks.
@@ -23,7 +27,7 @@ NO_PKG_GOALS := deps clean check run bench
 # `make` alone builds everything (the library rules come before `all:`).
 .DEFAULT_GOAL := all
 ifneq ($(filter-out $(NO_PKG_GOALS),$(or $(MAKECMDGOALS),all)),)
-NEEDED_PKGS := $(PKGS) $(NET_PKGS) $(NODE_PKGS) $(if $(filter unit check,$(MAKECMDGOALS)),cmocka)
+NEEDED_PKGS := $(PKGS) $(NET_PKGS) $(NODE_PKGS) $(SD_PKGS) $(if $(filter unit check,$(MAKECMDGOALS)),cmocka)
 ifeq ($(shell command -v pkg-config 2>/dev/null),)
 $(error pkg-config is not installed: apt-get install pkg-config (or run `make deps` as root))
 endif
@@ -39,11 +43,15 @@ endif
 endif
 
 # Read once: pkg-config is not run again for every object.
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) $(NET_PKGS) $(NODE_PKGS) 2>/dev/null)
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) $(NET_PKGS) $(NODE_PKGS) $(SD_PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 NET_LIBS   := $(shell pkg-config --libs $(NET_PKGS) 2>/dev/null)
 NODE_LIBS  := $(shell pkg-config --libs $(NODE_PKGS) 2>/dev/null)
+SD_LIBS    := $(shell pkg-config --libs $(SD_PKGS) 2>/dev/null)
 
+# The environment's flags alone (a package build's hardening), for what
+# uWSGI builds (the router's plugins) with its own warnings, not ours.
+ENV_CFLAGS := $(if $(filter environment%,$(origin CFLAGS)),$(CFLAGS))
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -D_GNU_SOURCE \
            -fno-strict-aliasing $(PKG_CFLAGS)
@@ -121,47 +129,47 @@ deps:
 $(B)/obj/%.o: %.c $(B)/obj/%.d
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
-	@$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
+	@$(CC) $(CPPFLAGS) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
 
 $(BA)/obj/%.o: %.c $(BA)/obj/%.d
 	@mkdir -p $(dir $@)
 	@echo "  CC-SAN  $<"
-	@$(CC) $(CFLAGS) $(SAN_FLAGS) $(DEPFLAGS) -c $< -o $@
+	@$(CC) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) $(DEPFLAGS) -c $< -o $@
 
 ALL_SRC := $(wildcard src/*/*.c src/*/*/*.c tests/unit/*.c)
 -include $(patsubst %.o,%.d,$(call obj,$(B),$(ALL_SRC)) $(call obj,$(BA),$(ALL_SRC)))
 
 $(B)/imperium-api: $(call obj,$(B),$(API_SRC)) $(call COMMON_LIB,$(B))
 	@echo "  LD      $@"
-	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(SD_LIBS) $(LDLIBS)
 
 $(B)/imperium: $(call obj,$(B),$(CLI_SRC)) $(call COMMON_LIB,$(B))
 	@echo "  LD      $@"
-	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(B)/imperium-node: $(call obj,$(B),$(NODE_SRC)) $(call RUNTIME_LIB,$(B))
 	@echo "  LD      $@"
-	@$(CC) $(CFLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS)
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(SD_LIBS) $(LDLIBS)
 
 $(BA)/imperium-node: $(call obj,$(BA),$(NODE_SRC)) $(call RUNTIME_LIB,$(BA))
 	@echo "  LD-SAN  $@"
-	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS)
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) $(LDFLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(SD_LIBS) $(LDLIBS)
 
 $(B)/imperium-acme-hook: $(call obj,$(B),$(ACME_HOOK_SRC)) $(call lib,$(B),node) $(call RUNTIME_LIB,$(B))
 	@echo "  LD      $@"
-	@$(CC) $(CFLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS)
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS)
 
 $(BA)/imperium-acme-hook: $(call obj,$(BA),$(ACME_HOOK_SRC)) $(call lib,$(BA),node) $(call RUNTIME_LIB,$(BA))
 	@echo "  LD-SAN  $@"
-	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS)
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) $(LDFLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS)
 
 $(B)/imperium-legion-hook: $(call obj,$(B),$(LEGION_HOOK_SRC)) $(call lib,$(B),node) $(call RUNTIME_LIB,$(B))
 	@echo "  LD      $@"
-	@$(CC) $(CFLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS)
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS)
 
 $(BA)/imperium-legion-hook: $(call obj,$(BA),$(LEGION_HOOK_SRC)) $(call lib,$(BA),node) $(call RUNTIME_LIB,$(BA))
 	@echo "  LD-SAN  $@"
-	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS)
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) $(LDFLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS)
 
 # imperium-init runs inside the container, whose distro need not have the
 # node's libraries: it is linked statically, taking from the (non-sanitized)
@@ -171,20 +179,20 @@ INIT_LDLIBS := -static -lseccomp
 
 $(B)/imperium-init: $(call obj,$(B),$(INIT_SRC)) $(call RUNTIME_LIB,$(B))
 	@echo "  LD      $@"
-	@$(CC) $(CFLAGS) -o $@ $^ $(INIT_LDLIBS)
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(INIT_LDLIBS)
 
 $(BA)/imperium-init: $(call obj,$(B),$(INIT_SRC)) $(call RUNTIME_LIB,$(B))
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	@$(CC) $(CFLAGS) -o $@ $^ $(INIT_LDLIBS)
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(INIT_LDLIBS)
 
 $(BA)/imperium-api: $(call obj,$(BA),$(API_SRC)) $(call COMMON_LIB,$(BA))
 	@echo "  LD-SAN  $@"
-	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) $(LDFLAGS) -o $@ $^ $(SD_LIBS) $(LDLIBS)
 
 $(BA)/imperium: $(call obj,$(BA),$(CLI_SRC)) $(call COMMON_LIB,$(BA))
 	@echo "  LD-SAN  $@"
-	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # Unit tests (cmocka), built with the sanitizers, link the daemons' code
 # and the node runtime as libraries.
@@ -195,7 +203,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BA)/tests/%,$(UNIT_SRC))
 $(UNIT_BINS): $(BA)/tests/%: $(BA)/obj/tests/unit/%.o $(UNIT_LIBS)
 	@mkdir -p $(dir $@)
 	@echo "  LD-SAN  $@"
-	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(LDLIBS) -lcmocka
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) $(LDFLAGS) -o $@ $^ $(NET_LIBS) $(NODE_LIBS) $(SD_LIBS) $(LDLIBS) -lcmocka
 
 # Each suite under a time limit: a test that hangs fails instead of holding CI.
 # test_db_pg needs a PostgreSQL database: IMPERIUM_TEST_PG_URL when set, else
@@ -242,12 +250,21 @@ e2e-pg: asan
 	IMPERIUM_TEST_DB=postgresql IMPERIUM_BIN=$(CURDIR)/$(BA) /usr/bin/python3 -m pytest -q \
 	    $(E2E_PG_MODULES) --deselect tests/e2e/test_admin_cli.py::test_run_sh_demo
 
+# Issue 21: the Debian packages built from a copy of the tree, lintian, installed
+# into a debootstrapped bookworm root (deb.debian.org: the one address besides
+# loopback), the API and a node with a container started as their units say,
+# then upgraded to 0.21.0-2 (tests/e2e/test_packages.py; ~1.5 min on 2 cores).
+.PHONY: e2e-packages
+e2e-packages: deps
+	IMPERIUM_TEST_PACKAGES=1 /usr/bin/python3 -m pytest -q tests/e2e/test_packages.py
+
 check: deps
 	$(MAKE) all asan
 	$(MAKE) circles
 	$(MAKE) unit
 	$(MAKE) e2e
 	$(MAKE) e2e-pg
+	$(MAKE) e2e-packages
 
 # `make run DB=postgresql`: two APIs on one throwaway PostgreSQL (scripts/run.sh).
 run: deps
@@ -278,6 +295,12 @@ bench:
 # $(B)/imperium_{http,corerouter}_plugin.so.  uWSGI loads them: never
 # sanitized; the ASan node finds a copy beside itself.
 UWSGI_PLUGINS_SRC := /usr/src/uwsgi/plugins
+# `uwsgi --build-plugin` adds $$CFLAGS and $$LDFLAGS from the environment to
+# its own: the environment's (a package build's hardening), never ours
+# (-Werror -Wshadow would fail uWSGI's code; make exports CFLAGS with them
+# when it came from the environment).
+UWSGI_BUILD := env CFLAGS='$(strip $(CPPFLAGS) $(ENV_CFLAGS))' LDFLAGS='$(LDFLAGS)' \
+               uwsgi --build-plugin
 ROUTER_PLUGIN_DEPS := uwsgi/imperium_router.c uwsgi/imperium_router.h $(wildcard uwsgi/patches/*.patch)
 
 all: $(B)/imperium_http_plugin.so
@@ -293,7 +316,7 @@ $(B)/imperium_http_plugin.so $(B)/imperium_corerouter_plugin.so &: $(ROUTER_PLUG
 	@for d in http corerouter; do cp uwsgi/imperium_router.c uwsgi/imperium_router.h $(B)/uwsgi-src/plugins/$$d/; done
 	@uwsgi --dot-h > $(B)/uwsgi-src/uwsgi.h
 	@cd $(B)/uwsgi-src && for p in corerouter http; do \
-	    uwsgi --build-plugin "plugins/$$p imperium_$$p" > build-$$p.log 2>&1 || \
+	    $(UWSGI_BUILD) "plugins/$$p imperium_$$p" > build-$$p.log 2>&1 || \
 	    { cat build-$$p.log; exit 1; }; \
 	    ! grep -A3 'imperium_router.*warning' build-$$p.log || exit 1; done
 	@cp $(B)/uwsgi-src/imperium_http_plugin.so $(B)/uwsgi-src/imperium_corerouter_plugin.so $(B)/
@@ -316,7 +339,7 @@ $(B)/imperium_fastrouter_plugin.so: $(B)/imperium_corerouter_plugin.so
 	@cp -r $(UWSGI_PLUGINS_SRC)/fastrouter $(UWSGI_PLUGINS_SRC)/corerouter $(B)/uwsgi-fr-src/plugins/
 	@sed -i "s/^REQUIRES = .*/REQUIRES = []/" $(B)/uwsgi-fr-src/plugins/fastrouter/uwsgiplugin.py
 	@uwsgi --dot-h > $(B)/uwsgi-fr-src/uwsgi.h
-	@cd $(B)/uwsgi-fr-src && { uwsgi --build-plugin "plugins/fastrouter imperium_fastrouter" > build.log 2>&1 || { cat build.log; exit 1; }; }
+	@cd $(B)/uwsgi-fr-src && { $(UWSGI_BUILD) "plugins/fastrouter imperium_fastrouter" > build.log 2>&1 || { cat build.log; exit 1; }; }
 	@cp $(B)/uwsgi-fr-src/imperium_fastrouter_plugin.so $@
 
 $(BA)/imperium_fastrouter_plugin.so: $(B)/imperium_fastrouter_plugin.so
@@ -336,19 +359,90 @@ asan: $(BA)/imperium-wall
 $(B)/libnss_imperium.so.2: src/ssh/nss_imperium.c $(B)/libnss_imperium.d
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	@$(CC) $(CFLAGS) $(DEPFLAGS) -MF $(B)/libnss_imperium.d -MT $@ \
+	@$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $(DEPFLAGS) -MF $(B)/libnss_imperium.d -MT $@ \
 	    -fPIC -shared -fvisibility=hidden -Wl,-soname,libnss_imperium.so.2 \
 	    -Wl,-z,defs -o $@ $<
 -include $(B)/libnss_imperium.d
 
 $(B)/imperium-enter: $(call obj,$(B),src/ssh/enter.c) $(call RUNTIME_LIB,$(B))
 	@echo "  LD      $@"
-	@$(CC) $(CFLAGS) -o $@ $^ $(SSH_LDLIBS)
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(SSH_LDLIBS)
 
 $(B)/imperium-wall: $(call obj,$(B),src/ssh/wall.c) $(call lib,$(B),ssh) $(call RUNTIME_LIB,$(B))
 	@echo "  LD      $@"
-	@$(CC) $(CFLAGS) -o $@ $^ $(SSH_LDLIBS)
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(SSH_LDLIBS)
 
 $(BA)/imperium-wall: $(call obj,$(BA),src/ssh/wall.c) $(call lib,$(BA),ssh) $(call RUNTIME_LIB,$(BA))
 	@echo "  LD-SAN  $@"
-	@$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(SSH_LDLIBS)
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) $(LDFLAGS) -o $@ $^ $(SSH_LDLIBS)
+
+# `make install` (issue 21; docs/INSTALL.md): the plain (non-sanitized)
+# build into FHS paths under DESTDIR, the layout the Debian packages ship
+# (debian/rules runs it with PREFIX=/usr).  It never creates users, chowns
+# to one, or starts anything: the packages' maintainer scripts (or the
+# supplier, INSTALL.md) do.  The daemons find their helpers in
+# PREFIX/lib/imperium with no setting (fs_beside_self, src/common/fsutil.c).
+# Configs and units are shipped with the /usr, /etc and /var paths; the sed
+# below moves them to the prefixes given.  An existing config is never
+# overwritten (a second `make install` keeps the supplier's edits).
+DESTDIR       ?=
+PREFIX        ?= /usr/local
+SYSCONFDIR    ?= /etc
+LOCALSTATEDIR ?= /var
+UNITDIR       ?= /lib/systemd/system
+MULTIARCH     ?= $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || $(CC) -print-multiarch)
+INSTALL       ?= install
+
+IMP_LIBDIR   := $(PREFIX)/lib/imperium
+IMP_SHAREDIR := $(PREFIX)/share/imperium
+IMP_ETCDIR   := $(SYSCONFDIR)/imperium
+INSTALL_SED  := -e 's|/usr/sbin/imperium|$(PREFIX)/sbin/imperium|g' \
+                -e 's|/usr/lib/imperium|$(IMP_LIBDIR)|g' \
+                -e 's|/usr/share/imperium|$(IMP_SHAREDIR)|g' \
+                -e 's|/etc/imperium|$(IMP_ETCDIR)|g' \
+                -e 's|/var/lib/imperium|$(LOCALSTATEDIR)/lib/imperium|g'
+# The node's sshd: its own host keys (made by the package's postinst or the
+# supplier: INSTALL.md) and no pid file (/run/sshd.pid is the host sshd's).
+SSHD_SED := -e 's|^\# HostKey lines: none means.*|\# Its own host keys, not the host sshd'"'"'s (made at install).\nHostKey $(IMP_ETCDIR)/ssh_host_ed25519_key\nHostKey $(IMP_ETCDIR)/ssh_host_ecdsa_key\nHostKey $(IMP_ETCDIR)/ssh_host_rsa_key\nPidFile none|'
+UNITS := imperium-api.service imperium-node.service imperium-sshd.service
+# name:mode of each shipped config.
+CONFS := api.conf:0640 node.conf:0640 ssh.conf:0644 nsswitch.conf:0644
+
+.PHONY: install
+
+install: all
+	@test -n "$(MULTIARCH)" || { echo "install: MULTIARCH is unknown (dpkg-architecture or gcc -print-multiarch)"; exit 1; }
+	$(INSTALL) -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(IMP_LIBDIR) \
+	    $(DESTDIR)$(PREFIX)/lib/$(MULTIARCH) $(DESTDIR)$(IMP_SHAREDIR) $(DESTDIR)$(UNITDIR)
+	$(INSTALL) -m 0755 $(B)/imperium $(DESTDIR)$(PREFIX)/bin/imperium
+	$(INSTALL) -m 0755 $(B)/imperium-api $(B)/imperium-node $(DESTDIR)$(PREFIX)/sbin/
+	$(INSTALL) -m 0755 $(B)/imperium-init $(B)/imperium-acme-hook $(B)/imperium-legion-hook \
+	    $(B)/imperium-wall $(DESTDIR)$(IMP_LIBDIR)/
+	$(INSTALL) -m 4755 $(B)/imperium-enter $(DESTDIR)$(IMP_LIBDIR)/imperium-enter
+	$(INSTALL) -m 0644 $(B)/imperium_http_plugin.so $(B)/imperium_corerouter_plugin.so \
+	    $(B)/imperium_fastrouter_plugin.so $(DESTDIR)$(IMP_LIBDIR)/
+	$(INSTALL) -m 0644 $(B)/libnss_imperium.so.2 $(DESTDIR)$(PREFIX)/lib/$(MULTIARCH)/
+	$(INSTALL) -m 0644 etc/uwsgi/shortcuts.ini $(DESTDIR)$(IMP_SHAREDIR)/shortcuts.ini
+	@set -e; for u in $(UNITS); do \
+	    echo "sed etc/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u"; \
+	    sed $(INSTALL_SED) etc/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u; \
+	    chmod 0644 $(DESTDIR)$(UNITDIR)/$$u; done
+	$(INSTALL) -d -m 0755 $(DESTDIR)$(IMP_ETCDIR)
+	@set -e; for c in $(CONFS) sshd_config:0644; do \
+	    f=$${c%%:*}; dst=$(DESTDIR)$(IMP_ETCDIR)/$$f; \
+	    if [ -e "$$dst" ]; then echo "$$dst exists: kept"; continue; fi; \
+	    if [ $$f = sshd_config ]; then \
+	        sed $(INSTALL_SED) $(SSHD_SED) etc/ssh/sshd_config > "$$dst.new"; \
+	    else \
+	        sed $(INSTALL_SED) etc/imperium/$$f > "$$dst.new"; \
+	    fi; \
+	    chmod $${c##*:} "$$dst.new"; mv "$$dst.new" "$$dst"; echo "installed $$dst"; done
+	@# The CLI's default token file (imperium admin on the API's machine, as
+	@# root) is where the API, which may write nothing else, makes it.
+	@[ -e $(DESTDIR)$(IMP_ETCDIR)/admin.token ] || [ -L $(DESTDIR)$(IMP_ETCDIR)/admin.token ] || \
+	    { ln -s $(LOCALSTATEDIR)/lib/imperium/admin.token $(DESTDIR)$(IMP_ETCDIR)/admin.token && \
+	      echo "ln -s $(LOCALSTATEDIR)/lib/imperium/admin.token $(DESTDIR)$(IMP_ETCDIR)/admin.token"; }
+	$(INSTALL) -d -m 0750 $(DESTDIR)$(LOCALSTATEDIR)/lib/imperium
+	$(INSTALL) -d -m 0755 $(DESTDIR)$(LOCALSTATEDIR)/lib/imperium-node \
+	    $(DESTDIR)$(LOCALSTATEDIR)/lib/imperium-node/containers
+	$(INSTALL) -d -m 0700 $(DESTDIR)$(LOCALSTATEDIR)/lib/imperium-node/state

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 /* What the command line and the config file set: the daemon's config plus
@@ -302,9 +303,14 @@ int main(int argc, char **argv)
     log_info("imperium-api listening on http://%s:%d%s (admin %s, database %s)",
              api.cfg.listen_addr, api.cfg.port, api.cfg.prefix, api.cfg.admin_prefix,
              db_url_redacted(api.cfg.db_url, url, sizeof url));
+    /* imperium-api.service is Type=notify: started once it listens (the
+     * schema migrated, the admin token written).  A no-op without
+     * $NOTIFY_SOCKET (not under systemd). */
+    sd_notify(0, "READY=1");
     int sig;
     sigwait(&sigs, &sig);
     log_info("signal %d: shutting down", sig);
+    sd_notify(0, "STOPPING=1");
     rc = 0;
 out:
     /* Long polls and the workers' requests first: libmicrohttpd cannot stop

@@ -168,5 +168,16 @@ int fs_beside_self(const char *name, char *out, size_t size, err_t *e)
     int len = snprintf(out, size, "%s/%s", exe, name);
     if (len < 0 || (size_t)len >= size)
         return err_set(e, ERR_INTERNAL, "find %s: the path beside %s is too long", name, exe);
+    if (access(out, F_OK) == 0 || errno != ENOENT)
+        return 0;
+    /* Installed: /usr/sbin/imperium-node finds /usr/lib/imperium/NAME. */
+    char *parent = strrchr(exe, '/');
+    if (!parent)
+        return 0;
+    char installed[PATH_MAX];
+    len = snprintf(installed, sizeof installed, "%.*s/" FS_HELPER_SUBDIR "/%s",
+                   (int)(parent - exe), exe, name);
+    if (len > 0 && (size_t)len < size && access(installed, F_OK) == 0)
+        memcpy(out, installed, (size_t)len + 1);
     return 0;
 }

@@ -37,10 +37,16 @@ int fs_write_all(int fd, const void *data, size_t len);
  * it cannot be opened or read.  Reads at most size - 1 bytes. */
 ssize_t fs_read_small(const char *path, char *buf, size_t size);
 
-/* The path of `name` in the directory of the running executable
- * (/proc/self/exe): the daemons find the helpers installed beside them
- * (imperium-init, imperium-wall) this way.  -1 with a message naming
+/* Where the daemons find their helpers (imperium-init, imperium-wall, the
+ * hooks, the router's plugins) when no setting names them: `name` in the
+ * directory of the running executable (/proc/self/exe: the build tree, where
+ * make puts everything in one directory), else, when nothing is there,
+ * FS_HELPER_SUBDIR beside that directory (`make install`'s layout:
+ * PREFIX/sbin/imperium-node finds PREFIX/lib/imperium/imperium-init, for any
+ * PREFIX).  The one owner of that default.  When neither exists the path
+ * beside is returned (the caller's error names it); -1 with a message naming
  * `name` when it does not fit in size or /proc cannot tell. */
+#define FS_HELPER_SUBDIR "lib/imperium"
 int fs_beside_self(const char *name, char *out, size_t size, err_t *e);
 
 #endif

@@ -32,6 +32,7 @@
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -76,6 +77,7 @@ typedef struct {
     const agent_cfg_t *cfg;
     int lock_fd, sig_fd, event_fd, ep_fd;
     bool curl_ready, mask_set, quit;
+    bool notified; /* READY=1 sent to systemd */
     sigset_t old_mask;
     supervisor_t *sv;
     channel_t *ch;
@@ -495,6 +497,7 @@ static void on_signals(agent_t *a)
                      "them)",
                      strsignal((int)si.ssi_signo));
             a->quit = true;
+            sd_notify(0, "STOPPING=1");
         }
     }
 }
@@ -652,6 +655,18 @@ static int overlay_setup(agent_t *a, err_t *e)
     return 0;
 }
 
+/* imperium-node.service is Type=notify: started once the first state (the
+ * API's, or the saved one while the API does not answer) is applied, the
+ * running containers being adopted before it.  A no-op without
+ * $NOTIFY_SOCKET (not under systemd). */
+static void notify_ready(agent_t *a)
+{
+    if (a->notified)
+        return;
+    a->notified = true;
+    sd_notify(0, "READY=1");
+}
+
 static void apply_state(agent_t *a, const spec_state_t *state)
 {
     network_apply(a, state); /* first: it decides whether containers may start */
@@ -665,6 +680,7 @@ static void apply_state(agent_t *a, const spec_state_t *state)
     sv_set_state(a->sv, state);
     alarms_set_state(a->alarms, state);
     loopboxes_set_state(a->lb, state);
+    notify_ready(a);
 }
 
 /* No state from the API in time: follow the saved one meanwhile. */

@@ -174,7 +174,7 @@ const setting_t agent_settings[] = {
     {"cgroup_parent", 0, SET_STRP, AT(node.cgroup_parent), .def = NODE_DEFAULT_CGROUP_PARENT,
      .check = check_dir_name, .meta = "NAME", .help = "the containers' cgroup sub-tree"},
     {"init", 0, SET_PATH, AT(node.init), .meta = "PATH",
-     .help = "imperium-init (default beside imperium-node)"},
+     .help = "imperium-init (default beside imperium-node, else in ../lib/imperium)"},
     {"pids_max", 0, SET_INT, AT(node.pids_max), .min = 1, .max = NODE_PIDS_MAX_MAX,
      .idef = CG_DEFAULT_PIDS_MAX, .meta = "N",
      .help = "processes + threads per container"},
@@ -329,7 +329,7 @@ const setting_t agent_settings[] = {
      .help = "XMPP without TLS (tests only; default TLS is mandatory)"},
     {"wall", 0, SET_PATH, AT(wall), .meta = "PATH",
      .help = "imperium-wall, which writes alarms to the containers' shells (default beside "
-             "imperium-node)"},
+             "imperium-node, else in ../lib/imperium)"},
     {"quota", 0, SET_STRP, AT(quota), .def = "loop", .check = check_quota,
      .meta = "loop|project|off",
      .help = "the homes' disk quota of `storage` MB: loop (an ext4 image per home, "

@@ -819,7 +819,7 @@ static int find_wall(deliver_t *d, err_t *e)
     if (!d->wall)
         return err_set(e, ERR_INTERNAL, "out of memory");
     if (access(d->wall, X_OK) < 0) {
-        log_warn("alarms reach no shell: %s: %s (install it beside imperium-node or set "
+        log_warn("alarms reach no shell: %s: %s (install it beside imperium-node or in ../lib/imperium, or set "
                  "wall = PATH)",
                  d->wall, strerror(errno));
         free(d->wall);

@@ -170,7 +170,8 @@ static char *fastrouter_plugin(const char *cr, const char *http, err_t *e)
     return s;
 }
 
-/* The plugins, beside imperium-node unless plugin_dir says: the corerouter
+/* The plugins, beside imperium-node (or in ../lib/imperium: fs_beside_self)
+ * unless plugin_dir says: the corerouter
  * first (the http plugin needs it; ours, not Debian's: it renews TLS
  * contexts). */
 static char *plugin_list(const router_t *r, err_t *e)

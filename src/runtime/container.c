@@ -294,7 +294,7 @@ static int open_init(const node_cfg_t *cfg, err_t *e)
         if (fd >= 0)
             close(fd);
         return err_set(e, ERR_INTERNAL,
-                       "the container init %s: %s (install it beside imperium-node or set "
+                       "the container init %s: %s (install it beside imperium-node or in ../lib/imperium, or set "
                        "init = PATH in the node's config)",
                        path, strerror(err));
     }
