@@ -10,6 +10,7 @@ the root) and the programs the test starts inside the root."""
 import atexit
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -188,17 +189,28 @@ class Chroot:
             f.write(text)
         os.chmod(self.host_path(path), mode)
 
-    def cmd(self, *argv, user=None, group=None, cwd=None):
+    def cmd(self, *argv, user=None, group=None, cwd=None, binds=()):
         """The host command running argv inside the root (as user:group if
-        given, in cwd inside the root if given)."""
+        given, in cwd inside the root if given).  binds: (source, target)
+        paths inside the root, each bound read-only over its target in a
+        mount namespace of the command's own (a unit's BindReadOnlyPaths:
+        private, so neither the host nor the rest of the root sees them, and
+        gone with the namespace's last process)."""
         spec = [f"--userspec={user}:{group or user}"] if user else []
         chdir = ["/usr/bin/env", f"--chdir={cwd}"] if cwd else []
-        return ["chroot", *spec, self.path, *chdir, *argv]
+        inner = ["chroot", *spec, self.path, *chdir, *argv]
+        if not binds:
+            return inner
+        script = "set -e; " + "".join(
+            f"mount --bind -o ro {shlex.quote(self.host_path(src))} "
+            f"{shlex.quote(self.host_path(dst))}; " for src, dst in binds) + 'exec "$@"'
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                *inner]
 
-    def run(self, *argv, timeout=120, check=True, user=None, env=None):
+    def run(self, *argv, timeout=120, check=True, user=None, env=None, binds=()):
         """argv inside the root: the CompletedProcess (text); check=True
         fails with its output when it exits non-zero."""
-        p = subprocess.run(self.cmd(*argv, user=user), capture_output=True, text=True,
+        p = subprocess.run(self.cmd(*argv, user=user, binds=binds), capture_output=True, text=True,
                            timeout=timeout, env={**ENV, **(env or {})},
                            stdin=subprocess.DEVNULL)
         if check and p.returncode != 0:
@@ -206,10 +218,12 @@ class Chroot:
                                  f"{p.stdout[-4000:]}\n{p.stderr[-4000:]}")
         return p
 
-    def start(self, *argv, logpath, user=None, group=None, cwd=None, env=None, umask=-1):
+    def start(self, *argv, logpath, user=None, group=None, cwd=None, env=None, umask=-1,
+              binds=()):
         """argv inside the root in the background, output to logpath (host)."""
         with open(logpath, "ab") as log:
-            p = subprocess.Popen(self.cmd(*argv, user=user, group=group, cwd=cwd), stdout=log,
+            p = subprocess.Popen(self.cmd(*argv, user=user, group=group, cwd=cwd, binds=binds),
+                                 stdout=log,
                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  env={**ENV, **(env or {})}, umask=umask)
         self.started.append(p)

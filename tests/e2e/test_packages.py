@@ -242,6 +242,15 @@ class UnitProcess:
         self.cwd = svc.get("WorkingDirectory")
         self.umask = int(svc["UMask"], 8) if "UMask" in svc else -1
         self.notify = svc.get("Type") == "notify"
+        # What systemd sets up before the start: the unit's own mount
+        # namespace with BindReadOnlyPaths ("-" prefix: optional source),
+        # its RuntimeDirectory under /run, then ExecStartPre.
+        self.binds = [tuple(b.lstrip("-").split(":")[:2])
+                      for b in svc.get("BindReadOnlyPaths", "").split()]
+        self.runtime_dirs = svc.get("RuntimeDirectory", "").split()
+        self.runtime_mode = int(svc.get("RuntimeDirectoryMode", "0755"), 8)
+        self.pre = shlex.split(svc["ExecStartPre"].lstrip("-@:+!")) \
+            if "ExecStartPre" in svc else None
         self.proc = None
 
     def ready(self):
@@ -249,6 +258,13 @@ class UnitProcess:
 
     def start(self):
         self.offset = len(self.log(whole=True))  # this start's lines only
+        for d in self.runtime_dirs:
+            path = self.root.host_path("/run/" + d)
+            os.makedirs(path, exist_ok=True)
+            os.chmod(path, self.runtime_mode)
+        if self.pre:
+            p = self.root.run(*self.pre, check=False, binds=self.binds, timeout=60)
+            assert p.returncode == 0, f"{self.unit}: ExecStartPre failed:\n{p.stdout}{p.stderr}"
         env, sock = {}, None
         if self.notify:
             path = f"/run/imperium-test-notify-{os.getpid()}"
@@ -259,7 +275,7 @@ class UnitProcess:
         try:
             self.proc = self.root.start(*self.argv, user=self.user, group=self.group,
                                         cwd=self.cwd, umask=self.umask, env=env,
-                                        logpath=self.logpath)
+                                        logpath=self.logpath, binds=self.binds)
             if sock:
                 self.wait_ready(sock)
             wait_for(self.ready, 30, f"{self.unit} to be ready", interval=0.1)
@@ -320,6 +336,22 @@ class InstalledNode(UnitProcess):
 
     def ready(self):
         return "node state received" in self.log()
+
+
+class InstalledSshd(UnitProcess):
+    """Ready once it accepts connections on its port."""
+    unit = "imperium-sshd.service"
+
+    def __init__(self, root, port, logpath):
+        super().__init__(root, logpath)
+        self.port = port
+
+    def ready(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
 
 
 @pytest.fixture(scope="module")
@@ -495,9 +527,104 @@ def test_installed_node_runs_a_container(node, api, installed):
         r = requests.post(f"{api.base}/api/containers/{uid}", json=body,
                           auth=(owner, "owner-pw1"), timeout=30)
         assert r.status_code == 200, r.text
-    node.uid = uid
+    node.uid, node.owner, node.owner_pw = uid, owner, "owner-pw1"
     node.running = wait_for(lambda: running(uid), 30, f"container {uid}'s Emperor")
     log(f"container {uid} runs: init {node.running[0]}, Emperor {node.running[1]}")
+
+
+def test_installed_sshd_logs_into_the_container(node, api, installed, tmp_path):
+    """imperium-sshd.service as systemd would run it (its RuntimeDirectory,
+    ExecStartPre, then ExecStart in a mount namespace of its own with
+    nsswitch.conf bound over /etc/nsswitch.conf), on a free port of
+    127.0.0.1 set in the installed sshd_config as a supplier would: `ssh
+    <uid>@127.0.0.1` with the container's key lands in the container, with
+    the package's host key; a wrong key is refused; the root's own
+    nsswitch.conf is never changed."""
+    build, root = installed
+    uid = node.uid
+    if not uid:
+        pytest.skip("no container (test_installed_node_runs_a_container failed)")
+    conf = "/etc/imperium/sshd_config"
+    port = free_port()
+    text = root.read(conf)
+    text, n = re.subn(r"^Port 22$", f"Port {port}\nListenAddress 127.0.0.1", text, flags=re.M)
+    assert n == 1, text
+    root.write(conf, text, 0o644)
+    keys = {}
+    for name in ("good", "wrong"):
+        keys[name] = str(tmp_path / name)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"pkgtest-{name}",
+                        "-f", keys[name]], check=True, timeout=30)
+    with open(keys["good"] + ".pub") as f:
+        pub = f.read().strip()
+    # The quickstart's call, as the container's customer.
+    r = requests.post(f"{api.base}/api/containers/{uid}", json={"ssh_keys": [pub]},
+                      auth=(node.owner, node.owner_pw), timeout=30)
+    assert r.status_code == 200, r.text
+    containers = re.search(r"^containers_dir\s*=\s*(\S+)", root.read(NODE_CONF), re.M).group(1)
+    home = f"{containers}/{uid}"
+    authorized = root.host_path(f"{home}/.ssh/uwsgi_authorized_keys")
+
+    def key_written():
+        try:
+            with open(authorized) as f:
+                return pub.split()[1] in f.read()
+        except FileNotFoundError:
+            return False
+    wait_for(key_written, 30, "the node to write the key")
+    with open(root.host_path(f"{home}/etc/hostname")) as f:
+        hostname = f.read().strip()
+    nsswitch = root.read("/etc/nsswitch.conf")
+    assert "imperium" not in nsswitch
+    sshd = InstalledSshd(root, port, os.path.join(build.work, "sshd.log"))
+    assert sshd.binds == [("/etc/imperium/nsswitch.conf", "/etc/nsswitch.conf")]
+    assert sshd.argv == ["/usr/sbin/sshd", "-D", "-e", "-f", conf]
+    try:
+        sshd.start()  # Type=notify: READY=1 from sshd
+        pid = sshd.proc.pid
+        # The bind is the unit's: read-only in sshd's namespace, and
+        # neither the host nor the root's other processes see it.
+        with open(f"/proc/{pid}/root/etc/nsswitch.conf") as f:
+            assert f.read() == root.read("/etc/imperium/nsswitch.conf")
+        with open(f"/proc/{pid}/mountinfo") as f:
+            # (mount points as seen from its root: the chroot's)
+            line = [ln for ln in f if ln.split()[4] == "/etc/nsswitch.conf"]
+        assert line and "ro" in line[-1].split()[5].split(","), line
+        assert root.read("/etc/nsswitch.conf") == nsswitch
+        assert not chrootutil.mounts_under(root.host_path("/etc/nsswitch.conf"))
+        assert root.run("getent", "passwd", str(uid), check=False).returncode != 0
+        opts = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10",
+                "-p", str(port)]
+        p = subprocess.run(["ssh", *opts, "-i", keys["good"], f"{uid}@127.0.0.1",
+                            "id -u; hostname"], capture_output=True, text=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+        assert p.returncode == 0, (p.stdout, p.stderr, sshd.log())
+        assert p.stdout.split("\n")[:2] == [str(uid), hostname], (p.stdout, hostname)
+        log(f"ssh {uid}@127.0.0.1 -p {port} (installed sshd): {p.stdout.split()}")
+        # The package's host key (the postinst's), not the host's sshd's.
+        p = subprocess.run(["ssh-keyscan", "-T", "10", "-t", "ed25519", "-p", str(port),
+                            "127.0.0.1"], capture_output=True, text=True, timeout=60)
+        scanned = [ln.split()[1:3] for ln in p.stdout.splitlines() if not ln.startswith("#")]
+        shipped = root.read("/etc/imperium/ssh_host_ed25519_key.pub").split()[:2]
+        assert scanned == [shipped], (p.stdout, p.stderr, shipped)
+        p = subprocess.run(["ssh", *opts, "-i", keys["wrong"], f"{uid}@127.0.0.1", "id -u"],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert p.returncode == 255 and "Permission denied (publickey)" in p.stderr, \
+            (p.returncode, p.stdout, p.stderr)
+        assert str(uid) not in p.stdout
+    finally:
+        if sshd.proc and sshd.proc.poll() is None:
+            sshd.stop()  # SIGTERM: exit 0
+    assert not chrootutil.mounts_under(root.host_path("/etc/nsswitch.conf"))
+    assert root.read("/etc/nsswitch.conf") == nsswitch
+
+    def exe(pid):
+        try:
+            return os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            return ""
+    assert not [pid for pid in chrootutil.procs_in(root.path) if exe(pid).endswith("/sshd")]
 
 
 def test_upgrade_keeps_config_and_data_and_answers_again(node, api, installed):
