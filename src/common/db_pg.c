@@ -79,12 +79,13 @@
 
 typedef struct hub hub_t;
 
-/* A statement prepared on the connection as "s<id>": its SQL text and the
- * types it was prepared with ('i' int8, 'u' untyped, one per parameter). */
+/* A statement prepared on the connection: its name ("s<n>"), its SQL text
+ * and the types it was prepared with ('i' int8, 'u' untyped, one per
+ * parameter). */
 typedef struct {
+    char name[16];
     char *sql;
     char *types;
-    unsigned id;
 } stmt_t;
 
 typedef struct pg {
@@ -306,6 +307,29 @@ static void hub_free(hub_t *h)
     free(h);
 }
 
+/* Lists ordered by name come out in byte order on SQLite; a database made
+ * with another collation orders them otherwise (docs/OPERATING.md says to
+ * create it with C): said, not refused (it still works).  Asked once per
+ * process and database, on the new hub's listener connection. */
+static void check_collation(PGconn *c)
+{
+    /* datlocprovider 'i': ICU, whose orders are never byte order. */
+    PGresult *r = PQexec(c, "SELECT CASE WHEN datlocprovider = 'i' THEN 'ICU' "
+                            "ELSE datcollate END FROM pg_database "
+                            "WHERE datname = current_database()");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        const char *coll = PQgetvalue(r, 0, 0);
+        /* C.UTF-8 orders by code point: UTF-8's byte order too. */
+        bool bytewise = !strcmp(coll, "C") || !strcmp(coll, "POSIX") ||
+                        !strcasecmp(coll, "C.UTF-8") || !strcasecmp(coll, "C.utf8");
+        if (!bytewise)
+            log_warn("postgresql: the database's collation is %s, not C: lists ordered by "
+                     "name (tags, distros, legions) will not be in the byte order SQLite "
+                     "gives (docs/OPERATING.md, \"The database\")", coll);
+    }
+    PQclear(r);
+}
+
 static hub_t *hub_new(const char *url, err_t *e)
 {
     hub_t *h = calloc(1, sizeof *h);
@@ -328,6 +352,7 @@ static hub_t *hub_new(const char *url, err_t *e)
         hub_free(h);
         return NULL;
     }
+    check_collation(h->listen);
     if ((h->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
         err_set(e, ERR_INTERNAL, "eventfd: %s", strerror(errno));
         hub_free(h);
@@ -473,10 +498,8 @@ static stmt_t *stmt_prepare(pg_t *db, const char *sql, int n, const Oid *types,
         free(st->types);
         return NULL;
     }
-    st->id = db->next_id++;
-    char name[16];
-    snprintf(name, sizeof name, "s%u", st->id);
-    PGresult *r = PQprepare(db->c, name, sql, n, types);
+    snprintf(st->name, sizeof st->name, "s%u", db->next_id++);
+    PGresult *r = PQprepare(db->c, st->name, sql, n, types);
     if (!res_ok(r)) {
         free(st->sql);
         free(st->types);
@@ -552,9 +575,7 @@ static PGresult *pg_send_try(pg_t *db, const char *sql, int n, const db_val *arg
     PGresult *refused = NULL;
     if (!st && !(st = stmt_prepare(db, sql, n, types, sig, &refused)))
         return refused ? refused : PQexecParams(db->c, sql, n, types, values, NULL, NULL, 0);
-    char name[16];
-    snprintf(name, sizeof name, "s%u", st->id);
-    PGresult *r = PQexecPrepared(db->c, name, n, values, NULL, NULL, 0);
+    PGresult *r = PQexecPrepared(db->c, st->name, n, values, NULL, NULL, 0);
     if (!plan_stale(r))
         return r;
     /* Prepared again: at once outside a transaction (nothing was run),
@@ -882,29 +903,6 @@ static int version_table(pg_t *db, err_t *e)
     return rc;
 }
 
-/* Lists ordered by name come out in byte order on SQLite; a database made
- * with another collation orders them otherwise (docs/OPERATING.md says to
- * create it with C): said once per process, not refused (it still works). */
-static void check_collation(pg_t *db)
-{
-    static atomic_bool said;
-    /* datlocprovider 'i': ICU, whose orders are never byte order. */
-    PGresult *r = PQexec(db->c, "SELECT CASE WHEN datlocprovider = 'i' THEN 'ICU' "
-                                "ELSE datcollate END FROM pg_database "
-                                "WHERE datname = current_database()");
-    if (res_ok(r) && PQntuples(r) == 1) {
-        const char *c = PQgetvalue(r, 0, 0);
-        /* C.UTF-8 orders by code point: UTF-8's byte order too. */
-        bool bytewise = !strcmp(c, "C") || !strcmp(c, "POSIX") || !strcasecmp(c, "C.UTF-8") ||
-                        !strcasecmp(c, "C.utf8");
-        if (!bytewise && !atomic_exchange(&said, true))
-            log_warn("postgresql: the database's collation is %s, not C: lists ordered by "
-                     "name (tags, distros, legions) will not be in the byte order SQLite "
-                     "gives (docs/OPERATING.md, \"The database\")", c);
-    }
-    PQclear(r);
-}
-
 static void pg_close(pg_t *db)
 {
     if (!db)
@@ -925,9 +923,7 @@ static db_t *pg_open(const char *url, const char *target, err_t *e)
         return NULL;
     }
     db->base.be = &db_pg_backend;
-    if ((db->c = connect_url(url, e)))
-        check_collation(db);
-    if (!db->c || version_table(db, e) < 0 ||
+    if (!(db->c = connect_url(url, e)) || version_table(db, e) < 0 ||
         !(db->hub = hub_get(url, e))) {
         if (db->c)
             PQfinish(db->c);
