@@ -262,3 +262,39 @@ class Relay:
         except OSError:
             pass
         self.ls.close()
+
+
+def unit_service_settings(text):
+    """A systemd unit file's [Service] section: key -> its values in order
+    (a repeated key such as SystemCallFilter keeps every line; a setting
+    that takes one value is its last)."""
+    out, section = {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]" and "=" in line and not line.startswith(("#", ";")):
+            k, v = line.split("=", 1)
+            out.setdefault(k.strip(), []).append(v.strip())
+    return out
+
+
+class NotifySocket:
+    """A unix datagram socket like systemd's $NOTIFY_SOCKET, `notify` in
+    directory, for the daemons' sd_notify (READY=1, STOPPING=1)."""
+
+    def __init__(self, directory):
+        self.path = os.path.join(directory, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+
+    def recv(self, timeout):
+        """The next message's lines (None after timeout seconds)."""
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(4096).decode().splitlines()
+        except socket.timeout:
+            return None
+
+    def close(self):
+        self.sock.close()

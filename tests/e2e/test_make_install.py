@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from conftest import free_port
-from helpers import BIN, ROOT, SANITIZER_MARKERS, stop_proc
+from helpers import BIN, ROOT, SANITIZER_MARKERS, NotifySocket, stop_proc, unit_service_settings
 
 PLAIN_BIN = os.path.dirname(BIN) if os.path.basename(BIN) == "asan" else BIN
 MULTIARCH = subprocess.run(["gcc", "-print-multiarch"], capture_output=True,
@@ -255,26 +255,6 @@ def test_installed_node_finds_its_init(prefixed):
 
 # ---- readiness: sd_notify over a socket the test binds, as systemd does ----------
 
-class NotifySocket:
-    """A unix datagram socket like systemd's $NOTIFY_SOCKET."""
-
-    def __init__(self, directory):
-        self.path = os.path.join(directory, "notify")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-
-    def recv(self, timeout):
-        """The next message's lines (None after timeout seconds)."""
-        self.sock.settimeout(timeout)
-        try:
-            return self.sock.recv(4096).decode().splitlines()
-        except socket.timeout:
-            return None
-
-    def close(self):
-        self.sock.close()
-
-
 def test_api_ready_once_it_listens():
     with tempfile.TemporaryDirectory(prefix="imperium-notify-") as d:
         ns = NotifySocket(d)
@@ -428,19 +408,6 @@ exec setpriv --reuid=nobody --regid=nogroup --clear-groups --no-new-privs \
 '''
 
 
-def unit_settings(path):
-    """The [Service] section's key -> list of values, in order."""
-    out, section = {}, None
-    for line in open(path).read().splitlines():
-        line = line.strip()
-        if line.startswith("["):
-            section = line
-        elif section == "[Service]" and "=" in line and not line.startswith("#"):
-            k, v = line.split("=", 1)
-            out.setdefault(k, []).append(v)
-    return out
-
-
 def expand_syscalls(name, cache={}):
     """A system call or a @set (systemd-analyze syscall-filter), expanded."""
     if not name.startswith("@"):
@@ -474,7 +441,8 @@ def allowed_syscalls(filters):
 @pytest.mark.skipif(not shutil.which("systemd-analyze") or not shutil.which("gcc"),
                     reason="needs systemd-analyze and gcc")
 def test_api_runs_under_its_units_sandbox(prefixed):
-    unit = unit_settings(os.path.join(prefixed, "units/imperium-api.service"))
+    with open(os.path.join(prefixed, "units/imperium-api.service")) as f:
+        unit = unit_service_settings(f.read())
     assert unit["ProtectSystem"] == ["strict"] and unit["NoNewPrivileges"] == ["yes"]
     assert unit["MemoryDenyWriteExecute"] == ["yes"] and unit["CapabilityBoundingSet"] == [""]
     families = [getattr(socket, f) for v in unit["RestrictAddressFamilies"] for f in v.split()]

@@ -35,7 +35,8 @@ import time
 import pytest
 import requests
 
-from helpers import ROOT, free_port, procs_of_uid, stop_proc, unique, wait_for
+from helpers import (ROOT, NotifySocket, free_port, procs_of_uid, stop_proc, unique,
+                     unit_service_settings, wait_for)
 from nodeutil import running
 
 pytestmark = pytest.mark.skipif(
@@ -204,15 +205,7 @@ def copy_debs(root, debs, where):
 
 def unit_service(root, unit):
     """The [Service] keys of an installed unit file (the last value wins)."""
-    keys, section = {}, None
-    for line in root.read(unit).splitlines():
-        line = line.strip()
-        if line.startswith("["):
-            section = line
-        elif section == "[Service]" and "=" in line and not line.startswith(("#", ";")):
-            k, v = line.split("=", 1)
-            keys[k.strip()] = v.strip()
-    return keys
+    return {k: v[-1] for k, v in unit_service_settings(root.read(unit)).items()}
 
 
 def set_key(root, path, key, value):
@@ -267,11 +260,9 @@ class UnitProcess:
             assert p.returncode == 0, f"{self.unit}: ExecStartPre failed:\n{p.stdout}{p.stderr}"
         env, sock = {}, None
         if self.notify:
-            path = f"/run/imperium-test-notify-{os.getpid()}"
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            sock.bind(self.root.host_path(path))
-            os.chmod(self.root.host_path(path), 0o777)  # the unit's user sends to it
-            env["NOTIFY_SOCKET"] = path
+            sock = NotifySocket(self.root.host_path("/run"))
+            os.chmod(sock.path, 0o777)  # the unit's user sends to it
+            env["NOTIFY_SOCKET"] = "/run/" + os.path.basename(sock.path)
         try:
             self.proc = self.root.start(*self.argv, user=self.user, group=self.group,
                                         cwd=self.cwd, umask=self.umask, env=env,
@@ -282,18 +273,13 @@ class UnitProcess:
         finally:
             if sock:
                 sock.close()
-                os.unlink(self.root.host_path(env["NOTIFY_SOCKET"]))
+                os.unlink(sock.path)
 
     def wait_ready(self, sock):
-        sock.settimeout(0.5)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"{self.unit} exited:\n{self.log()}"
-            try:
-                msg = sock.recv(4096).decode()
-            except socket.timeout:
-                continue
-            if "READY=1" in msg.split("\n"):
+            if "READY=1" in (sock.recv(0.5) or []):
                 assert self.ready(), f"{self.unit}: READY=1 too early:\n{self.log()}"
                 return
         raise AssertionError(f"{self.unit}: no READY=1 in 30 s:\n{self.log()}")
