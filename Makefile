@@ -251,9 +251,12 @@ e2e-pg: asan
 	    $(E2E_PG_MODULES) --deselect tests/e2e/test_admin_cli.py::test_run_sh_demo
 
 # Issue 21: the Debian packages built from a copy of the tree, lintian, installed
-# into a debootstrapped bookworm root (deb.debian.org: the one address besides
-# loopback), the API and a node with a container started as their units say,
-# then upgraded to 0.21.0-2 (tests/e2e/test_packages.py; ~1.5 min on 2 cores).
+# with apt on a debootstrapped bookworm root booted with systemd as its PID 1
+# (systemd-nspawn, a network namespace of its own; deb.debian.org, before the
+# boot, is the one address besides loopback): the API started by its postinst in
+# its sandbox, a node configured as docs/INSTALL.md says running a container,
+# systemd's restarts, the upgrade to 0.21.0-2, the node's removal, the purge
+# (tests/e2e/test_packages.py; ~1.5 min on 2 cores with the cached root).
 .PHONY: e2e-packages
 e2e-packages: deps
 	IMPERIUM_TEST_PACKAGES=1 /usr/bin/python3 -m pytest -q tests/e2e/test_packages.py

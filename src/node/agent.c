@@ -482,8 +482,17 @@ static void teardown(agent_t *a)
         close(a->sig_fd);
     if (a->lock_fd >= 0)
         close(a->lock_fd);
-    if (a->mask_set)
+    if (a->mask_set) {
+        /* A second SIGTERM during the shutdown (an operator's, or systemd's
+         * after a restart was asked twice) is still pending here: ignoring
+         * it discards it, so unblocking cannot kill us with it and the exit
+         * stays the clean one systemd expects. */
+        if (a->quit) {
+            signal(SIGTERM, SIG_IGN);
+            signal(SIGINT, SIG_IGN);
+        }
         pthread_sigmask(SIG_SETMASK, &a->old_mask, NULL);
+    }
 }
 
 static void on_signals(agent_t *a)

@@ -283,17 +283,21 @@ static int build_argv(router_t *r, err_t *e)
 /* The router must not follow a symlink a customer leaves in their sticky
  * run/ directory, nor the gate one the router leaves in its own:
  * fs.protected_symlinks makes the kernel refuse that.  It is on by default
- * on Debian and most distributions. */
+ * on Debian and most distributions.  Read first, written only when off: a
+ * node in a container (systemd-nspawn, LXC) has /proc/sys read-only, and
+ * the setting, the host's, is on there too. */
 static int protect_symlinks(err_t *e)
 {
     static const char path[] = "/proc/sys/fs/protected_symlinks";
     char v = 0;
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    if (fd >= 0 && read(fd, &v, 1) == 1 && v == '1') {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    bool on = fd >= 0 && read(fd, &v, 1) == 1 && v == '1';
+    if (fd >= 0)
         close(fd);
+    if (on)
         return 0;
-    }
-    bool set = fd >= 0 && lseek(fd, 0, SEEK_SET) == 0 && write(fd, "1\n", 2) == 2;
+    fd = open(path, O_WRONLY | O_CLOEXEC);
+    bool set = fd >= 0 && write(fd, "1\n", 2) == 2;
     int err = errno;
     if (fd >= 0)
         close(fd);

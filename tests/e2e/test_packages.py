@@ -1,28 +1,29 @@
 """Issue 21: the Debian packages, built from a clean copy of the tree with
-Debian's tools (lintian: no error), installed with apt into a throw-away
-bookworm root (debootstrap, chrootutil.py), the units checked with
-`systemd-analyze verify --root`, the installed API and node started there
-as their units say (the node configured as docs/INSTALL.md says, following
-the API), a customer made with the installed CLI, and an upgrade to a newer
-build that keeps the supplier's changed configs and the data, after which
-both daemons start again (the node adopting what runs).  What no chroot
-can run is said where it matters: systemd itself (its restarts are done by
-the test, the maintainer scripts' part read from them) and containers (see
-the `node` fixture).
+Debian's tools (lintian: no error), installed with apt on a throw-away
+bookworm server: a debootstrapped root (chrootutil.Chroot) booted with
+systemd as its PID 1 (systemd-nspawn, chrootutil.Machine: a network
+namespace of its own, nothing else reachable).  Everything then happens as
+on a real server, with apt, systemctl and the installed CLI: the postinst
+starts the API (Type=notify, in the sandbox its unit asks, as systemd
+applies it) and not the unconfigured node; the node configured as
+docs/INSTALL.md says (the host's sshd moved to 2222), a container run and
+an ssh login into it; systemd restarts a killed API and a killed node (the
+containers adopted); an upgrade to a newer build restarts both, keeping the
+changed configs, the data and the running container; the node removed as
+INSTALL.md says; the API removed, then purged; the server powered off.
 
-Slow (a debootstrap, two package builds, apt from Debian's mirror: about
-2 minutes on 2 cores, 1.5 with the cached root) and it needs root and
-deb.debian.org, so `make e2e` skips it: `make e2e-packages` runs it
-(IMPERIUM_TEST_PACKAGES=1).  The first build is made while debootstrap
-runs; the second (0.21.0-2, the same tree with a changelog entry added)
-reuses the first's objects (`dpkg-buildpackage -nc`: no clean, so make
-rebuilds nothing)."""
+Slow (a debootstrap, two package builds, apt from Debian's mirror before
+the boot: about 3 minutes on 2 cores, less with the cached root) and it
+needs root and deb.debian.org, so `make e2e` skips it: `make e2e-packages`
+runs it (IMPERIUM_TEST_PACKAGES=1).  The first build is made while
+debootstrap runs; the second (0.21.0-2, the same tree with a changelog entry
+added) reuses the first's objects (`dpkg-buildpackage -nc`: no clean, so
+make rebuilds nothing)."""
 
 import base64
 import glob
 import os
 import re
-import shlex
 import shutil
 import socket
 import sqlite3
@@ -31,12 +32,12 @@ import subprocess
 import tempfile
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import requests
 
-from helpers import (ROOT, NotifySocket, free_port, procs_of_uid, stop_proc, unique,
-                     unit_service_settings, wait_for)
+from helpers import ROOT, in_netns, procs_of_uid, unique, wait_for
 from nodeutil import running
 
 pytestmark = pytest.mark.skipif(
@@ -47,12 +48,19 @@ import chrootutil  # noqa: E402  (after the skip: nothing of it runs when skippe
 
 VERSION1, VERSION2 = "0.21.0-1", "0.21.0-2"
 PACKAGES = ("imperium-api", "imperium-cli", "imperium-node")
+DEBS1, DEBS2 = "/var/tmp/debs1", "/var/tmp/debs2"  # not /tmp: a tmpfs once booted
 UNITS = ("imperium-api.service", "imperium-node.service", "imperium-sshd.service")
 API_CONF = "/etc/imperium/api.conf"
 NODE_CONF = "/etc/imperium/node.conf"
 NODE_SECRET = "/etc/imperium/node.secret"
 STATE = "/var/lib/imperium"
 TOKEN = STATE + "/admin.token"
+NODE_HOME = "/var/lib/imperium-node"
+ROUTER = "127.0.0.1:80"  # the node's HTTP router, in the machine's network namespace
+APP = """def application(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [b"hello from the container's app"]
+"""
 WORK_PREFIX = "imperium-pkg-"  # the builds' temporary directory: <prefix><pid>-*
 # What a build directory leaves in debian/ (a copy must not carry a build
 # someone made in the checkout).
@@ -177,22 +185,6 @@ def stage():
             shutil.rmtree(work)
 
 
-@pytest.fixture(scope="module")
-def installed(stage):
-    """Version 1 installed with apt in the root (dependencies from the
-    mirror, systemd for `systemd-analyze verify --root`).  Without the
-    Recommends (uacme, and openssh-server's xauth, ncurses-term ...): a
-    minute less of downloads, and the packages must work without them."""
-    build, root = stage
-    debs = copy_debs(root, build.debs(VERSION1), "/tmp/debs1")
-    t0 = time.monotonic()
-    root.run("apt-get", "update", timeout=300)
-    root.run("apt-get", "install", "-y", "--no-install-recommends", "systemd", *debs,
-             timeout=900)
-    log(f"apt-get install of version 1 took {time.monotonic() - t0:.0f} s")
-    return build, root
-
-
 def copy_debs(root, debs, where):
     assert [os.path.basename(d).split("_")[0] for d in debs] == list(PACKAGES), debs
     os.makedirs(root.host_path(where))
@@ -201,11 +193,82 @@ def copy_debs(root, debs, where):
     return [os.path.join(where, os.path.basename(d)) for d in debs]
 
 
-# ---- the daemons as their units run them ---------------------------------------------
+@pytest.fixture(scope="module")
+def machine(stage):
+    """The root made a server and booted: systemd and D-Bus installed from
+    the mirror, and every package both versions need downloaded into apt's
+    cache while the root still shares the host's network (the booted
+    machine has none: apt installs from the cache there)."""
+    build, root = stage
+    t0 = time.monotonic()
+    root.run("apt-get", "update", timeout=300)
+    # systemd-sysv: /sbin/init, without which invoke-rc.d (PostgreSQL's
+    # maintainer scripts) believes no init system runs.
+    root.run("apt-get", "install", "-y", "--no-install-recommends", "systemd", "systemd-sysv",
+             "dbus", timeout=900)
+    for version, where in ((VERSION1, DEBS1), (VERSION2, DEBS2)):
+        debs = copy_debs(root, build.debs(version), where)
+        # Without the Recommends (uacme, openssh-server's xauth, ...): the
+        # packages must work without them.
+        root.run("apt-get", "install", "-y", "--no-install-recommends", "--download-only",
+                 *debs, timeout=900)
+    # PostgreSQL for the API's move to it (INSTALL.md 2), installed once booted.
+    root.run("apt-get", "install", "-y", "--no-install-recommends", "--download-only",
+             "postgresql", timeout=900)
+    log(f"systemd installed and the dependencies downloaded in {time.monotonic() - t0:.0f} s")
+    m = chrootutil.Machine(root, os.path.join(build.work, "console.log"), log=log)
+    try:
+        yield m
+    finally:
+        m.close()
 
-def unit_service(root, unit):
-    """The [Service] keys of an installed unit file (the last value wins)."""
-    return {k: v[-1] for k, v in unit_service_settings(root.read(unit)).items()}
+
+def apt_install(m, where, what):
+    t0 = time.monotonic()
+    debs = sorted(glob.glob(m.root.host_path(where) + "/*.deb"))
+    m.run("apt-get", "install", "-y", "--no-install-recommends",
+          *[os.path.join(where, os.path.basename(d)) for d in debs], timeout=600)
+    log(f"apt-get install of {what} took {time.monotonic() - t0:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def installed(machine):
+    """Version 1 installed with apt on the running server."""
+    apt_install(machine, DEBS1, VERSION1)
+    return machine
+
+
+class Api:
+    """The installed API where its shipped config puts it, reached from
+    inside the machine's network namespace."""
+
+    def __init__(self, m):
+        conf = m.root.read(API_CONF)
+        listen = re.search(r"^listen\s*=\s*(\S+)", conf, re.M).group(1)
+        port = re.search(r"^port\s*=\s*(\d+)", conf, re.M).group(1)
+        self.m, self.base = m, f"http://{listen}:{port}"
+
+    def request(self, method, path, **kw):
+        kw.setdefault("timeout", 30)
+        return in_netns(self.m.netns(), requests.request, method, self.base + path, **kw)
+
+    def answers(self):
+        try:
+            return self.request("GET", "/api/news/", timeout=5).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+
+@pytest.fixture(scope="module")
+def api(installed):
+    return Api(installed)
+
+
+def cli(m, api, *args, check=True):
+    """The installed CLI, as root on the server, against the installed API:
+    the admin token from its default file, /etc/imperium/admin.token, the
+    package's link to the one the API made (docs/INSTALL.md, 3)."""
+    return m.run("imperium", "--api", api.base, *args, check=check, timeout=60)
 
 
 def set_key(root, path, key, value):
@@ -218,180 +281,54 @@ def set_key(root, path, key, value):
     root.write(path, new, os.stat(root.host_path(path)).st_mode & 0o7777)
 
 
-class UnitProcess:
-    """A daemon started in the root the way its installed unit says: its
-    ExecStart, as its User and Group, in its WorkingDirectory, with its
-    UMask, and (Type=notify) with a NOTIFY_SOCKET that must get READY=1,
-    by which time ready() must hold (what systemd waits for before starting
-    what comes after).  systemd's sandboxing options cannot apply in a
-    chroot: the units are checked with systemd-analyze verify instead."""
-    unit = None
-
-    def __init__(self, root, logpath):
-        self.root, self.logpath = root, logpath
-        svc = unit_service(root, "/lib/systemd/system/" + self.unit)
-        self.argv = shlex.split(svc["ExecStart"].lstrip("-@:+!"))
-        self.user, self.group = svc.get("User"), svc.get("Group")
-        self.cwd = svc.get("WorkingDirectory")
-        self.umask = int(svc["UMask"], 8) if "UMask" in svc else -1
-        self.notify = svc.get("Type") == "notify"
-        # What systemd sets up before the start: the unit's own mount
-        # namespace with BindReadOnlyPaths ("-" prefix: optional source),
-        # its RuntimeDirectory under /run, then ExecStartPre.
-        self.binds = [tuple(b.lstrip("-").split(":")[:2])
-                      for b in svc.get("BindReadOnlyPaths", "").split()]
-        self.runtime_dirs = svc.get("RuntimeDirectory", "").split()
-        self.runtime_mode = int(svc.get("RuntimeDirectoryMode", "0755"), 8)
-        self.pre = shlex.split(svc["ExecStartPre"].lstrip("-@:+!")) \
-            if "ExecStartPre" in svc else None
-        self.proc = None
-
-    def ready(self):
-        raise NotImplementedError
-
-    def start(self):
-        self.offset = len(self.log(whole=True))  # this start's lines only
-        for d in self.runtime_dirs:
-            path = self.root.host_path("/run/" + d)
-            os.makedirs(path, exist_ok=True)
-            os.chmod(path, self.runtime_mode)
-        if self.pre:
-            p = self.root.run(*self.pre, check=False, binds=self.binds, timeout=60)
-            assert p.returncode == 0, f"{self.unit}: ExecStartPre failed:\n{p.stdout}{p.stderr}"
-        env, sock = {}, None
-        if self.notify:
-            sock = NotifySocket(self.root.host_path("/run"))
-            os.chmod(sock.path, 0o777)  # the unit's user sends to it
-            env["NOTIFY_SOCKET"] = "/run/" + os.path.basename(sock.path)
-        try:
-            self.proc = self.root.start(*self.argv, user=self.user, group=self.group,
-                                        cwd=self.cwd, umask=self.umask, env=env,
-                                        logpath=self.logpath, binds=self.binds)
-            if sock:
-                self.wait_ready(sock)
-            wait_for(self.ready, 30, f"{self.unit} to be ready", interval=0.1)
-        finally:
-            if sock:
-                sock.close()
-                os.unlink(sock.path)
-
-    def wait_ready(self, sock):
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"{self.unit} exited:\n{self.log()}"
-            if "READY=1" in (sock.recv(0.5) or []):
-                assert self.ready(), f"{self.unit}: READY=1 too early:\n{self.log()}"
-                return
-        raise AssertionError(f"{self.unit}: no READY=1 in 30 s:\n{self.log()}")
-
-    def stop(self):
-        """SIGTERM, as systemd stops it: a clean exit."""
-        assert stop_proc(self.proc), f"{self.unit} did not stop on SIGTERM"
-        assert self.proc.returncode == 0, f"exit {self.proc.returncode}:\n{self.log()}"
-
-    def log(self, whole=False):
-        try:
-            with open(self.logpath, errors="replace") as f:
-                text = f.read()
-        except FileNotFoundError:
-            return ""
-        return text if whole else text[self.offset:][-4000:]
+def package_state(m, pkg):
+    return m.run("dpkg-query", "-W", "-f", "${Version} ${Status}", pkg, check=False).stdout
 
 
-class InstalledApi(UnitProcess):
-    unit = "imperium-api.service"
-
-    def __init__(self, root, port, logpath):
-        super().__init__(root, logpath)
-        self.port = port
-        self.base = f"http://127.0.0.1:{port}"
-
-    def ready(self):
-        return self.answers()
-
-    def answers(self):
-        try:
-            return requests.get(self.base + "/api/news/", timeout=5).status_code == 200
-        except requests.ConnectionError:
-            return False
+def main_pid(m, unit):
+    return int(m.show(unit, "MainPID")["MainPID"])
 
 
-class InstalledNode(UnitProcess):
-    """Ready once it has the API's first state and applied it."""
-    unit = "imperium-node.service"
-
-    def ready(self):
-        return "node state received" in self.log()
-
-
-class InstalledSshd(UnitProcess):
-    """Ready once it accepts connections on its port."""
-    unit = "imperium-sshd.service"
-
-    def __init__(self, root, port, logpath):
-        super().__init__(root, logpath)
-        self.port = port
-
-    def ready(self):
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-            return True
-        except OSError:
-            return False
+def restarted(m, unit, before, old_pid):
+    """The unit active again under a new main process, restarted once more
+    than `before` times by systemd (Restart=on-failure)."""
+    s = m.show(unit, "ActiveState", "SubState", "MainPID", "NRestarts")
+    return (s["ActiveState"] == "active" and s["SubState"] == "running" and
+            int(s["MainPID"]) not in (0, old_pid) and int(s["NRestarts"]) == before + 1)
 
 
-@pytest.fixture(scope="module")
-def api(installed):
-    build, root = installed
-    port = free_port()
-    set_key(root, API_CONF, "port", port)
-    a = InstalledApi(root, port, os.path.join(build.work, "api.log"))
-    a.start()
-    yield a
-    if a.proc.poll() is None:
-        stop_proc(a.proc)
+def proc_status(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
-@pytest.fixture(scope="module")
-def node(api, installed):
-    """The installed node configured as INSTALL.md says (a server added with
-    the CLI, its secret in node.secret, api_url and server_name in
-    node.conf) and started as its unit says.  This machine is shared (a CI
-    run may run nodes beside it), so the node stays out of the host's
-    network (`network = off`: no veth, no nft table), needs no loop device
-    (`quota = off`), runs its containers from the root itself (the `host`
-    distro: `distro_host_ok`), in a cgroup parent of its own.  At the end:
-    the daemon stopped, then `imperium-node stop-all`, as INSTALL.md says."""
-    build, root = installed
-    root.bind_cgroups()
-    name = unique("node")
-    out = cli(root, api, "admin", "server", "add", name, "--address", "192.0.2.10",
-              "--memory", "1000", "--storage", "1000").stdout
-    secret = re.search(r"^node_secret:\s*(\S+)$", out, re.M).group(1)
-    root.write(NODE_SECRET, secret + "\n", 0o600)
-    for key, value in (("api_url", api.base), ("server_name", name), ("network", "off"),
-                       ("quota", "off"), ("distro_host_ok", "true"),
-                       ("cgroup_parent", f"imperium-pkgtest-{os.getpid()}")):
-        set_key(root, NODE_CONF, key, value)
-    n = InstalledNode(root, os.path.join(build.work, "node.log"))
-    n.server, n.uid = name, None
-    try:
-        n.start()
-        yield n
-    finally:
-        if n.proc and n.proc.poll() is None:
-            stop_proc(n.proc)
-        p = root.run("imperium-node", "stop-all", "-c", NODE_CONF, check=False, timeout=120)
-        assert p.returncode == 0, p.stderr
-        if n.uid:
-            assert not procs_of_uid(n.uid), "the container outlived stop-all"
+def mountinfo(pid):
+    """{mount point: (root within its filesystem, mount options, super options)}
+    of the process's mount namespace (the last mount at a point wins)."""
+    out = {}
+    with open(f"/proc/{pid}/mountinfo") as f:
+        for line in f:
+            a, b = line.split(" - ")
+            fields = a.split()
+            out[chrootutil._unescape(fields[4])] = (chrootutil._unescape(fields[3]),
+                                                    fields[5].split(","), b.split()[2].split(","))
+    return out
+
+
+def ssh(m, key, uid, command, port=22, stdin=""):
+    """The host's ssh client, inside the machine's network namespace."""
+    opts = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10"]
+    return subprocess.run(["nsenter", f"--net={m.netns()}", "ssh", *opts, "-p", str(port),
+                           "-i", key, f"{uid}@127.0.0.1", command], capture_output=True,
+                          text=True, timeout=60, input=stdin)
 
 
 def bump_container_ids(root, first_id):
-    """Container uids are 30000 + id on every API, so this root's first
-    container would share its uid with a CI run's first one on this machine
-    (uids are the host's): start this API's ids far above (SQLite's
-    AUTOINCREMENT sequence, written before any container exists)."""
+    """Container uids are 30000 + id on every API, and the machine's uids
+    are the host's: start this API's ids far above a CI run's on this
+    machine (SQLite's AUTOINCREMENT sequence, written before any container
+    exists)."""
     db = sqlite3.connect(root.host_path(STATE + "/imperium.db"), timeout=30)
     try:
         with db:
@@ -402,15 +339,51 @@ def bump_container_ids(root, first_id):
         db.close()
 
 
-def cli(root, api, *args, check=True):
-    """The installed CLI, as root in the root, against the installed API: the
-    admin token from its default file, /etc/imperium/admin.token, the
-    package's link to the one the API made (docs/INSTALL.md, 3)."""
-    return root.run("imperium", "--api", api.base, *args, check=check, timeout=60)
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    """The customer's ssh key pair ("good") and a stranger's ("wrong")."""
+    d = tmp_path_factory.mktemp("keys")
+    out = {}
+    for name in ("good", "wrong"):
+        out[name] = str(d / name)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"pkgtest-{name}",
+                        "-f", out[name]], check=True, timeout=30)
+    return out
 
 
-def package_state(root, pkg):
-    return root.run("dpkg-query", "-W", "-f", "${Version} ${Status}", pkg).stdout
+@pytest.fixture(scope="module")
+def node(api, installed):
+    """The node configured as INSTALL.md says (4): the server added with the
+    CLI, api_url and server_name in node.conf, the host's own sshd moved to
+    port 2222, the secret written last (the units' condition), then
+    `systemctl start imperium-node imperium-sshd`.  The machine's network
+    namespace is its own, but the node stays out of networking (`network =
+    off`) and disk images (`quota = off`), which the other e2e tests cover
+    on the build tree; its HTTP router listens on the machine's port 80; it
+    runs its containers from the machine's
+    root (the `host` distro: `distro_host_ok`), in cgroups of this run's
+    (cgroup_parent).  If the removal test did not run: stop-all at the end."""
+    m = installed
+    name = unique("node")
+    out = cli(m, api, "admin", "server", "add", name, "--address", "192.0.2.10",
+              "--memory", "1000", "--storage", "1000").stdout
+    secret = re.search(r"^node_secret:\s*(\S+)$", out, re.M).group(1)
+    for key, value in (("api_url", api.base), ("server_name", name), ("network", "off"),
+                       ("quota", "off"), ("distro_host_ok", "true"),
+                       ("cgroup_parent", m.cgroup_parent), ("router_http", ROUTER)):
+        set_key(m.root, NODE_CONF, key, value)
+    m.root.write("/etc/ssh/sshd_config.d/port.conf", "Port 2222\n")
+    m.run("systemctl", "restart", "ssh")
+    m.root.write(NODE_SECRET, secret + "\n", 0o600)
+    n = SimpleNamespace(server=name, uid=None, running=None, removed=False)
+    m.run("systemctl", "start", "imperium-node", "imperium-sshd", timeout=360)
+    try:
+        yield n
+    finally:
+        if not n.removed:
+            m.run("systemctl", "stop", "imperium-sshd", "imperium-node", check=False)
+            p = m.run("imperium-node", "stop-all", "-c", NODE_CONF, check=False, timeout=120)
+            assert p.returncode == 0, p.stderr
 
 
 # ---- the tests ------------------------------------------------------------------------
@@ -428,259 +401,395 @@ def test_packages_build_and_lintian_has_no_errors(stage):
     assert p.returncode == 0, p.stdout + p.stderr
 
 
-def test_install_creates_user_state_and_enables_units(installed):
-    _, root = installed
+def test_the_server_boots_with_systemd_and_only_its_own_network(machine):
+    with open(f"/proc/{machine.leader}/comm") as f:
+        assert f.read().strip() == "systemd"
+    assert machine.run("systemctl", "is-system-running").stdout.strip() == "running"
+    assert in_netns(machine.netns(), socket.if_nameindex) == [(1, "lo")]
+
+
+def test_install_starts_the_api_and_not_the_unconfigured_node(installed, api):
+    m = installed
     for pkg in PACKAGES:
-        assert package_state(root, pkg) == f"{VERSION1} install ok installed"
-    user = root.run("getent", "passwd", "imperium").stdout.split(":")
+        assert package_state(m, pkg) == f"{VERSION1} install ok installed"
+    user = m.run("getent", "passwd", "imperium").stdout.split(":")
     assert user[5] == STATE and user[6].strip() in ("/usr/sbin/nologin", "/bin/false")
-    st = os.stat(root.host_path(STATE))
+    assert m.run("getent", "passwd", "imperium-router").returncode == 0
+    st = os.stat(m.root.host_path(STATE))
     assert (st.st_mode & 0o7777, st.st_uid) == (0o750, int(user[2]))
-    st = os.stat(root.host_path("/usr/lib/imperium/imperium-enter"))
+    st = os.stat(m.root.host_path("/usr/lib/imperium/imperium-enter"))
     assert (st.st_mode & 0o7777, st.st_uid) == (0o4755, 0)
-    # Enabled at install (deb-systemd-helper's links, made without a
-    # running systemd); the node's units start only once configured.
-    wants = root.host_path("/etc/systemd/system/multi-user.target.wants")
     for unit in UNITS:
-        assert os.path.islink(os.path.join(wants, unit)), unit
+        assert m.run("systemctl", "is-enabled", unit).stdout.strip() == "enabled", unit
+    # The postinst started the API; Type=notify: active means READY=1 came.
+    s = m.show("imperium-api.service", "ActiveState", "SubState", "Type", "User", "NRestarts")
+    assert s == {"ActiveState": "active", "SubState": "running", "Type": "notify",
+                 "User": "imperium", "NRestarts": "0"}, s
+    assert api.answers()
+    r = api.request("GET", "/api/news/")
+    assert r.status_code == 200 and isinstance(r.json(), list)
+    # The node's units waited for the supplier's configuration.
     for unit in ("imperium-node.service", "imperium-sshd.service"):
-        assert "ConditionPathExists=/etc/imperium/node.secret" in \
-            root.read("/lib/systemd/system/" + unit)
+        s = m.show(unit, "ActiveState", "ConditionResult")
+        assert s == {"ActiveState": "inactive", "ConditionResult": "no"}, (unit, s)
+        assert "ConditionPathExists=/etc/imperium/node.secret" in m.journal(unit)
 
 
 def test_installed_units_pass_systemd_analyze_verify(installed):
-    _, root = installed
+    """On the server itself; --man=no: the server has no man-db (minbase,
+    no Recommends) to look sshd(8) up (test_make_install checks the link)."""
     for unit in UNITS:
-        p = subprocess.run(["systemd-analyze", "verify", f"--root={root.path}", unit],
-                           capture_output=True, text=True, timeout=60)
+        p = installed.run("systemd-analyze", "verify", "--man=no", unit, check=False)
         assert p.returncode == 0 and not p.stderr.strip(), (unit, p.stdout, p.stderr)
 
 
-def test_installed_api_answers_news_and_cli_makes_a_customer(api, installed):
-    _, root = installed
-    r = requests.get(api.base + "/api/news/", timeout=10)
-    assert r.status_code == 200 and isinstance(r.json(), list)
-    # The state the API made is where the unit lets it write, owned by its user.
-    for f in ("imperium.db", "admin.token"):
-        assert os.stat(root.host_path(f"{STATE}/{f}")).st_uid == \
-            int(root.run("id", "-u", "imperium").stdout)
+def test_the_api_runs_in_the_sandbox_its_unit_asks(installed, api):
+    """What systemd applied to the running API, read from the host's /proc:
+    its user, no privilege and no way to gain one, its system call filter, a
+    read-only system with its state directory writable, a /tmp of its own,
+    no homes, other processes invisible; and systemd's own score."""
+    m = installed
+    pid = m.host_pid(main_pid(m, "imperium-api.service"))
+    st = proc_status(pid)
+    uid = m.run("id", "-u", "imperium").stdout.strip()
+    assert st["Uid"].split() == [uid] * 4
+    assert (st["NoNewPrivs"], st["Seccomp"]) == ("1", "2"), st
+    assert int(st["CapEff"], 16) == 0 and int(st["CapBnd"], 16) == 0, st
+    mi = mountinfo(pid)
+    assert "ro" in mi["/"][1], mi["/"]
+    assert "rw" in mi[STATE][1], mi[STATE]
+    assert "systemd-private-" in mi["/tmp"][0], mi["/tmp"]
+    assert "/home" in mi and "/root" in mi  # ProtectHome: made inaccessible
+    assert "hidepid=invisible" in mi["/proc"][2], mi["/proc"]
+    p = m.run("systemd-analyze", "security", "--no-pager", "imperium-api.service")
+    level = re.search(r"Overall exposure level for imperium-api\.service: ([\d.]+) (\w+)",
+                      p.stdout)
+    log(f"systemd-analyze security imperium-api.service: {level.group(1)} {level.group(2)}")
+    assert level.group(2) == "OK" and float(level.group(1)) < 2.0, p.stdout[-3000:]
+
+
+def test_the_cli_makes_a_customer(installed, api):
+    m = installed
+    for f in ("imperium.db", "admin.token"):  # where the unit lets it write, as its user
+        assert os.stat(m.root.host_path(f"{STATE}/{f}")).st_uid == \
+            int(m.run("id", "-u", "imperium").stdout)
     name = unique("first")
-    cli(root, api, "admin", "customer", "add", name, "--password", "s3cret-pw")
-    r = requests.get(api.base + "/api/me/", auth=(name, "s3cret-pw"), timeout=30)
+    cli(m, api, "admin", "customer", "add", name, "--password", "s3cret-pw")
+    r = api.request("GET", "/api/me/", auth=(name, "s3cret-pw"))
     assert r.status_code == 200, r.text
-    assert name in cli(root, api, "admin", "customer", "list").stdout
+    assert name in cli(m, api, "admin", "customer", "list").stdout
+
+
+def test_systemd_restarts_the_api_when_it_dies(installed, api):
+    m = installed
+    name = unique("survivor")
+    cli(m, api, "admin", "customer", "add", name, "--password", "survive-pw1")
+    before = int(m.show("imperium-api.service", "NRestarts")["NRestarts"])
+    old = main_pid(m, "imperium-api.service")
+    m.run("systemctl", "kill", "--signal=SIGKILL", "imperium-api.service")
+    wait_for(lambda: restarted(m, "imperium-api.service", before, old), 30,
+             "systemd to restart the killed API", interval=0.2)
+    wait_for(api.answers, 30, "the restarted API to answer", interval=0.2)
+    assert "code=killed, status=9/KILL" in m.journal("imperium-api.service")
+    assert api.request("GET", "/api/me/", auth=(name, "survive-pw1")).status_code == 200
 
 
 def test_installed_node_refuses_its_shipped_config_until_configured(installed):
     """As shipped, node.conf lacks the API's URL and the server's name: a
-    start (by hand: the unit waits for node.secret) says what is missing."""
-    _, root = installed
-    p = root.run("imperium-node", "--help")
+    start by hand (the unit waits for node.secret) says what is missing."""
+    m = installed
+    p = m.run("imperium-node", "--help", check=False)
     assert "usage" in (p.stdout + p.stderr).lower()
-    if os.path.exists(root.host_path(NODE_SECRET)):
+    if os.path.exists(m.root.host_path(NODE_SECRET)):
         pytest.skip("the node was configured by an earlier test")
-    p = root.run("imperium-node", "run", "-c", NODE_CONF, check=False, timeout=30)
+    p = m.run("imperium-node", "run", "-c", NODE_CONF, check=False, timeout=30)
     assert p.returncode != 0
     assert re.search(r"api_url|server_name", p.stdout + p.stderr), p.stdout + p.stderr
 
 
-def test_installed_node_follows_the_installed_api(node, api, installed):
-    _, root = installed
-    assert "0 containers wanted here" in node.log()
-    # The API saw it: the nodes' last contact, in the admin metrics.
-    token = root.read(TOKEN).strip()
-    r = requests.get(api.base + "/admin/metrics", timeout=30,
-                     headers={"Authorization": "Bearer " + token})
-    server = re.search(r"^server_name = (\S+)$", root.read(NODE_CONF), re.M).group(1)
-    m = re.search(rf'^imperium_api_node_last_seen_seconds{{server="{server}"}} (\S+)$',
-                  r.text, re.M)
-    assert m and float(m.group(1)) > 0, r.text
+def test_systemctl_start_makes_the_node_and_its_sshd_ready(node, api, installed):
+    m = installed
+    for unit in ("imperium-node.service", "imperium-sshd.service", "ssh.service"):
+        s = m.show(unit, "ActiveState", "SubState")
+        assert s == {"ActiveState": "active", "SubState": "running"}, (unit, s)
+    journal = m.journal("imperium-node.service")
+    assert "0 containers wanted here" in journal, journal[-3000:]
+    # The host's sshd on 2222 (INSTALL.md), the node's on 22.
+    for port in (22, 2222):
+        with in_netns(m.netns(), socket.create_connection, ("127.0.0.1", port), 10) as s:
+            assert s.recv(64).startswith(b"SSH-2.0-"), port
+    # The API saw the node: its last contact, in the admin metrics.
+    token = m.root.read(TOKEN).strip()
+    r = api.request("GET", "/admin/metrics", headers={"Authorization": "Bearer " + token})
+    found = re.search(rf'^imperium_api_node_last_seen_seconds{{server="{node.server}"}} (\S+)$',
+                      r.text, re.M)
+    assert found and float(found.group(1)) > 0, r.text
 
 
-def test_installed_node_runs_a_container(node, api, installed):
-    _, root = installed
-    bump_container_ids(root, 9000 + os.getpid() % 1000)
+def test_installed_node_runs_a_container(node, api, installed, keys):
+    """The quickstart's calls, as the container's customer: a distro, then
+    the ssh key, which makes the container startable."""
+    m = installed
+    bump_container_ids(m.root, 9000 + os.getpid() % 1000)
     owner = unique("owner")
-    cli(root, api, "admin", "customer", "add", owner, "--password", "owner-pw1")
-    uid = int(cli(root, api, "admin", "container", "add", "--customer", owner, "--server",
+    cli(m, api, "admin", "customer", "add", owner, "--password", "owner-pw1")
+    uid = int(cli(m, api, "admin", "container", "add", "--customer", owner, "--server",
                   node.server, "--name", "box", "--memory", "128", "--storage", "100").stdout)
     assert uid >= 39000 and not procs_of_uid(uid)
-    distro = re.search(r"^id:\s*(\d+)$", cli(root, api, "admin", "distro", "add", "host",
+    distro = re.search(r"^id:\s*(\d+)$", cli(m, api, "admin", "distro", "add", "host",
                                               "--path", "/").stdout, re.M).group(1)
-    blob = struct.pack(">I", 11) + b"ssh-ed25519" + struct.pack(">I", 32) + os.urandom(32)
-    key = f"ssh-ed25519 {base64.b64encode(blob).decode()} packages-test"
-    for body in ({"distro": int(distro)}, {"ssh_keys": [key]}):
-        r = requests.post(f"{api.base}/api/containers/{uid}", json=body,
-                          auth=(owner, "owner-pw1"), timeout=30)
+    with open(keys["good"] + ".pub") as f:
+        node.pub = f.read().strip()
+    for body in ({"distro": int(distro)}, {"ssh_keys": [node.pub]}):
+        r = api.request("POST", f"/api/containers/{uid}", json=body, auth=(owner, "owner-pw1"))
         assert r.status_code == 200, r.text
-    node.uid, node.owner, node.owner_pw = uid, owner, "owner-pw1"
-    node.running = wait_for(lambda: running(uid), 30, f"container {uid}'s Emperor")
+    node.uid, node.owner = uid, owner
+    try:
+        node.running = wait_for(lambda: running(uid), 30, f"container {uid}'s Emperor")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; the node's journal:\n"
+                             f"{m.journal('imperium-node.service')[-3000:]}") from None
     log(f"container {uid} runs: init {node.running[0]}, Emperor {node.running[1]}")
 
 
-def test_installed_sshd_logs_into_the_container(node, api, installed, tmp_path):
-    """imperium-sshd.service as systemd would run it (its RuntimeDirectory,
-    ExecStartPre, then ExecStart in a mount namespace of its own with
-    nsswitch.conf bound over /etc/nsswitch.conf), on a free port of
-    127.0.0.1 set in the installed sshd_config as a supplier would: `ssh
-    <uid>@127.0.0.1` with the container's key lands in the container, with
-    the package's host key; a wrong key is refused; the root's own
+def test_installed_sshd_logs_into_the_container(node, installed, keys):
+    """imperium-sshd.service as systemd runs it (its own mount namespace with
+    nsswitch.conf bound over /etc/nsswitch.conf) on port 22: `ssh
+    <uid>@server` with the container's key lands in the container, with the
+    package's host key; a wrong key is refused; the server's own
     nsswitch.conf is never changed."""
-    build, root = installed
-    uid = node.uid
+    m = installed
+    uid, pub = node.uid, getattr(node, "pub", "")
     if not uid:
         pytest.skip("no container (test_installed_node_runs_a_container failed)")
-    conf = "/etc/imperium/sshd_config"
-    port = free_port()
-    text = root.read(conf)
-    text, n = re.subn(r"^Port 22$", f"Port {port}\nListenAddress 127.0.0.1", text, flags=re.M)
-    assert n == 1, text
-    root.write(conf, text, 0o644)
-    keys = {}
-    for name in ("good", "wrong"):
-        keys[name] = str(tmp_path / name)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"pkgtest-{name}",
-                        "-f", keys[name]], check=True, timeout=30)
-    with open(keys["good"] + ".pub") as f:
-        pub = f.read().strip()
-    # The quickstart's call, as the container's customer.
-    r = requests.post(f"{api.base}/api/containers/{uid}", json={"ssh_keys": [pub]},
-                      auth=(node.owner, node.owner_pw), timeout=30)
-    assert r.status_code == 200, r.text
-    containers = re.search(r"^containers_dir\s*=\s*(\S+)", root.read(NODE_CONF), re.M).group(1)
-    home = f"{containers}/{uid}"
-    authorized = root.host_path(f"{home}/.ssh/uwsgi_authorized_keys")
+    home = m.root.host_path(f"{NODE_HOME}/containers/{uid}")
 
     def key_written():
         try:
-            with open(authorized) as f:
+            with open(f"{home}/.ssh/uwsgi_authorized_keys") as f:
                 return pub.split()[1] in f.read()
         except FileNotFoundError:
             return False
     wait_for(key_written, 30, "the node to write the key")
-    with open(root.host_path(f"{home}/etc/hostname")) as f:
+    with open(f"{home}/etc/hostname") as f:
         hostname = f.read().strip()
-    nsswitch = root.read("/etc/nsswitch.conf")
+    nsswitch = m.root.read("/etc/nsswitch.conf")
     assert "imperium" not in nsswitch
-    sshd = InstalledSshd(root, port, os.path.join(build.work, "sshd.log"))
-    assert sshd.binds == [("/etc/imperium/nsswitch.conf", "/etc/nsswitch.conf")]
-    assert sshd.argv == ["/usr/sbin/sshd", "-D", "-e", "-f", conf]
+    # The unit's bind, read-only in sshd's namespace only.
+    pid = m.host_pid(main_pid(m, "imperium-sshd.service"))
+    with open(f"/proc/{pid}/root/etc/nsswitch.conf") as f:
+        assert f.read() == m.root.read("/etc/imperium/nsswitch.conf")
+    assert "ro" in mountinfo(pid)["/etc/nsswitch.conf"][1]
+    assert "/etc/nsswitch.conf" not in mountinfo(m.leader)
+    assert m.run("getent", "passwd", str(uid), check=False).returncode != 0
+    p = ssh(m, keys["good"], uid, "id -u; hostname")
+    assert p.returncode == 0, (p.stdout, p.stderr, m.journal("imperium-sshd.service")[-3000:])
+    assert p.stdout.split("\n")[:2] == [str(uid), hostname], (p.stdout, hostname)
+    log(f"ssh {uid}@127.0.0.1 (installed sshd, port 22): {p.stdout.split()}")
+    # The package's host key (the postinst's), not the host's sshd's.
+    p = subprocess.run(["nsenter", f"--net={m.netns()}", "ssh-keyscan", "-T", "10", "-t",
+                        "ed25519", "-p", "22", "127.0.0.1"], capture_output=True, text=True,
+                       timeout=60)
+    scanned = [ln.split()[1:3] for ln in p.stdout.splitlines() if not ln.startswith("#")]
+    assert scanned == [m.root.read("/etc/imperium/ssh_host_ed25519_key.pub").split()[:2]], \
+        (p.stdout, p.stderr)
+    p = ssh(m, keys["wrong"], uid, "id -u")
+    assert p.returncode == 255 and "Permission denied (publickey)" in p.stderr, \
+        (p.returncode, p.stdout, p.stderr)
+    assert m.root.read("/etc/nsswitch.conf") == nsswitch
+
+
+def router_get(m, domain):
+    """GET / of domain through the node's router, as a visitor would; None
+    until something answers."""
     try:
-        sshd.start()  # Type=notify: READY=1 from sshd
-        pid = sshd.proc.pid
-        # The bind is the unit's: read-only in sshd's namespace, and
-        # neither the host nor the root's other processes see it.
-        with open(f"/proc/{pid}/root/etc/nsswitch.conf") as f:
-            assert f.read() == root.read("/etc/imperium/nsswitch.conf")
-        with open(f"/proc/{pid}/mountinfo") as f:
-            # (mount points as seen from its root: the chroot's)
-            line = [ln for ln in f if ln.split()[4] == "/etc/nsswitch.conf"]
-        assert line and "ro" in line[-1].split()[5].split(","), line
-        assert root.read("/etc/nsswitch.conf") == nsswitch
-        assert not chrootutil.mounts_under(root.host_path("/etc/nsswitch.conf"))
-        assert root.run("getent", "passwd", str(uid), check=False).returncode != 0
-        opts = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10",
-                "-p", str(port)]
-        p = subprocess.run(["ssh", *opts, "-i", keys["good"], f"{uid}@127.0.0.1",
-                            "id -u; hostname"], capture_output=True, text=True, timeout=60,
-                           stdin=subprocess.DEVNULL)
-        assert p.returncode == 0, (p.stdout, p.stderr, sshd.log())
-        assert p.stdout.split("\n")[:2] == [str(uid), hostname], (p.stdout, hostname)
-        log(f"ssh {uid}@127.0.0.1 -p {port} (installed sshd): {p.stdout.split()}")
-        # The package's host key (the postinst's), not the host's sshd's.
-        p = subprocess.run(["ssh-keyscan", "-T", "10", "-t", "ed25519", "-p", str(port),
-                            "127.0.0.1"], capture_output=True, text=True, timeout=60)
-        scanned = [ln.split()[1:3] for ln in p.stdout.splitlines() if not ln.startswith("#")]
-        shipped = root.read("/etc/imperium/ssh_host_ed25519_key.pub").split()[:2]
-        assert scanned == [shipped], (p.stdout, p.stderr, shipped)
-        p = subprocess.run(["ssh", *opts, "-i", keys["wrong"], f"{uid}@127.0.0.1", "id -u"],
-                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-        assert p.returncode == 255 and "Permission denied (publickey)" in p.stderr, \
-            (p.returncode, p.stdout, p.stderr)
-        assert str(uid) not in p.stdout
-    finally:
-        if sshd.proc and sshd.proc.poll() is None:
-            sshd.stop()  # SIGTERM: exit 0
-    assert not chrootutil.mounts_under(root.host_path("/etc/nsswitch.conf"))
-    assert root.read("/etc/nsswitch.conf") == nsswitch
-
-    def exe(pid):
-        try:
-            return os.readlink(f"/proc/{pid}/exe")
-        except OSError:
-            return ""
-    assert not [pid for pid in chrootutil.procs_in(root.path) if exe(pid).endswith("/sshd")]
+        return in_netns(m.netns(), requests.get, f"http://{ROUTER}/",
+                        headers={"Host": domain}, timeout=5)
+    except requests.ConnectionError:
+        return None
 
 
-def test_upgrade_keeps_config_and_data_and_answers_again(node, api, installed):
-    build, root = installed
+def app_answers(m, domain):
+    r = router_get(m, domain)
+    return r is not None and r.status_code == 200 and r.text == "hello from the container's app"
+
+
+def test_the_installed_router_serves_the_containers_app(node, api, installed, keys):
+    """The customer's first deploy: a domain mapped to them, a WSGI app and
+    its vassal written over ssh (`domain = ...`: the installed shortcuts),
+    then the app answers through the node's router (the package's uWSGI
+    plugins, run as the imperium-router user)."""
+    m = installed
+    if not node.uid:
+        pytest.skip("no container (test_installed_node_runs_a_container failed)")
+    node.domain = f"{unique('app')}.example.com"
+    cli(m, api, "admin", "domain", "add", node.domain, "--customer", node.owner)
+    p = ssh(m, keys["good"], node.uid, "cat > app.py", stdin=APP)
+    assert p.returncode == 0, p.stderr
+    ini = f"[uwsgi]\nplugin = 0:python\nwsgi-file = $(HOME)/app.py\ndomain = {node.domain}\n"
+    p = ssh(m, keys["good"], node.uid, "cat > vassals/.app.tmp && mv vassals/.app.tmp "
+            "vassals/app.ini", stdin=ini)
+    assert p.returncode == 0, p.stderr
+    try:
+        wait_for(lambda: app_answers(m, node.domain), 60, "the app through the router",
+                 interval=0.2)
+    except AssertionError as e:
+        r = router_get(m, node.domain)
+        raise AssertionError(f"{e}: {r and (r.status_code, r.text[:300])}\n"
+                             f"{m.journal('imperium-node.service')[-3000:]}") from None
+    assert procs_of_uid(int(m.run("id", "-u", "imperium-router").stdout)), \
+        "the router does not run as imperium-router"
+
+
+def test_systemd_restarts_the_node_when_it_dies_and_it_adopts_the_containers(node, installed):
+    m = installed
+    unit = "imperium-node.service"
+    before, old = int(m.show(unit, "NRestarts")["NRestarts"]), main_pid(m, unit)
+    cursor = m.cursor()
+    # The daemon alone, as a crash would (KillMode=process: the unit's
+    # other processes are the containers').
+    m.run("systemctl", "kill", "--kill-who=main", "--signal=SIGKILL", unit)
+    wait_for(lambda: restarted(m, unit, before, old), 60, "systemd to restart the killed node",
+             interval=0.2)
+    wait_for(lambda: "running containers adopted" in m.journal(unit, since=cursor), 30,
+             "the new node's adoption")
+    if node.uid:
+        assert running(node.uid) == node.running
+        assert "1 running containers adopted" in m.journal(unit, since=cursor)
+    if getattr(node, "domain", None):
+        wait_for(lambda: app_answers(m, node.domain), 30, "the app after the restart")
+
+
+def test_upgrade_restarts_the_daemons_and_keeps_config_data_and_containers(node, api, installed,
+                                                                          keys):
+    m = installed
     name = unique("kept")
-    cli(root, api, "admin", "customer", "add", name, "--password", "kept-pw1")
-    api_conf, node_conf = root.read(API_CONF), root.read(NODE_CONF)
-    assert f"port = {api.port}" in api_conf and f"api_url = {api.base}" in node_conf
-    debs = copy_debs(root, build.debs(VERSION2), "/tmp/debs2")
-    # As on a server: the old daemons keep running while apt replaces them;
-    # the postinsts ask systemd for the restarts, which this root has not
-    # got, so the test restarts them below the way systemd would.
-    t0 = time.monotonic()
-    root.run("apt-get", "install", "-y", "--no-install-recommends", *debs, timeout=600)
-    log(f"apt-get install of version 2 took {time.monotonic() - t0:.0f} s")
+    cli(m, api, "admin", "customer", "add", name, "--password", "kept-pw1")
+    confs = {p: m.root.read(p) for p in (API_CONF, NODE_CONF)}
+    assert f"api_url = {api.base}" in confs[NODE_CONF]
+    units = ("imperium-api.service", "imperium-node.service", "imperium-sshd.service")
+    pids = {u: main_pid(m, u) for u in units}
+    cursor = m.cursor()
+    apt_install(m, DEBS2, VERSION2)
     for pkg in PACKAGES:
-        assert package_state(root, pkg) == f"{VERSION2} install ok installed"
-    assert root.run("dpkg", "--audit").stdout == ""
-    # The changed conffiles were kept, without a question.
-    assert root.read(API_CONF) == api_conf and root.read(NODE_CONF) == node_conf
-    assert not glob.glob(root.host_path("/etc/imperium/*.dpkg-*"))
-    assert os.path.exists(root.host_path(NODE_SECRET))
-    assert api.answers()  # untouched during the upgrade
-    api.stop()
-    api.start()
-    assert requests.get(api.base + "/api/me/", auth=(name, "kept-pw1"),
-                        timeout=30).status_code == 200
-    cli(root, api, "admin", "customer", "show", name)
-    node.stop()  # SIGTERM, KillMode=process: the daemon alone, exit 0
-    node.start()  # READY=1 once it has the API's state again
-    assert "running containers adopted" in node.log()
-    if node.uid:  # the container kept running, the same init and Emperor
-        assert running(node.uid) == node.running, node.log()
-        assert "1 running containers adopted" in node.log(), node.log()
+        assert package_state(m, pkg) == f"{VERSION2} install ok installed"
+    assert m.run("dpkg", "--audit").stdout == ""
+    # The changed conffiles kept, without a question.
+    assert {p: m.root.read(p) for p in confs} == confs
+    assert not glob.glob(m.root.host_path("/etc/imperium/*.dpkg-*"))
+    # The postinsts restarted the daemons (new main processes, ready).
+    for u in units:
+        s = m.show(u, "ActiveState", "SubState", "MainPID")
+        assert (s["ActiveState"], s["SubState"]) == ("active", "running"), (u, s)
+        assert int(s["MainPID"]) != pids[u], (u, "not restarted by the upgrade")
+    assert api.answers()
+    assert api.request("GET", "/api/me/", auth=(name, "kept-pw1")).status_code == 200
+    journal = m.journal("imperium-node.service", since=cursor)
+    assert "running containers adopted" in journal, journal[-3000:]
+    if node.uid:  # the container kept running: the same init and Emperor
+        assert running(node.uid) == node.running, journal[-3000:]
+        assert "1 running containers adopted" in journal, journal[-3000:]
+        p = ssh(m, keys["good"], node.uid, "id -u")
+        assert p.stdout.strip() == str(node.uid), (p.stdout, p.stderr)
+    if getattr(node, "domain", None):
+        wait_for(lambda: app_answers(m, node.domain), 30, "the app after the upgrade")
         log(f"after the upgrade, container {node.uid} still runs: init {node.running[0]}, "
-            f"Emperor {node.running[1]}; the new daemon: "
-            + " | ".join(line for line in node.log().splitlines() if "adopt" in line))
+            f"Emperor {node.running[1]}")
 
 
-def test_upgrade_restarts_the_daemons_and_never_stops_the_node_first(installed):
-    """What systemd would do at an upgrade, read from the installed
-    maintainer scripts (this root runs no systemd): the prerm stops a unit
-    only on remove, the postinst restarts it after an upgrade, and the
-    node's restart kills the daemon alone (KillMode=process), so its
-    containers keep running and the new daemon adopts them."""
-    _, root = installed
-    info = "/var/lib/dpkg/info/"
-    for pkg, unit in (("imperium-api", "imperium-api.service"),
-                      ("imperium-node", "imperium-node.service")):
-        prerm = root.read(f"{info}{pkg}.prerm") if \
-            os.path.exists(root.host_path(f"{info}{pkg}.prerm")) else ""
-        guard = None
-        for line in prerm.splitlines():
-            if line.lstrip().startswith("if "):
-                guard = line
-            if "deb-systemd-invoke stop" in line and unit in line:
-                assert '"$1" = remove' in (guard or ""), (pkg, prerm)
-        postinst = root.read(f"{info}{pkg}.postinst")
-        assert re.search(r"_dh_action=(try-)?restart", postinst), (pkg, postinst)
-        assert unit in postinst
-    assert unit_service(root, "/lib/systemd/system/imperium-node.service")["KillMode"] == "process"
+def test_removing_the_node_as_install_md_says(node, api, installed):
+    """INSTALL.md, "Removing a node cleanly": the container deleted through
+    the API (the node stops it and keeps its home aside), the units stopped
+    and disabled (a clean exit), stop-all, the server deleted, the package
+    purged (the homes kept), the host's sshd back on 22."""
+    m = installed
+    uid = node.uid
+    if uid:
+        cli(m, api, "admin", "container", "delete", str(uid))
+        wait_for(lambda: not procs_of_uid(uid), 60, f"the node to stop container {uid}")
+        wait_for(lambda: glob.glob(m.root.host_path(f"{NODE_HOME}/containers/.deleted/{uid}-*")),
+                 30, "the home to be kept aside")
+    m.run("systemctl", "disable", "--now", "imperium-sshd", "imperium-node", timeout=120)
+    for unit in ("imperium-node.service", "imperium-sshd.service"):
+        s = m.show(unit, "ActiveState", "Result", "UnitFileState")
+        assert s == {"ActiveState": "inactive", "Result": "success",
+                     "UnitFileState": "disabled"}, (unit, s)
+    assert "Deactivated successfully" in m.journal("imperium-node.service")
+    m.run("imperium-node", "stop-all", "--config", NODE_CONF, timeout=120)
+    node.removed = True
+    cli(m, api, "admin", "server", "delete", node.server)
+    assert node.server not in cli(m, api, "admin", "server", "list").stdout
+    m.run("apt-get", "purge", "-y", "imperium-node", timeout=300)
+    assert "ok installed" not in package_state(m, "imperium-node")
+    assert not glob.glob(m.root.host_path("/etc/imperium/ssh_host_*"))
+    assert os.path.isdir(m.root.host_path(f"{NODE_HOME}/containers/.deleted"))
+    # Nothing of the containers left in the cgroups.
+    for key, d in chrootutil._cgroup_dirs(m.cgroup_parent).items():
+        if key in chrootutil.V1_CONTROLLERS and os.path.isdir(d):
+            assert not [e for e in os.scandir(d) if e.is_dir()], (key, os.listdir(d))
+    os.unlink(m.root.host_path("/etc/ssh/sshd_config.d/port.conf"))
+    m.run("systemctl", "restart", "ssh")
+    with in_netns(m.netns(), socket.create_connection, ("127.0.0.1", 22), 10) as s:
+        assert s.recv(64).startswith(b"SSH-2.0-")
+
+
+def test_the_api_moves_to_postgresql_under_its_unit(api, installed):
+    """INSTALL.md 2 and OPERATING.md: PostgreSQL installed on the server, the
+    role and a C-collation database made, the API stopped, its SQLite
+    database copied with `imperium admin db copy`, the password in the API
+    user's ~/.pgpass, `database` set in api.conf: the API, started by
+    systemd in its sandbox, answers from PostgreSQL with every customer."""
+    m = installed
+    m.run("apt-get", "install", "-y", "--no-install-recommends", "postgresql", timeout=600)
+    wait_for(lambda: m.run("pg_isready", "-q", check=False).returncode == 0, 60,
+             "PostgreSQL to accept connections", interval=0.2)
+    password = "pkg-" + base64.b32encode(os.urandom(10)).decode().lower()
+    for sql in (f"CREATE ROLE imperium LOGIN PASSWORD '{password}'",
+                "CREATE DATABASE imperium OWNER imperium TEMPLATE template0 "
+                "ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"):
+        m.run("runuser", "-u", "postgres", "--", "psql", "-v", "ON_ERROR_STOP=1", "-c", sql)
+    customers = cli(m, api, "admin", "customer", "list").stdout
+    assert "first" in customers and "survivor" in customers, customers
+    m.run("systemctl", "stop", "imperium-api")
+    url = "postgresql://imperium@127.0.0.1:5432/imperium"
+    m.run("imperium", "admin", "db", "copy", f"sqlite:{STATE}/imperium.db",
+          url.replace("imperium@", f"imperium:{password}@"), timeout=120)
+    m.root.write(f"{STATE}/.pgpass", f"127.0.0.1:5432:imperium:imperium:{password}\n", 0o600)
+    uid = int(m.run("id", "-u", "imperium").stdout)
+    os.chown(m.root.host_path(f"{STATE}/.pgpass"), uid, uid)
+    set_key(m.root, API_CONF, "database", url)
+    cursor = m.cursor()
+    m.run("systemctl", "start", "imperium-api", timeout=120)  # Type=notify: ready
+    journal = m.journal("imperium-api.service", since=cursor)
+    assert f"database {url}" in journal and password not in journal, journal
+    assert m.show("imperium-api.service", "ActiveState")["ActiveState"] == "active"
+    assert cli(m, api, "admin", "customer", "list").stdout == customers
+    name = re.search(r"\b(first\d+x\d+)\b", customers)
+    assert name, customers
+    r = api.request("GET", "/api/me/", auth=(name.group(1), "s3cret-pw"))
+    assert r.status_code == 200, r.text
+    # Written there: PostgreSQL has it.
+    cli(m, api, "admin", "customer", "add", unique("onpg"), "--password", "on-pg-pw1")
+    out = m.run("runuser", "-u", "postgres", "--", "psql", "-At", "-d", "imperium", "-c",
+                "SELECT count(*) FROM customers WHERE username LIKE 'onpg%'").stdout
+    assert out.strip() == "1", out
 
 
 def test_remove_keeps_the_data_and_purge_removes_it(api, installed):
-    _, root = installed
-    if api.proc and api.proc.poll() is None:
-        api.stop()
-    root.run("apt-get", "remove", "-y", "imperium-api", timeout=300)
-    assert os.path.exists(root.host_path(STATE + "/imperium.db"))
-    assert os.path.exists(root.host_path(API_CONF))  # a conffile stays until purge
-    root.run("apt-get", "purge", "-y", "imperium-api", timeout=300)
-    assert not os.path.exists(root.host_path(STATE))
-    assert not os.path.exists(root.host_path(API_CONF))
+    m = installed
+    m.run("apt-get", "remove", "-y", "imperium-api", timeout=300)
+    assert m.show("imperium-api.service", "ActiveState")["ActiveState"] == "inactive"
+    assert not api.answers()
+    assert os.path.exists(m.root.host_path(STATE + "/imperium.db"))
+    assert os.path.exists(m.root.host_path(API_CONF))  # a conffile stays until purge
+    m.run("apt-get", "purge", "-y", "imperium-api", timeout=300)
+    assert not os.path.exists(m.root.host_path(STATE))
+    assert not os.path.exists(m.root.host_path(API_CONF))
+
+
+def test_the_server_powers_off_cleanly(installed):
+    m = installed
+    m.close()
+    assert m.returncode == 0
+    for d in m.own.values():
+        assert not os.path.exists(d), d
