@@ -212,9 +212,9 @@ def machine(stage):
         # packages must work without them.
         root.run("apt-get", "install", "-y", "--no-install-recommends", "--download-only",
                  *debs, timeout=900)
-    # PostgreSQL for the API's move to it (INSTALL.md 2), installed once booted.
+    # PostgreSQL and nginx (INSTALL.md 2), installed once booted.
     root.run("apt-get", "install", "-y", "--no-install-recommends", "--download-only",
-             "postgresql", timeout=900)
+             "postgresql", "nginx", "ca-certificates", timeout=900)
     log(f"systemd installed and the dependencies downloaded in {time.monotonic() - t0:.0f} s")
     m = chrootutil.Machine(root, os.path.join(build.work, "console.log"), log=log)
     try:
@@ -351,10 +351,74 @@ def keys(tmp_path_factory):
     return out
 
 
+FRONT = "api.example.net"  # the TLS proxy's name (INSTALL.md), in the machine's /etc/hosts
+
+
+def operating_nginx_block():
+    """The nginx configuration OPERATING.md gives ("A load balancer in
+    front"): the test runs what the supplier copies."""
+    with open(os.path.join(ROOT, "docs", "OPERATING.md")) as f:
+        found = re.findall(r"```nginx\n(.*?)```", f.read(), re.S)
+    assert len(found) == 1, "OPERATING.md: one nginx block expected"
+    return found[0]
+
+
 @pytest.fixture(scope="module")
-def node(api, installed):
+def front(api, installed, tmp_path_factory):
+    """TLS in front, as INSTALL.md 2 says: nginx with OPERATING.md's block,
+    its upstream this machine's API (`server 127.0.0.1:8080;`), a
+    certificate for api.example.net at the block's paths, the supplier's
+    own CA trusted by the server (update-ca-certificates: what the nodes'
+    libcurl checks), the name in /etc/hosts.  The machine will also be a
+    node: nginx's default site goes (its port 80 is the router's).
+    Returns the host path of the CA certificate."""
+    m = installed
+    m.run("apt-get", "install", "-y", "--no-install-recommends", "nginx", "ca-certificates",
+          timeout=600)
+    conf, n = re.subn(r"(upstream imperium_api \{\n)(?:\s*server [^\n]*\n)+",
+                      r"\1    server 127.0.0.1:8080;\n", operating_nginx_block())
+    assert n == 1, conf
+    d = tmp_path_factory.mktemp("tls")
+    crt, key = str(d / "front.crt"), str(d / "front.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", f"/CN={FRONT}",
+                    "-addext", f"subjectAltName=DNS:{FRONT}", "-keyout", key, "-out", crt],
+                   check=True, capture_output=True, timeout=60)
+    for src, dst, mode in ((crt, f"/etc/nginx/{FRONT}.crt", 0o644),
+                           (key, f"/etc/nginx/{FRONT}.key", 0o600),
+                           (crt, "/usr/local/share/ca-certificates/supplier-ca.crt", 0o644)):
+        with open(src) as f:
+            m.root.write(dst, f.read(), mode)
+    m.run("update-ca-certificates")
+    hosts = m.root.read("/etc/hosts") if os.path.exists(m.root.host_path("/etc/hosts")) \
+        else "127.0.0.1 localhost\n"  # (debootstrap's minbase writes none)
+    m.root.write("/etc/hosts", hosts + f"127.0.0.1 {FRONT}\n")
+    m.root.write("/etc/nginx/sites-available/imperium", conf)
+    os.symlink("../sites-available/imperium",
+               m.root.host_path("/etc/nginx/sites-enabled/imperium"))
+    os.unlink(m.root.host_path("/etc/nginx/sites-enabled/default"))
+    m.run("nginx", "-t")
+    m.run("systemctl", "reload", "nginx")
+    return crt
+
+
+def via_front(m, ca, path, auth=None):
+    """(status, body) of GET https://api.example.net<path>, as a customer's
+    curl would (the host's curl in the machine's network namespace)."""
+    p = subprocess.run(["nsenter", f"--net={m.netns()}", "curl", "-s", "-m", "20", "--cacert", ca,
+                        "--resolve", f"{FRONT}:443:127.0.0.1", "-w", "\n%{http_code}",
+                        *(["-u", ":".join(auth)] if auth else []), f"https://{FRONT}{path}"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, (path, p.returncode, p.stderr)
+    body, _, code = p.stdout.rpartition("\n")
+    return int(code), body
+
+
+@pytest.fixture(scope="module")
+def node(api, installed, front):
     """The node configured as INSTALL.md says (4): the server added with the
-    CLI, api_url and server_name in node.conf, the host's own sshd moved to
+    CLI, api_url (the TLS proxy, https://api.example.net) and server_name
+    in node.conf, the host's own sshd moved to
     port 2222, the secret written last (the units' condition), then
     `systemctl start imperium-node imperium-sshd`.  The machine's network
     namespace is its own, but the node stays out of networking (`network =
@@ -368,8 +432,8 @@ def node(api, installed):
     out = cli(m, api, "admin", "server", "add", name, "--address", "192.0.2.10",
               "--memory", "1000", "--storage", "1000").stdout
     secret = re.search(r"^node_secret:\s*(\S+)$", out, re.M).group(1)
-    for key, value in (("api_url", api.base), ("server_name", name), ("network", "off"),
-                       ("quota", "off"), ("distro_host_ok", "true"),
+    for key, value in (("api_url", f"https://{FRONT}"), ("server_name", name),
+                       ("network", "off"), ("quota", "off"), ("distro_host_ok", "true"),
                        ("cgroup_parent", m.cgroup_parent), ("router_http", ROUTER)):
         set_key(m.root, NODE_CONF, key, value)
     m.root.write("/etc/ssh/sshd_config.d/port.conf", "Port 2222\n")
@@ -507,6 +571,21 @@ def test_installed_node_refuses_its_shipped_config_until_configured(installed):
     assert re.search(r"api_url|server_name", p.stdout + p.stderr), p.stdout + p.stderr
 
 
+def test_nginx_in_front_serves_the_api_over_tls(front, api, installed):
+    """OPERATING.md's block at work: the customers' API over TLS with the
+    supplier's certificate, /admin/ refused outside the supplier's network
+    (10.0.0.0/8 there; this client is 127.0.0.1)."""
+    m = installed
+    code, body = via_front(m, front, "/api/news/")
+    assert code == 200 and body.startswith("["), (code, body)
+    name = unique("tls")
+    cli(m, api, "admin", "customer", "add", name, "--password", "tls-pw-1")
+    code, body = via_front(m, front, "/api/me/", auth=(name, "tls-pw-1"))
+    assert code == 200 and '"uuid"' in body, (code, body)
+    assert via_front(m, front, "/api/me/", auth=(name, "not-the-pw"))[0] == 401
+    assert via_front(m, front, "/admin/metrics")[0] == 403
+
+
 def test_systemctl_start_makes_the_node_and_its_sshd_ready(node, api, installed):
     m = installed
     for unit in ("imperium-node.service", "imperium-sshd.service", "ssh.service"):
@@ -514,6 +593,7 @@ def test_systemctl_start_makes_the_node_and_its_sshd_ready(node, api, installed)
         assert s == {"ActiveState": "active", "SubState": "running"}, (unit, s)
     journal = m.journal("imperium-node.service")
     assert "0 containers wanted here" in journal, journal[-3000:]
+    assert f"following https://{FRONT}/node" in journal, journal[-3000:]  # through nginx
     # The host's sshd on 2222 (INSTALL.md), the node's on 22.
     for port in (22, 2222):
         with in_netns(m.netns(), socket.create_connection, ("127.0.0.1", port), 10) as s:
@@ -666,7 +746,7 @@ def test_upgrade_restarts_the_daemons_and_keeps_config_data_and_containers(node,
     name = unique("kept")
     cli(m, api, "admin", "customer", "add", name, "--password", "kept-pw1")
     confs = {p: m.root.read(p) for p in (API_CONF, NODE_CONF)}
-    assert f"api_url = {api.base}" in confs[NODE_CONF]
+    assert f"api_url = https://{FRONT}" in confs[NODE_CONF]
     units = ("imperium-api.service", "imperium-node.service", "imperium-sshd.service")
     pids = {u: main_pid(m, u) for u in units}
     cursor = m.cursor()
