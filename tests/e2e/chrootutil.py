@@ -366,9 +366,13 @@ class Machine:
                     f.write("0")
         argv = ["systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--private-network",
                 f"--machine={self.name}", f"--directory={root.path}"]
+        # /proc/sys/net writable: the settings of the machine's own network
+        # namespace (a node turns ip_forward on there); the rest of /proc/sys,
+        # the host's, stays read-only.
+        env = {**ENV, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
         with open(logpath, "ab") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=ENV,
+                                         stdin=subprocess.DEVNULL, env=env,
                                          preexec_fn=enter_cgroup)
         try:
             self._boot(logpath)

@@ -420,11 +420,11 @@ def node(api, installed, front):
     CLI, api_url (the TLS proxy, https://api.example.net) and server_name
     in node.conf, the host's own sshd moved to
     port 2222, the secret written last (the units' condition), then
-    `systemctl start imperium-node imperium-sshd`.  The machine's network
-    namespace is its own, but the node stays out of networking (`network =
-    off`) and disk images (`quota = off`), which the other e2e tests cover
-    on the build tree; its HTTP router listens on the machine's port 80; it
-    runs its containers from the machine's
+    `systemctl start imperium-node imperium-sshd`.  Networking as shipped
+    (in the machine's own network namespace: veths, routes, the nft table;
+    no uplink, so no NAT), its HTTP router on the machine's port 80; no disk
+    images (`quota = off`: the machine has no loop devices; the other e2e
+    tests cover quotas on the build tree); containers run from the machine's
     root (the `host` distro: `distro_host_ok`), in cgroups of this run's
     (cgroup_parent).  If the removal test did not run: stop-all at the end."""
     m = installed
@@ -433,7 +433,7 @@ def node(api, installed, front):
               "--memory", "1000", "--storage", "1000").stdout
     secret = re.search(r"^node_secret:\s*(\S+)$", out, re.M).group(1)
     for key, value in (("api_url", f"https://{FRONT}"), ("server_name", name),
-                       ("network", "off"), ("quota", "off"), ("distro_host_ok", "true"),
+                       ("quota", "off"), ("distro_host_ok", "true"),
                        ("cgroup_parent", m.cgroup_parent), ("router_http", ROUTER)):
         set_key(m.root, NODE_CONF, key, value)
     m.root.write("/etc/ssh/sshd_config.d/port.conf", "Port 2222\n")
@@ -719,6 +719,30 @@ def test_the_installed_router_serves_the_containers_app(node, api, installed, ke
                              f"{m.journal('imperium-node.service')[-3000:]}") from None
     assert procs_of_uid(int(m.run("id", "-u", "imperium-router").stdout)), \
         "the router does not run as imperium-router"
+
+
+def test_the_container_serves_on_its_address(node, api, installed, keys):
+    """The container's network as the API gives it: its `ip` on its
+    interface, and an app of its own (`http-socket`) answering there from
+    the server, through the node's veth and nft table."""
+    m = installed
+    if not getattr(node, "domain", None):
+        pytest.skip("no app (test_the_installed_router_serves_the_containers_app failed)")
+    r = api.request("GET", f"/api/containers/{node.uid}", auth=(node.owner, "owner-pw1"))
+    ip = r.json()["ip"]
+    ini = "[uwsgi]\nplugin = 0:python\nwsgi-file = $(HOME)/app.py\nhttp-socket = :9090\n"
+    p = ssh(m, keys["good"], node.uid, "cat > vassals/.net.tmp && mv vassals/.net.tmp "
+            "vassals/net.ini", stdin=ini)
+    assert p.returncode == 0, p.stderr
+
+    def answers():
+        try:
+            r = in_netns(m.netns(), requests.get, f"http://{ip}:9090/", timeout=5)
+            return r.status_code == 200 and r.text == "hello from the container's app"
+        except requests.ConnectionError:
+            return False
+    wait_for(answers, 60, f"the app on {ip}:9090", interval=0.2)
+    assert "imperium" in m.run("nft", "list", "tables").stdout
 
 
 def test_systemd_restarts_the_node_when_it_dies_and_it_adopts_the_containers(node, installed):
