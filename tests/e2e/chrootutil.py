@@ -396,11 +396,20 @@ class Machine:
             except OSError:
                 pass
             time.sleep(0.1)
-        p = self.run("systemctl", "is-system-running", "--wait", check=False, timeout=180)
-        state = p.stdout.strip()
+        # Until systemd has its socket, systemctl cannot connect and says
+        # nothing; then --wait waits for the boot's end.
+        while True:
+            p = self.run("systemctl", "is-system-running", "--wait", check=False, timeout=180)
+            state = p.stdout.strip()
+            if state or time.monotonic() - t0 > 120:
+                break
+            time.sleep(0.2)
         if state != "running":
             failed = self.run("systemctl", "--failed", "--no-legend", check=False).stdout
-            raise RuntimeError(f"the machine booted {state!r}; failed units:\n{failed}")
+            with open(logpath, errors="replace") as f:
+                console = f.read()[-4000:]
+            raise RuntimeError(f"the machine booted {state!r} ({p.stderr.strip()}); failed "
+                               f"units:\n{failed}\nits console:\n{console}")
         self.log(f"machine {self.name}: systemd running in {time.monotonic() - t0:.1f} s")
         with open(f"/proc/{self.leader}/mounts") as f:
             for line in f:

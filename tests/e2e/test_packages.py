@@ -56,6 +56,7 @@ NODE_SECRET = "/etc/imperium/node.secret"
 STATE = "/var/lib/imperium"
 TOKEN = STATE + "/admin.token"
 NODE_HOME = "/var/lib/imperium-node"
+DISTRO = "/srv/imperium/distros/bookworm"  # INSTALL.md 5, on a machine that is also the API's
 ROUTER = "127.0.0.1:80"  # the node's HTTP router, in the machine's network namespace
 APP = """def application(environ, start_response):
     start_response('200 OK', [('Content-Type', 'text/plain')])
@@ -216,6 +217,16 @@ def machine(stage):
     root.run("apt-get", "install", "-y", "--no-install-recommends", "--download-only",
              "postgresql", "nginx", "ca-certificates", timeout=900)
     log(f"systemd installed and the dependencies downloaded in {time.monotonic() - t0:.0f} s")
+    # INSTALL.md 5, "on each node, as root": the distro built with debootstrap
+    # from the mirror, which only the root before its boot can reach, so the
+    # CLI (no service in it) is installed first, here.
+    t0 = time.monotonic()
+    cli_deb = [d for d in build.debs(VERSION1) if os.path.basename(d).startswith("imperium-cli_")]
+    root.run("apt-get", "install", "-y", "--no-install-recommends", "debootstrap",
+             f"{DEBS1}/{os.path.basename(cli_deb[0])}", timeout=600)
+    root.run("imperium", "admin", "distro", "build", "bookworm", "--no-register", "--dir", DISTRO,
+             timeout=900)
+    log(f"imperium admin distro build bookworm took {time.monotonic() - t0:.0f} s")
     m = chrootutil.Machine(root, os.path.join(build.work, "console.log"), log=log)
     try:
         yield m
@@ -424,16 +435,15 @@ def node(api, installed, front):
     (in the machine's own network namespace: veths, routes, the nft table;
     no uplink, so no NAT), its HTTP router on the machine's port 80; no disk
     images (`quota = off`: the machine has no loop devices; the other e2e
-    tests cover quotas on the build tree); containers run from the machine's
-    root (the `host` distro: `distro_host_ok`), in cgroups of this run's
-    (cgroup_parent).  If the removal test did not run: stop-all at the end."""
+    tests cover quotas on the build tree); containers in cgroups of this
+    run's (cgroup_parent).  If the removal test did not run: stop-all at the end."""
     m = installed
     name = unique("node")
     out = cli(m, api, "admin", "server", "add", name, "--address", "192.0.2.10",
               "--memory", "1000", "--storage", "1000").stdout
     secret = re.search(r"^node_secret:\s*(\S+)$", out, re.M).group(1)
     for key, value in (("api_url", f"https://{FRONT}"), ("server_name", name),
-                       ("quota", "off"), ("distro_host_ok", "true"),
+                       ("quota", "off"),
                        ("cgroup_parent", m.cgroup_parent), ("router_http", ROUTER)):
         set_key(m.root, NODE_CONF, key, value)
     m.root.write("/etc/ssh/sshd_config.d/port.conf", "Port 2222\n")
@@ -607,8 +617,9 @@ def test_systemctl_start_makes_the_node_and_its_sshd_ready(node, api, installed)
 
 
 def test_installed_node_runs_a_container(node, api, installed, keys):
-    """The quickstart's calls, as the container's customer: a distro, then
-    the ssh key, which makes the container startable."""
+    """The distro registered (INSTALL.md 5, built before the boot), then the
+    quickstart's calls, as the container's customer: the distro, then the
+    ssh key, which makes the container startable."""
     m = installed
     bump_container_ids(m.root, 9000 + os.getpid() % 1000)
     owner = unique("owner")
@@ -616,8 +627,8 @@ def test_installed_node_runs_a_container(node, api, installed, keys):
     uid = int(cli(m, api, "admin", "container", "add", "--customer", owner, "--server",
                   node.server, "--name", "box", "--memory", "128", "--storage", "100").stdout)
     assert uid >= 39000 and not procs_of_uid(uid)
-    distro = re.search(r"^id:\s*(\d+)$", cli(m, api, "admin", "distro", "add", "host",
-                                              "--path", "/").stdout, re.M).group(1)
+    distro = re.search(r"^id:\s*(\d+)$", cli(m, api, "admin", "distro", "add", "bookworm",
+                                              "--path", DISTRO).stdout, re.M).group(1)
     with open(keys["good"] + ".pub") as f:
         node.pub = f.read().strip()
     for body in ({"distro": int(distro)}, {"ssh_keys": [node.pub]}):
