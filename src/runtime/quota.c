@@ -872,8 +872,29 @@ static bool proc_link_under(const char *pid, const char *what, const char *dir, 
     return strncmp(target, dir, n) == 0 && (target[n] == '\0' || target[n] == '/');
 }
 
+/* Has process pid a file open under dir? */
+static bool proc_fd_under(const char *pid, const char *dir, size_t n)
+{
+    char path[320];
+    snprintf(path, sizeof path, "/proc/%s/fd", pid);
+    DIR *fds = opendir(path);
+    if (!fds)
+        return false;
+    bool found = false;
+    struct dirent *d;
+    while (!found && (d = readdir(fds))) {
+        if (d->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "fd/%s", d->d_name);
+        found = proc_link_under(pid, path, dir, n);
+    }
+    closedir(fds);
+    return found;
+}
+
 /* For the error of a busy containers directory: "pid (comm), ..." of up to
- * four processes whose working directory or root is in it, or "". */
+ * four processes whose working directory or root is in it, or that have a
+ * file open there, or "". */
 static void busy_holders(const char *dir, char *out, size_t size)
 {
     out[0] = '\0';
@@ -886,7 +907,7 @@ static void busy_holders(const char *dir, char *out, size_t size)
     while ((d = readdir(proc)) && found < 4) {
         if (d->d_name[0] < '1' || d->d_name[0] > '9' ||
             (!proc_link_under(d->d_name, "cwd", dir, n) &&
-             !proc_link_under(d->d_name, "root", dir, n)))
+             !proc_link_under(d->d_name, "root", dir, n) && !proc_fd_under(d->d_name, dir, n)))
             continue;
         char path[320], comm[32] = "?";
         snprintf(path, sizeof path, "/proc/%s/comm", d->d_name);
@@ -906,6 +927,45 @@ static void busy_holders(const char *dir, char *out, size_t size)
     closedir(proc);
 }
 
+/* For the same error: the first mount point below dir in this process's
+ * mount table, or "". */
+static void mounted_below(const char *dir, char *out, size_t size)
+{
+    out[0] = '\0';
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return;
+    char line[4608], point[4200];
+    size_t n = strlen(dir);
+    while (fgets(line, sizeof line, f)) {
+        /* id parent major:minor root MOUNT-POINT ... */
+        if (sscanf(line, "%*s %*s %*s %*s %4199s", point) == 1 && strncmp(point, dir, n) == 0 &&
+            point[n] == '/') {
+            size_t len = strlen(point) < size ? strlen(point) : size - 1; /* its start */
+            memcpy(out, point, len);
+            out[len] = '\0';
+            break;
+        }
+    }
+    fclose(f);
+}
+
+/* The error of a containers directory still busy after the retries: what
+ * holds it, as far as this process can see (a mount below it, a process
+ * working there), or that neither is visible (another mount namespace's
+ * reference, which the kernel drops later). */
+static int busy_error(const char *dir, err_t *e)
+{
+    char below[512], holders[256];
+    mounted_below(dir, below, sizeof below);
+    busy_holders(dir, holders, sizeof holders);
+    return err_set(e, ERR_INTERNAL,
+                   "unmount the containers directory %s: %s (%s%s; %s%s)", dir, strerror(EBUSY),
+                   below[0] ? "mounted below it: " : "nothing mounted below it", below,
+                   holders[0] ? "working there: " : "no process has a file or directory there",
+                   holders);
+}
+
 int quota_teardown(const char *containers_dir, const char *state_dir, err_t *e)
 {
     char mark[4200];
@@ -923,18 +983,11 @@ int quota_teardown(const char *containers_dir, const char *state_dir, err_t *e)
         long long deadline = now_ms() + QUOTA_TEARDOWN_BUSY_MS;
         while (umount2(containers_dir, UMOUNT_NOFOLLOW) < 0) {
             int err = errno;
-            if (err != EBUSY || now_ms() >= deadline) {
-                char holders[256] = "";
-                if (err == EBUSY)
-                    busy_holders(containers_dir, holders, sizeof holders);
-                return err_set(e, ERR_INTERNAL, "unmount the containers directory %s: %s%s%s%s%s",
-                               containers_dir, strerror(err),
-                               err == EBUSY ? " (a home is still mounted below it, or a "
-                                              "process has a file open there"
-                                            : "",
-                               holders[0] ? "; working there: " : "", holders,
-                               err == EBUSY ? ")" : "");
-            }
+            if (err == EBUSY && now_ms() >= deadline)
+                return busy_error(containers_dir, e);
+            if (err != EBUSY)
+                return err_set(e, ERR_INTERNAL, "unmount the containers directory %s: %s",
+                               containers_dir, strerror(err));
             sleep_ms(50);
         }
     }
