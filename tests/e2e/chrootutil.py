@@ -19,6 +19,8 @@ import subprocess
 import tempfile
 import time
 
+from helpers import proc_status
+
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 # The one thing cached outside temporary directories: a tarball of a fresh
@@ -283,11 +285,15 @@ def _own_cgroup(key):
     return "/"
 
 
+def _own_cgroup_dirs():
+    """This process's cgroup in each hierarchy: {key: host path}."""
+    return {k: os.path.normpath(mp + _own_cgroup(k)) for k, mp in _cgroup_hierarchies().items()}
+
+
 def _cgroup_dirs(name):
     """Where a cgroup `name` made beside this process's lands in each
     hierarchy: {key: host path}."""
-    return {k: os.path.join(os.path.normpath(mp + _own_cgroup(k)), name)
-            for k, mp in _cgroup_hierarchies().items()}
+    return {k: os.path.join(d, name) for k, d in _own_cgroup_dirs().items()}
 
 
 def _remove_cgroup_tree(path, kill=False):
@@ -315,8 +321,7 @@ def _remove_cgroup_tree(path, kill=False):
 
 def _sweep_stale_cgroups(log):
     """The cgroups of runs that died: their machine killed, then removed."""
-    for key, mp in _cgroup_hierarchies().items():
-        base = os.path.normpath(mp + _own_cgroup(key))
+    for base in _own_cgroup_dirs().values():
         try:
             names = os.listdir(base)
         except OSError:
@@ -454,9 +459,7 @@ class Machine:
             try:
                 if not p.isdigit() or os.readlink(f"/proc/{p}/ns/pid") != ns:
                     continue
-                with open(f"/proc/{p}/status") as f:
-                    nspid = re.search(r"^NSpid:\s*(.*)$", f.read(), re.M).group(1).split()
-                if nspid[-1] == str(pid):
+                if proc_status(p)["NSpid"].split()[-1] == str(pid):
                     return int(p)
             except OSError:
                 continue

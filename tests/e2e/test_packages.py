@@ -27,7 +27,6 @@ import re
 import shutil
 import socket
 import sqlite3
-import struct
 import subprocess
 import tempfile
 import threading
@@ -37,7 +36,7 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from helpers import ROOT, in_netns, procs_of_uid, unique, wait_for
+from helpers import ROOT, in_netns, proc_status, procs_of_uid, unique, wait_for
 from nodeutil import running
 
 pytestmark = pytest.mark.skipif(
@@ -308,11 +307,6 @@ def restarted(m, unit, before, old_pid):
             int(s["MainPID"]) not in (0, old_pid) and int(s["NRestarts"]) == before + 1)
 
 
-def proc_status(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-
-
 def mountinfo(pid):
     """{mount point: (root within its filesystem, mount options, super options)}
     of the process's mount namespace (the last mount at a point wins)."""
@@ -326,11 +320,11 @@ def mountinfo(pid):
     return out
 
 
-def ssh(m, key, uid, command, port=22, stdin=""):
+def ssh(m, key, uid, command, stdin=""):
     """The host's ssh client, inside the machine's network namespace."""
     opts = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10"]
-    return subprocess.run(["nsenter", f"--net={m.netns()}", "ssh", *opts, "-p", str(port),
+    return subprocess.run(["nsenter", f"--net={m.netns()}", "ssh", *opts, "-p", "22",
                            "-i", key, f"{uid}@127.0.0.1", command], capture_output=True,
                           text=True, timeout=60, input=stdin)
 

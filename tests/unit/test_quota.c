@@ -1,7 +1,8 @@
 /* Unit tests for src/runtime/quota.c: the setting's values, the `quota`
  * command's report (run with sh on a temporary "home"), what a plain home
- * (no image) reads as, and stop-all's error for a busy containers directory.  Loop images themselves are exercised
- * end to end (tests/e2e/test_quota.py). */
+ * (no image) reads as, and stop-all's error for a busy containers
+ * directory.  Loop images themselves are exercised end to end
+ * (tests/e2e/test_quota.py). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
